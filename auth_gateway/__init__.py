@@ -1,0 +1,1 @@
+"""auth_gateway: the authenticating reverse proxy in front of the Backoffice API."""

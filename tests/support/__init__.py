@@ -1,0 +1,1 @@
+"""Test bed: real services, isolation helpers and a fault-injection proxy."""
