@@ -1,0 +1,20 @@
+"""Typed application keys shared by key_service's modules."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from .config import KeyServiceConfig
+from .metrics import Metrics
+
+__all__ = ["CONFIG", "ENGINE", "METRICS", "OUTBOX_WAKEUP", "SESSIONMAKER"]
+
+CONFIG = web.AppKey("config", KeyServiceConfig)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
+METRICS = web.AppKey("metrics", Metrics)
+# Set after every commit that wrote an outbox row, so the relay publishes without delay.
+OUTBOX_WAKEUP = web.AppKey("outbox_wakeup", asyncio.Event)

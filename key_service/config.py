@@ -1,0 +1,60 @@
+"""Every setting key_service reads, mapped from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apikeys_shared.config import DEFAULT_RABBITMQ_URL, Env, Secrets, load_secrets
+from apikeys_shared.events import EXCHANGE
+
+__all__ = ["KeyServiceConfig", "load_config"]
+
+
+@dataclass(frozen=True)
+class KeyServiceConfig:
+    """key_service's configuration; build it with ``load_config()``."""
+
+    secrets: Secrets = field(repr=False)
+    database_url: str
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8081
+    rabbitmq_url: str = DEFAULT_RABBITMQ_URL
+    exchange: str = EXCHANGE
+    event_source: str = "urn:apikeys:key_service"
+    session_ttl_seconds: int = 8 * 3600
+    cookie_secure: bool = False
+    login_concurrency: int = 2
+    trusted_proxies: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
+    """Read every ``KEY_SERVICE_*`` and shared variable; ConfigError names a bad one."""
+    env = Env(os.environ if environ is None else environ)
+    data_dir = Path(env.text("KEY_SERVICE_DATA_DIR", "data"))
+    default_db = f"sqlite+aiosqlite:///{data_dir / 'keys.db'}"
+    return KeyServiceConfig(
+        secrets=load_secrets(env, signer=True, verifier=False),
+        database_url=env.url(
+            "KEY_SERVICE_DATABASE_URL", default_db, ("sqlite+aiosqlite", "postgresql+asyncpg")
+        ),
+        data_dir=data_dir,
+        host=env.text("KEY_SERVICE_HOST", "127.0.0.1"),
+        port=env.integer("KEY_SERVICE_PORT", 8081, minimum=1, maximum=65535),
+        rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
+        exchange=env.text("APIKEYS_EXCHANGE", EXCHANGE),
+        event_source=env.text("KEY_SERVICE_EVENT_SOURCE", "urn:apikeys:key_service"),
+        session_ttl_seconds=env.integer(
+            "KEY_SERVICE_SESSION_TTL", 8 * 3600, minimum=60, maximum=30 * 86400
+        ),
+        cookie_secure=env.flag("KEY_SERVICE_COOKIE_SECURE", False),
+        login_concurrency=env.integer("KEY_SERVICE_LOGIN_CONCURRENCY", 2, minimum=1, maximum=64),
+        trusted_proxies=tuple(
+            p.strip() for p in env.text("KEY_SERVICE_TRUSTED_PROXIES", "").split(",") if p.strip()
+        ) if env.optional("KEY_SERVICE_TRUSTED_PROXIES") else (),
+        log_level=env.text("KEY_SERVICE_LOG_LEVEL", "INFO").upper(),
+    )
