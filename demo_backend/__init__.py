@@ -1,0 +1,1 @@
+"""A demo echo backend to put behind the gateway."""
