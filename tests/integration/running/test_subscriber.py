@@ -1,0 +1,168 @@
+"""The example subscriber (examples/subscriber.py), run as a program against the real RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import pytest
+
+from apikeys_shared import Event, KeyRecord, PepperSet, SignedEvent, Signer
+from apikeys_shared.config import generate_secrets_env
+from apikeys_shared.keys import generate_secret, new_key_id
+from tests.conftest import AmqpNames
+from tests.support.procs import ROOT
+
+pytestmark = pytest.mark.rabbitmq
+
+SUBSCRIBER = ROOT / "examples" / "subscriber.py"
+TIMEOUT = 20.0
+
+
+@dataclass
+class Subscriber:
+    """The example subscriber as a running subprocess."""
+
+    proc: asyncio.subprocess.Process
+    log: list[str]
+
+    async def next_event(self) -> dict[str, Any]:
+        """The next JSON line it prints on stdout."""
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)
+        assert line, f"subscriber exited early; its log:\n{''.join(self.log)}"
+        event: dict[str, Any] = json.loads(line)
+        return event
+
+
+async def _drain(stream: asyncio.StreamReader, log: list[str], ready: asyncio.Event) -> None:
+    while line := await stream.readline():
+        text = line.decode(errors="replace")
+        log.append(text)
+        if "listening on queue" in text:
+            ready.set()
+
+
+@contextlib.asynccontextmanager
+async def run_subscriber(env: dict[str, str]) -> AsyncIterator[Subscriber]:
+    """Start the subscriber, wait until it consumes, stop it with SIGINT afterwards."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(SUBSCRIBER), cwd=ROOT, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    log: list[str] = []
+    ready = asyncio.Event()
+    drain = asyncio.create_task(_drain(proc.stderr, log, ready))
+    try:
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({waiter, drain}, timeout=TIMEOUT,
+                           return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        assert ready.is_set(), f"subscriber did not start consuming; its log:\n{''.join(log)}"
+        yield Subscriber(proc, log)
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0, "".join(log)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await asyncio.wait_for(drain, TIMEOUT)
+
+
+def _secrets() -> dict[str, str]:
+    lines = generate_secrets_env().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def _record(secrets: dict[str, str]) -> KeyRecord:
+    version, _, pepper = secrets["APIKEYS_PEPPERS"].partition(":")
+    peppers = PepperSet(current=version, peppers={version: base64.b64decode(pepper)})
+    key_id = new_key_id()
+    secret_hash, hash_version = peppers.hash(key_id, generate_secret())
+    return KeyRecord(
+        key_id=key_id, name="billing export", status="active",
+        issued_at=datetime.now(UTC), revoked_at=None,
+        secret_hash=secret_hash, hash_version=hash_version,
+    )
+
+
+async def _publish(rabbitmq_url: str, exchange_name: str, signed: list[SignedEvent]) -> None:
+    """Publish as key_service's relay does: persistent, mandatory, confirmed, signed headers."""
+    connection = await aio_pika.connect(rabbitmq_url, timeout=10)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(
+            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True,
+        )
+        for item in signed:
+            event = Event.from_bytes(item.body)
+            await exchange.publish(
+                aio_pika.Message(
+                    item.body, headers=dict(item.amqp_headers),
+                    content_type="application/cloudevents+json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=event.id,
+                ),
+                routing_key=event.routing_key, mandatory=True, timeout=10,
+            )
+        await channel.close()
+
+
+async def test_subscriber_verifies_and_applies_issue_then_revoke_once(
+    amqp_names: AmqpNames, rabbitmq_url: str,
+) -> None:
+    secrets = _secrets()
+    signer = Signer.from_base64(secrets["APIKEYS_SIGNING_KEY"])
+    forger = Signer.from_base64(_secrets()["APIKEYS_SIGNING_KEY"])
+    env = {
+        "RABBITMQ_URL": rabbitmq_url,
+        "APIKEYS_EXCHANGE": amqp_names.exchange,
+        "APIKEYS_SUBSCRIBER_QUEUE": amqp_names.queue("subscriber"),
+        "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
+    }
+    record = _record(secrets)
+    issued = Event.for_record(record, sequence=7, source="urn:apikeys:key_service")
+    revoked_record = replace(record, status="revoked", revoked_at=datetime.now(UTC))
+    revoked = Event.for_record(revoked_record, sequence=8, source="urn:apikeys:key_service")
+    # A forged "issued" for a key that does not exist: signed, but not by the deployment's key.
+    forged = Event.for_record(_record(secrets), sequence=9, source="urn:apikeys:key_service")
+    tampered = SignedEvent.sign(issued, signer)
+    tampered = replace(tampered, body=tampered.body.replace(b"billing export", b"billing exporT"))
+
+    async with run_subscriber(env) as subscriber:
+        await _publish(rabbitmq_url, amqp_names.exchange, [
+            SignedEvent.sign(forged, forger),
+            tampered,
+            SignedEvent.sign(issued, signer),
+            SignedEvent.sign(issued, signer),  # at-least-once: a redelivered duplicate
+            SignedEvent.sign(revoked, signer),
+        ])
+        first = await subscriber.next_event()
+        second = await subscriber.next_event()
+
+    assert first == {
+        "event_id": issued.id, "type": "apikey.issued", "sequence": 7,
+        "key_id": record.key_id, "name": "billing export", "status": "active",
+        "issued_at": record.to_json()["issued_at"], "revoked_at": None,
+    }
+    assert second["event_id"] == revoked.id
+    assert second["type"] == "apikey.revoked"
+    assert second["status"] == "revoked"
+    assert second["revoked_at"] == revoked_record.to_json()["revoked_at"]
+    log = "".join(subscriber.log)
+    assert log.count("rejected message") == 2, log
+    assert "ignored duplicate" in log
+    # Nothing beyond the two genuine events was applied.
+    assert subscriber.proc.stdout is not None
+    assert await subscriber.proc.stdout.read() == b""
