@@ -68,10 +68,14 @@ async def test_rabbitmq_round_trip(amqp_names: AmqpNames) -> None:
 
 async def _echo_server() -> tuple[asyncio.base_events.Server, int]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(1024):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
+        try:
+            while data := await reader.read(1024):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
@@ -97,6 +101,8 @@ async def test_fault_proxy_passes_cuts_refuses_and_delays(
 
         # cut: an open connection dies and new ones are refused
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"hello")
+        assert await asyncio.wait_for(reader.read(1024), 2) == b"hello"
         proxy.cut()
         assert await asyncio.wait_for(reader.read(1024), 2) == b""
         writer.close()

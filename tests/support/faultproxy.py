@@ -32,6 +32,7 @@ class FaultProxy:
                                         name=f"faultproxy:{target_port}")
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._delay = 0.0
         self._blackhole = False
         self.connections_accepted = 0
@@ -64,7 +65,7 @@ class FaultProxy:
 
     def close(self) -> None:
         """Stop the proxy and its thread."""
-        self._call(self._cut())
+        self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -106,7 +107,22 @@ class FaultProxy:
             transport.abort()
         self._writers.clear()
 
+    async def _shutdown(self) -> None:
+        await self._cut()
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self._server is None:
+            # Accepted just before a cut or refuse took effect: treat it as refused.
+            writer.transport.abort()
+            return
         self.connections_accepted += 1
         self._writers.add(writer)
         try:
