@@ -1,0 +1,37 @@
+"""Typed application keys shared by auth_gateway's modules (and the event consumer in sync.py)."""
+
+from __future__ import annotations
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from .config import GatewayConfig
+from .keyservice import KeyServiceClient
+from .keystore import KeyStore
+from .metrics import Metrics
+from .routes import RouteTable
+
+__all__ = [
+    "CONFIG",
+    "KEYSTORE",
+    "KEY_SERVICE",
+    "KEY_SERVICE_SESSION",
+    "METRICS",
+    "REDIS",
+    "ROUTES",
+    "UPSTREAM_SESSION",
+]
+
+CONFIG = web.AppKey("config", GatewayConfig)
+METRICS = web.AppKey("metrics", Metrics)
+ROUTES = web.AppKey("routes", RouteTable)
+# One Redis client per process (its own connection pool).
+REDIS = web.AppKey("redis", aioredis.Redis)
+# The pooled session for key_service's internal API, kept apart from the upstream pool so that
+# busy upstreams cannot starve key lookups.
+KEY_SERVICE_SESSION = web.AppKey("key_service_session", aiohttp.ClientSession)
+KEY_SERVICE = web.AppKey("key_service", KeyServiceClient)
+# The pooled keep-alive session every forwarded request goes through.
+UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
+KEYSTORE = web.AppKey("keystore", KeyStore)

@@ -1,0 +1,151 @@
+"""Every setting auth_gateway reads, mapped from the environment in one place.
+
+A missing or malformed variable raises ``apikeys_shared.ConfigError`` naming it, and the gateway
+refuses to start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apikeys_shared.config import (
+    DEFAULT_RABBITMQ_URL,
+    DEFAULT_REDIS_URL,
+    Env,
+    Secrets,
+    load_secrets,
+)
+from apikeys_shared.errors import ConfigError
+from apikeys_shared.events import EXCHANGE
+
+__all__ = ["GatewayConfig", "Limits", "load_config"]
+
+DEFAULT_KEY_SERVICE_URL = "http://127.0.0.1:8081"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one client may send, and on how long an upstream may take."""
+
+    max_header_bytes: int = 16384
+    max_headers: int = 100
+    max_body_bytes: int = 1024**3
+    upstream_connect_timeout: float = 5.0
+    upstream_total_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """auth_gateway's configuration; build it with ``load_config()``."""
+
+    secrets: Secrets = field(repr=False)
+    routes_path: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    key_service_url: str = DEFAULT_KEY_SERVICE_URL
+    key_service_timeout: float = 2.0
+    redis_url: str = DEFAULT_REDIS_URL
+    redis_timeout: float = 0.5
+    redis_prefix: str = "apikeys:"
+    rabbitmq_url: str = DEFAULT_RABBITMQ_URL
+    exchange: str = EXCHANGE
+    queue_prefix: str = "apikeys.gateway"
+    feed_poll_interval: float = 2.0
+    l1_size: int = 10000
+    l1_ttl: float = 30.0
+    negative_ttl: float = 5.0
+    negative_size: int = 10000
+    failed_auth_threshold: int = 20
+    failed_auth_window: int = 60
+    unavailable_retry_after: int = 2
+    trusted_proxies: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    shutdown_timeout: float = 30.0
+    log_level: str = "INFO"
+
+
+def _proxies(env: Env) -> tuple[str, ...]:
+    raw = env.optional("GATEWAY_TRUSTED_PROXIES")
+    if raw is None:
+        return ()
+    out: list[str] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ConfigError(
+                f"GATEWAY_TRUSTED_PROXIES: {item!r} is not an IP address or network"
+            ) from exc
+        out.append(item)
+    return tuple(out)
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read every ``GATEWAY_*`` and shared variable; ConfigError names a bad one."""
+    env = Env(os.environ if environ is None else environ)
+    prefix = env.text("GATEWAY_REDIS_PREFIX", "apikeys:")
+    level = env.text("GATEWAY_LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"GATEWAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    limits = Limits(
+        max_header_bytes=env.integer(
+            "GATEWAY_MAX_HEADER_BYTES", 16384, minimum=1024, maximum=1024 * 1024
+        ),
+        max_headers=env.integer("GATEWAY_MAX_HEADERS", 100, minimum=8, maximum=1000),
+        max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024**3, minimum=0),
+        upstream_connect_timeout=env.number(
+            "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5.0, minimum=0.01, maximum=600
+        ),
+        upstream_total_timeout=env.number(
+            "GATEWAY_UPSTREAM_TIMEOUT", 60.0, minimum=0.01, maximum=86400
+        ),
+    )
+    return GatewayConfig(
+        secrets=load_secrets(env, signer=False, verifier=True),
+        routes_path=Path(env.text("GATEWAY_ROUTES")),
+        host=env.text("GATEWAY_HOST", "127.0.0.1"),
+        port=env.integer("GATEWAY_PORT", 8080, minimum=0, maximum=65535),
+        workers=env.integer("GATEWAY_WORKERS", 1, minimum=1, maximum=256),
+        key_service_url=env.url(
+            "KEY_SERVICE_URL", DEFAULT_KEY_SERVICE_URL, ("http", "https")
+        ).rstrip("/"),
+        key_service_timeout=env.number(
+            "GATEWAY_KEY_SERVICE_TIMEOUT", 2.0, minimum=0.01, maximum=60
+        ),
+        redis_url=env.url("REDIS_URL", DEFAULT_REDIS_URL, ("redis", "rediss", "unix")),
+        redis_timeout=env.number("GATEWAY_REDIS_TIMEOUT", 0.5, minimum=0.01, maximum=60),
+        redis_prefix=prefix,
+        rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
+        exchange=env.text("APIKEYS_EXCHANGE", EXCHANGE),
+        queue_prefix=env.text("GATEWAY_QUEUE_PREFIX", "apikeys.gateway"),
+        feed_poll_interval=env.number(
+            "GATEWAY_FEED_POLL_INTERVAL", 2.0, minimum=0.05, maximum=3600
+        ),
+        l1_size=env.integer("GATEWAY_L1_SIZE", 10000, minimum=0, maximum=10_000_000),
+        l1_ttl=env.number("GATEWAY_L1_TTL", 30.0, minimum=0, maximum=86400),
+        negative_ttl=env.number("GATEWAY_NEGATIVE_TTL", 5.0, minimum=0, maximum=3600),
+        negative_size=env.integer(
+            "GATEWAY_NEGATIVE_SIZE", 10000, minimum=0, maximum=10_000_000
+        ),
+        failed_auth_threshold=env.integer(
+            "GATEWAY_FAILED_AUTH_THRESHOLD", 20, minimum=1, maximum=1_000_000
+        ),
+        failed_auth_window=env.integer(
+            "GATEWAY_FAILED_AUTH_WINDOW", 60, minimum=1, maximum=86400
+        ),
+        unavailable_retry_after=env.integer(
+            "GATEWAY_RETRY_AFTER", 2, minimum=1, maximum=3600
+        ),
+        trusted_proxies=_proxies(env),
+        limits=limits,
+        shutdown_timeout=env.number("GATEWAY_SHUTDOWN_TIMEOUT", 30.0, minimum=0, maximum=3600),
+        log_level=level,
+    )

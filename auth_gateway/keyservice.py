@@ -1,0 +1,94 @@
+"""Client of key_service's internal API: one key's latest signed record, and the event feed.
+
+Both routes need the internal bearer token. Transport failures, timeouts, 5xx answers and bodies
+that are not the documented shape all become ``KeyServiceUnavailable``; a 404 for a key means the
+key does not exist. Signatures are checked by the caller (the KeyStore), not here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import aiohttp
+
+from apikeys_shared.errors import EnvelopeError
+from apikeys_shared.events import SignedEvent
+
+from .errors import KeyServiceUnavailable
+
+__all__ = ["FeedPage", "KeyServiceClient"]
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """One page of ``/internal/v1/events``: signed events in order, and the feed's last sequence."""
+
+    events: tuple[SignedEvent, ...]
+    last_sequence: int
+
+
+class KeyServiceClient:
+    """Calls ``{base_url}/internal/v1/...`` over the app's pooled ClientSession."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, token: str, timeout: float
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _get_json(self, path: str, params: dict[str, str] | None = None) -> object | None:
+        """GET ``path``; the decoded JSON body, or None on 404."""
+        url = f"{self._base}{path}"
+        try:
+            async with self._session.get(
+                url, params=params, headers=self._headers, timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status == 404:
+                    await resp.release()
+                    return None
+                if resp.status != 200:
+                    raise KeyServiceUnavailable(f"key_service answered {resp.status} for {path}")
+                raw = await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise KeyServiceUnavailable(f"key_service unreachable: {type(exc).__name__}") from exc
+        try:
+            value: object = json.loads(raw)
+        except ValueError as exc:
+            raise KeyServiceUnavailable(
+                f"key_service sent a body that is not JSON for {path}"
+            ) from exc
+        return value
+
+    async def fetch_key(self, key_id: str) -> SignedEvent | None:
+        """The latest signed record of ``key_id`` (unverified), or None when it does not exist."""
+        obj = await self._get_json(f"/internal/v1/keys/{key_id}")
+        if obj is None:
+            return None
+        try:
+            return SignedEvent.from_json(obj)
+        except EnvelopeError as exc:
+            raise KeyServiceUnavailable(
+                f"key_service record for a key is malformed: {exc}"
+            ) from exc
+
+    async def fetch_events(self, after: int, limit: int = 500) -> FeedPage:
+        """Signed events with sequence > ``after`` (unverified), oldest first."""
+        obj = await self._get_json(
+            "/internal/v1/events", {"after": str(after), "limit": str(limit)}
+        )
+        if not isinstance(obj, dict):
+            raise KeyServiceUnavailable("key_service event feed is missing or not an object")
+        raw_events, last = obj.get("events"), obj.get("last_sequence")
+        if not isinstance(raw_events, list) or not isinstance(last, int) or isinstance(last, bool):
+            raise KeyServiceUnavailable("key_service event feed needs events[] and last_sequence")
+        try:
+            events = tuple(SignedEvent.from_json(item) for item in raw_events)
+        except EnvelopeError as exc:
+            raise KeyServiceUnavailable(
+                f"key_service event feed entry is malformed: {exc}"
+            ) from exc
+        return FeedPage(events=events, last_sequence=last)

@@ -1,0 +1,280 @@
+"""The gateway's key store: verified key records in L1, then Redis, then key_service.
+
+Lookup order (DESIGN §4 steps 3-4): the in-process LRU (L1); a short negative cache of unknown
+IDs; Redis, which holds each key's latest *signed* record at ``{prefix}key:{key_id}`` and is
+verified on every read; key_service's internal lookup, with concurrent misses for one ID
+coalesced into one call. Nothing is trusted without a signature from a configured verify key:
+write access to Redis must not be enough to mint or revive a key.
+
+``apply()`` is how events (from RabbitMQ or the feed) reach the store: a record replaces the one
+held only when its sequence is newer, and ``revoked`` is terminal.
+
+Fail closed: when Redis is away, L1 and key_service keep verifying; when key_service is away
+too and L1 has nothing, ``lookup`` raises ``VerificationUnavailable`` (the caller answers 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from apikeys_shared.errors import EnvelopeError, SignatureError
+from apikeys_shared.events import Event, KeyRecord, SignedEvent
+from apikeys_shared.signing import Verifier
+
+from .cache import TTLCache
+from .errors import RecordRejected, StoreUnavailable, VerificationUnavailable
+from .keyservice import KeyServiceClient
+from .metrics import Metrics
+
+__all__ = ["Held", "KeyStore"]
+
+# After a Redis error, skip Redis for this long so that an outage costs one timeout, not one
+# per request; the next call after the pause probes it again.
+REDIS_PAUSE_SECONDS = 1.0
+_WATCH_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class Held:
+    """A verified record and the sequence of the event that carried it."""
+
+    sequence: int
+    record: KeyRecord
+
+
+def _supersedes(new: Held, held: Held | None) -> bool:
+    """True when ``new`` may replace ``held``: newer, and never reviving a revoked key."""
+    if held is None:
+        return True
+    if not held.record.active and new.record.active:
+        return False
+    return new.sequence > held.sequence
+
+
+class KeyStore:
+    """Verified key records for one gateway process; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        redis: aioredis.Redis,
+        key_service: KeyServiceClient,
+        verifier: Verifier,
+        metrics: Metrics,
+        prefix: str = "apikeys:",
+        l1_size: int = 10000,
+        l1_ttl: float = 30.0,
+        negative_size: int = 10000,
+        negative_ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._key_service = key_service
+        self._verifier = verifier
+        self._metrics = metrics
+        self._prefix = prefix
+        self._clock = clock
+        self._l1: TTLCache[Held] = TTLCache(l1_size, l1_ttl, clock)
+        self._negative: TTLCache[bool] = TTLCache(negative_size, negative_ttl, clock)
+        self._inflight: dict[str, asyncio.Task[Held | None]] = {}
+        # Bumped by every apply/evict: a lookup that started before may not fill the caches,
+        # so that a slow read of an old record cannot undo a revocation that landed meanwhile.
+        self._epoch = 0
+        self._redis_paused_until = 0.0
+
+    # -- public API ---------------------------------------------------------------------------
+    def redis_key(self, key_id: str) -> str:
+        """Where Redis holds the signed record of ``key_id``."""
+        return f"{self._prefix}key:{key_id}"
+
+    async def lookup(self, key_id: str) -> KeyRecord | None:
+        """The verified record of ``key_id``; None when it does not exist.
+
+        Raises VerificationUnavailable when neither Redis nor key_service can answer and L1 has
+        nothing for the key.
+        """
+        held = self._l1.get(key_id)
+        if held is not None:
+            self._metrics.cache_lookups.labels("l1", "hit").inc()
+            return held.record
+        self._metrics.cache_lookups.labels("l1", "miss").inc()
+        if self._negative.get(key_id) is not None:
+            self._metrics.cache_lookups.labels("negative", "hit").inc()
+            return None
+        task = self._inflight.get(key_id)
+        if task is None:
+            task = asyncio.create_task(self._load(key_id, self._epoch))
+            self._inflight[key_id] = task
+            task.add_done_callback(self._forget_inflight)
+        held = await asyncio.shield(task)
+        return None if held is None else held.record
+
+    async def apply(self, signed: SignedEvent, origin: str = "event") -> bool:
+        """Verify ``signed`` and store it if it supersedes what is held; True if Redis changed.
+
+        Raises RecordRejected for a forged or malformed record (counted under ``origin``), and
+        StoreUnavailable when Redis cannot be written: L1 is updated either way, but the caller
+        must retry later so that Redis does not keep a stale record.
+        """
+        event = self._verify(signed, origin)
+        new = Held(event.sequence, event.record)
+        key_id = new.record.key_id
+        self._epoch += 1
+        if new.record.active:
+            self._negative.pop(key_id)
+        self._remember(key_id, new)
+        try:
+            changed = await self._write(signed, new)
+        except StoreUnavailable:
+            self._metrics.records_applied.labels("redis_error").inc()
+            raise
+        self._metrics.records_applied.labels("written" if changed else "stale").inc()
+        return changed
+
+    def evict(self, key_id: str) -> None:
+        """Drop ``key_id`` from the in-process caches; the next lookup reads Redis again."""
+        self._epoch += 1
+        self._l1.pop(key_id)
+        self._negative.pop(key_id)
+
+    def evict_all(self) -> None:
+        """Drop every in-process entry (after a gap in the event stream, for instance)."""
+        self._epoch += 1
+        self._l1.clear()
+        self._negative.clear()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _forget_inflight(self, task: asyncio.Task[Held | None]) -> None:
+        for key_id, running in list(self._inflight.items()):
+            if running is task:
+                del self._inflight[key_id]
+        if not task.cancelled():
+            # Retrieve the exception so that a failure no waiter saw is not logged as lost.
+            task.exception()
+
+    def _verify(self, signed: SignedEvent, origin: str) -> Event:
+        try:
+            return signed.verify(self._verifier)
+        except SignatureError as exc:
+            self._metrics.rejected_records.labels(origin, "signature").inc()
+            raise RecordRejected(f"{origin} record signature does not verify") from exc
+        except EnvelopeError as exc:
+            self._metrics.rejected_records.labels(origin, "malformed").inc()
+            raise RecordRejected(f"{origin} record is malformed: {exc}") from exc
+
+    def _remember(self, key_id: str, new: Held) -> None:
+        """Put ``new`` into L1 unless L1 already holds something that supersedes it."""
+        current = self._l1.get(key_id)
+        if _supersedes(new, current):
+            self._l1.put(key_id, new)
+
+    def _redis_available(self) -> bool:
+        return self._clock() >= self._redis_paused_until
+
+    def _redis_failed(self) -> None:
+        self._redis_paused_until = self._clock() + REDIS_PAUSE_SECONDS
+
+    def _parse_held(self, raw: bytes | str | None, key_id: str, origin: str) -> Held | None:
+        """A verified Held from a stored form, or None when absent or not trustworthy."""
+        if raw is None:
+            return None
+        try:
+            event = self._verify(SignedEvent.from_text(raw), origin)
+        except (RecordRejected, EnvelopeError):
+            if origin == "redis":
+                self._metrics.rejected_records.labels(origin, "malformed").inc()
+            return None
+        if event.record.key_id != key_id:
+            self._metrics.rejected_records.labels(origin, "wrong_key").inc()
+            return None
+        return Held(event.sequence, event.record)
+
+    async def _read_redis(self, key_id: str) -> Held | None:
+        """The verified record Redis holds; raises StoreUnavailable when Redis is away."""
+        if not self._redis_available():
+            raise StoreUnavailable("Redis paused after a recent error")
+        try:
+            raw = await self._redis.get(self.redis_key(key_id))
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._redis_failed()
+            raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
+        return self._parse_held(raw, key_id, "redis")
+
+    async def _write(self, signed: SignedEvent, new: Held) -> bool:
+        """Compare-and-set in Redis under WATCH; True when the record was written."""
+        if not self._redis_available():
+            raise StoreUnavailable("Redis paused after a recent error")
+        key = self.redis_key(new.record.key_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for _ in range(_WATCH_RETRIES):
+                    try:
+                        await pipe.watch(key)
+                        held = self._parse_held(await pipe.get(key), new.record.key_id, "redis")
+                        if not _supersedes(new, held):
+                            await pipe.unwatch()  # type: ignore[no-untyped-call]
+                            if held is not None:
+                                self._remember(new.record.key_id, held)
+                            return False
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.set(key, signed.to_text())
+                        await pipe.execute()
+                        return True
+                    except WatchError:
+                        continue
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._redis_failed()
+            raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
+        raise StoreUnavailable("Redis record kept changing under WATCH")
+
+    async def _load(self, key_id: str, epoch: int) -> Held | None:
+        """Redis, then key_service; fills the caches unless an apply/evict happened meanwhile."""
+        redis_error: StoreUnavailable | None = None
+        held: Held | None = None
+        try:
+            held = await self._read_redis(key_id)
+        except StoreUnavailable as exc:
+            redis_error = exc
+            self._metrics.cache_lookups.labels("redis", "error").inc()
+        else:
+            self._metrics.cache_lookups.labels("redis", "hit" if held else "miss").inc()
+        if held is None:
+            held = await self._ask_key_service(key_id, redis_error, epoch)
+            if held is None:
+                return None
+        if epoch == self._epoch:
+            self._remember(key_id, held)
+        return held
+
+    async def _ask_key_service(
+        self, key_id: str, redis_error: StoreUnavailable | None, epoch: int
+    ) -> Held | None:
+        try:
+            signed = await self._key_service.fetch_key(key_id)
+        except VerificationUnavailable as exc:
+            self._metrics.cache_lookups.labels("key_service", "error").inc()
+            detail = "Redis and key_service" if redis_error else "key_service"
+            raise VerificationUnavailable(f"{detail} could not answer for a key") from exc
+        if signed is None:
+            self._metrics.cache_lookups.labels("key_service", "miss").inc()
+            if epoch == self._epoch:
+                self._negative.put(key_id, True)
+            return None
+        held = self._parse_held(signed.to_text(), key_id, "key_service")
+        if held is None:
+            self._metrics.cache_lookups.labels("key_service", "error").inc()
+            raise VerificationUnavailable("key_service sent a record that does not verify")
+        self._metrics.cache_lookups.labels("key_service", "hit").inc()
+        if redis_error is None:
+            # Share what we learnt with the other gateway processes; a failure here only
+            # costs them a key_service call of their own.
+            with contextlib.suppress(StoreUnavailable):
+                await self._write(signed, held)
+        return held

@@ -1,0 +1,68 @@
+"""Prometheus metrics of one gateway process (a registry per app, so tests stay apart)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+)
+
+
+@dataclass
+class Metrics:
+    """Every metric the gateway exports at ``/metrics``."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "gateway_http_requests", "Requests answered, by route prefix and status",
+            ["route", "status"], registry=r,
+        )
+        self.auth_results = Counter(
+            "gateway_auth_results",
+            "Authentication verdicts by reason (ok, missing, duplicated, malformed, unknown, "
+            "wrong_secret, revoked, throttled, unavailable)",
+            ["reason"], registry=r,
+        )
+        self.cache_lookups = Counter(
+            "gateway_cache_lookups",
+            "Key lookups by tier (l1, negative, redis, key_service) and result (hit, miss, error)",
+            ["tier", "result"], registry=r,
+        )
+        self.rejected_records = Counter(
+            "gateway_rejected_records",
+            "Signed records or events refused, by where they came from (redis, key_service, "
+            "event, feed) and why (signature, malformed)",
+            ["origin", "reason"], registry=r,
+        )
+        self.records_applied = Counter(
+            "gateway_records_applied", "Signed records written to Redis by apply(), by outcome",
+            ["outcome"], registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_seconds", "Time to the upstream's response headers, by route",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors", "Upstream failures by kind (connect, timeout, reset)",
+            ["kind"], registry=r,
+        )
+        self.event_lag = Gauge(
+            "gateway_event_lag_seconds",
+            "Age of the newest key event applied, when it was applied (set by the event consumer)",
+            registry=r,
+        )
+        self.last_sequence = Gauge(
+            "gateway_last_sequence", "Highest event sequence applied by this process", registry=r,
+        )
+        self.events = Counter(
+            "gateway_events", "Key events received, by source (amqp, feed) and outcome",
+            ["source", "outcome"], registry=r,
+        )

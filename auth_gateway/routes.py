@@ -1,0 +1,160 @@
+"""The route table: which upstream serves a path, and whether it needs a key.
+
+A TOML file (its path in ``GATEWAY_ROUTES``) with one ``[[route]]`` table per route::
+
+    [[route]]
+    prefix = "/api/"                      # required; matched on whole path segments
+    upstream = "http://127.0.0.1:8090"    # required; http or https base URL, may carry a path
+    auth = "required"                     # "required" (the default) or "none"
+    strip_prefix = false                  # drop the prefix before forwarding (default false)
+
+The longest matching prefix wins. Matching works on the raw (still percent-encoded) path, and
+paths with dot segments or encoded ``.``, ``/`` or ``\\`` are refused outright, so that the route
+chosen here and the path the upstream resolves can never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from .errors import RouteTableError
+
+__all__ = ["Route", "RouteTable", "is_safe_path", "load_routes", "parse_routes"]
+
+AuthMode = Literal["required", "none"]
+_KEYS = {"prefix", "upstream", "auth", "strip_prefix"}
+_PREFIX_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
+_UNSAFE_PATH_RE = re.compile(r"(^|/)\.\.?(/|$)|%2[ef]|%5c|\\", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One entry of the table."""
+
+    prefix: str
+    upstream: str
+    auth: AuthMode = "required"
+    strip_prefix: bool = False
+
+    @property
+    def requires_auth(self) -> bool:
+        """True unless the route is explicitly ``auth = "none"``."""
+        return self.auth == "required"
+
+    def matches(self, path: str) -> bool:
+        """True when ``path`` is the prefix or lies under it on a segment boundary."""
+        if not path.startswith(self.prefix):
+            return False
+        return (
+            self.prefix.endswith("/")
+            or len(path) == len(self.prefix)
+            or path[len(self.prefix)] == "/"
+        )
+
+    def upstream_url(self, raw_path: str, raw_query: str) -> str:
+        """The URL to forward to: upstream base + (path, minus the prefix when stripping)."""
+        path = raw_path
+        if self.strip_prefix:
+            path = raw_path[len(self.prefix):]
+            if not path.startswith("/"):
+                path = "/" + path
+        url = self.upstream.rstrip("/") + path
+        return f"{url}?{raw_query}" if raw_query else url
+
+
+class RouteTable:
+    """Routes ordered for longest-prefix matching."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes: tuple[Route, ...] = tuple(
+            sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+        )
+
+    def match(self, raw_path: str) -> Route | None:
+        """The route with the longest prefix matching ``raw_path``, or None."""
+        for route in self.routes:
+            if route.matches(raw_path):
+                return route
+        return None
+
+
+def is_safe_path(raw_path: str) -> bool:
+    """False for paths whose meaning an upstream could resolve differently from the gateway."""
+    return raw_path.startswith("/") and _UNSAFE_PATH_RE.search(raw_path) is None
+
+
+def _entry(index: int, item: object, where: str) -> Route:
+    name = f"{where}: route #{index + 1}"
+    if not isinstance(item, dict):
+        raise RouteTableError(f"{name} must be a table")
+    prefix = item.get("prefix")
+    if isinstance(prefix, str):
+        name = f"{name} (prefix {prefix!r})"
+    unknown = sorted(set(item) - _KEYS)
+    if unknown:
+        raise RouteTableError(f"{name} has unknown keys: {', '.join(unknown)}")
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        raise RouteTableError(f"{name}: prefix must be a path starting with '/'")
+    if not is_safe_path(prefix) or "//" in prefix:
+        raise RouteTableError(f"{name}: prefix must not hold dot segments, '//' or encoded / . \\")
+    upstream = item.get("upstream")
+    if not isinstance(upstream, str):
+        raise RouteTableError(f"{name}: upstream must be a URL string")
+    try:
+        parts = urlsplit(upstream)
+        port = parts.port
+    except ValueError as exc:
+        raise RouteTableError(f"{name}: upstream {upstream!r} is not a valid URL") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RouteTableError(f"{name}: upstream must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise RouteTableError(f"{name}: upstream must not carry a query, fragment or user info")
+    del port
+    auth = item.get("auth", "required")
+    if auth not in ("required", "none"):
+        raise RouteTableError(f"{name}: auth must be \"required\" or \"none\"")
+    strip = item.get("strip_prefix", False)
+    if not isinstance(strip, bool):
+        raise RouteTableError(f"{name}: strip_prefix must be true or false")
+    return Route(prefix=prefix, upstream=upstream, auth=auth, strip_prefix=strip)
+
+
+def parse_routes(text: str, where: str = "route table") -> RouteTable:
+    """Parse and validate a TOML route table; RouteTableError names the bad entry."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RouteTableError(f"{where} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - {"route"})
+    if unknown:
+        raise RouteTableError(f"{where} has unknown top-level keys: {', '.join(unknown)}")
+    items = data.get("route")
+    if not isinstance(items, list) or not items:
+        raise RouteTableError(f"{where} needs at least one [[route]] table")
+    routes: list[Route] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        route = _entry(index, item, where)
+        if route.prefix in seen:
+            raise RouteTableError(
+                f"{where}: route #{index + 1} repeats prefix {route.prefix!r} "
+                f"of route #{seen[route.prefix] + 1}"
+            )
+        seen[route.prefix] = index
+        routes.append(route)
+    return RouteTable(routes)
+
+
+def load_routes(path: Path) -> RouteTable:
+    """Read and validate the route table at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RouteTableError(f"cannot read route table {path}: {exc}") from exc
+    return parse_routes(text, str(path))

@@ -1,0 +1,197 @@
+"""KeyStore against the real Redis and a key_service stand-in served over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from pytest_aiohttp import AiohttpServer
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from apikeys_shared.config import Env, load_secrets
+from apikeys_shared.signing import Signer, generate_signing_key
+from auth_gateway.errors import RecordRejected, StoreUnavailable, VerificationUnavailable
+from auth_gateway.keyservice import KeyServiceClient
+from auth_gateway.keystore import KeyStore
+from auth_gateway.metrics import Metrics
+from tests.support.faultproxy import FaultProxy
+from tests.support.services import REDIS
+
+from .keyring import FakeKeyService, Keyring
+
+
+@dataclass
+class Rig:
+    store: KeyStore
+    keyring: Keyring
+    fake: FakeKeyService
+    metrics: Metrics
+    redis: aioredis.Redis
+    redis_proxy: FaultProxy
+
+    def sample(self, name: str, *labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            f"{name}_total", dict(zip(self._labels(name), labels, strict=True))
+        )
+        return value or 0.0
+
+    @staticmethod
+    def _labels(name: str) -> tuple[str, ...]:
+        return {
+            "gateway_rejected_records": ("origin", "reason"),
+            "gateway_cache_lookups": ("tier", "result"),
+        }[name]
+
+
+@pytest.fixture
+async def rig(
+    secrets_env: dict[str, str], redis_client: aioredis.Redis, redis_prefix: str,
+    aiohttp_server: AiohttpServer,
+    fault_proxy: Callable[[str, int], FaultProxy],
+) -> AsyncIterator[Rig]:
+    keyring = Keyring(secrets_env)
+    secrets = load_secrets(Env(secrets_env), signer=False, verifier=True)
+    assert secrets.verifier is not None
+    fake = FakeKeyService(secrets.internal_token)
+    server = await aiohttp_server(fake.app())
+    proxy = fault_proxy(*REDIS.address)
+    redis = aioredis.Redis(
+        host="127.0.0.1", port=proxy.port, socket_timeout=0.5, socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
+    metrics = Metrics()
+    async with aiohttp.ClientSession() as session:
+        client = KeyServiceClient(
+            session, str(server.make_url("/")), secrets.internal_token, timeout=2.0
+        )
+        store = KeyStore(
+            redis=redis, key_service=client, verifier=secrets.verifier, metrics=metrics,
+            prefix=redis_prefix, negative_ttl=60.0,
+        )
+        yield Rig(store, keyring, fake, metrics, redis_client, proxy)
+    await redis.aclose()
+
+
+async def test_miss_goes_to_key_service_and_fills_redis_then_l1(rig: Rig) -> None:
+    key = rig.keyring.issue("billing")
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    assert await rig.store.lookup(key.key_id) == key.record
+    assert await rig.store.lookup(key.key_id) == key.record
+    assert rig.fake.calls == 1
+    assert await rig.redis.get(rig.store.redis_key(key.key_id)) is not None
+    assert rig.sample("gateway_cache_lookups", "l1", "hit") == 1
+
+
+async def test_concurrent_misses_share_one_key_service_call(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    rig.fake.delay = 0.2
+    results = await asyncio.gather(*(rig.store.lookup(key.key_id) for _ in range(25)))
+    assert all(r == key.record for r in results)
+    assert rig.fake.calls == 1
+
+
+async def test_unknown_is_negative_cached_until_issued_event(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    assert await rig.store.lookup(key.key_id) is None
+    assert await rig.store.lookup(key.key_id) is None
+    assert rig.fake.calls == 1
+    assert await rig.store.apply(rig.keyring.signed(key)) is True
+    assert await rig.store.lookup(key.key_id) == key.record
+    assert rig.fake.calls == 1
+
+
+async def test_apply_only_newer_and_revoked_is_terminal(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    revoked = rig.keyring.revoke(key)
+    assert await rig.store.apply(rig.keyring.signed(revoked)) is True
+    assert await rig.store.apply(rig.keyring.signed(key)) is False  # older
+    later_active = rig.keyring.issue()  # burns a higher sequence
+    revived = type(key)(key.key_id, key.secret, key.record, later_active.sequence)
+    assert await rig.store.apply(rig.keyring.signed(revived)) is False  # never revive
+    rig.store.evict(key.key_id)
+    found = await rig.store.lookup(key.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+    assert rig.fake.calls == 0
+
+
+async def test_revocation_replaces_active_in_redis_and_l1(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    await rig.store.apply(rig.keyring.signed(key))
+    assert (await rig.store.lookup(key.key_id)) == key.record
+    assert await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key))) is True
+    found = await rig.store.lookup(key.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+
+
+async def test_forged_event_is_rejected_counted_and_not_stored(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    forger = Signer.from_base64(generate_signing_key()[0])
+    with pytest.raises(RecordRejected):
+        await rig.store.apply(rig.keyring.signed(key, signer=forger))
+    assert rig.sample("gateway_rejected_records", "event", "signature") == 1
+    assert await rig.redis.get(rig.store.redis_key(key.key_id)) is None
+
+
+async def test_tampered_redis_record_is_absent_and_counted(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    forger = Signer.from_base64(generate_signing_key()[0])
+    await rig.redis.set(rig.store.redis_key(key.key_id), rig.keyring.signed(key, forger).to_text())
+    assert await rig.store.lookup(key.key_id) is None  # key_service does not know it
+    assert rig.sample("gateway_rejected_records", "redis", "signature") == 1
+
+
+async def test_tampered_redis_record_is_overwritten_by_the_genuine_one(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    revoked = rig.keyring.revoke(key)
+    forger = Signer.from_base64(generate_signing_key()[0])
+    forged = type(key)(key.key_id, key.secret, key.record, 10**12)
+    forged_text = rig.keyring.signed(forged, forger).to_text()
+    await rig.redis.set(rig.store.redis_key(key.key_id), forged_text)
+    assert await rig.store.apply(rig.keyring.signed(revoked)) is True
+
+
+async def test_record_of_another_key_under_this_id_is_absent(rig: Rig) -> None:
+    mine, other = rig.keyring.issue(), rig.keyring.issue()
+    await rig.redis.set(rig.store.redis_key(mine.key_id), rig.keyring.signed(other).to_text())
+    assert await rig.store.lookup(mine.key_id) is None
+    assert rig.sample("gateway_rejected_records", "redis", "wrong_key") == 1
+
+
+async def test_redis_down_l1_and_key_service_keep_verifying(rig: Rig) -> None:
+    cached, fresh = rig.keyring.issue(), rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(cached), cached.key_id)
+    rig.fake.put(rig.keyring.signed(fresh), fresh.key_id)
+    assert await rig.store.lookup(cached.key_id) == cached.record
+    rig.redis_proxy.cut()
+    assert await rig.store.lookup(cached.key_id) == cached.record
+    assert await rig.store.lookup(fresh.key_id) == fresh.record
+    with pytest.raises(StoreUnavailable):
+        await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(cached)))
+    # The revocation still reached L1 even though Redis could not take it.
+    found = await rig.store.lookup(cached.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+
+
+async def test_redis_and_key_service_down_is_unavailable(rig: Rig) -> None:
+    cached, other = rig.keyring.issue(), rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(cached), cached.key_id)
+    assert await rig.store.lookup(cached.key_id) == cached.record
+    rig.redis_proxy.cut()
+    rig.fake.down = True
+    with pytest.raises(VerificationUnavailable):
+        await rig.store.lookup(other.key_id)
+    assert await rig.store.lookup(cached.key_id) == cached.record
+    rig.redis_proxy.restore()
+    rig.fake.down = False
+    await asyncio.sleep(1.1)  # past the pause after a Redis error
+    rig.fake.put(rig.keyring.signed(other), other.key_id)
+    assert await rig.store.lookup(other.key_id) == other.record
