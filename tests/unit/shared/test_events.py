@@ -1,0 +1,197 @@
+"""The CloudEvents envelope and its Ed25519 signature."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apikeys_shared.errors import EnvelopeError, SignatureError
+from apikeys_shared.events import CONTENT_TYPE, DATASCHEMA, Event, KeyRecord, SignedEvent
+from apikeys_shared.keys import new_key_id
+from apikeys_shared.signing import Signer, Verifier, generate_signing_key
+
+SIGNING, VERIFY = generate_signing_key()
+SIGNER = Signer.from_base64(SIGNING)
+VERIFIER = Verifier.from_base64([VERIFY])
+
+
+def _record(status: str = "active", name: str = "billing export") -> KeyRecord:
+    now = datetime(2026, 11, 27, 15, 4, 5, 123456, tzinfo=UTC)
+    return KeyRecord(
+        key_id=new_key_id(),
+        name=name,
+        status=status,  # type: ignore[arg-type]
+        issued_at=now,
+        revoked_at=now if status == "revoked" else None,
+        secret_hash="ab" * 32,
+        hash_version="p1",
+    )
+
+
+def _signed(status: str = "active", sequence: int = 7) -> SignedEvent:
+    return SignedEvent.sign(
+        Event.for_record(_record(status), sequence=sequence, source="urn:test"), SIGNER
+    )
+
+
+def test_round_trip_through_the_envelope() -> None:
+    record = _record("revoked", name="naïve ☃ name")
+    event = Event.for_record(record, sequence=42, source="urn:apikeys:key_service")
+    body = event.to_bytes()
+    obj = json.loads(body)
+    assert obj["specversion"] == "1.0"
+    assert obj["type"] == "apikey.revoked"
+    assert obj["sequence"] == "42"
+    assert obj["dataschema"] == DATASCHEMA
+    assert set(obj["data"]) == {
+        "key_id", "name", "status", "issued_at", "revoked_at", "secret_hash", "hash_version",
+    }
+    assert "secret" not in obj["data"]
+    assert body.isascii()
+    parsed = Event.from_bytes(body)
+    assert parsed == event
+    assert parsed.routing_key == "key.revoked"
+    assert CONTENT_TYPE == "application/cloudevents+json"
+
+
+def test_signed_event_verifies_and_survives_every_wire_form() -> None:
+    signed = _signed()
+    assert signed.verify(VERIFIER).sequence == 7
+    assert SignedEvent.from_text(signed.to_text()) == signed
+    assert SignedEvent.from_json(signed.to_json()) == signed
+    assert SignedEvent.from_amqp(signed.body, signed.amqp_headers) == signed
+    as_bytes = {k: v.encode() for k, v in signed.amqp_headers.items()}
+    assert SignedEvent.from_amqp(signed.body, dict(as_bytes)) == signed
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_any_changed_byte_fails_verification(data: st.DataObject) -> None:
+    signed = _signed()
+    position = data.draw(st.integers(0, len(signed.body) - 1))
+    flip = data.draw(st.integers(1, 255))
+    body = bytearray(signed.body)
+    body[position] ^= flip
+    tampered = SignedEvent(bytes(body), signed.signature, signed.signing_key)
+    with pytest.raises((SignatureError, EnvelopeError)):
+        tampered.verify(VERIFIER)
+
+
+@given(st.integers(0, 63), st.integers(1, 255))
+def test_any_changed_signature_byte_fails_verification(position: int, flip: int) -> None:
+    signed = _signed()
+    raw = bytearray(base64.b64decode(signed.signature))
+    raw[position] ^= flip
+    forged = SignedEvent(signed.body, base64.b64encode(raw).decode(), signed.signing_key)
+    with pytest.raises(SignatureError):
+        forged.verify(VERIFIER)
+
+
+def test_a_stranger_key_cannot_sign() -> None:
+    stranger = Signer.from_base64(generate_signing_key()[0])
+    forged = SignedEvent.sign(Event.for_record(_record(), sequence=1, source="x"), stranger)
+    with pytest.raises(SignatureError):
+        forged.verify(VERIFIER)
+    # nor by claiming the trusted key's name
+    renamed = SignedEvent(forged.body, forged.signature, SIGNER.key_id)
+    with pytest.raises(SignatureError):
+        renamed.verify(VERIFIER)
+
+
+@pytest.mark.parametrize("headers", [None, {}, {"x-signature": "abc"}, {"x-signing-key": "k"}])
+def test_unsigned_messages_are_refused(headers: dict[str, str] | None) -> None:
+    with pytest.raises(EnvelopeError):
+        SignedEvent.from_amqp(b"{}", headers)
+
+
+def test_missing_signature_fails() -> None:
+    with pytest.raises(SignatureError):
+        VERIFIER.verify(b"x", None, None)
+    with pytest.raises(SignatureError):
+        VERIFIER.verify(b"x", "not base64!", None)
+
+
+def _body(**changes: object) -> bytes:
+    obj = json.loads(_signed().body)
+    for key, value in changes.items():
+        if value is ...:
+            obj.pop(key)
+        else:
+            obj[key] = value
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        _body(specversion="0.3"),
+        _body(specversion="2.0"),
+        _body(dataschema="urn:apikeys:key-record:2"),
+        _body(type="apikey.renamed"),
+        _body(type="apikey.revoked"),  # type disagrees with status
+        _body(sequence=7),
+        _body(sequence="007"),
+        _body(sequence="-1"),
+        _body(id=""),
+        _body(time="yesterday"),
+        _body(time="2026-11-27T15:04:05"),  # no offset
+        _body(subject="someone-else"),
+        _body(extra="x"),
+        _body(datacontenttype="text/plain"),
+        *(_body(**{f: ...}) for f in ("specversion", "id", "source", "type", "time",
+                                       "sequence", "dataschema", "data")),
+    ],
+)
+def test_strict_parsing_refuses_malformed_envelopes(body: bytes) -> None:
+    with pytest.raises(EnvelopeError):
+        Event.from_bytes(body)
+
+
+def _data(**changes: object) -> dict[str, object]:
+    data = _record().to_json()
+    for key, value in changes.items():
+        if value is ...:
+            data.pop(key)
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "string",
+        _data(key_id="nope"),
+        _data(name=5),
+        _data(status="paused"),
+        _data(revoked_at="2026-11-27T15:04:05Z"),  # active with a revocation time
+        _data(status="revoked"),  # revoked without one
+        _data(secret_hash="AB" * 32),
+        _data(secret_hash="ab"),
+        _data(hash_version=""),
+        _data(secret="leak"),
+        *(_data(**{f: ...}) for f in ("key_id", "name", "status", "issued_at", "revoked_at",
+                                       "secret_hash", "hash_version")),
+    ],
+)
+def test_strict_parsing_refuses_malformed_records(data: object) -> None:
+    with pytest.raises(EnvelopeError):
+        KeyRecord.from_json(data)
+
+
+@pytest.mark.parametrize(
+    "obj", [None, [], {"body": 1, "signature": "a", "signing_key": "b"}, {"body": "é",
+             "signature": "a", "signing_key": "b"}],
+)
+def test_malformed_signed_forms_are_refused(obj: object) -> None:
+    with pytest.raises(EnvelopeError):
+        SignedEvent.from_json(obj)
+    with pytest.raises(EnvelopeError):
+        SignedEvent.from_text(b"\xff")
