@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests and benchmarks drive, when they are missing.
+#   nginx      the forward-auth example and the benchmark's plain reverse proxy
+#   chromium   the Backoffice page's browser tests (Playwright drives /usr/bin/chromium)
+#   wrk        the benchmark's load generator (only with --bench)
+set -euo pipefail
+want=(nginx chromium fonts-dejavu-core)
+[[ "${1:-}" == "--bench" ]] && want+=(wrk)
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${missing[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
