@@ -125,3 +125,16 @@ async def test_fault_proxy_passes_cuts_refuses_and_delays(
         proxy.refuse()
         with pytest.raises(OSError):
             await _roundtrip(proxy.port)
+
+
+def test_a_missing_service_fails_with_its_name_and_how_to_start_it() -> None:
+    from tests.support.procs import free_port
+    from tests.support.services import Service, require
+
+    port = free_port()
+    ghost = Service("GhostMQ", f"amqp://127.0.0.1:{port}/", port, "ghostmq-server -detached")
+    with pytest.raises(pytest.fail.Exception) as failure:
+        require(ghost)
+    message = str(failure.value)
+    assert "GhostMQ is not reachable at 127.0.0.1:" in message
+    assert "start it with: ghostmq-server -detached" in message
