@@ -1,17 +1,343 @@
-"""Keeping the gateway current from key events (placeholder until it lands)."""
+"""Keeping the gateway current: key events from RabbitMQ, and the feed when they may be missing.
+
+Every gateway process applies each ``key.issued`` / ``key.revoked`` event it receives on its own
+queue (see ``consumer``). Events carry the outbox's dense sequence number, so a process knows
+which events it has applied: a sequence above the next one expected means some were missed (the
+queue only exists while the process is connected), and the process reads key_service's feed
+from the last one it holds (see ``feed``). It does the same at start-up, after every reconnect,
+and every ``GATEWAY_FEED_POLL_INTERVAL`` seconds while RabbitMQ is away, so that a revocation
+takes effect within that bound even with the broker down. Nothing is applied unless its
+Ed25519 signature verifies; the key store keeps a record only when it is newer than the one it
+holds, and ``revoked`` is terminal, so applying the same event twice is harmless.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import enum
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
 
 from aiohttp import web
+
+from apikeys_shared.errors import EnvelopeError
+from apikeys_shared.events import Event, SignedEvent
+
+from .errors import KeyServiceUnavailable, RecordRejected, StoreUnavailable
+from .metrics import Metrics
+
+__all__ = [
+    "SYNCED",
+    "Arrival",
+    "FeedSource",
+    "Outcome",
+    "RecordSink",
+    "SequenceTracker",
+    "SyncSettings",
+    "Synchronizer",
+    "sync_ctx",
+]
+
+log = logging.getLogger("auth_gateway.sync")
 
 # Set once the first catch-up from key_service's feed is done; /readyz waits for it.
 SYNCED = web.AppKey("synced", asyncio.Event)
 
+Source = Literal["amqp", "feed"]
+Outcome = Literal["applied", "rejected", "deferred"]
+
+# With the broker up, the feed is still read this often: an event lost without any later one
+# to reveal the gap (the last revocation before a quiet period) is then applied within it.
+SAFETY_POLL_INTERVAL = 30.0
+FEED_PAGE_SIZE = 500
+_ORIGIN: dict[str, str] = {"amqp": "event", "feed": "feed"}
+
+
+class Arrival(enum.Enum):
+    """Where an event's sequence stands relative to what this process has applied."""
+
+    STALE = "stale"  # at or below the last sequence applied in order: a duplicate or replay
+    NEXT = "next"  # exactly the next one expected
+    GAP = "gap"  # beyond the next one: some events in between were missed
+
+
+@dataclass
+class SequenceTracker:
+    """Bookkeeping of the sequence numbers applied, to notice missed events.
+
+    ``applied`` is the highest sequence such that it and every sequence before it have been
+    applied (or deliberately passed over); ``highest`` is the highest sequence seen at all.
+    """
+
+    applied: int = 0
+    highest: int = 0
+
+    def classify(self, sequence: int) -> Arrival:
+        """Where ``sequence`` stands; changes nothing."""
+        if sequence <= self.applied:
+            return Arrival.STALE
+        if sequence == self.applied + 1:
+            return Arrival.NEXT
+        return Arrival.GAP
+
+    def mark_applied(self, sequence: int) -> Arrival:
+        """Record that the event ``sequence`` was applied; return where it stood before."""
+        arrival = self.classify(sequence)
+        self.highest = max(self.highest, sequence)
+        if arrival is Arrival.NEXT:
+            self.applied = sequence
+        return arrival
+
+    def caught_up(self, sequence: int) -> None:
+        """The feed was read and applied in order through ``sequence``."""
+        self.applied = max(self.applied, sequence)
+        self.highest = max(self.highest, sequence)
+
+    @property
+    def missing(self) -> int:
+        """How many sequences between ``applied`` and ``highest`` have not been applied."""
+        return max(0, self.highest - self.applied)
+
+
+class RecordSink(Protocol):
+    """Where signed records go: the gateway's key store (verifies; newer-only; revoked terminal).
+
+    ``apply`` raises RecordRejected for a forged or malformed record and StoreUnavailable when
+    the record could not be written to Redis.
+    """
+
+    async def apply(self, signed: SignedEvent, origin: str = "event") -> bool:
+        """Verify ``signed``, keep it if it supersedes the record held, evict the L1 copy."""
+
+
+class FeedPageLike(Protocol):
+    """One page of key_service's feed."""
+
+    @property
+    def events(self) -> Sequence[SignedEvent]:
+        """Signed events in sequence order (unverified)."""
+
+    @property
+    def last_sequence(self) -> int:
+        """The highest sequence the feed holds."""
+
+
+class FeedSource(Protocol):
+    """key_service's replayable event feed (``GET /internal/v1/events``)."""
+
+    async def fetch_events(self, after: int, limit: int = FEED_PAGE_SIZE) -> FeedPageLike:
+        """Signed events with a sequence above ``after``; raises KeyServiceUnavailable."""
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """What the synchronizer needs to know, taken from the gateway's configuration."""
+
+    rabbitmq_url: str
+    exchange: str
+    queue_prefix: str
+    feed_poll_interval: float
+    safety_poll_interval: float = SAFETY_POLL_INTERVAL
+    feed_page_size: int = FEED_PAGE_SIZE
+    amqp_timeout: float = 10.0
+
+
+class Synchronizer:
+    """Applies events in sequence, and reads the feed whenever events may have been missed."""
+
+    def __init__(
+        self,
+        *,
+        sink: RecordSink,
+        feed: FeedSource,
+        settings: SyncSettings,
+        metrics: Metrics,
+        synced: asyncio.Event,
+    ) -> None:
+        self._sink = sink
+        self._feed = feed
+        self._settings = settings
+        self._metrics = metrics
+        self._synced = synced
+        self.tracker = SequenceTracker()
+        self._apply_lock = asyncio.Lock()
+        self._catch_up_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._catch_up_pending = True
+        self._subscribed = False
+        self._feed_healthy = True
+
+    # -- state the AMQP consumer reports ----------------------------------------------------
+    @property
+    def subscribed(self) -> bool:
+        """True while the process consumes its queue."""
+        return self._subscribed
+
+    @property
+    def catch_up_pending(self) -> bool:
+        """True when events may have been missed and the feed has not been read since."""
+        return self._catch_up_pending
+
+    def set_subscribed(self, subscribed: bool) -> None:
+        """The consumer (re)subscribed or lost its connection: either way, read the feed now."""
+        self._subscribed = subscribed
+        self.request_catch_up()
+
+    def request_catch_up(self) -> None:
+        """Ask the feed loop to read the feed as soon as it can."""
+        self._catch_up_pending = True
+        self._wake.set()
+
+    # -- applying ---------------------------------------------------------------------------
+    async def handle(self, signed: SignedEvent, source: Source) -> Outcome:
+        """Verify and apply one signed event; a gap in sequence numbers requests a catch-up."""
+        outcome, _ = await self._apply(signed, source)
+        return outcome
+
+    def reject_unparsed(self, source: Source, reason: Literal["signature", "malformed"]) -> None:
+        """Count an event that could not even be read as a signed event (no signature)."""
+        self._metrics.rejected_records.labels(_ORIGIN[source], reason).inc()
+        self._metrics.events.labels(source, "rejected").inc()
+        log.warning("rejected a key event from %s: %s", source, reason)
+
+    async def _apply(self, signed: SignedEvent, source: Source) -> tuple[Outcome, int | None]:
+        """Apply one event; the outcome and, when it was applied, its sequence."""
+        async with self._apply_lock:
+            try:
+                await self._sink.apply(signed, _ORIGIN[source])
+            except RecordRejected:
+                # Counted by the store under its origin and reason; never applied.
+                self._metrics.events.labels(source, "rejected").inc()
+                log.warning("rejected a key event from %s: it does not verify", source)
+                return "rejected", None
+            except StoreUnavailable as exc:
+                # Not in Redis (the process's L1 has it already): the next catch-up starts
+                # below this sequence, so the feed brings the event again once Redis is back.
+                self._metrics.events.labels(source, "deferred").inc()
+                log.warning("could not store a key event from %s: %s", source, exc)
+                self._catch_up_pending = True
+                self._wake.set()
+                return "deferred", None
+            # apply() verified the signature, so the body is the key service's own.
+            event = Event.from_bytes(signed.body)
+            newest = event.sequence >= self.tracker.highest
+            arrival = self.tracker.mark_applied(event.sequence)
+            self._metrics.events.labels(source, "applied").inc()
+            self._metrics.last_sequence.set(self.tracker.applied)
+            if newest:
+                lag = (datetime.now(UTC) - event.time).total_seconds()
+                self._metrics.event_lag.set(max(0.0, lag))
+        if arrival is Arrival.GAP and source == "amqp":
+            log.info(
+                "event %d arrived after %d: catching up from the feed",
+                event.sequence, self.tracker.applied,
+            )
+            self.request_catch_up()
+        return "applied", event.sequence
+
+    # -- the feed ---------------------------------------------------------------------------
+    async def catch_up(self) -> bool:
+        """Read the feed from the last sequence applied in order to its end, applying each event.
+
+        Returns False, leaving a catch-up pending, when an event could not be stored (so that
+        nothing is skipped); raises KeyServiceUnavailable when the feed cannot be read.
+        """
+        async with self._catch_up_lock:
+            self._catch_up_pending = False
+            cursor = self.tracker.applied
+            limit = self._settings.feed_page_size
+            while True:
+                page = await self._feed.fetch_events(after=cursor, limit=limit)
+                start = cursor
+                for signed in page.events:
+                    outcome, sequence = await self._apply(signed, "feed")
+                    if outcome == "deferred":
+                        self.tracker.caught_up(cursor)
+                        self.request_catch_up()
+                        return False
+                    if sequence is None:
+                        # A feed entry that does not verify is passed over by the sequence its
+                        # unverified body names, or one bad entry would stop every later
+                        # catch-up; it is counted, never applied.
+                        sequence = _unverified_sequence(signed) or cursor
+                    cursor = max(cursor, sequence)
+                self.tracker.caught_up(cursor)
+                self._metrics.last_sequence.set(self.tracker.applied)
+                if cursor == start:
+                    break
+                if cursor >= page.last_sequence and len(page.events) < limit:
+                    break
+        if not self._synced.is_set():
+            log.info("first catch-up done at sequence %d", self.tracker.applied)
+            self._synced.set()
+        return True
+
+    async def run_feed_loop(self) -> None:
+        """Read the feed when asked, every poll interval while unsubscribed, and now and then."""
+        while True:
+            fast = self._catch_up_pending or not self._subscribed
+            interval = (
+                self._settings.feed_poll_interval if fast else self._settings.safety_poll_interval
+            )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+            try:
+                await self.catch_up()
+            except KeyServiceUnavailable as exc:
+                self._catch_up_pending = True
+                if self._feed_healthy:
+                    log.warning("cannot read key_service's event feed: %s", exc)
+                self._feed_healthy = False
+                continue
+            if not self._feed_healthy:
+                log.info("key_service's event feed is readable again")
+            self._feed_healthy = True
+
+
+def _unverified_sequence(signed: SignedEvent) -> int | None:
+    try:
+        return Event.from_bytes(signed.body).sequence
+    except EnvelopeError:
+        return None
+
 
 async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context that consumes key events and catches up from the feed."""
-    app[SYNCED].set()
-    yield
+    """Cleanup context that consumes key events and catches up from the feed.
+
+    Needs the app's CONFIG, METRICS, KEYSTORE and KEY_SERVICE (made by earlier contexts) and
+    its SYNCED event; the first successful catch-up sets SYNCED.
+    """
+    from .appkeys import CONFIG, KEY_SERVICE, KEYSTORE, METRICS
+    from .consumer import EventConsumer
+
+    config = app[CONFIG]
+    settings = SyncSettings(
+        rabbitmq_url=config.rabbitmq_url,
+        exchange=config.exchange,
+        queue_prefix=config.queue_prefix,
+        feed_poll_interval=config.feed_poll_interval,
+    )
+    sync = Synchronizer(
+        sink=app[KEYSTORE], feed=app[KEY_SERVICE], settings=settings, metrics=app[METRICS],
+        synced=app[SYNCED],
+    )
+    consumer = EventConsumer(
+        sync, url=settings.rabbitmq_url, exchange=settings.exchange,
+        queue_prefix=settings.queue_prefix, timeout=settings.amqp_timeout,
+    )
+    tasks = [
+        asyncio.create_task(sync.run_feed_loop(), name="gateway-feed"),
+        asyncio.create_task(consumer.run(), name="gateway-consumer"),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await consumer.close()
