@@ -1,0 +1,351 @@
+"""The event consumer and synchronizer against the real RabbitMQ and Redis (through fault proxies).
+
+The key store is the real one over the real Redis. key_service's internal routes are served by a
+small stand-in over real HTTP (``FeedStandIn``) so that each test can decide exactly which events
+the feed holds, including ones that never reach the broker; the end-to-end suite runs the real
+key_service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aio_pika
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from pytest_aiohttp import AiohttpServer
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from apikeys_shared.config import Env, load_secrets
+from apikeys_shared.events import Event, KeyRecord, SignedEvent
+from apikeys_shared.keys import new_key_id
+from apikeys_shared.signing import Signer, generate_signing_key
+from auth_gateway.consumer import EventConsumer
+from auth_gateway.keyservice import KeyServiceClient
+from auth_gateway.keystore import KeyStore
+from auth_gateway.metrics import Metrics
+from auth_gateway.sync import Synchronizer, SyncSettings
+from tests.conftest import AmqpNames
+from tests.support.faultproxy import FaultProxy
+from tests.support.services import RABBITMQ, REDIS
+
+DEADLINE = 20.0
+POLL = 0.2
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Wait (generously bounded) until ``check`` holds."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not within {DEADLINE}s: {what}")
+
+
+@dataclass
+class FeedStandIn:
+    """key_service's ``/internal/v1`` routes over a list of signed events."""
+
+    token: str
+    events: list[SignedEvent] = field(default_factory=list)
+    fetches: int = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/internal/v1/events", self._events)
+        app.router.add_get("/internal/v1/keys/{key_id}", self._key)
+        return app
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.token}"
+
+    async def _events(self, request: web.Request) -> web.Response:
+        self.fetches += 1
+        if not self._authorized(request):
+            return web.json_response({"title": "Unauthorized"}, status=401)
+        after, limit = int(request.query["after"]), int(request.query["limit"])
+        ordered = sorted(self.events, key=lambda s: Event.from_bytes(s.body).sequence)
+        chosen = [s for s in ordered if Event.from_bytes(s.body).sequence > after][:limit]
+        last = max((Event.from_bytes(s.body).sequence for s in self.events), default=0)
+        return web.json_response(
+            {"events": [s.to_json() for s in chosen], "last_sequence": last}
+        )
+
+    async def _key(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"title": "Unauthorized"}, status=401)
+        found = [
+            s for s in self.events
+            if Event.from_bytes(s.body).record.key_id == request.match_info["key_id"]
+        ]
+        if not found:
+            return web.json_response({"title": "Not Found"}, status=404)
+        return web.json_response(found[-1].to_json())
+
+
+@dataclass
+class Rig:
+    signer: Signer
+    feed: FeedStandIn
+    store: KeyStore
+    sync: Synchronizer
+    consumer: EventConsumer
+    metrics: Metrics
+    redis: aioredis.Redis
+    amqp: aio_pika.abc.AbstractConnection
+    exchange: aio_pika.abc.AbstractExchange
+    rabbit_proxy: FaultProxy
+    redis_proxy: FaultProxy
+    sequence: int = 0
+
+    def record(self, key_id: str | None = None, *, revoked: bool = False) -> SignedEvent:
+        """A signed event at the next sequence (not yet in the feed nor published)."""
+        self.sequence += 1
+        now = datetime.now(UTC)
+        record = KeyRecord(
+            key_id=key_id or new_key_id(), name="k", status="revoked" if revoked else "active",
+            issued_at=now, revoked_at=now if revoked else None, secret_hash="cd" * 32,
+            hash_version="p1",
+        )
+        event = Event.for_record(record, sequence=self.sequence, source="urn:t")
+        return SignedEvent.sign(event, self.signer)
+
+    async def publish(self, signed: SignedEvent, *, headers: dict[str, str] | None = None,
+                      routing_key: str | None = None) -> None:
+        """Publish to the test's exchange, as key_service's relay does."""
+        if routing_key is None:
+            routing_key = Event.from_bytes(signed.body).routing_key
+        message = aio_pika.Message(
+            signed.body, headers=signed.amqp_headers if headers is None else headers,
+            content_type="application/cloudevents+json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await self.exchange.publish(message, routing_key=routing_key)
+
+    async def held_status(self, key_id: str) -> str | None:
+        """The status of the record Redis holds for ``key_id`` (straight from Redis)."""
+        raw = await self.redis.get(self.store.redis_key(key_id))
+        if raw is None:
+            return None
+        return Event.from_bytes(SignedEvent.from_text(raw).body).record.status
+
+    def count(self, name: str, labels: dict[str, str]) -> float:
+        return self.metrics.registry.get_sample_value(f"{name}_total", labels) or 0.0
+
+
+@pytest.fixture
+async def rig(
+    secrets_env: dict[str, str], redis_client: aioredis.Redis, redis_prefix: str,
+    amqp_names: AmqpNames, rabbitmq_url: str, aiohttp_server: AiohttpServer,
+    fault_proxy: Callable[[str, int], FaultProxy],
+) -> AsyncIterator[Rig]:
+    secrets = load_secrets(Env(secrets_env), signer=True, verifier=True)
+    assert secrets.signer is not None
+    assert secrets.verifier is not None
+    feed = FeedStandIn(secrets.internal_token)
+    server = await aiohttp_server(feed.app())
+    rabbit_proxy = fault_proxy(*RABBITMQ.address)
+    redis_proxy = fault_proxy(*REDIS.address)
+    redis = aioredis.Redis(
+        host="127.0.0.1", port=redis_proxy.port, socket_timeout=0.5,
+        socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0),
+    )
+    metrics = Metrics()
+    settings = SyncSettings(
+        rabbitmq_url=f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/",
+        exchange=amqp_names.exchange, queue_prefix=amqp_names.prefix, feed_poll_interval=POLL,
+        amqp_timeout=3.0,
+    )
+    amqp = await aio_pika.connect(rabbitmq_url, timeout=10)
+    channel = await amqp.channel()
+    exchange = await channel.declare_exchange(
+        amqp_names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    async with aiohttp.ClientSession() as session:
+        client = KeyServiceClient(
+            session, str(server.make_url("/")), secrets.internal_token, timeout=2.0
+        )
+        store = KeyStore(
+            redis=redis, key_service=client, verifier=secrets.verifier, metrics=metrics,
+            prefix=redis_prefix,
+        )
+        sync = Synchronizer(
+            sink=store, feed=client, settings=settings, metrics=metrics, synced=asyncio.Event()
+        )
+        consumer = EventConsumer(
+            sync, url=settings.rabbitmq_url, exchange=settings.exchange,
+            queue_prefix=settings.queue_prefix, timeout=settings.amqp_timeout,
+        )
+        tasks = [asyncio.create_task(sync.run_feed_loop()), asyncio.create_task(consumer.run())]
+        try:
+            yield Rig(
+                secrets.signer, feed, store, sync, consumer, metrics, redis_client, amqp,
+                exchange, rabbit_proxy, redis_proxy,
+            )
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await consumer.close()
+            await amqp.close()
+            await redis.aclose()
+
+
+async def subscribed(rig: Rig) -> None:
+    async def check() -> bool:
+        return rig.sync.subscribed and not rig.sync.catch_up_pending
+    await eventually(check, "the consumer subscribed and caught up")
+
+
+async def test_published_events_are_applied_to_redis(rig: Rig) -> None:
+    await subscribed(rig)
+    issued = rig.record()
+    key_id = Event.from_bytes(issued.body).record.key_id
+    rig.feed.events.append(issued)
+    await rig.publish(issued)
+
+    async def active() -> bool:
+        return await rig.held_status(key_id) == "active"
+    await eventually(active, "the issued record reached Redis")
+
+    revoked = rig.record(key_id, revoked=True)
+    rig.feed.events.append(revoked)
+    await rig.publish(revoked)
+
+    async def gone() -> bool:
+        return await rig.held_status(key_id) == "revoked"
+    await eventually(gone, "the revocation reached Redis")
+    assert rig.sync.tracker.applied == 2
+    assert rig.count("gateway_events", {"source": "amqp", "outcome": "applied"}) == 2
+
+
+async def test_forged_unsigned_and_malformed_messages_are_dropped_and_counted(rig: Rig) -> None:
+    await subscribed(rig)
+    issued = rig.record()
+    key_id = Event.from_bytes(issued.body).record.key_id
+    rig.feed.events.append(issued)
+    await rig.publish(issued)
+
+    async def active() -> bool:
+        return await rig.held_status(key_id) == "active"
+    await eventually(active, "the issued record reached Redis")
+
+    # An attacker with write access to the broker tries to revive or replace the key.
+    seed, _ = generate_signing_key()
+    stranger = Signer.from_base64(seed)
+    revoked = rig.record(key_id, revoked=True)
+    forged = SignedEvent.sign(Event.from_bytes(revoked.body), stranger)
+    await rig.publish(forged)
+    await rig.publish(revoked, headers={})
+    await rig.publish(
+        SignedEvent(b"{not json", rig.signer.sign(b"{not json"), rig.signer.key_id),
+        routing_key="key.revoked",
+    )
+    # A valid event after them, so that we know the three were consumed.
+    marker = rig.record()
+    rig.feed.events.append(marker)
+    await rig.publish(marker)
+    marker_id = Event.from_bytes(marker.body).record.key_id
+
+    async def marker_seen() -> bool:
+        return await rig.held_status(marker_id) == "active"
+    await eventually(marker_seen, "the marker event reached Redis")
+
+    assert await rig.held_status(key_id) == "active"
+    rejected = rig.count("gateway_events", {"source": "amqp", "outcome": "rejected"})
+    # Exactly three: a requeued message would have come back again and again.
+    assert rejected == 3
+    assert rig.count("gateway_rejected_records", {"origin": "event", "reason": "signature"}) == 2
+    assert rig.count("gateway_rejected_records", {"origin": "event", "reason": "malformed"}) == 1
+
+
+async def test_a_gap_is_filled_from_the_feed(rig: Rig) -> None:
+    await subscribed(rig)
+    first, missed, third = rig.record(), rig.record(revoked=True), rig.record()
+    rig.feed.events.extend([first, missed, third])
+    await rig.publish(first)
+    await rig.publish(third)  # ``missed`` never reaches the broker
+    missed_id = Event.from_bytes(missed.body).record.key_id
+
+    async def filled() -> bool:
+        return await rig.held_status(missed_id) == "revoked" and rig.sync.tracker.applied == 3
+    await eventually(filled, "the missed event was read from the feed")
+
+
+async def test_without_rabbitmq_the_feed_is_polled_and_it_resubscribes(rig: Rig) -> None:
+    await subscribed(rig)
+    issued = rig.record()
+    key_id = Event.from_bytes(issued.body).record.key_id
+    rig.feed.events.append(issued)
+    await rig.publish(issued)
+
+    async def active() -> bool:
+        return await rig.held_status(key_id) == "active"
+    await eventually(active, "the issued record reached Redis")
+
+    rig.rabbit_proxy.cut()
+
+    async def unsubscribed() -> bool:
+        return not rig.sync.subscribed
+    await eventually(unsubscribed, "the consumer noticed the broker is gone")
+
+    # Revoked while the broker is away: only the feed can tell this process.
+    rig.feed.events.append(rig.record(key_id, revoked=True))
+
+    async def revoked() -> bool:
+        return await rig.held_status(key_id) == "revoked"
+    await eventually(revoked, "the revocation arrived through the feed poll")
+
+    rig.rabbit_proxy.restore()
+
+    async def back() -> bool:
+        return rig.sync.subscribed and rig.consumer.connects >= 2
+    await eventually(back, "the consumer re-subscribed")
+    later = rig.record()
+    rig.feed.events.append(later)
+    await rig.publish(later)
+    later_id = Event.from_bytes(later.body).record.key_id
+
+    async def later_seen() -> bool:
+        return await rig.held_status(later_id) == "active"
+    await eventually(later_seen, "events flow through the broker again")
+
+
+async def test_a_revocation_while_redis_is_away_is_stored_once_redis_returns(rig: Rig) -> None:
+    await subscribed(rig)
+    issued = rig.record()
+    key_id = Event.from_bytes(issued.body).record.key_id
+    rig.feed.events.append(issued)
+    await rig.publish(issued)
+
+    async def active() -> bool:
+        return await rig.held_status(key_id) == "active"
+    await eventually(active, "the issued record reached Redis")
+
+    rig.redis_proxy.cut()
+    revoked = rig.record(key_id, revoked=True)
+    rig.feed.events.append(revoked)
+    await rig.publish(revoked)
+
+    async def deferred() -> bool:
+        return rig.count("gateway_events", {"source": "amqp", "outcome": "deferred"}) >= 1
+    await eventually(deferred, "the revocation could not be stored")
+    # The process itself already refuses the key: its L1 holds the revoked record.
+    record = await rig.store.lookup(key_id)
+    assert record is not None
+    assert record.status == "revoked"
+
+    rig.redis_proxy.restore()
+
+    async def stored() -> bool:
+        return await rig.held_status(key_id) == "revoked"
+    await eventually(stored, "the feed catch-up stored the revocation once Redis returned")
+
