@@ -10,7 +10,7 @@ from pathlib import Path
 from apikeys_shared.config import DEFAULT_RABBITMQ_URL, Env, Secrets, load_secrets
 from apikeys_shared.events import EXCHANGE
 
-__all__ = ["KeyServiceConfig", "load_config"]
+__all__ = ["KeyServiceConfig", "load_config", "load_database_url"]
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,33 @@ class KeyServiceConfig:
     login_concurrency: int = 2
     trusted_proxies: tuple[str, ...] = ()
     log_level: str = "INFO"
+    # Failed logins allowed per username / per client address in one window before 429.
+    login_max_failures: int = 5
+    login_max_failures_per_address: int = 20
+    login_throttle_window_seconds: int = 900
+
+
+def _database(env: Env) -> tuple[str, Path]:
+    data_dir = Path(env.text("KEY_SERVICE_DATA_DIR", "data"))
+    default_db = f"sqlite+aiosqlite:///{data_dir / 'keys.db'}"
+    url = env.url(
+        "KEY_SERVICE_DATABASE_URL", default_db, ("sqlite+aiosqlite", "postgresql+asyncpg")
+    )
+    return url, data_dir
+
+
+def load_database_url(environ: Mapping[str, str] | None = None) -> str:
+    """Only the database URL (for ``migrate`` and ``create-admin``, which need no secrets)."""
+    return _database(Env(os.environ if environ is None else environ))[0]
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
     """Read every ``KEY_SERVICE_*`` and shared variable; ConfigError names a bad one."""
     env = Env(os.environ if environ is None else environ)
-    data_dir = Path(env.text("KEY_SERVICE_DATA_DIR", "data"))
-    default_db = f"sqlite+aiosqlite:///{data_dir / 'keys.db'}"
+    database_url, data_dir = _database(env)
     return KeyServiceConfig(
         secrets=load_secrets(env, signer=True, verifier=False),
-        database_url=env.url(
-            "KEY_SERVICE_DATABASE_URL", default_db, ("sqlite+aiosqlite", "postgresql+asyncpg")
-        ),
+        database_url=database_url,
         data_dir=data_dir,
         host=env.text("KEY_SERVICE_HOST", "127.0.0.1"),
         port=env.integer("KEY_SERVICE_PORT", 8081, minimum=1, maximum=65535),
@@ -57,4 +72,13 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
             p.strip() for p in env.text("KEY_SERVICE_TRUSTED_PROXIES", "").split(",") if p.strip()
         ) if env.optional("KEY_SERVICE_TRUSTED_PROXIES") else (),
         log_level=env.text("KEY_SERVICE_LOG_LEVEL", "INFO").upper(),
+        login_max_failures=env.integer(
+            "KEY_SERVICE_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000
+        ),
+        login_max_failures_per_address=env.integer(
+            "KEY_SERVICE_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1, maximum=100000
+        ),
+        login_throttle_window_seconds=env.integer(
+            "KEY_SERVICE_LOGIN_THROTTLE_WINDOW", 900, minimum=1, maximum=86400
+        ),
     )

@@ -1,11 +1,22 @@
-"""Engines and sessions for SQLite (the embedded default) and PostgreSQL."""
+"""Engines, sessions and migrations for SQLite (the embedded default) and PostgreSQL.
+
+SQLite transactions start with ``BEGIN IMMEDIATE`` unless a session asks for a read-only one
+(``read_session``): a deferred transaction that reads and later writes cannot wait for the write
+lock (SQLite answers "database is locked" at once to avoid a deadlock), whereas an immediate one
+takes the lock up front and so queues behind other writers for up to the busy timeout.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -14,7 +25,21 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-__all__ = ["create_engine", "is_sqlite", "make_sessionmaker"]
+__all__ = [
+    "READ_ONLY",
+    "create_engine",
+    "is_sqlite",
+    "make_sessionmaker",
+    "migrate",
+    "migrate_async",
+    "read_session",
+]
+
+# Execution option that makes a SQLite transaction a plain deferred BEGIN (reads only).
+READ_ONLY = "key_service_read_only"
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Any constant will do: it only has to be the same in every key_service process.
+_MIGRATION_LOCK = 0x6B65797376630001
 
 
 def is_sqlite(url: str) -> bool:
@@ -22,7 +47,7 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets readers run beside the single writer; a busy timeout queues writers instead of
     # failing them; foreign keys are off by default in SQLite.
     cursor = dbapi_conn.cursor()
@@ -31,23 +56,73 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Stop the driver from issuing its own deferred BEGIN; _sqlite_begin issues ours.
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for ``url``; SQLite files get their directory and WAL mode."""
+    """An async engine for ``url``; SQLite files get their directory, WAL and immediate writes."""
+    # hide_parameters: an error message must never carry a bound secret hash into a log line.
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 10})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        engine = create_async_engine(url, connect_args={"timeout": 10}, hide_parameters=True)
+        event.listen(engine.sync_engine, "connect", _sqlite_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-        connect_args={"timeout": 10, "command_timeout": 30},
+        hide_parameters=True, connect_args={"timeout": 10, "command_timeout": 30},
     )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded attributes after commit (no surprise lazy loads)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def read_session(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session for reads only: on SQLite it does not take the write lock."""
+    async with sessionmaker() as session:
+        await session.connection(execution_options={READ_ONLY: True})
+        yield session
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Replicas starting together migrate one after the other, not on top of each other.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+    command.upgrade(_alembic_config(connection), "head")
+
+
+async def migrate_async(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema (idempotent, safe to run concurrently)."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+    finally:
+        await engine.dispose()
+
+
+def migrate(url: str) -> None:
+    """Synchronous ``migrate_async`` for the command line."""
+    asyncio.run(migrate_async(url))

@@ -1,9 +1,118 @@
-"""Routes for gateways: the signed event feed and key lookup (placeholder until they land)."""
+"""Routes for gateways: the signed event feed and the lookup of one key's latest record.
+
+Both answer only to ``Authorization: Bearer <APIKEYS_INTERNAL_TOKEN>``. What they return is
+signed by key_service, so a gateway trusts the content by its signature, not by the channel.
+
+* ``GET /internal/v1/events?after=SEQ&limit=N`` → ``{"events": [signed, ...],
+  "last_sequence": N}``: the events with a sequence above ``after``, in order, and the highest
+  sequence assigned so far (0 when there is none).
+* ``GET /internal/v1/keys/{key_id}`` → the key's newest signed event, or 404.
+"""
 
 from __future__ import annotations
 
+import hmac
+import re
+
 from aiohttp import web
+
+from apikeys_shared.keys import is_valid_key_id
+
+from .appkeys import CONFIG, ENGINE, OUTBOX_WAKEUP
+from .outbox import OutboxError, fetch_feed, has_pending, latest_for_key, sequence_pending
+from .problems import problem
+
+__all__ = ["FEED_DEFAULT_LIMIT", "FEED_MAX_LIMIT", "add_internal_routes"]
+
+FEED_DEFAULT_LIMIT = 500
+FEED_MAX_LIMIT = 1000
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_MAX_SEQUENCE = 2**63 - 1
+
+
+def _authorized(request: web.Request) -> bool:
+    expected = request.config_dict[CONFIG].secrets.internal_token.encode()
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    # Compare even when the scheme is wrong, so timing says nothing about the token.
+    matches = hmac.compare_digest(token.strip().encode(), expected)
+    return scheme.lower() == "bearer" and matches
+
+
+def _unauthorized() -> web.Response:
+    return problem(
+        401, "a valid internal service token is required (Authorization: Bearer <token>)",
+        headers={"WWW-Authenticate": 'Bearer realm="key_service internal"'},
+    )
+
+
+def _unavailable(exc: OutboxError) -> web.Response:
+    return problem(503, f"the key database is not available: {exc}", headers={"Retry-After": "1"})
+
+
+def _integer(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+async def events(request: web.Request) -> web.Response:
+    """The signed event feed, strictly after ``after``, in sequence order."""
+    if not _authorized(request):
+        return _unauthorized()
+    try:
+        after = _integer(request, "after", 0, 0, _MAX_SEQUENCE)
+    except ValueError as exc:
+        return problem(400, str(exc), field="after")
+    try:
+        limit = _integer(request, "limit", FEED_DEFAULT_LIMIT, 1, FEED_MAX_LIMIT)
+    except ValueError as exc:
+        return problem(400, str(exc), field="limit")
+    config = request.config_dict[CONFIG]
+    engine = request.config_dict[ENGINE]
+    assert config.secrets.signer is not None  # load_config always reads the signing key
+    try:
+        # A key committed a moment ago must be in the feed now, not after the relay's next
+        # round: a gateway asking because it saw a gap would otherwise miss it.
+        if await has_pending(engine):
+            await sequence_pending(
+                engine, source=config.event_source, signer=config.secrets.signer, notify=True,
+            )
+            request.config_dict[OUTBOX_WAKEUP].set()
+        page = await fetch_feed(engine, after, limit)
+    except OutboxError as exc:
+        return _unavailable(exc)
+    return web.json_response({
+        "events": [signed.to_json() for signed in page.events],
+        "last_sequence": page.last_sequence,
+    }, headers={"Cache-Control": "no-store"})
+
+
+async def key_record(request: web.Request) -> web.Response:
+    """The newest signed event of one key."""
+    if not _authorized(request):
+        return _unauthorized()
+    key_id = request.match_info["key_id"]
+    if not is_valid_key_id(key_id):
+        return problem(404, "no key has this ID (a key ID is a lowercase UUID)")
+    config = request.config_dict[CONFIG]
+    assert config.secrets.signer is not None  # load_config always reads the signing key
+    try:
+        signed = await latest_for_key(
+            request.config_dict[ENGINE], key_id, source=config.event_source,
+            signer=config.secrets.signer,
+        )
+    except OutboxError as exc:
+        return _unavailable(exc)
+    if signed is None:
+        return problem(404, "no key has this ID")
+    return web.json_response(signed.to_json(), headers={"Cache-Control": "no-store"})
 
 
 def add_internal_routes(app: web.Application) -> None:
     """Register ``/internal/v1/*`` on ``app``."""
+    app.router.add_get("/internal/v1/events", events, name="internal_events")
+    app.router.add_get("/internal/v1/keys/{key_id}", key_record, name="internal_key")

@@ -1,0 +1,9 @@
+"""``python -m key_service``: see key_service.cli."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

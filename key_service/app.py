@@ -1,0 +1,64 @@
+"""The key_service application factory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .api import add_api_routes
+from .appkeys import CONFIG, ENGINE, METRICS, OUTBOX_WAKEUP, SESSIONMAKER
+from .auth import PASSWORDS, THROTTLE, add_session_routes, csrf_middleware
+from .config import KeyServiceConfig
+from .db import create_engine, make_sessionmaker
+from .internal import add_internal_routes
+from .metrics import Metrics
+from .middleware import API_BODY_LIMIT, access_middleware, error_middleware
+from .openapi import add_openapi_route
+from .ops import add_ops_routes
+from .pages import add_page_routes
+from .relay import relay_ctx
+from .throttle import LoginThrottler
+from .users import PasswordChecker
+
+__all__ = ["create_app"]
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    engine = create_engine(config.database_url)
+    sessionmaker = make_sessionmaker(engine)
+    app[ENGINE] = engine
+    app[SESSIONMAKER] = sessionmaker
+    app[THROTTLE] = LoginThrottler(
+        sessionmaker, per_user=config.login_max_failures,
+        per_address=config.login_max_failures_per_address,
+        window_seconds=config.login_throttle_window_seconds,
+    )
+    try:
+        yield
+    finally:
+        await engine.dispose()
+
+
+def create_app(config: KeyServiceConfig) -> web.Application:
+    """Build the app; the database must already be migrated (see ``key_service.db.migrate``)."""
+    app = web.Application(
+        middlewares=[access_middleware, error_middleware, csrf_middleware],
+        client_max_size=API_BODY_LIMIT,
+    )
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app[OUTBOX_WAKEUP] = asyncio.Event()
+    app[PASSWORDS] = PasswordChecker(config.login_concurrency)
+    app.cleanup_ctx.append(_database_ctx)
+    add_ops_routes(app)
+    add_session_routes(app)
+    add_api_routes(app)
+    add_openapi_route(app)
+    add_page_routes(app)
+    add_internal_routes(app)
+    # After the database context: the relay needs the engine and is stopped before it closes.
+    app.cleanup_ctx.append(relay_ctx)
+    return app

@@ -1,0 +1,49 @@
+"""Operations routes: liveness, readiness (the database answers) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from .appkeys import ENGINE, METRICS
+from .problems import problem
+
+__all__ = ["add_ops_routes"]
+
+log = logging.getLogger("key_service.ops")
+READY_TIMEOUT = 2.0
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """``GET /healthz``: the process is up (200 always)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: 200 when the database answers within two seconds, else 503."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            async with request.config_dict[ENGINE].connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        log.warning("not ready: database unavailable (%s)", type(exc).__name__)
+        return problem(503, "the database is not reachable", headers={"Retry-After": "5"})
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format."""
+    body = generate_latest(request.config_dict[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_ops_routes(app: web.Application) -> None:
+    """Register ``/healthz``, ``/readyz`` and ``/metrics``."""
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

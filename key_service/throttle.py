@@ -1,0 +1,91 @@
+"""Login throttling per username and per client address, shared by replicas via the database.
+
+Failures are counted in a fixed window that opens at the first failure; once a subject reaches
+its limit, logins for it get 429 until the window closes. A success clears the username's count
+(not the address's: one good account must not launder guesses against others).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from sqlalchemy import case, delete, literal, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .errors import TooManyRequests
+from .models import LoginThrottle, UTCDateTime, utcnow
+
+__all__ = ["LoginThrottler"]
+
+_T = LoginThrottle.__table__
+
+
+class LoginThrottler:
+    """Counts failed logins and refuses logins past the limits."""
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], *, per_user: int,
+        per_address: int, window_seconds: int,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._limits = {"user": per_user, "address": per_address}
+        self._window = timedelta(seconds=window_seconds)
+
+    @staticmethod
+    def _subjects(username: str, address: str | None) -> list[tuple[str, str]]:
+        subjects = [("user", username.lower()[:128])]
+        if address:
+            subjects.append(("address", address[:128]))
+        return subjects
+
+    async def check(self, username: str, address: str | None) -> None:
+        """Raise TooManyRequests (with Retry-After) when either subject is over its limit."""
+        now = utcnow()
+        subjects = self._subjects(username, address)
+        async with self._sessionmaker() as session:
+            rows = (await session.scalars(
+                select(LoginThrottle).where(
+                    tuple_(LoginThrottle.scope, LoginThrottle.subject).in_(subjects)
+                )
+            )).all()
+        wait = 0.0
+        for row in rows:
+            ends = row.window_start + self._window
+            if ends > now and row.failures >= self._limits[row.scope]:
+                wait = max(wait, (ends - now).total_seconds())
+        if wait > 0:
+            raise TooManyRequests(
+                "too many failed logins; try again later", retry_after=max(1, math.ceil(wait))
+            )
+
+    async def failed(self, username: str, address: str | None) -> None:
+        """Count one failed login against the username and the address."""
+        now = utcnow()
+        cutoff = now - self._window
+        async with self._sessionmaker() as session, session.begin():
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            for scope, subject in self._subjects(username, address):
+                stmt = insert(LoginThrottle).values(
+                    scope=scope, subject=subject, failures=1, window_start=now
+                )
+                expired = _T.c.window_start <= cutoff
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["scope", "subject"],
+                    set_={
+                        "failures": case((expired, 1), else_=_T.c.failures + 1),
+                        "window_start": case(
+                            (expired, literal(now, UTCDateTime())), else_=_T.c.window_start
+                        ),
+                    },
+                )
+                await session.execute(stmt)
+
+    async def succeeded(self, username: str) -> None:
+        """Clear the username's failures after a good login."""
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(delete(LoginThrottle).where(
+                LoginThrottle.scope == "user", LoginThrottle.subject == username.lower()[:128]
+            ))

@@ -1,0 +1,105 @@
+"""Backoffice users: roles, argon2id password hashes, and creating users.
+
+Password checks cost 64 MiB and ~70 ms each (argon2id, libsodium's interactive limits), so they run
+in a thread under a semaphore: a login storm queues instead of exhausting memory or the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import nacl.exceptions
+import nacl.pwhash
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .errors import UserError
+from .models import User
+
+__all__ = [
+    "ADMIN_ROLE",
+    "MAX_PASSWORD_LENGTH",
+    "MIN_PASSWORD_LENGTH",
+    "ROLES",
+    "VIEWER_ROLE",
+    "PasswordChecker",
+    "create_user",
+    "hash_password",
+    "validate_username",
+]
+
+ADMIN_ROLE = "system_administrator"
+VIEWER_ROLE = "viewer"
+ROLES = (ADMIN_ROLE, VIEWER_ROLE)
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+_USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def validate_username(username: str) -> str:
+    """1-64 characters of letters, digits and ``._@-``, starting with a letter or digit."""
+    if not _USERNAME_RE.fullmatch(username):
+        raise UserError(
+            "username must be 1-64 characters of letters, digits and ._@- "
+            "(starting with a letter or digit)"
+        )
+    return username
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash string (libsodium's interactive limits)."""
+    return nacl.pwhash.argon2id.str(password.encode("utf-8")).decode("ascii")
+
+
+def _check(stored: str, password: str) -> bool:
+    try:
+        return bool(nacl.pwhash.argon2id.verify(stored.encode("ascii"), password.encode("utf-8")))
+    except (nacl.exceptions.InvalidkeyError, nacl.exceptions.CryptoError, ValueError):
+        return False
+
+
+class PasswordChecker:
+    """Verifies passwords in threads, at most ``concurrency`` at a time."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._dummy: str | None = None
+
+    async def check(self, stored: str | None, password: str) -> bool:
+        """True when ``password`` matches ``stored``; an unknown user (None) costs the same."""
+        async with self._semaphore:
+            if stored is None:
+                # Same work for unknown users, so timing does not tell which usernames exist.
+                if self._dummy is None:
+                    self._dummy = await asyncio.to_thread(hash_password, "not-a-real-password")
+                await asyncio.to_thread(_check, self._dummy, password)
+                return False
+            return await asyncio.to_thread(_check, stored, password)
+
+
+async def create_user(
+    sessionmaker: async_sessionmaker[AsyncSession], username: str, password: str, role: str,
+) -> User:
+    """Create a user; UserError when the name is taken or malformed, the password too short."""
+    validate_username(username)
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise UserError(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
+    async with sessionmaker() as session:
+        existing = await session.scalar(select(User.id).where(User.username == username))
+        if existing is not None:
+            raise UserError(f"a user named {username!r} already exists")
+    password_hash = await asyncio.to_thread(hash_password, password)
+    user = User(username=username, password_hash=password_hash, role=role)
+    try:
+        async with sessionmaker() as session, session.begin():
+            session.add(user)
+    except IntegrityError:
+        # Lost a race with another create of the same name.
+        raise UserError(f"a user named {username!r} already exists") from None
+    return user
