@@ -75,6 +75,7 @@ CONNECT_TIMEOUT = 5.0
 PUBLISH_TIMEOUT = 5.0
 BATCH = 500
 STOP_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 1.0
 
 # Everything aio-pika / aiormq raise when the broker is away, slow or refuses a message.
 _BROKER_ERRORS = (
@@ -240,7 +241,9 @@ class Relay:
                 returned, self._config.exchange,
             )
         if failure is not None:
-            await self._drop_channel()
+            # A publish that failed or timed out leaves the connection in doubt (a half-open
+            # socket keeps failing the same way): start over with a fresh one next round.
+            await self._close_broker()
             raise RelayError(
                 f"publishing sequence {events[len(confirmed)].sequence} failed: "
                 f"{failure.__class__.__name__}: {failure}"
@@ -280,7 +283,7 @@ class Relay:
         channel, self._channel, self._exchange = self._channel, None, None
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(*_BROKER_ERRORS, RuntimeError):
-                async with asyncio.timeout(CONNECT_TIMEOUT):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
                     await channel.close()
 
     async def _close_broker(self) -> None:
@@ -288,7 +291,7 @@ class Relay:
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(*_BROKER_ERRORS, RuntimeError):
-                async with asyncio.timeout(CONNECT_TIMEOUT):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
                     await connection.close()
 
     # -- the relay lock (PostgreSQL) -------------------------------------------------------
