@@ -1,0 +1,272 @@
+"""The gateway benchmark: throughput against nginx, revocation propagation, the timing probe.
+
+``python -m tests.bench.bench_gateway`` (``make bench`` runs it through ``python -m tests.bench``)
+starts its own stack (see ``stack``), measures, prints one Markdown report and writes it to
+artifacts/bench/gateway.md. Aims are reported as met or not met, never asserted: a benchmark
+informs, the test suite judges correctness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from tests.support.procs import ROOT, ServiceProcess, free_port
+
+from .admin import AdminClient, IssuedKey
+from .nginx import forward_auth_server, proxy_server, upstream_server
+from .probe import HALF_RIGHT, UNKNOWN_ID, WRONG_SECRET, ProbeResult, run_probe
+from .report import ProbeRow, Report, render
+from .revocation import RevocationResult, measure_revocations
+from .stack import BenchStack
+from .stats import Aim, Summary, percentile, ratio, summarize
+from .throughput import LoadSettings, Scenario, measure
+from .wrk import WrkResult
+
+__all__ = ["main"]
+
+OUTPUT = ROOT / "artifacts" / "bench" / "gateway.md"
+
+GW_AUTH = "gateway, authenticated route (valid key)"
+GW_OPEN = 'gateway, unauthenticated route (auth = "none")'
+NGINX = "plain nginx reverse proxy (baseline)"
+NGINX_FA = "nginx + gateway forward-auth (auth_request → /_auth/verify)"
+
+
+@dataclass(frozen=True)
+class Options:
+    """How much to measure; the defaults are what ``make bench`` runs."""
+
+    load: LoadSettings
+    revocations: int
+    probe_per_class: int
+    probe_unknown: int
+    output: Path
+
+
+def _parse(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_gateway",
+                                     description=__doc__)
+    parser.add_argument("--duration", type=int, default=10, help="seconds measured per setup")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per setup")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--revocations", type=int, default=100, help="keys revoked and timed")
+    parser.add_argument("--probe-samples", type=int, default=3000,
+                        help="timing-probe requests per compared class")
+    parser.add_argument("--probe-unknown", type=int, default=500,
+                        help="timing-probe requests with unknown IDs (information)")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="where to write the report")
+    args = parser.parse_args(argv)
+    return Options(
+        load=LoadSettings(connections=args.connections, threads=args.threads,
+                          duration_s=args.duration, warmup_s=args.warmup),
+        revocations=args.revocations, probe_per_class=args.probe_samples,
+        probe_unknown=args.probe_unknown, output=args.output,
+    )
+
+
+def _version(args: list[str]) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "missing"
+    text = (done.stdout + done.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def _machine() -> list[str]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    import aiohttp
+
+    return [
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `make bench` "
+        f"(`.venv/bin/python -m tests.bench`) on one machine: {os.cpu_count()} cores ({cpu}), "
+        f"load average before the run {load}; Python {platform.python_version()}, "
+        f"aiohttp {aiohttp.__version__}, {_version(['nginx', '-v'])}, "
+        f"{_version(['wrk', '--version']).split(' Copyright')[0]}.",
+    ]
+
+
+def _throughput(stack: BenchStack, options: Options, key: IssuedKey,
+                upstream_port: int) -> tuple[dict[str, WrkResult], int, ServiceProcess]:
+    routes = stack.write_routes(upstream_port)
+    gw_port, gw_proc = stack.start_gateway(routes, workers=2, name="2-workers")
+    plain_port, fa_port = free_port(), free_port()
+    stack.start_nginx(
+        "front",
+        proxy_server(plain_port, upstream_port) + forward_auth_server(fa_port, upstream_port,
+                                                                      gw_port),
+        [plain_port, fa_port], workers=2,
+    )
+    scenarios = [
+        Scenario(NGINX, f"http://127.0.0.1:{plain_port}/bench", {}),
+        Scenario(GW_OPEN, f"http://127.0.0.1:{gw_port}/open/bench", {}),
+        Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
+        Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
+    ]
+    script_dir = stack.dir / "wrk"
+    results: dict[str, WrkResult] = {}
+    for scenario in scenarios:
+        print(f"  measuring: {scenario.label} ...", file=sys.stderr, flush=True)
+        results[scenario.label] = measure(scenario, options.load, script_dir)
+    return results, gw_port, gw_proc
+
+
+def _revocations(stack: BenchStack, admin: AdminClient, options: Options,
+                 upstream_port: int) -> RevocationResult:
+    routes = stack.write_routes(upstream_port)
+    port_a, _ = stack.start_gateway(routes, workers=1, name="a")
+    port_b, _ = stack.start_gateway(routes, workers=1, name="b")
+    print(f"  issuing {options.revocations} keys ...", file=sys.stderr, flush=True)
+    keys = [admin.issue(f"bench revocation {i}") for i in range(options.revocations)]
+    print("  revoking and polling both gateway processes ...", file=sys.stderr, flush=True)
+    return measure_revocations(admin, keys, [port_a, port_b])
+
+
+def _aims(results: dict[str, WrkResult], revocation: Summary | None,
+          probe: ProbeResult | None) -> list[Aim]:
+    def rps(label: str) -> float:
+        return results[label].rps if label in results else float("nan")
+
+    aims = [
+        Aim("authenticated / unauthenticated (gateway requests/s)",
+            ratio(rps(GW_AUTH), rps(GW_OPEN)), 0.95),
+        Aim("gateway, 2 workers, authenticated / plain nginx", ratio(rps(GW_AUTH), rps(NGINX)),
+            0.25),
+        Aim("nginx + forward-auth / plain nginx", ratio(rps(NGINX_FA), rps(NGINX)), 0.5),
+        Aim("revocation propagation p99, RabbitMQ up (ms)",
+            revocation.p99 if revocation else float("nan"), 100.0, at_least=False),
+    ]
+    if probe is not None and probe.secret_test is not None:
+        aims.append(Aim("timing probe: rank-test p-value (no difference when ≥ alpha)",
+                        probe.secret_test.p_value, probe.secret_test.alpha))
+    return aims
+
+
+def _probe_rows(probe: ProbeResult | None) -> list[ProbeRow]:
+    if probe is None:
+        return []
+    return [ProbeRow(label, len(probe.samples[label]), percentile(probe.samples[label], 50),
+                     percentile(probe.samples[label], 99))
+            for label in (WRONG_SECRET, HALF_RIGHT, UNKNOWN_ID) if probe.samples.get(label)]
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through the stack's close(), as Ctrl-C does
+
+
+def run(options: Options) -> tuple[str, bool]:
+    """Measure everything; returns the Markdown and whether every part ran."""
+    failures: dict[str, str] = {}
+    results: dict[str, WrkResult] = {}
+    probe: ProbeResult | None = None
+    revocation: RevocationResult | None = None
+    header = _machine()
+    with BenchStack() as stack:
+        upstream_port = free_port()
+        stack.start_nginx("upstream", upstream_server(upstream_port), [upstream_port], workers=1)
+        print("  starting key_service ...", file=sys.stderr, flush=True)
+        stack.start_key_service()
+        admin = stack.admin()
+        try:
+            key = admin.issue("bench throughput")
+            gw_proc: ServiceProcess | None = None
+            try:
+                results, gw_port, gw_proc = _throughput(stack, options, key, upstream_port)
+                print("  timing probe ...", file=sys.stderr, flush=True)
+                probe = run_probe(gw_port, key, per_class=options.probe_per_class,
+                                  unknown=options.probe_unknown)
+            except Exception as exc:  # report what ran, name what did not
+                failures["throughput / timing probe"] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+            if gw_proc is not None:
+                stack.stop_process(gw_proc)  # free the cores for the next phase
+            try:
+                revocation = _revocations(stack, admin, options, upstream_port)
+            except Exception as exc:
+                failures["revocation propagation"] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+        finally:
+            admin.close()
+    rev_summary = (summarize(revocation.every_process_ms)
+                   if revocation and revocation.every_process_ms else None)
+    rev_note = "Not measured."
+    if revocation is not None:
+        rev_call = percentile(revocation.revoke_call_ms, 50) if revocation.revoke_call_ms else 0.0
+        rev_note = (
+            f"From the moment key_service's revoke call returned until every gateway process "
+            f"answered 401: {len(revocation.every_process_ms)} revocations of keys cached in "
+            f"{revocation.processes} single-worker gateway processes on their own ports, each "
+            f"polled back to back over a keep-alive connection (so a figure includes up to one "
+            f"poll round trip); {revocation.timed_out} did not reach 401 within 10 s. The revoke "
+            f"call itself took {rev_call:.1f} ms (p50)."
+        )
+    load = options.load
+    notes = [
+        f"Load: wrk {load.threads} threads, {load.connections} connections, {load.duration_s} s "
+        f"measured after a {load.warmup_s} s warm-up, one run per setup, wrk on the same cores "
+        f"as the servers. Upstream for every setup: an nginx returning a fixed 3-byte 200. "
+        f"Gateway: 2 worker processes; front nginx: 2 workers; keep-alive to upstreams in both; "
+        f"access logs off in nginx and in the gateway (GATEWAY_LOG_LEVEL=WARNING).",
+        "Errors: socket errors, timeouts and responses ≥ 400 counted by wrk (should be 0).",
+        "Timing probe: requests of all classes shuffled into one random order, latency measured "
+        "client-side per request over 4 keep-alive connections to the 2-worker gateway; "
+        "GATEWAY_FAILED_AUTH_THRESHOLD raised so that the probe's failures from one address are "
+        "not answered 429. Unknown IDs are fresh each request (a key_service lookup each).",
+    ]
+    if probe is not None and probe.reconnects:
+        notes.append(f"The probe had to reconnect {probe.reconnects} times (outside the timing).")
+    report = Report(
+        header=header,
+        throughput=[(label, r.rps, r.p50_ms, r.p99_ms, r.errors) for label, r in results.items()],
+        aims=_aims(results, rev_summary, probe),
+        revocation=rev_summary,
+        revocation_note=rev_note,
+        probe_rows=_probe_rows(probe),
+        secret_test=probe.secret_test if probe else None,
+        unknown_test=probe.unknown_test if probe else None,
+        notes=notes,
+        failures=failures or None,
+    )
+    return render(report), not failures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the gateway benchmark; prints the report and writes it to ``--output``."""
+    options = _parse(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        markdown, complete = run(options)
+    except KeyboardInterrupt:
+        print("gateway benchmark interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(markdown)
+    print(markdown)
+    print(f"(written to {options.output})", file=sys.stderr)
+    return 0 if complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

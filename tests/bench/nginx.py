@@ -1,0 +1,203 @@
+"""A private nginx for the benchmark: its own prefix, config, pid, logs and temp paths.
+
+Nothing here touches the system's nginx: every path lives under a directory the benchmark made,
+and the master runs in the foreground (``daemon off``) as our child, so stopping it is stopping
+a process we started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = [
+    "Nginx",
+    "NginxError",
+    "forward_auth_server",
+    "proxy_server",
+    "upstream_server",
+]
+
+UPSTREAM_BODY = "ok\n"
+
+
+class NginxError(RuntimeError):
+    """nginx is missing, refused its config, or did not start listening."""
+
+
+def upstream_server(port: int) -> str:
+    """A server that answers every request with a fixed small 200: the fast upstream."""
+    return f"""
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        location / {{
+            default_type text/plain;
+            return 200 "{UPSTREAM_BODY.strip()}\\n";
+        }}
+    }}
+"""
+
+
+def _upstream_block(name: str, port: int) -> str:
+    # Keep-alive to the upstream, as the gateway pools its upstream connections: the comparison
+    # is then between two proxies that both reuse connections.
+    return f"""
+    upstream {name} {{
+        server 127.0.0.1:{port};
+        keepalive 128;
+        keepalive_requests 1000000;
+    }}
+"""
+
+
+def proxy_server(listen_port: int, upstream_port: int) -> str:
+    """A plain reverse proxy to the upstream: the baseline every ratio is measured against."""
+    return _upstream_block("plain_upstream", upstream_port) + f"""
+    server {{
+        listen 127.0.0.1:{listen_port} reuseport;
+        location / {{
+            proxy_pass http://plain_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+"""
+
+
+def forward_auth_server(listen_port: int, upstream_port: int, gateway_port: int) -> str:
+    """nginx asking the gateway's ``/_auth/verify`` (auth_request), then proxying to the upstream.
+
+    Mirrors the shipped example in deploy/: the credentials go to the verifier only, the
+    identity headers from its 204 go to the upstream, and the credentials never do.
+    """
+    return (
+        _upstream_block("fa_upstream", upstream_port)
+        + _upstream_block("fa_gateway", gateway_port)
+        + f"""
+    server {{
+        listen 127.0.0.1:{listen_port} reuseport;
+        location = /_auth_verify {{
+            internal;
+            proxy_pass http://fa_gateway/_auth/verify;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+        location / {{
+            auth_request /_auth_verify;
+            auth_request_set $key_id $upstream_http_x_authenticated_key_id;
+            auth_request_set $key_name $upstream_http_x_authenticated_key_name;
+            proxy_pass http://fa_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-AuthenticationKeyId "";
+            proxy_set_header X-AuthenticationKeyValue "";
+            proxy_set_header X-Authenticated-Key-Id $key_id;
+            proxy_set_header X-Authenticated-Key-Name $key_name;
+        }}
+    }}
+"""
+    )
+
+
+def _config(prefix: Path, workers: int, servers: str) -> str:
+    tmp = prefix / "tmp"
+    return f"""
+daemon off;
+worker_processes {workers};
+pid {prefix / "nginx.pid"};
+error_log {prefix / "error.log"} warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65s;
+    client_body_temp_path {tmp / "body"};
+    proxy_temp_path {tmp / "proxy"};
+    fastcgi_temp_path {tmp / "fastcgi"};
+    uwsgi_temp_path {tmp / "uwsgi"};
+    scgi_temp_path {tmp / "scgi"};
+{servers}
+}}
+"""
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+class Nginx:
+    """One nginx master (and its workers) with everything under ``prefix``."""
+
+    def __init__(self, prefix: Path, servers: str, *, workers: int = 1) -> None:
+        self.prefix = prefix
+        self.servers = servers
+        self.workers = workers
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def conf_path(self) -> Path:
+        """Where the generated config is written."""
+        return self.prefix / "nginx.conf"
+
+    def _args(self, *extra: str) -> list[str]:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(binary):
+            raise NginxError("nginx is not installed (Debian: apt-get install nginx)")
+        return [binary, "-p", str(self.prefix), "-c", str(self.conf_path),
+                "-e", str(self.prefix / "error.log"), *extra]
+
+    def start(self, ports: list[int], timeout: float = 10.0) -> None:
+        """Write the config, check it (``nginx -t``), start, and wait for ``ports`` to listen."""
+        (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(_config(self.prefix, self.workers, self.servers))
+        test = subprocess.run(self._args("-t", "-q"), capture_output=True, text=True, check=False)
+        if test.returncode != 0:
+            raise NginxError(f"nginx refused {self.conf_path}: {test.stderr.strip()}")
+        log = (self.prefix / "stderr.log").open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                self._args(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while not all(_listening(p) for p in ports):
+            if self.proc.poll() is not None:
+                raise NginxError(f"nginx exited {self.proc.returncode}: {self.error_log()}")
+            if time.monotonic() > deadline:
+                raise NginxError(f"nginx did not listen on {ports} in {timeout}s")
+            time.sleep(0.05)
+
+    def error_log(self) -> str:
+        """The tail of nginx's error log (for failure messages)."""
+        path = self.prefix / "error.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the master (and so its workers); kill the group if it lingers."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)

@@ -1,0 +1,95 @@
+"""Revocation propagation: from "the revoke call returned" to "every gateway process answers 401".
+
+Each gateway process is reached on its own port, so every process is measured (a shared port
+would leave it to the kernel which process answers). For each key: the key is first shown to
+work at every process (so it sits in their caches, the case that matters), then revoked through
+key_service's API; the clock starts when that call has returned, and each process is polled
+over its own keep-alive connection until it answers 401.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .admin import AdminClient, IssuedKey
+
+__all__ = ["RevocationError", "RevocationResult", "measure_revocations"]
+
+
+class RevocationError(RuntimeError):
+    """A key did not work before its revocation, or a gateway answered something unexpected."""
+
+
+@dataclass
+class RevocationResult:
+    """Milliseconds until every process answered 401, per revocation; timeouts counted apart."""
+
+    every_process_ms: list[float] = field(default_factory=list)
+    per_process_ms: dict[int, list[float]] = field(default_factory=dict)
+    revoke_call_ms: list[float] = field(default_factory=list)
+    timed_out: int = 0
+    processes: int = 0
+
+
+class _Poller:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def status(self, path: str, key: IssuedKey) -> int:
+        self._conn.request("GET", path, headers=key.headers())
+        resp = self._conn.getresponse()
+        resp.read()
+        if resp.will_close:
+            self._conn.close()
+        return resp.status
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def measure_revocations(admin: AdminClient, keys: Sequence[IssuedKey], ports: Sequence[int], *,
+                        path: str = "/auth/", timeout_s: float = 10.0) -> RevocationResult:
+    """Revoke each key in turn and time how long until every process on ``ports`` says 401."""
+    pollers = [_Poller(port) for port in ports]
+    result = RevocationResult(per_process_ms={p: [] for p in ports}, processes=len(ports))
+    try:
+        for key in keys:  # warm every key into every process
+            for poller in pollers:
+                status = poller.status(path, key)
+                if status != 200:
+                    raise RevocationError(
+                        f"key {key.key_id} answered {status} at port {poller.port} "
+                        "before its revocation"
+                    )
+        for key in keys:
+            called = time.perf_counter()
+            admin.revoke(key.key_id)
+            returned = time.perf_counter()
+            result.revoke_call_ms.append((returned - called) * 1000.0)
+            pending = list(pollers)
+            seen: list[float] = []
+            while pending:
+                for poller in list(pending):
+                    status = poller.status(path, key)
+                    elapsed = (time.perf_counter() - returned) * 1000.0
+                    if status == 401:
+                        result.per_process_ms[poller.port].append(elapsed)
+                        seen.append(elapsed)
+                        pending.remove(poller)
+                    elif status != 200:
+                        raise RevocationError(
+                            f"port {poller.port} answered {status} while revoking {key.key_id}"
+                        )
+                if pending and time.perf_counter() - returned > timeout_s:
+                    result.timed_out += 1
+                    break
+            else:
+                result.every_process_ms.append(max(seen))
+    finally:
+        for poller in pollers:
+            poller.close()
+    return result
