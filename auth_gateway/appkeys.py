@@ -6,20 +6,28 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from .auth import Authenticator
 from .config import GatewayConfig
 from .keyservice import KeyServiceClient
 from .keystore import KeyStore
 from .metrics import Metrics
+from .proxy import Forwarder
 from .routes import RouteTable
 
 __all__ = [
+    "AUTHENTICATOR",
+    "AUTH_REASON",
     "CONFIG",
+    "FORWARDER",
     "KEYSTORE",
     "KEY_SERVICE",
     "KEY_SERVICE_SESSION",
+    "LOG_KEY_ID",
     "METRICS",
     "REDIS",
+    "REQUEST_ID",
     "ROUTES",
+    "ROUTE_LABEL",
     "UPSTREAM_SESSION",
 ]
 
@@ -35,3 +43,11 @@ KEY_SERVICE = web.AppKey("key_service", KeyServiceClient)
 # The pooled keep-alive session every forwarded request goes through.
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
 KEYSTORE = web.AppKey("keystore", KeyStore)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+FORWARDER = web.AppKey("forwarder", Forwarder)
+
+# Per request, for the access log and metrics.
+REQUEST_ID = web.RequestKey("request_id", str)
+ROUTE_LABEL = web.RequestKey("route_label", str)
+LOG_KEY_ID = web.RequestKey("log_key_id", str)
+AUTH_REASON = web.RequestKey("auth_reason", str)

@@ -36,6 +36,7 @@ class Limits:
     max_body_bytes: int = 1024**3
     upstream_connect_timeout: float = 5.0
     upstream_total_timeout: float = 60.0
+    upstream_max_connections: int = 512
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         ),
         upstream_total_timeout=env.number(
             "GATEWAY_UPSTREAM_TIMEOUT", 60.0, minimum=0.01, maximum=86400
+        ),
+        upstream_max_connections=env.integer(
+            "GATEWAY_UPSTREAM_MAX_CONNECTIONS", 512, minimum=1, maximum=100_000
         ),
     )
     return GatewayConfig(

@@ -1,1 +1,1 @@
-"""A demo echo backend to put behind the gateway."""
+"""A demo echo backend to put behind the gateway: it answers with what it received."""

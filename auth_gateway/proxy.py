@@ -1,0 +1,148 @@
+"""Forwarding one authenticated request to its upstream, streaming both ways.
+
+Bodies are never held whole: the request body is read from the client in chunks as the upstream
+takes them, and the response body is written to the client as it arrives. The time until the
+upstream's response headers is bounded by the total timeout; while streaming, an upstream idle
+longer than that is cut. Failures before any byte went back: 502 (cannot connect), 504 (too slow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from .config import Limits
+from .headers import response_headers, upstream_headers
+from .metrics import Metrics
+from .problems import problem
+from .routes import Route
+
+__all__ = ["BodyTooLarge", "ForwardContext", "Forwarder"]
+
+_CHUNK = 64 * 1024
+_SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class BodyTooLarge(Exception):
+    """The client's body went past the configured limit while streaming."""
+
+
+@dataclass(frozen=True)
+class ForwardContext:
+    """What the gateway knows about the request beyond its headers."""
+
+    route: Route
+    raw_path: str
+    raw_query: str
+    request_id: str
+    client_address: str
+    peer_trusted: bool
+    identity: tuple[str, str] | None
+
+
+class _Body:
+    """The client's body as an async iterator of chunks, counting against the limit."""
+
+    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
+        self._content = content
+        self._limit = limit
+        self.too_large = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._content.iter_chunked(_CHUNK):
+            seen += len(chunk)
+            if seen > self._limit:
+                self.too_large = True
+                raise BodyTooLarge
+            yield chunk
+
+
+class Forwarder:
+    """Sends requests upstream over one pooled session."""
+
+    def __init__(self, session: aiohttp.ClientSession, limits: Limits, metrics: Metrics) -> None:
+        self._session = session
+        self._limits = limits
+        self._metrics = metrics
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=limits.upstream_connect_timeout,
+            sock_read=limits.upstream_total_timeout,
+        )
+
+    def _headers(self, request: web.Request, ctx: ForwardContext) -> CIMultiDict[str]:
+        incoming = request.headers
+        forwarded_for = ctx.client_address
+        proto = request.scheme
+        if ctx.peer_trusted:
+            prior = ", ".join(incoming.getall("X-Forwarded-For", []))
+            forwarded_for = f"{prior}, {request.remote}" if prior else str(request.remote)
+            proto = incoming.get("X-Forwarded-Proto", proto)
+        return upstream_headers(
+            incoming, forwarded_for=forwarded_for, forwarded_proto=proto,
+            forwarded_host=incoming.get("Host"), request_id=ctx.request_id,
+            identity=ctx.identity,
+        )
+
+    async def forward(self, request: web.Request, ctx: ForwardContext) -> web.StreamResponse:
+        """Send ``request`` to ``ctx.route``'s upstream and stream the answer back."""
+        url = ctx.route.upstream_url(ctx.raw_path, ctx.raw_query)
+        headers = self._headers(request, ctx)
+        body = _Body(request.content, self._limits.max_body_bytes)
+        data = body.chunks() if request.body_exists else None
+        label = ctx.route.prefix
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._limits.upstream_total_timeout):
+                upstream = await self._session.request(
+                    request.method, URL(url, encoded=True),
+                    headers=headers, data=data, skip_auto_headers=_SKIP_AUTO,
+                    allow_redirects=False, auto_decompress=False, timeout=self._timeout,
+                )
+        except BodyTooLarge:
+            return problem(413, "The request body is larger than this gateway accepts.")
+        except aiohttp.ConnectionTimeoutError:
+            self._metrics.upstream_errors.labels("connect_timeout").inc()
+            return problem(502, "The upstream did not accept a connection in time.")
+        except TimeoutError:
+            self._metrics.upstream_errors.labels("timeout").inc()
+            return problem(504, "The upstream did not answer in time.")
+        except (aiohttp.ClientError, OSError):
+            if body.too_large:
+                return problem(413, "The request body is larger than this gateway accepts.")
+            if request.transport is None or request.transport.is_closing():
+                raise
+            self._metrics.upstream_errors.labels("connect").inc()
+            return problem(502, "The upstream could not be reached.")
+        self._metrics.upstream_seconds.labels(label).observe(time.perf_counter() - started)
+        try:
+            return await self._relay(request, upstream, ctx)
+        finally:
+            upstream.release()
+
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, ctx: ForwardContext
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in response_headers(upstream.headers).items():
+            response.headers.add(name, value)
+        response.headers["X-Request-Id"] = ctx.request_id
+        await response.prepare(request)
+        if request.method != "HEAD" and upstream.status not in _NO_BODY_STATUS:
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # Headers are gone already: the only honest signal left is a cut connection.
+                self._metrics.upstream_errors.labels("reset").inc()
+                raise ConnectionResetError("upstream failed while streaming") from exc
+        await response.write_eof()
+        return response

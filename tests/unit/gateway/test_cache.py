@@ -1,0 +1,50 @@
+"""The bounded LRU with TTL used as the gateway's L1."""
+
+from __future__ import annotations
+
+from auth_gateway.cache import TTLCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_evicts_least_recently_used_past_the_bound() -> None:
+    cache: TTLCache[int] = TTLCache(2, 60, Clock())
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # a is now the most recent
+    cache.put("c", 3)
+    assert cache.get("b") is None
+    assert cache.get("a") == 1
+    assert cache.get("c") == 3
+    assert len(cache) == 2
+
+
+def test_entries_expire_after_ttl() -> None:
+    clock = Clock()
+    cache: TTLCache[str] = TTLCache(10, 5, clock)
+    cache.put("k", "v")
+    clock.now = 4.9
+    assert cache.get("k") == "v"
+    clock.now = 5.0
+    assert cache.get("k") is None
+    assert len(cache) == 0
+
+
+def test_pop_clear_and_disabled_cache() -> None:
+    cache: TTLCache[int] = TTLCache(10, 5, Clock())
+    cache.put("a", 1)
+    cache.pop("a")
+    cache.pop("missing")
+    assert "a" not in cache
+    cache.put("b", 2)
+    cache.clear()
+    assert len(cache) == 0
+    off: TTLCache[int] = TTLCache(0, 5, Clock())
+    off.put("a", 1)
+    assert off.get("a") is None

@@ -1,0 +1,59 @@
+"""Every setting read in one place; a bad one is named."""
+
+from __future__ import annotations
+
+import pytest
+
+from apikeys_shared.errors import ConfigError
+from auth_gateway.config import load_config
+
+
+def test_defaults(secrets_env: dict[str, str]) -> None:
+    config = load_config({**secrets_env, "GATEWAY_ROUTES": "routes.toml"})
+    assert (config.host, config.port, config.workers) == ("127.0.0.1", 8080, 1)
+    assert config.key_service_url == "http://127.0.0.1:8081"
+    assert config.redis_prefix == "apikeys:"
+    assert config.exchange == "apikeys.events"
+    assert config.feed_poll_interval == 2.0
+    assert config.limits.max_body_bytes == 1024**3
+    assert config.secrets.verifier is not None
+    assert config.secrets.signer is None
+    assert "APIKEYS" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GATEWAY_PORT", "http"),
+        ("GATEWAY_PORT", "70000"),
+        ("GATEWAY_WORKERS", "0"),
+        ("KEY_SERVICE_URL", "ftp://x"),
+        ("REDIS_URL", "http://x"),
+        ("GATEWAY_L1_TTL", "-1"),
+        ("GATEWAY_FAILED_AUTH_THRESHOLD", "0"),
+        ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8, nonsense"),
+        ("GATEWAY_LOG_LEVEL", "chatty"),
+        ("GATEWAY_UPSTREAM_TIMEOUT", "soon"),
+    ],
+)
+def test_bad_values_are_named(secrets_env: dict[str, str], name: str, value: str) -> None:
+    env = {**secrets_env, "GATEWAY_ROUTES": "routes.toml", name: value}
+    with pytest.raises(ConfigError, match=name):
+        load_config(env)
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["GATEWAY_ROUTES", "APIKEYS_VERIFY_KEYS", "APIKEYS_PEPPERS", "APIKEYS_INTERNAL_TOKEN"],
+)
+def test_missing_required_is_named(secrets_env: dict[str, str], missing: str) -> None:
+    env = {**secrets_env, "GATEWAY_ROUTES": "routes.toml"}
+    del env[missing]
+    with pytest.raises(ConfigError, match=missing):
+        load_config(env)
+
+
+def test_signing_key_is_not_needed(secrets_env: dict[str, str]) -> None:
+    env = {**secrets_env, "GATEWAY_ROUTES": "r.toml"}
+    del env["APIKEYS_SIGNING_KEY"]
+    assert load_config(env).secrets.signer is None

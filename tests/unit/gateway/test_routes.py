@@ -1,0 +1,129 @@
+"""The route table: parsing, validation naming the entry, longest-prefix matching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from auth_gateway.errors import RouteTableError
+from auth_gateway.routes import Route, RouteTable, is_safe_path, load_routes, parse_routes
+
+TABLE = """
+[[route]]
+prefix = "/api/"
+upstream = "http://127.0.0.1:9000"
+
+[[route]]
+prefix = "/api/reports"
+upstream = "http://127.0.0.1:9001/base/"
+strip_prefix = true
+
+[[route]]
+prefix = "/public"
+upstream = "https://example.org"
+auth = "none"
+"""
+
+
+def test_parses_defaults_and_orders_longest_first() -> None:
+    table = parse_routes(TABLE)
+    assert [r.prefix for r in table.routes] == ["/api/reports", "/public", "/api/"]
+    api = table.match("/api/x")
+    assert api == Route("/api/", "http://127.0.0.1:9000", "required", False)
+    assert api.requires_auth
+    public = table.match("/public")
+    assert public is not None
+    assert not public.requires_auth
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix"),
+    [
+        ("/api/reports", "/api/reports"),
+        ("/api/reports/2024", "/api/reports"),
+        ("/api/reportsx", "/api/"),
+        ("/api/", "/api/"),
+        ("/public/a", "/public"),
+        ("/publicity", None),
+        ("/api", None),
+        ("/", None),
+    ],
+)
+def test_longest_prefix_on_segment_boundaries(path: str, prefix: str | None) -> None:
+    route = parse_routes(TABLE).match(path)
+    assert (route.prefix if route else None) == prefix
+
+
+def test_upstream_url_keeps_or_strips_the_prefix() -> None:
+    table = parse_routes(TABLE)
+    reports = table.match("/api/reports/2024")
+    assert reports is not None
+    assert reports.upstream_url("/api/reports/2024", "a=1&b=%20") == (
+        "http://127.0.0.1:9001/base/2024?a=1&b=%20"
+    )
+    assert reports.upstream_url("/api/reports", "") == "http://127.0.0.1:9001/base/"
+    api = table.match("/api/x%2Fy")
+    assert api is not None
+    assert api.upstream_url("/api/x", "") == "http://127.0.0.1:9000/api/x"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[route]]\nprefix = "/a"\nupstream = "http://h"\ncolour = "red"\n',
+         "route #1 (prefix '/a') has unknown keys: colour"),
+        ('[[route]]\nprefix = "/a"\nupstream = "ftp://h"\n', "route #1 (prefix '/a'): upstream"),
+        ('[[route]]\nprefix = "/a"\nupstream = "http://"\n', "route #1 (prefix '/a'): upstream"),
+        ('[[route]]\nprefix = "/a"\nupstream = "http://h?x=1"\n', "must not carry a query"),
+        ('[[route]]\nprefix = "/a"\nupstream = "http://h:99999"\n', "is not a valid URL"),
+        ('[[route]]\nprefix = "a"\nupstream = "http://h"\n', "prefix must be a path"),
+        ('[[route]]\nprefix = "/a/../b"\nupstream = "http://h"\n', "dot segments"),
+        ('[[route]]\nprefix = "/a"\nupstream = "http://h"\nauth = "maybe"\n', "auth must be"),
+        ('[[route]]\nprefix = "/a"\nupstream = "http://h"\nstrip_prefix = "yes"\n',
+         "strip_prefix must be"),
+        ('[[route]]\nprefix = "/a"\nupstream = "http://h"\n[[route]]\nprefix = "/a"\n'
+         'upstream = "http://g"\n', "route #2 repeats prefix '/a' of route #1"),
+        ("routes = 1\n", "unknown top-level keys: routes"),
+        ("", "needs at least one [[route]]"),
+        ("[[route\n", "is not valid TOML"),
+        ('[[route]]\nupstream = "http://h"\n', "route #1: prefix must be a path"),
+    ],
+)
+def test_bad_tables_name_the_entry(text: str, message: str) -> None:
+    with pytest.raises(RouteTableError) as caught:
+        parse_routes(text, "routes.toml")
+    assert message in str(caught.value)
+    assert "routes.toml" in str(caught.value)
+
+
+def test_load_routes_names_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(RouteTableError, match="cannot read route table"):
+        load_routes(tmp_path / "nope.toml")
+    path = tmp_path / "routes.toml"
+    path.write_text(TABLE)
+    assert len(load_routes(path).routes) == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "safe"),
+    [
+        ("/api/x", True),
+        ("/api/x.json", True),
+        ("/api/..", False),
+        ("/api/../admin", False),
+        ("/api/./x", False),
+        ("/api/%2e%2e/admin", False),
+        ("/api/x%2Fy", False),
+        ("/api/x%5cy", False),
+        ("/api\\x", False),
+        ("http://evil/api", False),
+        ("/api/%41", True),
+    ],
+)
+def test_unsafe_paths(path: str, safe: bool) -> None:
+    assert is_safe_path(path) is safe
+
+
+def test_empty_table_matches_nothing() -> None:
+    assert RouteTable([]).match("/x") is None
