@@ -1,0 +1,150 @@
+"""Fixtures for the gateway's integration tests: the app on a real socket, the real Redis
+(through a fault proxy), the demo backend as a real upstream, and a key_service stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from apikeys_shared.config import Env, load_secrets
+from auth_gateway.app import create_app
+from auth_gateway.appkeys import KEYSTORE, METRICS
+from auth_gateway.config import load_config
+from auth_gateway.keystore import KeyStore
+from auth_gateway.sync import SYNCED
+from demo_backend.app import STATS
+from demo_backend.app import create_app as create_backend
+from tests.support.faultproxy import FaultProxy
+from tests.support.procs import free_port
+from tests.support.services import REDIS
+
+from .keyring import FakeKeyService, Keyring
+
+ROUTES = """
+[[route]]
+prefix = "/api/"
+upstream = "{backend}"
+
+[[route]]
+prefix = "/public/"
+upstream = "{backend}/base"
+auth = "none"
+strip_prefix = true
+
+[[route]]
+prefix = "/raw"
+upstream = "{backend}"
+strip_prefix = true
+
+[[route]]
+prefix = "/dead/"
+upstream = "http://127.0.0.1:{dead_port}"
+
+[[route]]
+prefix = "/hung/"
+upstream = "http://127.0.0.1:{hung_port}"
+"""
+
+
+@dataclass
+class Gateway:
+    """A running gateway app and what stands around it."""
+
+    client: TestClient[Any, Any]
+    app: web.Application
+    backend: TestServer
+    keyring: Keyring
+    key_service: FakeKeyService
+    redis_proxy: FaultProxy
+    redis: aioredis.Redis
+    prefix: str
+
+    @property
+    def store(self) -> KeyStore:
+        """The app's key store."""
+        return self.app[KEYSTORE]
+
+    @property
+    def backend_requests(self) -> int:
+        """Requests the demo backend answered so far."""
+        return self.backend.app[STATS].requests
+
+    def metric(self, name: str, labels: dict[str, str]) -> float:
+        """A sample of the app's metrics (0 when absent)."""
+        return self.app[METRICS].registry.get_sample_value(name, labels) or 0.0
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def backend(aiohttp_server: AiohttpServer) -> TestServer:
+    """The demo echo backend on a real port."""
+    return await aiohttp_server(create_backend())
+
+
+@pytest.fixture
+async def key_service(
+    secrets_env: dict[str, str], aiohttp_server: AiohttpServer
+) -> tuple[FakeKeyService, TestServer]:
+    """A stand-in for key_service's internal lookup (the network peer only)."""
+    secrets = load_secrets(Env(secrets_env), signer=False, verifier=True)
+    fake = FakeKeyService(secrets.internal_token)
+    return fake, await aiohttp_server(fake.app())
+
+
+@pytest.fixture
+def make_gateway(
+    tmp_path: Path, secrets_env: dict[str, str], redis_prefix: str,
+    redis_client: aioredis.Redis, backend: TestServer,
+    key_service: tuple[FakeKeyService, TestServer], aiohttp_client: AiohttpClient,
+    fault_proxy: Callable[[str, int], FaultProxy],
+) -> GatewayFactory:
+    """Factory: ``await make_gateway(**env)`` starts a gateway app (without the event consumer).
+
+    Calling it twice gives two gateway "processes" sharing Redis and the key_service stand-in.
+    """
+    redis_proxy = fault_proxy(*REDIS.address)
+    hung = fault_proxy("127.0.0.1", backend.port)
+    hung.blackhole()
+    routes = tmp_path / "routes.toml"
+    routes.write_text(ROUTES.format(
+        backend=str(backend.make_url("")).rstrip("/"), dead_port=free_port(), hung_port=hung.port,
+    ))
+    fake, ks_server = key_service
+
+    async def make(sync: bool = True, **overrides: str) -> Gateway:
+        env = {
+            **secrets_env,
+            "GATEWAY_ROUTES": str(routes),
+            "KEY_SERVICE_URL": str(ks_server.make_url("")).rstrip("/"),
+            "REDIS_URL": f"redis://127.0.0.1:{redis_proxy.port}/0",
+            "GATEWAY_REDIS_PREFIX": redis_prefix,
+            "GATEWAY_UPSTREAM_TIMEOUT": "2",
+            "GATEWAY_UPSTREAM_CONNECT_TIMEOUT": "1",
+            **overrides,
+        }
+        app = create_app(load_config(env), with_sync=False)
+        client = await aiohttp_client(app)
+        if sync:
+            app[SYNCED].set()
+        return Gateway(
+            client=client, app=app, backend=backend, keyring=Keyring(secrets_env),
+            key_service=fake, redis_proxy=redis_proxy, redis=redis_client, prefix=redis_prefix,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> Gateway:
+    """One gateway app with the default settings."""
+    return await make_gateway()
