@@ -10,18 +10,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import aio_pika.abc
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer, TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from apikeys_shared.events import Event, KeyRecord, SignedEvent
 from apikeys_shared.keys import new_key_id
 from apikeys_shared.signing import Verifier
+from key_service.app import create_app
+from key_service.appkeys import SESSIONMAKER
 from key_service.config import KeyServiceConfig, load_config
 from key_service.db import create_engine, migrate_async
 from key_service.models import OutboxEvent
+from key_service.users import ADMIN_ROLE, create_user
 from tests.conftest import AmqpNames
 from tests.support.services import RABBITMQ_URL
 
@@ -168,9 +174,6 @@ async def subscriber(
         await queue.cancel(tag)
 
 
-Waiter = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
-
-
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
     """Poll ``check`` until it is true; fail with a clear message after ``timeout`` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -178,3 +181,58 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.05)
+
+
+# -- the whole app ---------------------------------------------------------------------------
+ADMIN_PASSWORD = "correct horse battery staple"
+AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
+AiohttpServerClient = Callable[[BaseTestServer], Awaitable[TestClient[Any, Any]]]
+
+
+@dataclass
+class AdminClient:
+    """A client of a running key_service app, logged in as a system_administrator."""
+
+    http: TestClient[Any, Any]
+    csrf: str
+
+    async def issue(self, name: str) -> dict[str, Any]:
+        """``POST /api/v1/keys``; fails the test unless 201."""
+        resp = await self.http.post(
+            "/api/v1/keys", json={"name": name}, headers={"X-CSRF-Token": self.csrf},
+        )
+        assert resp.status == 201, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+    async def revoke(self, key_id: str) -> dict[str, Any]:
+        """``POST /api/v1/keys/{id}/revoke``; fails the test unless 200."""
+        resp = await self.http.post(
+            f"/api/v1/keys/{key_id}/revoke", headers={"X-CSRF-Token": self.csrf},
+        )
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def start_admin(
+    config: KeyServiceConfig, aiohttp_client: AiohttpClient,
+) -> AdminClient:
+    """Migrate, start key_service with ``config`` and log in as a new administrator."""
+    await migrate_async(config.database_url)
+    app = create_app(config)
+    http = await aiohttp_client(app)
+    await create_user(app[SESSIONMAKER], "admin", ADMIN_PASSWORD, ADMIN_ROLE)
+    resp = await http.post(
+        "/api/v1/session", json={"username": "admin", "password": ADMIN_PASSWORD},
+    )
+    assert resp.status == 200, await resp.text()
+    return AdminClient(http, (await resp.json())["csrf_token"])
+
+
+@pytest.fixture
+def app_config(
+    secrets_env: dict[str, str], database_url: str, tmp_path: Path, amqp_names: AmqpNames,
+) -> KeyServiceConfig:
+    """A whole key_service's config on the (parametrized) test database and exchange."""
+    return make_config(secrets_env, database_url, tmp_path, amqp_names.exchange)
