@@ -201,10 +201,9 @@ def test_every_variable_a_service_reads_is_set_or_documented() -> None:
 def test_services_accept_the_environment_compose_gives_them() -> None:
     env = _generated_env()
     services = _services()
-    for name in ("migrate", "key_service"):
-        config = load_key_service_config(_service_environment(services[name], env))
-        assert config.database_url.startswith("postgresql+asyncpg://apikeys:")
-        assert config.host == "0.0.0.0"
+    config = load_key_service_config(_service_environment(services["key_service"], env))
+    assert config.database_url.startswith("postgresql+asyncpg://apikeys:")
+    assert config.host == "0.0.0.0"
     gateway_env = _service_environment(services["gateway"], env)
     gateway = load_gateway_config(gateway_env)
     assert gateway.key_service_url == "http://key_service:8081"
@@ -217,7 +216,7 @@ def test_services_accept_the_environment_compose_gives_them() -> None:
     assert "APIKEYS_SIGNING_KEY" not in gateway_env
     for name, service in services.items():
         if "APIKEYS_SIGNING_KEY" in service.get("environment", {}):
-            assert name in ("migrate", "key_service"), name
+            assert name == "key_service", name
 
 
 def test_env_example_lists_every_secret_empty_and_generate_env_fills_them() -> None:
@@ -271,9 +270,6 @@ def test_no_secret_value_is_written_in_the_stack() -> None:
 def test_healthchecks_and_depends_on_conditions() -> None:
     services = _services()
     for name, service in services.items():
-        if name == "migrate":
-            assert service["restart"] == "no"
-            continue
         check = service.get("healthcheck")
         assert check, f"{name} has no healthcheck"
         assert check.get("test"), f"{name} has no healthcheck command"
@@ -284,17 +280,13 @@ def test_healthchecks_and_depends_on_conditions() -> None:
             if condition == "service_healthy":
                 assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck"
     needs = {
-        "migrate": {"postgres"},
-        "key_service": {"migrate", "postgres", "rabbitmq"},
+        "key_service": {"postgres", "rabbitmq"},
         "gateway": {"key_service", "redis", "rabbitmq"},
         "gateway_lb": {"gateway"},
         "nginx": {"gateway", "demo_backend"},
     }
     for name, dependencies in needs.items():
         assert dependencies <= set(services[name]["depends_on"]), name
-    assert services["key_service"]["depends_on"]["migrate"]["condition"] == (
-        "service_completed_successfully"
-    )
 
 
 def test_mounted_files_exist_and_nginx_accepts_the_configs(tmp_path: Path) -> None:
