@@ -18,7 +18,8 @@ from .bench_gateway import main as gateway_main
 def main(argv: list[str]) -> int:
     """Run both benchmarks in turn; a failure of the first does not skip the second."""
     print("# Benchmarks\n", flush=True)
-    gateway = gateway_main(argv)
+    command = "make bench" if not argv else " ".join([".venv/bin/python -m tests.bench", *argv])
+    gateway = gateway_main(argv, command=command)
     if gateway == 130:
         return gateway
     sys.stdout.flush()

@@ -52,9 +52,10 @@ class Options:
     probe_per_class: int
     probe_unknown: int
     output: Path
+    command: str
 
 
-def _parse(argv: Sequence[str] | None) -> Options:
+def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_gateway",
                                      description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per setup")
@@ -73,6 +74,9 @@ def _parse(argv: Sequence[str] | None) -> Options:
                           duration_s=args.duration, warmup_s=args.warmup),
         revocations=args.revocations, probe_per_class=args.probe_samples,
         probe_unknown=args.probe_unknown, output=args.output,
+        command=command or " ".join(
+            [".venv/bin/python -m tests.bench.bench_gateway",
+             *(sys.argv[1:] if argv is None else argv)]),
     )
 
 
@@ -85,7 +89,11 @@ def _version(args: list[str]) -> str:
     return text[0] if text else "unknown"
 
 
-def _machine() -> list[str]:
+def _load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _machine(command: str, load_before: str) -> list[str]:
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -94,13 +102,12 @@ def _machine() -> list[str]:
                 break
     except OSError:
         pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     import aiohttp
 
     return [
-        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `make bench` "
-        f"(`.venv/bin/python -m tests.bench`) on one machine: {os.cpu_count()} cores ({cpu}), "
-        f"load average before the run {load}; Python {platform.python_version()}, "
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `{command}` on one machine: "
+        f"{os.cpu_count()} cores ({cpu}); load average (1, 5, 15 min) {load_before} before "
+        f"the run and {_load()} after it; Python {platform.python_version()}, "
         f"aiohttp {aiohttp.__version__}, {_version(['nginx', '-v'])}, "
         f"{_version(['wrk', '--version']).split(' Copyright')[0]}.",
     ]
@@ -180,7 +187,7 @@ def run(options: Options) -> tuple[str, bool]:
     results: dict[str, WrkResult] = {}
     probe: ProbeResult | None = None
     revocation: RevocationResult | None = None
-    header = _machine()
+    load_before = _load()
     with BenchStack() as stack:
         upstream_port = free_port()
         stack.start_nginx("upstream", upstream_server(upstream_port), [upstream_port], workers=1)
@@ -236,7 +243,7 @@ def run(options: Options) -> tuple[str, bool]:
     if probe is not None and probe.reconnects:
         notes.append(f"The probe had to reconnect {probe.reconnects} times (outside the timing).")
     report = Report(
-        header=header,
+        header=_machine(options.command, load_before),
         throughput=[(label, r.rps, r.p50_ms, r.p99_ms, r.errors) for label, r in results.items()],
         aims=_aims(results, rev_summary, probe),
         revocation=rev_summary,
@@ -250,17 +257,23 @@ def run(options: Options) -> tuple[str, bool]:
     return render(report), not failures
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the gateway benchmark; prints the report and writes it to ``--output``."""
-    options = _parse(argv)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
+    """Run the gateway benchmark; prints the report and writes it to ``--output``.
+
+    ``command`` is how the run was started, as the report should name it.
+    """
+    options = _parse(argv, command)
+    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Explicitly, since a shell that starts us in the background hands SIGINT down ignored.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         markdown, complete = run(options)
     except KeyboardInterrupt:
         print("gateway benchmark interrupted; everything it started is stopped", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(markdown)
     print(markdown)

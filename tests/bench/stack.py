@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -175,6 +176,16 @@ class BenchStack:
     # -- teardown -------------------------------------------------------------------------
     def close(self) -> None:
         """Stop every process, remove this run's Redis keys and AMQP names and the temp dir."""
+        # A second Ctrl-C must not cut the cleanup short and leave processes behind.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._close()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _close(self) -> None:
         for proc in reversed(self._procs):
             with contextlib.suppress(Exception):
                 proc.stop()
