@@ -121,6 +121,32 @@ def _header_bytes(request: web.Request) -> int:
     return sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
 
 
+def _framing_problem(request: web.Request) -> str | None:
+    """Framing aiohttp's parser lets through but that a stricter hop could read differently.
+
+    Anything unusual about how a body is delimited is refused outright (RFC 9112 §6.1), so the
+    gateway and the upstream can never disagree on where one request ends.
+    """
+    if request.version not in ((1, 0), (1, 1)):
+        return "Only HTTP/1.0 and HTTP/1.1 requests are accepted."
+    if len(request.headers.getall("Host", [])) > 1:
+        return "The request has more than one Host header."
+    encodings = request.headers.getall("Transfer-Encoding", [])
+    if encodings:
+        if request.version < (1, 1):
+            return "Transfer-Encoding is not allowed in an HTTP/1.0 request."
+        if len(encodings) > 1 or encodings[0].strip().lower() != "chunked":
+            return "Transfer-Encoding must be exactly 'chunked'."
+    return None
+
+
+def _refuse(status: int, detail: str) -> web.Response:
+    """A refusal that also closes the connection: nothing after a bad request is trusted."""
+    response = problem(status, detail)
+    response.force_close()
+    return response
+
+
 @web.middleware
 async def _frame(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Request ID, header limits, problem+json for router errors, and request metrics."""
@@ -130,12 +156,16 @@ async def _frame(request: web.Request, handler: _Handler) -> web.StreamResponse:
     limits = request.app[CONFIG].limits
     metrics = request.app[METRICS]
     response: web.StreamResponse
-    if (
+    framing = _framing_problem(request)
+    if framing is not None:
+        request[ROUTE_LABEL] = "_refused"
+        response = _refuse(400, framing)
+    elif (
         len(request.raw_headers) > limits.max_headers
         or _header_bytes(request) > limits.max_header_bytes
     ):
         request[ROUTE_LABEL] = "_refused"
-        response = problem(431, "The request headers are larger than this gateway accepts.")
+        response = _refuse(431, "The request headers are larger than this gateway accepts.")
     else:
         try:
             response = await handler(request)
@@ -210,7 +240,7 @@ async def _proxy(request: web.Request) -> web.StreamResponse:
     raw_path, _, raw_query = request.raw_path.partition("?")
     if not is_safe_path(raw_path):
         request[ROUTE_LABEL] = "_refused"
-        return problem(400, "The request path holds dot segments or encoded separators.")
+        return _refuse(400, "The request path holds dot segments or encoded separators.")
     route = app[ROUTES].match(raw_path)
     if route is None:
         request[ROUTE_LABEL] = "_unmatched"
