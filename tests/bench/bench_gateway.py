@@ -227,6 +227,10 @@ def run(options: Options) -> tuple[str, bool]:
             f"poll round trip); {revocation.timed_out} did not reach 401 within 10 s. The revoke "
             f"call itself took {rev_call:.1f} ms (p50)."
         )
+        per = [f"process {i + 1}: p50 {percentile(v, 50):.1f} ms, p99 {percentile(v, 99):.1f} ms"
+               for i, v in enumerate(revocation.per_process_ms.values()) if v]
+        if per:
+            rev_note += " Each process on its own: " + "; ".join(per) + "."
     load = options.load
     notes = [
         f"Load: wrk {load.threads} threads, {load.connections} connections, {load.duration_s} s "
