@@ -1,0 +1,142 @@
+"""Redis URLs against real servers: the shared Redis, and a Sentinel and a Cluster of our own.
+
+The Sentinel and the Cluster are private ``redis-server`` processes on free ports in the test's
+temporary directory (the shared Redis is never reconfigured), stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from apikeys_shared.redis_url import redis_from_url
+from tests.support.procs import free_port
+
+pytestmark = pytest.mark.redis
+
+StartRedis = Callable[..., int]
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
+    """Factory: start a private redis-server with extra arguments; its port once it answers."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, port: int | None = None, password: str | None = None) -> int:
+        port = port or free_port()
+        workdir = tmp_path / f"redis-{port}"
+        workdir.mkdir()
+        with (workdir / "log").open("wb") as log:  # the child keeps its own descriptor
+            procs.append(subprocess.Popen(
+                ["redis-server", *args, "--port", str(port), "--bind", "127.0.0.1",
+                 "--dir", str(workdir), "--save", "", "--appendonly", "no"],
+                stdout=log, stderr=subprocess.STDOUT,
+            ))
+        client = redis.Redis(port=port, password=password, socket_timeout=1)
+        deadline = time.monotonic() + 15
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return port
+                except redis.ConnectionError:
+                    assert procs[-1].poll() is None, (workdir / "log").read_text()
+                    assert time.monotonic() < deadline, "private redis-server did not start"
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=10)
+
+
+async def test_plain_redis_url_reaches_the_real_redis(
+    redis_url: str, redis_client: aioredis.Redis, redis_prefix: str,
+) -> None:
+    client = redis_from_url(redis_url, socket_timeout=2)
+    assert isinstance(client, aioredis.Redis)
+    try:
+        await client.set(f"{redis_prefix}probe", b"via redis_from_url")
+    finally:
+        await client.aclose()
+    assert await redis_client.get(f"{redis_prefix}probe") == b"via redis_from_url"
+
+
+async def test_sentinel_url_finds_the_master_and_uses_its_db_and_password(
+    tmp_path: Path, start_redis: StartRedis,
+) -> None:
+    master = start_redis("--requirepass", "masterpw", password="masterpw")
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"sentinel monitor apikeys 127.0.0.1 {master} 1\n"
+        "sentinel auth-pass apikeys masterpw\n"
+        "sentinel down-after-milliseconds apikeys 60000\n"
+    )
+    sentinel = start_redis(str(config), "--sentinel")
+    client = redis_from_url(
+        f"redis+sentinel://:masterpw@127.0.0.1:{sentinel}/apikeys/2", socket_timeout=2,
+    )
+    try:
+        await client.set("probe", b"through sentinel")
+        assert await client.get("probe") == b"through sentinel"
+    finally:
+        await client.aclose()
+    direct = redis.Redis(port=master, db=2, password="masterpw")
+    try:
+        assert direct.get("probe") == b"through sentinel"
+    finally:
+        direct.close()
+
+
+async def test_sentinel_url_with_an_unknown_service_fails(
+    tmp_path: Path, start_redis: StartRedis,
+) -> None:
+    master = start_redis()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(f"sentinel monitor apikeys 127.0.0.1 {master} 1\n")
+    sentinel = start_redis(str(config), "--sentinel")
+    client = redis_from_url(f"redis+sentinel://127.0.0.1:{sentinel}/nosuch", socket_timeout=2)
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError, match="nosuch"):
+            await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_cluster_url_reaches_a_real_cluster(start_redis: StartRedis) -> None:
+    port = free_port()
+    while port + 10000 > 65535:  # the cluster bus listens on port + 10000
+        port = free_port()
+    start_redis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", port=port)
+    node = redis.Redis(port=port)
+    try:
+        node.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + 15
+        while b"cluster_state:ok" not in node.execute_command(  # type: ignore[no-untyped-call]
+            "CLUSTER", "INFO",
+        ):
+            assert time.monotonic() < deadline, "the one-node cluster did not become ok"
+            await asyncio.sleep(0.05)
+    finally:
+        node.close()
+    client = redis_from_url(f"redis+cluster://127.0.0.1:{port}", socket_timeout=2)
+    assert isinstance(client, RedisCluster)
+    try:
+        for key in ("a", "b", "c", "{user1}x"):
+            await client.set(key, key.encode())
+        assert [await client.get(k) for k in ("a", "b", "c", "{user1}x")] == [
+            b"a", b"b", b"c", b"{user1}x",
+        ]
+    finally:
+        await client.aclose()
