@@ -1,0 +1,161 @@
+"""The shipped nginx example (deploy/nginx/forward-auth.conf) with Debian's real nginx in front
+of the demo backend, asking the gateway's forward-auth endpoint for every verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from apikeys_shared.keys import generate_secret
+from auth_gateway.problems import UNAUTHORIZED_BODY, WWW_AUTHENTICATE
+from tests.support.procs import ROOT, free_port
+
+from .conftest import Gateway, GatewayFactory
+from .test_request_path import known
+
+NGINX = Path("/usr/sbin/nginx")
+EXAMPLE = ROOT / "deploy" / "nginx" / "forward-auth.conf"
+
+MAIN_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    include {dir}/forward-auth.conf;
+}}
+"""
+
+
+class Nginx:
+    """A private nginx (own prefix, pid file, temp paths and port) run as a child process."""
+
+    def __init__(self, workdir: Path, gateway_port: int, backend_port: int) -> None:
+        assert NGINX.exists(), "Debian's nginx is required at /usr/sbin/nginx (apt install nginx)"
+        self.dir = workdir
+        self.port = free_port()
+        site = EXAMPLE.read_text()
+        for default, port in (("8080", gateway_port), ("8090", backend_port), ("8000", self.port)):
+            assert f"127.0.0.1:{default}" in site
+            site = site.replace(f"127.0.0.1:{default}", f"127.0.0.1:{port}")
+        (workdir / "forward-auth.conf").write_text(site)
+        (workdir / "nginx.conf").write_text(MAIN_CONF.format(dir=workdir))
+        self.log = (workdir / "stderr.log").open("wb")
+        self.proc = subprocess.Popen(
+            [str(NGINX), "-p", str(workdir), "-c", str(workdir / "nginx.conf"),
+             "-e", str(workdir / "error.log")],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def error_log(self) -> str:
+        path = self.dir / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def wait(self) -> None:
+        for _ in range(100):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited: {self.error_log()}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+        raise TimeoutError(f"nginx did not listen: {self.error_log()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.log.close()
+
+
+@pytest.fixture
+async def gw(make_gateway: GatewayFactory) -> Gateway:
+    return await make_gateway(
+        GATEWAY_TRUSTED_PROXIES="127.0.0.1", GATEWAY_FAILED_AUTH_THRESHOLD="4"
+    )
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, gw: Gateway) -> Iterator[Nginx]:
+    workdir = tmp_path / "nginx"
+    workdir.mkdir()
+    running = Nginx(workdir, gw.client.port, gw.backend.port)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def test_nginx_forward_auth(gw: Gateway, nginx: Nginx) -> None:
+    await nginx.wait()
+    key = known(gw, "through nginx")
+    url = f"http://127.0.0.1:{nginx.port}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with http.post(
+            f"{url}/orders?x=1", data=b"body" * 100,
+            headers={**key.headers, "X-Authenticated-Key-Id": "spoof"},
+        ) as resp:
+            assert resp.status == 200, nginx.error_log()
+            echo = await resp.json()
+        seen = {name.lower(): value for name, value in echo["headers"]}
+        assert echo["path"] == "/orders"
+        assert echo["body_length"] == 400
+        assert "x-authenticationkeyid" not in seen
+        assert "x-authenticationkeyvalue" not in seen
+        assert seen["x-authenticated-key-id"] == key.key_id
+        assert seen["x-authenticated-key-name"] == "through nginx"
+        assert gw.backend_requests == 1
+
+        wrong = {**key.headers, "X-AuthenticationKeyValue": generate_secret()}
+        for headers in (wrong, {}, {"X-AuthenticationKeyId": key.key_id}):
+            async with http.get(f"{url}/orders", headers=headers) as resp:
+                assert resp.status == 401
+                assert await resp.read() == UNAUTHORIZED_BODY
+                assert resp.headers["WWW-Authenticate"] == WWW_AUTHENTICATE
+                assert resp.content_type == "application/problem+json"
+        assert gw.backend_requests == 1
+
+        # Failures were counted against the client (X-Forwarded-For from a trusted nginx).
+        async with http.get(f"{url}/orders", headers=wrong) as resp:
+            assert resp.status == 401
+        async with http.get(f"{url}/orders", headers=key.headers) as resp:
+            assert resp.status == 429
+            assert int(resp.headers["Retry-After"]) > 0
+        assert gw.backend_requests == 1
+
+
+async def test_nginx_fails_closed_when_nothing_can_verify(gw: Gateway, nginx: Nginx) -> None:
+    await nginx.wait()
+    key = known(gw)
+    gw.redis_proxy.cut()
+    gw.key_service.down = True
+    url = f"http://127.0.0.1:{nginx.port}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with http.get(f"{url}/x", headers=key.headers) as resp:
+            assert resp.status == 503
+            assert int(resp.headers["Retry-After"]) >= 1
+        await gw.client.close()  # the gateway itself goes away
+        async with http.get(f"{url}/x", headers=key.headers) as resp:
+            assert resp.status == 503
+    assert gw.backend_requests == 0
