@@ -8,25 +8,29 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiohttp
 import pytest
 
 from apikeys_shared import Event, KeyRecord, PepperSet, SignedEvent, Signer
 from apikeys_shared.config import generate_secrets_env
 from apikeys_shared.keys import generate_secret, new_key_id
 from tests.conftest import AmqpNames
-from tests.support.procs import ROOT
+from tests.support.procs import ROOT, ServiceProcess, free_port, wait_http
 
 pytestmark = pytest.mark.rabbitmq
 
 SUBSCRIBER = ROOT / "examples" / "subscriber.py"
 TIMEOUT = 20.0
+ADMIN_PASSWORD = "correct horse battery staple"
 
 
 @dataclass
@@ -166,3 +170,97 @@ async def test_subscriber_verifies_and_applies_issue_then_revoke_once(
     # Nothing beyond the two genuine events was applied.
     assert subscriber.proc.stdout is not None
     assert await subscriber.proc.stdout.read() == b""
+
+
+# -- through the real key_service: its outbox relay and its feed -----------------------------
+@contextlib.contextmanager
+def _key_service(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
+    """key_service serving on a free port with its relay on the test's exchange; its URL."""
+    created = subprocess.run(
+        [sys.executable, "-m", "key_service", "create-admin", "--username", "events-admin",
+         "--password-stdin"], input=f"{ADMIN_PASSWORD}\n", env={**os.environ, **env},
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    port = free_port()
+    service = ServiceProcess(["-m", "key_service", "serve", "--port", str(port)], env,
+                             tmp_path / "key_service.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/readyz", timeout=60)
+        except TimeoutError as exc:
+            raise AssertionError(service.output()) from exc
+        yield url
+    finally:
+        service.stop()
+
+
+async def _admin(session: aiohttp.ClientSession, url: str) -> dict[str, str]:
+    async with session.post(f"{url}/api/v1/session", json={
+        "username": "events-admin", "password": ADMIN_PASSWORD,
+    }) as response:
+        assert response.status == 200, await response.text()
+        return {"X-CSRF-Token": (await response.json())["csrf_token"]}
+
+
+async def _issue(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
+                 name: str) -> str:
+    async with session.post(f"{url}/api/v1/keys", json={"name": name},
+                            headers=headers) as response:
+        assert response.status == 201, await response.text()
+        key_id: str = (await response.json())["key_id"]
+        return key_id
+
+
+async def _revoke(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
+                  key_id: str) -> None:
+    async with session.post(f"{url}/api/v1/keys/{key_id}/revoke", headers=headers) as response:
+        assert response.status == 200, await response.text()
+
+
+async def test_subscriber_gets_the_relays_events_and_replays_what_came_before_it(
+    tmp_path: Path, amqp_names: AmqpNames, rabbitmq_url: str, sqlite_url: str,
+    secrets_env: dict[str, str],
+) -> None:
+    service_env = {
+        **secrets_env,
+        "KEY_SERVICE_DATABASE_URL": sqlite_url,
+        "KEY_SERVICE_DATA_DIR": str(tmp_path),
+        "RABBITMQ_URL": rabbitmq_url,
+        "APIKEYS_EXCHANGE": amqp_names.exchange,
+    }
+    with _key_service(tmp_path, service_env) as url:
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as session:
+            headers = await _admin(session, url)
+            # Issued before any subscriber queue exists: RabbitMQ drops it, the feed keeps it.
+            early = await _issue(session, url, headers, "before the subscriber")
+            subscriber_env = {
+                "RABBITMQ_URL": rabbitmq_url,
+                "APIKEYS_EXCHANGE": amqp_names.exchange,
+                "APIKEYS_SUBSCRIBER_QUEUE": amqp_names.queue("subscriber"),
+                "APIKEYS_VERIFY_KEYS": secrets_env["APIKEYS_VERIFY_KEYS"],
+                "KEY_SERVICE_URL": url,
+                "APIKEYS_INTERNAL_TOKEN": secrets_env["APIKEYS_INTERNAL_TOKEN"],
+            }
+            async with run_subscriber(subscriber_env) as subscriber:
+                replayed = await subscriber.next_event()
+                live = await _issue(session, url, headers, "while it listens")
+                issued = await subscriber.next_event()
+                await _revoke(session, url, headers, live)
+                revoked = await subscriber.next_event()
+                await _revoke(session, url, headers, early)
+                revoked_early = await subscriber.next_event()
+
+    assert [(e["key_id"], e["type"], e["sequence"]) for e in (
+        replayed, issued, revoked, revoked_early,
+    )] == [
+        (early, "apikey.issued", 1),
+        (live, "apikey.issued", 2),
+        (live, "apikey.revoked", 3),
+        (early, "apikey.revoked", 4),
+    ]
+    assert replayed["name"] == "before the subscriber"
+    assert revoked["revoked_at"] is not None
+    assert "rejected message" not in "".join(subscriber.log)
