@@ -138,5 +138,18 @@ async def test_cluster_url_reaches_a_real_cluster(start_redis: StartRedis) -> No
         assert [await client.get(k) for k in ("a", "b", "c", "{user1}x")] == [
             b"a", b"b", b"c", b"{user1}x",
         ]
+        # The gateway's two transactions work on a cluster too: a compare-and-set under WATCH,
+        # and INCR with EXPIRE NX for failed-authentication counters.
+        async with client.pipeline(transaction=True) as pipe:
+            await pipe.watch("record")
+            assert await pipe.get("record") is None
+            pipe.multi()
+            pipe.set("record", b"v1")
+            await pipe.execute()
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.incr("failures")
+            pipe.expire("failures", 60, nx=True)
+            assert await pipe.execute() == [1, True]
+        assert await client.get("record") == b"v1"
     finally:
         await client.aclose()
