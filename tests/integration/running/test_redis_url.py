@@ -141,9 +141,9 @@ async def test_cluster_url_reaches_a_real_cluster(start_redis: StartRedis) -> No
         # The gateway's two transactions work on a cluster too: a compare-and-set under WATCH,
         # and INCR with EXPIRE NX for failed-authentication counters.
         async with client.pipeline(transaction=True) as pipe:
-            await pipe.watch("record")
+            await pipe.watch("record")  # type: ignore[no-untyped-call]
             assert await pipe.get("record") is None
-            pipe.multi()
+            pipe.multi()  # type: ignore[no-untyped-call]
             pipe.set("record", b"v1")
             await pipe.execute()
         async with client.pipeline(transaction=True) as pipe:
