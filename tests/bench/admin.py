@@ -54,8 +54,15 @@ class AdminClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        self._conn.request(method, path, body=data, headers=headers)
-        resp = self._conn.getresponse()
+        try:
+            self._conn.request(method, path, body=data, headers=headers)
+            resp = self._conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # key_service closed the keep-alive connection while the benchmark was busy
+            # elsewhere: the request never arrived, so sending it again on a new one is safe.
+            self._conn.close()
+            self._conn.request(method, path, body=data, headers=headers)
+            resp = self._conn.getresponse()
         raw = resp.read()
         if resp.status != expect:
             raise AdminError(f"{method} {path} answered {resp.status}, expected {expect}: "

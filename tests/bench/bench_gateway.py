@@ -122,7 +122,8 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey,
         "front",
         proxy_server(plain_port, upstream_port) + forward_auth_server(fa_port, upstream_port,
                                                                       gw_port),
-        [plain_port, fa_port], workers=2,
+        # Access log on, like the gateway's (always on): both proxies as they ship.
+        [plain_port, fa_port], workers=2, access_log=True,
     )
     scenarios = [
         Scenario(NGINX, f"http://127.0.0.1:{plain_port}/bench", {}),
@@ -237,7 +238,8 @@ def run(options: Options) -> tuple[str, bool]:
         f"measured after a {load.warmup_s} s warm-up, one run per setup, wrk on the same cores "
         f"as the servers. Upstream for every setup: an nginx returning a fixed 3-byte 200. "
         f"Gateway: 2 worker processes; front nginx: 2 workers; keep-alive to upstreams in both; "
-        f"access logs off in nginx and in the gateway (GATEWAY_LOG_LEVEL=WARNING).",
+        f"access logs on in both proxies, as they ship (nginx's combined format to a file, "
+        f"the gateway's JSON lines to a file); off in the upstream nginx.",
         "Errors: socket errors, timeouts and responses ≥ 400 counted by wrk (should be 0).",
         "Timing probe: requests of all classes shuffled into one random order, latency measured "
         "client-side per request over 4 keep-alive connections to the 2-worker gateway; "

@@ -110,8 +110,9 @@ def forward_auth_server(listen_port: int, upstream_port: int, gateway_port: int)
     )
 
 
-def _config(prefix: Path, workers: int, servers: str) -> str:
+def _config(prefix: Path, workers: int, servers: str, access_log: bool) -> str:
     tmp = prefix / "tmp"
+    log = f"{prefix / 'access.log'} combined" if access_log else "off"
     return f"""
 daemon off;
 worker_processes {workers};
@@ -121,7 +122,7 @@ events {{
     worker_connections 4096;
 }}
 http {{
-    access_log off;
+    access_log {log};
     keepalive_requests 1000000;
     keepalive_timeout 65s;
     client_body_temp_path {tmp / "body"};
@@ -143,8 +144,10 @@ def _listening(port: int) -> bool:
 class Nginx:
     """One nginx master (and its workers) with everything under ``prefix``."""
 
-    def __init__(self, prefix: Path, servers: str, *, workers: int = 1) -> None:
+    def __init__(self, prefix: Path, servers: str, *, workers: int = 1,
+                 access_log: bool = False) -> None:
         self.prefix = prefix
+        self.access_log = access_log
         self.servers = servers
         self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
@@ -164,7 +167,7 @@ class Nginx:
     def start(self, ports: list[int], timeout: float = 10.0) -> None:
         """Write the config, check it (``nginx -t``), start, and wait for ``ports`` to listen."""
         (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(_config(self.prefix, self.workers, self.servers))
+        self.conf_path.write_text(_config(self.prefix, self.workers, self.servers, self.access_log))
         test = subprocess.run(self._args("-t", "-q"), capture_output=True, text=True, check=False)
         if test.returncode != 0:
             raise NginxError(f"nginx refused {self.conf_path}: {test.stderr.strip()}")

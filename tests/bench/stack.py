@@ -138,8 +138,6 @@ class BenchStack:
             # The timing probe sends thousands of failing requests from one address on purpose;
             # the per-address lockout would otherwise answer 429 before any lookup.
             "GATEWAY_FAILED_AUTH_THRESHOLD": "1000000",
-            # Access logs off, as for the nginx it is compared with.
-            "GATEWAY_LOG_LEVEL": "WARNING",
         }
         proc = ServiceProcess(
             ["-m", "auth_gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -156,9 +154,11 @@ class BenchStack:
             self._procs.remove(proc)
         proc.stop()
 
-    def start_nginx(self, name: str, servers: str, ports: list[int], workers: int) -> Nginx:
+    def start_nginx(self, name: str, servers: str, ports: list[int], workers: int,
+                    access_log: bool = False) -> Nginx:
         """An nginx of our own with ``servers`` in its http block; waits for ``ports``."""
-        nginx = Nginx(self.dir / f"nginx-{name}", servers, workers=workers)
+        nginx = Nginx(self.dir / f"nginx-{name}", servers, workers=workers,
+                      access_log=access_log)
         self._nginx.append(nginx)
         nginx.start(ports)
         return nginx
