@@ -40,7 +40,7 @@ OUTPUT = ROOT / "artifacts" / "bench" / "gateway.md"
 GW_AUTH = "gateway, authenticated route (valid key)"
 GW_OPEN = 'gateway, unauthenticated route (auth = "none")'
 NGINX = "plain nginx reverse proxy (baseline)"
-NGINX_FA = "nginx + gateway forward-auth (auth_request → /_auth/verify)"
+NGINX_FA = "nginx + gateway forward-auth (deploy/nginx/forward-auth.conf)"
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,12 @@ def upstream_server(port: int) -> str:
 
 
 def _upstream_block(name: str, port: int) -> str:
-    # Keep-alive to the upstream, as the gateway pools its upstream connections: the comparison
-    # is then between two proxies that both reuse connections.
+    # Keep-alive to the upstream as in the shipped forward-auth example (and as the gateway
+    # pools its upstream connections): every proxy compared reuses its upstream connections.
     return f"""
     upstream {name} {{
         server 127.0.0.1:{port};
-        keepalive 128;
-        keepalive_requests 1000000;
+        keepalive 32;
     }}
 """
 
@@ -70,44 +69,34 @@ def proxy_server(listen_port: int, upstream_port: int) -> str:
 """
 
 
-def forward_auth_server(listen_port: int, upstream_port: int, gateway_port: int) -> str:
-    """nginx asking the gateway's ``/_auth/verify`` (auth_request), then proxying to the upstream.
+FORWARD_AUTH_EXAMPLE = (
+    Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "forward-auth.conf"
+)
+# The addresses the shipped example uses, and which of the benchmark's ports each one becomes.
+_EXAMPLE_LISTEN = "127.0.0.1:8000"
+_EXAMPLE_GATEWAY = "127.0.0.1:8080"
+_EXAMPLE_BACKEND = "127.0.0.1:8090"
 
-    Mirrors the shipped example in deploy/: the credentials go to the verifier only, the
-    identity headers from its 204 go to the upstream, and the credentials never do.
+
+def forward_auth_server(listen_port: int, upstream_port: int, gateway_port: int) -> str:
+    """The shipped example (deploy/nginx/forward-auth.conf) with the benchmark's ports.
+
+    Measuring the file users deploy, not a benchmark-only variant: nginx asks the gateway's
+    ``/_auth/verify`` (auth_request) and proxies to the upstream.
     """
-    return (
-        _upstream_block("fa_upstream", upstream_port)
-        + _upstream_block("fa_gateway", gateway_port)
-        + f"""
-    server {{
-        listen 127.0.0.1:{listen_port} reuseport;
-        location = /_auth_verify {{
-            internal;
-            proxy_pass http://fa_gateway/_auth/verify;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Forwarded-For $remote_addr;
-        }}
-        location / {{
-            auth_request /_auth_verify;
-            auth_request_set $key_id $upstream_http_x_authenticated_key_id;
-            auth_request_set $key_name $upstream_http_x_authenticated_key_name;
-            proxy_pass http://fa_upstream;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-AuthenticationKeyId "";
-            proxy_set_header X-AuthenticationKeyValue "";
-            proxy_set_header X-Authenticated-Key-Id $key_id;
-            proxy_set_header X-Authenticated-Key-Name $key_name;
-        }}
-    }}
-"""
-    )
+    try:
+        text = FORWARD_AUTH_EXAMPLE.read_text()
+    except OSError as exc:
+        raise NginxError(f"cannot read the forward-auth example {FORWARD_AUTH_EXAMPLE}") from exc
+    for address in (_EXAMPLE_LISTEN, _EXAMPLE_GATEWAY, _EXAMPLE_BACKEND):
+        if address not in text:
+            raise NginxError(
+                f"{FORWARD_AUTH_EXAMPLE} no longer names {address}; update the benchmark's "
+                "port substitution in tests/bench/nginx.py"
+            )
+    return (text.replace(_EXAMPLE_LISTEN, f"127.0.0.1:{listen_port}")
+            .replace(_EXAMPLE_GATEWAY, f"127.0.0.1:{gateway_port}")
+            .replace(_EXAMPLE_BACKEND, f"127.0.0.1:{upstream_port}"))
 
 
 def _config(prefix: Path, workers: int, servers: str, access_log: bool) -> str:
