@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -186,7 +187,7 @@ async def _frame(request: web.Request, handler: _Handler) -> web.StreamResponse:
 # -- operational endpoints ---------------------------------------------------------------------
 async def _healthz(request: web.Request) -> web.Response:
     request[ROUTE_LABEL] = "_ops"
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def _readyz(request: web.Request) -> web.Response:

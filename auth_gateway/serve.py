@@ -8,6 +8,7 @@ SIGTERM / SIGINT, so every worker stops accepting and drains its in-flight reque
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -30,18 +31,41 @@ log = logging.getLogger("auth_gateway")
 _MIN_UPTIME = 5.0
 
 
+async def _serve(config: GatewayConfig, reuse_port: bool) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(
+        app, access_log_class=JsonAccessLogger,
+        access_log=logging.getLogger("auth_gateway.access"),
+        shutdown_timeout=config.shutdown_timeout,
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # A second signal (systemd and ``kill -- -PGID`` reach the supervisor and every worker)
+    # must not cut the drain short, so signals only set an event.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(
+            runner, config.host, config.port, reuse_port=reuse_port,
+            shutdown_timeout=config.shutdown_timeout,
+        )
+        await site.start()
+        log.info("gateway listening", extra={"fields": {
+            "host": config.host, "port": config.port, "pid": os.getpid(),
+        }})
+        await stop.wait()
+        log.info("draining", extra={"fields": {"pid": os.getpid()}})
+    finally:
+        # Stops accepting, lets in-flight requests finish (up to the shutdown timeout), then
+        # runs the cleanup contexts: event consumer, sessions, Redis.
+        await runner.cleanup()
+
+
 def run_worker(config: GatewayConfig, *, reuse_port: bool) -> None:
     """Serve in this process until SIGTERM / SIGINT, then drain."""
     setup_logging(config.log_level)
-    app = create_app(config)
-    log.info("gateway listening", extra={"fields": {
-        "host": config.host, "port": config.port, "pid": os.getpid(),
-    }})
-    web.run_app(
-        app, host=config.host, port=config.port, reuse_port=reuse_port,
-        shutdown_timeout=config.shutdown_timeout, access_log_class=JsonAccessLogger,
-        access_log=logging.getLogger("auth_gateway.access"), print=None,
-    )
+    asyncio.run(_serve(config, reuse_port))
     log.info("gateway stopped", extra={"fields": {"pid": os.getpid()}})
 
 

@@ -22,11 +22,18 @@ from auth_gateway.keystore import KeyStore
 from auth_gateway.sync import SYNCED
 from demo_backend.app import STATS
 from demo_backend.app import create_app as create_backend
+from key_service.app import create_app as create_key_service
+from key_service.appkeys import OUTBOX_WAKEUP, SESSIONMAKER
+from key_service.config import load_config as load_key_service_config
+from key_service.db import migrate_async
+from key_service.keys import KeyService
+from tests.conftest import AmqpNames
 from tests.support.faultproxy import FaultProxy
 from tests.support.procs import free_port
-from tests.support.services import REDIS
+from tests.support.services import RABBITMQ_URL, REDIS
 
 from .keyring import FakeKeyService, Keyring
+from .realks import RealKeyService
 
 ROUTES = """
 [[route]]
@@ -148,3 +155,23 @@ def make_gateway(
 async def gateway(make_gateway: GatewayFactory) -> Gateway:
     """One gateway app with the default settings."""
     return await make_gateway()
+
+
+@pytest.fixture
+async def real_key_service(
+    secrets_env: dict[str, str], sqlite_url: str, tmp_path: Path, amqp_names: AmqpNames,
+    aiohttp_server: AiohttpServer,
+) -> RealKeyService:
+    """The real key_service app on a migrated SQLite file, relaying to the test's exchange."""
+    await migrate_async(sqlite_url)
+    config = load_key_service_config({
+        **secrets_env,
+        "KEY_SERVICE_DATABASE_URL": sqlite_url,
+        "KEY_SERVICE_DATA_DIR": str(tmp_path),
+        "APIKEYS_EXCHANGE": amqp_names.exchange,
+        "RABBITMQ_URL": RABBITMQ_URL,
+    })
+    app = create_key_service(config)
+    server = await aiohttp_server(app)
+    keys = KeyService(app[SESSIONMAKER], config.secrets.peppers, wakeup=app[OUTBOX_WAKEUP])
+    return RealKeyService(server=server, keys=keys)
