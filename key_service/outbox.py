@@ -213,21 +213,29 @@ async def has_pending(engine: AsyncEngine, key_id: str | None = None) -> bool:
 
 
 async def fetch_feed(engine: AsyncEngine, after: int, limit: int) -> FeedPage:
-    """Signed events with a sequence above ``after``, in order, at most ``limit`` of them."""
+    """Signed events with a sequence above ``after``, in order, at most ``limit`` of them.
+
+    ``last_sequence`` and the events agree: the highest sequence is read first and the events
+    are bounded by it, so a page that holds fewer than ``limit`` events holds every event up to
+    ``last_sequence`` (sequences become visible in order, a sequencer's batch all at once).
+    Reading them the other way round, a batch committed in between could raise
+    ``last_sequence`` past events the page does not hold, and a reader that trusts it would
+    skip them.
+    """
     try:
         async with _reading(engine) as conn:
+            last = int((await conn.execute(
+                select(func.coalesce(func.max(_outbox.c.sequence), 0))
+            )).scalar_one())
             rows = (await conn.execute(
                 select(_outbox.c.body, _outbox.c.signature, _outbox.c.signing_key)
-                .where(_outbox.c.sequence > after)
+                .where(_outbox.c.sequence > after, _outbox.c.sequence <= last)
                 .order_by(_outbox.c.sequence)
                 .limit(limit)
             )).all()
-            last = (await conn.execute(
-                select(func.coalesce(func.max(_outbox.c.sequence), 0))
-            )).scalar_one()
     except SQLAlchemyError as exc:
         raise OutboxError(f"reading the feed failed: {exc.__class__.__name__}") from exc
-    return FeedPage(events=[_signed(r) for r in rows], last_sequence=int(last))
+    return FeedPage(events=[_signed(r) for r in rows], last_sequence=last)
 
 
 async def latest_for_key(

@@ -133,7 +133,8 @@ async def test_concurrent_writers_and_sequencers_on_postgres(
     postgres_url: str, config: KeyServiceConfig, verifier: Verifier,
 ) -> None:
     """Many transactions committing in random order, three sequencers and a feed reader at once:
-    sequences are dense and gap-free, and the reader, paging with ``after``, misses nothing."""
+    sequences are dense and gap-free, and the reader, paging with ``after``, misses nothing and
+    never sees a ``last_sequence`` beyond what its page holds."""
     await migrate_async(postgres_url)
     engine = create_engine(postgres_url, pool_size=20)
     writers, per_writer = 20, 15
@@ -164,7 +165,9 @@ async def test_concurrent_writers_and_sequencers_on_postgres(
                 seen.append(signed.verify(verifier).sequence)
             if page.events:
                 after = seen[-1]
-            elif finished:
+            # A page shorter than the limit holds everything up to last_sequence.
+            assert after == page.last_sequence
+            if not page.events and finished:
                 return
             await asyncio.sleep(0.005)
 
