@@ -164,6 +164,8 @@ def check_rabbitmq(url: str) -> None:
 def check_port_free(host: str, port: int, variable: str) -> None:
     """Raise Failure naming ``variable`` when something already listens on ``host:port``."""
     with socket.socket() as sock:
+        # As the services bind: connections of an earlier run in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

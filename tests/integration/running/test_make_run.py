@@ -31,13 +31,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import AmqpNames
+from tests.integration.running.support import MARKER, marked_pids
 from tests.support.procs import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.rabbitmq]
 
 START_TIMEOUT = 120.0
 REVOKE_BOUND = 10.0
-MARKER = "APIKEYS_MAKE_RUN_TEST"
 
 
 def _toplevel() -> Path:
@@ -62,19 +62,6 @@ def _fresh_clone(tmp_path: Path) -> Path:
     (purelib / "_reuse_test_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     (clone / ".venv" / ".installed").touch()
     return clone
-
-
-def _marked_pids(marker: str) -> list[int]:
-    """Every process whose environment carries ``MARKER=marker``."""
-    needle = f"{MARKER}={marker}".encode()
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-    return found
 
 
 def _nothing_listens(port: int) -> bool:
@@ -126,7 +113,7 @@ def _reap_on_failure(marker: str) -> Iterator[None]:
     try:
         yield
     finally:
-        for pid in _marked_pids(marker):
+        for pid in marked_pids(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -210,10 +197,10 @@ async def test_make_run_serves_keys_through_the_gateway_and_stops_cleanly(
                                         REVOKE_BOUND)
             assert status == 401, f"revoked key still answered {status} after {REVOKE_BOUND}s"
 
-        assert _marked_pids(marker), "the run's processes carry the marker"
+        assert marked_pids(marker), "the run's processes carry the marker"
         run.interrupt()
         output = run.output()
         assert "everything stopped" in output, output
-        assert _marked_pids(marker) == [], f"processes left running:\n{output}"
+        assert marked_pids(marker) == [], f"processes left running:\n{output}"
         for port in (gateway_port, key_service_port, demo_port):
             assert _nothing_listens(port), f"port {port} still listens after make run stopped"

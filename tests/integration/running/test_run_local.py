@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
+from tests.conftest import AmqpNames
+from tests.integration.running.support import MARKER, marked_pids
 from tests.support.procs import ROOT, free_port
 
 SCRIPT = ROOT / "scripts" / "run_local.py"
@@ -87,3 +95,63 @@ def test_a_bad_port_variable_is_named(tmp_path: Path) -> None:
     result = _run(tmp_path, GATEWAY_PORT="eighty")
     assert result.returncode == 1
     assert "GATEWAY_PORT must be a port number" in result.stderr
+
+
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, str(SCRIPT)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_banner(proc: subprocess.Popen[bytes], log: Path) -> str:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        if "apikeys is running" in text:
+            return text
+        assert proc.poll() is None, f"run_local exited early:\n{text}"
+        time.sleep(0.2)
+    raise AssertionError(f"run_local did not come up:\n{log.read_text(errors='replace')}")
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.rabbitmq
+def test_sigterm_stops_everything_and_a_second_run_reuses_the_secrets(
+    tmp_path: Path, amqp_names: AmqpNames, redis_client: aioredis.Redis, redis_prefix: str,
+) -> None:
+    marker = uuid.uuid4().hex
+    data = tmp_path / "data"
+    env = {**os.environ, MARKER: marker, "KEY_SERVICE_DATA_DIR": str(data),
+           "GATEWAY_PORT": str(free_port()), "KEY_SERVICE_PORT": str(free_port()),
+           "DEMO_BACKEND_PORT": str(free_port()), "APIKEYS_EXCHANGE": amqp_names.exchange,
+           "GATEWAY_QUEUE_PREFIX": f"{amqp_names.prefix}.gateway",
+           "GATEWAY_REDIS_PREFIX": redis_prefix}
+    env.pop("ADMIN_PASSWORD", None)
+    env.pop("ADMIN_USERNAME", None)
+    try:
+        outputs: list[str] = []
+        for run in (1, 2):
+            log = tmp_path / f"run{run}.log"
+            proc = _start(env, log)
+            outputs.append(_wait_banner(proc, log))
+            if run == 1:
+                secrets_file = data / "secrets.env"
+                assert secrets_file.stat().st_mode & 0o777 == 0o600
+                assert data.stat().st_mode & 0o777 == 0o700
+                first_secrets = secrets_file.read_text()
+            # A service manager stops it with SIGTERM to the script alone.
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, log.read_text()
+            assert marked_pids(marker) == [], log.read_text()
+        first, second = outputs
+        password = re.search(r"as 'admin' with password (\S+)", first)
+        assert password is not None, first
+        assert password.group(1) not in second, "a generated password is shown only once"
+        assert "with the password given when it was created" in second
+        assert "generated deployment secrets" not in second
+        assert (data / "secrets.env").read_text() == first_secrets
+    finally:
+        for pid in marked_pids(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
