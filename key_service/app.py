@@ -13,6 +13,7 @@ from .auth import PASSWORDS, THROTTLE, add_session_routes, csrf_middleware
 from .config import KeyServiceConfig
 from .db import create_engine, make_sessionmaker
 from .internal import add_internal_routes
+from .logs import quiet_third_party_loggers
 from .metrics import Metrics
 from .middleware import API_BODY_LIMIT, access_middleware, error_middleware
 from .openapi import add_openapi_route
@@ -48,6 +49,7 @@ def create_app(config: KeyServiceConfig) -> web.Application:
         middlewares=[access_middleware, error_middleware, csrf_middleware],
         client_max_size=API_BODY_LIMIT,
     )
+    quiet_third_party_loggers()
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[OUTBOX_WAKEUP] = asyncio.Event()

@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 
 from .appkeys import CONFIG, METRICS, SESSIONMAKER
 from .bodies import read_json_object
-from .db import read_session
+from .db import read_session, write_session
 from .errors import BadRequest, Forbidden, NotAuthenticated
 from .middleware import client_address
 from .models import Session, User, utcnow
@@ -173,7 +173,7 @@ async def login(request: web.Request) -> web.Response:
     await throttle.succeeded(username)
     session_id = secrets.token_urlsafe(32)
     now = utcnow()
-    async with sessionmaker() as db, db.begin():
+    async with write_session(sessionmaker) as db:
         # Expired sessions are swept here, at the moment a new one is made.
         await db.execute(delete(Session).where(Session.expires_at <= now))
         db.add(Session(
@@ -200,7 +200,7 @@ async def show_session(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     """``DELETE /api/v1/session``: end the session (the CSRF middleware checked the token)."""
     session_id = request.cookies.get(SESSION_COOKIE, "")
-    async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+    async with write_session(request.config_dict[SESSIONMAKER]) as db:
         await db.execute(delete(Session).where(Session.id_hash == _sha256(session_id)))
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/", samesite="Strict", httponly=True)

@@ -13,17 +13,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from apikeys_shared.config import generate_secrets_env
 from apikeys_shared.errors import ConfigError
 
-from .app import create_app
 from .config import load_config, load_database_url
-from .db import create_engine, make_sessionmaker, migrate, migrate_async
 from .errors import KeyServiceError
-from .logs import configure_logging
-from .users import ADMIN_ROLE, MIN_PASSWORD_LENGTH, ROLES, create_user
+from .roles import ADMIN_ROLE, MIN_PASSWORD_LENGTH, ROLES
+
+# The web app, database drivers and Alembic are imported by the commands that use them, so that
+# ``--help`` and ``generate-secrets`` answer at once.
 
 __all__ = ["build_parser", "main"]
 
@@ -91,6 +89,9 @@ def _read_password() -> str:
 
 
 async def _create_user(url: str, username: str, password: str, role: str) -> None:
+    from .db import create_engine, make_sessionmaker, migrate_async
+    from .users import create_user
+
     await migrate_async(url)
     engine = create_engine(url, pool_size=1)
     try:
@@ -100,7 +101,14 @@ async def _create_user(url: str, username: str, password: str, role: str) -> Non
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config()
+    config = load_config()  # first: a missing variable is reported before any slow import
+
+    from aiohttp import web
+
+    from .app import create_app
+    from .db import migrate
+    from .logs import configure_logging
+
     configure_logging(config.log_level)
     host = args.host or config.host
     port = args.port or config.port
@@ -121,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         url = load_database_url()
         if args.command == "migrate":
+            from .db import migrate
+
             migrate(url)
             print("key_service: database is at the newest schema")
             return 0

@@ -4,18 +4,20 @@ SQLite transactions start with ``BEGIN IMMEDIATE`` unless a session asks for a r
 (``read_session``): a deferred transaction that reads and later writes cannot wait for the write
 lock (SQLite answers "database is locked" at once to avoid a deadlock), whereas an immediate one
 takes the lock up front and so queues behind other writers for up to the busy timeout.
+``write_session`` also queues a process's own SQLite writers on an asyncio lock: SQLite's busy
+handler sleeps up to 100 ms between tries, so writers that contend inside SQLite are many times
+slower than writers that simply take turns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -33,7 +35,11 @@ __all__ = [
     "migrate",
     "migrate_async",
     "read_session",
+    "write_session",
 ]
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 # Execution option that makes a SQLite transaction a plain deferred BEGIN (reads only).
 READ_ONLY = "key_service_read_only"
@@ -89,6 +95,24 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+_write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def write_session(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session in a write transaction, committed at the end (rolled back on error)."""
+    engine = sessionmaker.kw.get("bind")
+    if isinstance(engine, AsyncEngine) and engine.dialect.name == "sqlite":
+        lock = _write_locks.setdefault(engine, asyncio.Lock())
+        async with lock, sessionmaker() as session, session.begin():
+            yield session
+        return
+    async with sessionmaker() as session, session.begin():
+        yield session
+
+
 @asynccontextmanager
 async def read_session(
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -100,6 +124,8 @@ async def read_session(
 
 
 def _alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
@@ -110,6 +136,9 @@ def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         # Replicas starting together migrate one after the other, not on top of each other.
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+    # Imported here: Alembic is only needed when migrating, and is slow to import.
+    from alembic import command
+
     command.upgrade(_alembic_config(connection), "head")
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apikeys_shared.errors import EnvelopeError
@@ -24,7 +24,7 @@ from apikeys_shared.events import KeyRecord, format_time, parse_time
 from apikeys_shared.hashing import PepperSet
 from apikeys_shared.keys import generate_secret, is_valid_key_id, new_key_id
 
-from .db import read_session
+from .db import read_session, write_session
 from .errors import BadRequest, Conflict, NotFound
 from .metrics import Metrics
 from .models import ApiKey, AuditEntry, OutboxEvent, utcnow
@@ -37,8 +37,10 @@ __all__ = [
     "IssuedKey",
     "KeyPage",
     "KeyService",
+    "active_list_query",
     "key_json",
     "parse_limit",
+    "revoked_list_query",
     "validate_name",
 ]
 
@@ -149,6 +151,10 @@ class _Cursor:
     at: datetime | None = None
     key_id: str | None = None
 
+    @property
+    def after(self) -> tuple[datetime, str] | None:
+        return None if self.at is None or self.key_id is None else (self.at, self.key_id)
+
     def encode(self) -> str:
         raw = {"p": self.phase, "t": None if self.at is None else format_time(self.at),
                "k": self.key_id}
@@ -170,6 +176,22 @@ class _Cursor:
                 UnicodeDecodeError):
             raise BadRequest("cursor is not a cursor this service issued", field="cursor") from None
         return cls(phase=phase, at=moment, key_id=key_id)
+
+
+def active_list_query(after: tuple[datetime, str] | None, limit: int) -> Select[ApiKey]:
+    """Active keys after ``(issued_at, key_id)``, newest first (walks ix_api_keys_active_list)."""
+    query = select(ApiKey).where(ApiKey.status == "active")
+    if after is not None:
+        query = query.where(tuple_(ApiKey.issued_at, ApiKey.key_id) < after)
+    return query.order_by(ApiKey.issued_at.desc(), ApiKey.key_id.desc()).limit(limit)
+
+
+def revoked_list_query(after: tuple[datetime, str] | None, limit: int) -> Select[ApiKey]:
+    """Revoked keys after ``(revoked_at, key_id)``, latest last (ix_api_keys_revoked_list)."""
+    query = select(ApiKey).where(ApiKey.status == "revoked")
+    if after is not None:
+        query = query.where(tuple_(ApiKey.revoked_at, ApiKey.key_id) > after)
+    return query.order_by(ApiKey.revoked_at.asc(), ApiKey.key_id.asc()).limit(limit)
 
 
 class KeyService:
@@ -198,7 +220,7 @@ class KeyService:
             key_id=key_id, name=clean, secret_hash=secret_hash, hash_version=version,
             status="active", issued_at=utcnow(), revoked_at=None, issued_by=actor.user_id,
         )
-        async with self._sessionmaker() as session, session.begin():
+        async with write_session(self._sessionmaker) as session:
             # Flushed one by one, in this order, so that a failure at any write undoes the others.
             session.add(key)
             await session.flush()
@@ -215,7 +237,7 @@ class KeyService:
         """Revoke a key for ever; NotFound for unknown IDs, Conflict when already revoked."""
         if not is_valid_key_id(key_id):
             raise NotFound("no key with this ID (a key ID is a lowercase UUID)")
-        async with self._sessionmaker() as session, session.begin():
+        async with write_session(self._sessionmaker) as session:
             key = (await session.execute(
                 select(ApiKey).where(ApiKey.key_id == key_id).with_for_update()
             )).scalar_one_or_none()
@@ -255,26 +277,16 @@ class KeyService:
         items: list[ApiKey] = []
         async with read_session(self._sessionmaker) as session:
             if position is None or position.phase == "a":
-                query = select(ApiKey).where(ApiKey.status == "active")
-                if position is not None:
-                    query = query.where(
-                        tuple_(ApiKey.issued_at, ApiKey.key_id) < (position.at, position.key_id)
-                    )
-                query = query.order_by(ApiKey.issued_at.desc(), ApiKey.key_id.desc())
-                items = list((await session.scalars(query.limit(limit + 1))).all())
+                after = None if position is None else position.after
+                items = list((await session.scalars(active_list_query(after, limit + 1))).all())
                 if len(items) > limit:
                     last = items[limit - 1]
                     cursor_a = _Cursor("a", last.issued_at, last.key_id).encode()
                     return KeyPage(items[:limit], cursor_a)
                 position = None
             remaining = limit - len(items)
-            query = select(ApiKey).where(ApiKey.status == "revoked")
-            if position is not None and position.at is not None:
-                query = query.where(
-                    tuple_(ApiKey.revoked_at, ApiKey.key_id) > (position.at, position.key_id)
-                )
-            query = query.order_by(ApiKey.revoked_at.asc(), ApiKey.key_id.asc())
-            revoked = list((await session.scalars(query.limit(remaining + 1))).all())
+            after = None if position is None else position.after
+            revoked = list((await session.scalars(revoked_list_query(after, remaining + 1))).all())
         if len(revoked) <= remaining:
             return KeyPage(items + revoked, None)
         if remaining == 0:

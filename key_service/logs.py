@@ -14,7 +14,7 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["REQUEST_ID", "JsonFormatter", "configure_logging"]
+__all__ = ["REQUEST_ID", "JsonFormatter", "configure_logging", "quiet_third_party_loggers"]
 
 # The current request's ID; every line logged while handling that request carries it.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -45,6 +45,17 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_info[0].__name__
             line["traceback"] = "".join(traceback.format_tb(record.exc_info[2]))
         return json.dumps(line, default=str, ensure_ascii=False)
+
+
+# Libraries whose DEBUG lines would carry bound values or message bodies (a secret hash, a signed
+# record): held at WARNING whatever the service's own level is.
+_NOISY = ("sqlalchemy", "aiosqlite", "asyncpg", "aiormq", "aio_pika", "alembic.runtime")
+
+
+def quiet_third_party_loggers() -> None:
+    """Hold the loggers of drivers and clients at WARNING (called by create_app)."""
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def configure_logging(level: str = "INFO") -> None:

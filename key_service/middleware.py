@@ -109,7 +109,8 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.info(
             "request",
             extra={
-                "method": request.method, "path": request.path, "route": route,
+                "request_id": rid, "method": request.method, "path": request.path,
+                "route": route,
                 "status": status, "duration_ms": round(elapsed * 1000, 3),
                 "client": client_address(request),
             },

@@ -14,6 +14,7 @@ from sqlalchemy import case, delete, literal, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .db import read_session, write_session
 from .errors import TooManyRequests
 from .models import LoginThrottle, UTCDateTime, utcnow
 
@@ -44,7 +45,7 @@ class LoginThrottler:
         """Raise TooManyRequests (with Retry-After) when either subject is over its limit."""
         now = utcnow()
         subjects = self._subjects(username, address)
-        async with self._sessionmaker() as session:
+        async with read_session(self._sessionmaker) as session:
             rows = (await session.scalars(
                 select(LoginThrottle).where(
                     tuple_(LoginThrottle.scope, LoginThrottle.subject).in_(subjects)
@@ -64,7 +65,7 @@ class LoginThrottler:
         """Count one failed login against the username and the address."""
         now = utcnow()
         cutoff = now - self._window
-        async with self._sessionmaker() as session, session.begin():
+        async with write_session(self._sessionmaker) as session:
             dialect = session.get_bind().dialect.name
             insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             for scope, subject in self._subjects(username, address):
@@ -85,7 +86,7 @@ class LoginThrottler:
 
     async def succeeded(self, username: str) -> None:
         """Clear the username's failures after a good login."""
-        async with self._sessionmaker() as session, session.begin():
+        async with write_session(self._sessionmaker) as session:
             await session.execute(delete(LoginThrottle).where(
                 LoginThrottle.scope == "user", LoginThrottle.subject == username.lower()[:128]
             ))

@@ -15,8 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .db import read_session, write_session
 from .errors import UserError
 from .models import User
+from .roles import ADMIN_ROLE, MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, ROLES, VIEWER_ROLE
 
 __all__ = [
     "ADMIN_ROLE",
@@ -30,11 +32,6 @@ __all__ = [
     "validate_username",
 ]
 
-ADMIN_ROLE = "system_administrator"
-VIEWER_ROLE = "viewer"
-ROLES = (ADMIN_ROLE, VIEWER_ROLE)
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 1024
 _USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
@@ -90,14 +87,14 @@ async def create_user(
         raise UserError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise UserError(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
-    async with sessionmaker() as session:
+    async with read_session(sessionmaker) as session:
         existing = await session.scalar(select(User.id).where(User.username == username))
         if existing is not None:
             raise UserError(f"a user named {username!r} already exists")
     password_hash = await asyncio.to_thread(hash_password, password)
     user = User(username=username, password_hash=password_hash, role=role)
     try:
-        async with sessionmaker() as session, session.begin():
+        async with write_session(sessionmaker) as session:
             session.add(user)
     except IntegrityError:
         # Lost a race with another create of the same name.

@@ -16,7 +16,8 @@ from key_service.app import create_app
 from key_service.appkeys import SESSIONMAKER
 from key_service.config import KeyServiceConfig, load_config
 from key_service.db import migrate_async
-from key_service.users import ADMIN_ROLE, VIEWER_ROLE, create_user
+from key_service.models import User
+from key_service.users import ADMIN_ROLE, VIEWER_ROLE, hash_password
 from tests.conftest import AmqpNames
 
 PASSWORD = "correct horse battery"
@@ -79,12 +80,23 @@ def sessionmaker_of(client: Client) -> async_sessionmaker[AsyncSession]:
     return client.http.app[SESSIONMAKER]
 
 
+_HASHES: dict[str, str] = {}
+
+
+async def add_user(client: Client, username: str, role: str) -> None:
+    """Insert a user whose password is PASSWORD (hashed once per test run: argon2 is slow)."""
+    if PASSWORD not in _HASHES:
+        _HASHES[PASSWORD] = hash_password(PASSWORD)
+    async with sessionmaker_of(client)() as db, db.begin():
+        db.add(User(username=username, password_hash=_HASHES[PASSWORD], role=role))
+
+
 async def login_client(
     anon: Client, aiohttp_client: AiohttpServerClient, username: str, role: str,
 ) -> Client:
     """A new client of the same server (own cookie jar) logged in as a new user of ``role``."""
     http = await aiohttp_client(anon.http.server)
-    await create_user(sessionmaker_of(anon), username, PASSWORD, role)
+    await add_user(anon, username, role)
     resp = await http.post("/api/v1/session", json={"username": username, "password": PASSWORD})
     assert resp.status == 200, await resp.text()
     return Client(http, (await resp.json())["csrf_token"])

@@ -1,0 +1,112 @@
+"""The Alembic migrations build exactly the schema of models.py, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, insert, inspect, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement, Executable
+
+from key_service.db import create_engine, migrate_async
+from key_service.keys import active_list_query, revoked_list_query
+from key_service.models import ApiKey, Base
+
+
+def _diff(conn: Connection) -> list[object]:
+    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def test_migrations_match_the_models_and_are_idempotent(database_url: str) -> None:
+    await migrate_async(database_url)
+    await migrate_async(database_url)
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+    finally:
+        await engine.dispose()
+    assert {"api_keys", "users", "sessions", "audit_log", "outbox", "login_throttle"} <= tables
+    assert version == "0001"
+
+
+async def test_replicas_may_migrate_at_once(postgres_url: str) -> None:
+    await asyncio.gather(*(migrate_async(postgres_url) for _ in range(3)))
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_file_is_in_wal_mode(sqlite_url: str) -> None:
+    await migrate_async(sqlite_url)
+    engine = create_engine(sqlite_url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+    finally:
+        await engine.dispose()
+
+
+def _rows(count: int) -> list[dict[str, object]]:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return [
+        {
+            "key_id": f"00000000-0000-7000-8000-{i:012x}", "name": f"bulk {i}",
+            "secret_hash": "0" * 64, "hash_version": "p1",
+            "status": "revoked" if i % 10 == 0 else "active",
+            "issued_at": start + timedelta(seconds=i),
+            "revoked_at": start + timedelta(days=1, seconds=i) if i % 10 == 0 else None,
+        }
+        for i in range(count)
+    ]
+
+
+class _Explain(Executable, ClauseElement):
+    """``EXPLAIN <query>``, with the query's parameters bound as usual."""
+
+    inherit_cache = False
+
+    def __init__(self, query: ClauseElement) -> None:
+        self.query = query
+
+
+@compiles(_Explain)
+def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXPLAIN " + compiler.process(element.query, **kw)
+
+
+async def test_list_queries_walk_an_index_without_sorting(postgres_url: str) -> None:
+    await migrate_async(postgres_url)
+    engine = create_engine(postgres_url)
+    deep = datetime(2026, 1, 1, 3, tzinfo=UTC)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(ApiKey), _rows(20_000))
+            await conn.execute(text("ANALYZE api_keys"))
+            plans = []
+            for query in (
+                active_list_query((deep, "ffffffff-0000-7000-8000-000000000000"), 51),
+                revoked_list_query((deep, "00000000-0000-7000-8000-000000000000"), 51),
+                active_list_query(None, 51),
+            ):
+                rows = (await conn.execute(_Explain(query))).scalars().all()
+                plans.append("\n".join(rows))
+    finally:
+        await engine.dispose()
+    assert "ix_api_keys_active_list" in plans[0], plans[0]
+    assert "ix_api_keys_revoked_list" in plans[1], plans[1]
+    assert "ix_api_keys_active_list" in plans[2], plans[2]
+    for plan in plans:
+        assert "Sort" not in plan, plan
+        assert "Seq Scan" not in plan, plan

@@ -1,0 +1,52 @@
+"""Liveness, readiness against a database that goes away, metrics, request IDs and JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from key_service.logs import JsonFormatter
+from tests.integration.key_service.conftest import Client
+
+
+async def test_healthz_and_readyz(anon: Client) -> None:
+    resp = await anon.http.get("/healthz")
+    assert resp.status == 200
+    resp = await anon.http.get("/readyz")
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "ready"
+
+
+async def test_metrics_count_requests_and_issues(admin: Client) -> None:
+    resp = await admin.http.post("/api/v1/keys", json={"name": "m"}, headers=admin.headers())
+    assert resp.status == 201
+    text = await (await admin.http.get("/metrics")).text()
+    assert "key_service_keys_issued_total 1.0" in text
+    assert 'key_service_http_requests_total{method="POST",route="/api/v1/keys",status="201"} 1.0' \
+        in text
+    assert 'key_service_logins_total{result="ok"} 1.0' in text
+
+
+async def test_request_ids_and_json_access_lines(
+    anon: Client, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    resp = await anon.http.get("/healthz", headers={"X-Request-Id": "abc-123"})
+    assert resp.headers["X-Request-Id"] == "abc-123"
+    # An ID that could forge log content is replaced by a fresh one.
+    resp = await anon.http.get("/healthz", headers={"X-Request-Id": 'bad" id\\n'})
+    fresh = resp.headers["X-Request-Id"]
+    assert fresh != 'bad" id\\n'
+    assert len(fresh) == 36
+    lines: list[dict[str, Any]] = [
+        json.loads(JsonFormatter().format(r)) for r in caplog.records
+        if r.name == "key_service.access"
+    ]
+    assert [(line["request_id"], line["status"], line["path"]) for line in lines] == [
+        ("abc-123", 200, "/healthz"), (fresh, 200, "/healthz"),
+    ]
+    assert lines[0]["route"] == "/healthz"
+    assert "duration_ms" in lines[0]

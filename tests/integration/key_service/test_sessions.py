@@ -1,0 +1,197 @@
+"""Logging in and out, CSRF tokens, login throttling and role checks on every admin route."""
+
+from __future__ import annotations
+
+from aiohttp import ClientResponse
+from sqlalchemy import select
+
+from key_service.models import Session
+from key_service.users import ADMIN_ROLE, create_user
+from tests.integration.key_service.conftest import (
+    PASSWORD,
+    AiohttpServerClient,
+    Client,
+    add_user,
+    sessionmaker_of,
+)
+
+PROBLEM = "application/problem+json"
+KEY = "01890a5d-ac96-774b-bcce-b302099a8057"
+# Every admin route: method, path, JSON body.
+ADMIN_ROUTES: list[tuple[str, str, object]] = [
+    ("GET", "/api/v1/keys", None),
+    ("POST", "/api/v1/keys", {"name": "role test"}),
+    ("GET", f"/api/v1/keys/{KEY}", None),
+    ("POST", f"/api/v1/keys/{KEY}/revoke", None),
+    ("GET", "/api/v1/audit", None),
+]
+
+
+async def _status(resp: ClientResponse, status: int) -> None:
+    assert resp.status == status, await resp.text()
+    if status >= 400:
+        assert resp.content_type == PROBLEM
+
+
+async def test_login_sets_a_strict_httponly_cookie_and_returns_csrf(
+    anon: Client, aiohttp_client: AiohttpServerClient,
+) -> None:
+    await create_user(sessionmaker_of(anon), "alice", PASSWORD, ADMIN_ROLE)
+    resp = await anon.http.post("/api/v1/session", json={"username": "alice", "password": PASSWORD})
+    await _status(resp, 200)
+    body = await resp.json()
+    assert body["username"] == "alice"
+    assert body["role"] == ADMIN_ROLE
+    assert len(body["csrf_token"]) >= 32
+    cookie = resp.cookies["ks_session"]
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "Strict"
+    assert cookie["path"] == "/"
+    assert not cookie["secure"]
+    # Only hashes are stored: neither the session ID nor the CSRF token appear in the row.
+    async with sessionmaker_of(anon)() as db:
+        rows = (await db.scalars(select(Session))).all()
+    assert len(rows) == 1
+    assert cookie.value not in (rows[0].id_hash, rows[0].csrf_hash)
+    assert body["csrf_token"] not in (rows[0].id_hash, rows[0].csrf_hash)
+    # GET /session hands out the same view again (the page calls it on load).
+    again = await anon.http.get("/api/v1/session")
+    await _status(again, 200)
+    assert await again.json() == body
+    # A second login gets a fresh session ID and a different CSRF token.
+    second = await aiohttp_client(anon.http.server)
+    resp2 = await second.post("/api/v1/session", json={"username": "alice", "password": PASSWORD})
+    await _status(resp2, 200)
+    assert resp2.cookies["ks_session"].value != cookie.value
+    assert (await resp2.json())["csrf_token"] != body["csrf_token"]
+
+
+async def test_wrong_password_unknown_user_and_bad_bodies(anon: Client) -> None:
+    await add_user(anon, "bob", ADMIN_ROLE)
+    wrong = await anon.http.post("/api/v1/session", json={"username": "bob", "password": "nope"})
+    await _status(wrong, 401)
+    unknown = await anon.http.post(
+        "/api/v1/session", json={"username": "nobody", "password": PASSWORD}
+    )
+    await _status(unknown, 401)
+    # The same answer whether or not the user exists.
+    assert (await wrong.json())["detail"] == (await unknown.json())["detail"]
+    assert "ks_session" not in wrong.cookies
+    for body, field in (({"password": PASSWORD}, "username"), ({"username": "bob"}, "password"),
+                        ({"username": 1, "password": PASSWORD}, "username")):
+        resp = await anon.http.post("/api/v1/session", json=body)
+        await _status(resp, 400)
+        assert (await resp.json())["field"] == field
+    resp = await anon.http.post(
+        "/api/v1/session", data=b"{", headers={"Content-Type": "application/json"}
+    )
+    await _status(resp, 400)
+    resp = await anon.http.post("/api/v1/session", data=b"username=bob")
+    await _status(resp, 415)
+    huge = {"username": "bob", "password": "x" * 20000}
+    resp = await anon.http.post("/api/v1/session", json=huge)
+    await _status(resp, 413)
+    await _status(await anon.http.get("/api/v1/session"), 401)
+
+
+async def test_logout_needs_csrf_then_ends_the_session(admin: Client) -> None:
+    resp = await admin.http.delete("/api/v1/session")
+    await _status(resp, 403)
+    resp = await admin.http.delete("/api/v1/session", headers={"X-CSRF-Token": "wrong"})
+    await _status(resp, 403)
+    resp = await admin.http.delete("/api/v1/session", headers=admin.headers())
+    await _status(resp, 204)
+    await _status(await admin.http.get("/api/v1/session"), 401)
+    await _status(await admin.http.get("/api/v1/keys"), 401)
+    resp = await admin.http.delete("/api/v1/session", headers=admin.headers())
+    await _status(resp, 401)
+
+
+async def test_every_state_change_needs_the_csrf_token(admin: Client) -> None:
+    issued = await admin.http.post("/api/v1/keys", json={"name": "x"}, headers=admin.headers())
+    await _status(issued, 201)
+    key_id = (await issued.json())["key_id"]
+    for headers in ({}, {"X-CSRF-Token": ""}, {"X-CSRF-Token": admin.csrf + "0"},
+                    {"X-CSRF-Token": "é"}):
+        resp = await admin.http.post("/api/v1/keys", json={"name": "y"}, headers=headers)
+        await _status(resp, 403)
+        resp = await admin.http.post(f"/api/v1/keys/{key_id}/revoke", headers=headers)
+        await _status(resp, 403)
+    listing = await (await admin.http.get("/api/v1/keys")).json()
+    assert [(k["name"], k["status"]) for k in listing["items"]] == [("x", "active")]
+
+
+async def test_another_sessions_csrf_token_is_refused(
+    admin: Client, viewer: Client,
+) -> None:
+    resp = await admin.http.post(
+        "/api/v1/keys", json={"name": "x"}, headers={"X-CSRF-Token": viewer.csrf or ""}
+    )
+    await _status(resp, 403)
+
+
+async def test_role_by_route(anon: Client, viewer: Client, admin: Client) -> None:
+    for method, path, body in ADMIN_ROUTES:
+        # No session: 401, with or without a (meaningless) CSRF header.
+        for headers in ({}, {"X-CSRF-Token": "x"}):
+            resp = await anon.http.request(method, path, json=body, headers=headers)
+            await _status(resp, 401)
+        # An ordinary user, with a valid CSRF token: 403.
+        resp = await viewer.http.request(method, path, json=body, headers=viewer.headers())
+        await _status(resp, 403)
+        # The administrator: allowed (the revoke of an unknown key is then a 404).
+        resp = await admin.http.request(method, path, json=body, headers=admin.headers())
+        expected = {"POST /api/v1/keys": 201, f"POST /api/v1/keys/{KEY}/revoke": 404,
+                    f"GET /api/v1/keys/{KEY}": 404}.get(f"{method} {path}", 200)
+        await _status(resp, expected)
+    # Nothing the others tried was written: only the administrator's key exists.
+    listing = await (await admin.http.get("/api/v1/keys")).json()
+    assert [k["name"] for k in listing["items"]] == ["role test"]
+
+
+async def test_viewer_session_works_for_session_routes(viewer: Client) -> None:
+    resp = await viewer.http.get("/api/v1/session")
+    await _status(resp, 200)
+    assert (await resp.json())["role"] == "viewer"
+
+
+async def test_failed_logins_are_throttled_per_username(anon: Client) -> None:
+    # The fixture allows 3 failures per username and 6 per address.
+    await add_user(anon, "carol", ADMIN_ROLE)
+    for _ in range(3):
+        resp = await anon.http.post("/api/v1/session", json={"username": "carol", "password": "x"})
+        await _status(resp, 401)
+    resp = await anon.http.post("/api/v1/session", json={"username": "carol", "password": PASSWORD})
+    await _status(resp, 429)
+    retry_after = int(resp.headers["Retry-After"])
+    assert 1 <= retry_after <= 900
+    # Another username from the same address is still allowed (under the address limit).
+    await add_user(anon, "dave", ADMIN_ROLE)
+    resp = await anon.http.post("/api/v1/session", json={"username": "dave", "password": PASSWORD})
+    await _status(resp, 200)
+
+
+async def test_failed_logins_are_throttled_per_address(anon: Client) -> None:
+    await add_user(anon, "erin", ADMIN_ROLE)
+    for i in range(6):
+        resp = await anon.http.post(
+            "/api/v1/session", json={"username": f"guess{i}", "password": "x"}
+        )
+        await _status(resp, 401)
+    resp = await anon.http.post("/api/v1/session", json={"username": "erin", "password": PASSWORD})
+    await _status(resp, 429)
+    assert int(resp.headers["Retry-After"]) >= 1
+
+
+async def test_a_good_login_clears_the_username_count(anon: Client) -> None:
+    await add_user(anon, "frank", ADMIN_ROLE)
+    for _ in range(2):
+        resp = await anon.http.post("/api/v1/session", json={"username": "frank", "password": "x"})
+        await _status(resp, 401)
+    ok = await anon.http.post("/api/v1/session", json={"username": "frank", "password": PASSWORD})
+    await _status(ok, 200)
+    for _ in range(2):
+        resp = await anon.http.post("/api/v1/session", json={"username": "frank", "password": "x"})
+        await _status(resp, 401)
+    ok = await anon.http.post("/api/v1/session", json={"username": "frank", "password": PASSWORD})
+    await _status(ok, 200)
