@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import AmqpNames
-from tests.integration.running.support import MARKER, marked_pids
+from tests.integration.running.support import MARKER, marked_pids, start_run_local, wait_banner
 from tests.support.procs import ROOT, free_port
 
 SCRIPT = ROOT / "scripts" / "run_local.py"
@@ -97,23 +96,6 @@ def test_a_bad_port_variable_is_named(tmp_path: Path) -> None:
     assert "GATEWAY_PORT must be a port number" in result.stderr
 
 
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:  # the child keeps its own descriptor
-        return subprocess.Popen([sys.executable, str(SCRIPT)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_banner(proc: subprocess.Popen[bytes], log: Path) -> str:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        if "apikeys is running" in text:
-            return text
-        assert proc.poll() is None, f"run_local exited early:\n{text}"
-        time.sleep(0.2)
-    raise AssertionError(f"run_local did not come up:\n{log.read_text(errors='replace')}")
-
-
 @pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.rabbitmq
@@ -133,8 +115,8 @@ def test_sigterm_stops_everything_and_a_second_run_reuses_the_secrets(
         outputs: list[str] = []
         for run in (1, 2):
             log = tmp_path / f"run{run}.log"
-            proc = _start(env, log)
-            outputs.append(_wait_banner(proc, log))
+            proc = start_run_local(env, log)
+            outputs.append(wait_banner(proc, log))
             if run == 1:
                 secrets_file = data / "secrets.env"
                 assert secrets_file.stat().st_mode & 0o777 == 0o600

@@ -1,0 +1,164 @@
+"""The compose stack's two nginx fronts, run by the real nginx in front of the real stack.
+
+``deploy/compose-nginx/forward-auth.conf`` (profile ``nginx``) asks a gateway for a verdict with
+``auth_request`` and proxies to the backend itself; ``lb.conf`` spreads requests over the
+gateways. Here they front the stack of ``scripts/run_local.py``: the only changes to the files
+are the addresses (compose service names become 127.0.0.1 ports) and Docker's DNS resolver line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from tests.conftest import AmqpNames
+from tests.integration.running.support import MARKER, marked_pids, start_run_local, wait_banner
+from tests.support.procs import ROOT, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.rabbitmq]
+
+NGINX = "/usr/sbin/nginx"
+CONFIGS = ROOT / "deploy" / "compose-nginx"
+PASSWORD = "nginx front test password"
+
+
+def _localize(conf: str, listen: int, gateway: int, backend: int) -> str:
+    conf = re.sub(r"^\s*resolver .*;\n", "", conf, flags=re.M)
+    conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{listen};")
+    conf = conf.replace("set $gateway gateway:8080;", f"set $gateway 127.0.0.1:{gateway};")
+    return conf.replace("set $backend demo_backend:8090;", f"set $backend 127.0.0.1:{backend};")
+
+
+@contextlib.contextmanager
+def _nginx(tmp_path: Path, servers: list[str]) -> Iterator[None]:
+    assert os.access(NGINX, os.X_OK), "nginx is not installed (scripts/debian-packages.sh)"
+    for index, server in enumerate(servers):
+        (tmp_path / f"server{index}.conf").write_text(server)
+    main = tmp_path / "nginx.conf"
+    main.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        "worker_processes 1;\nevents {}\nhttp {\n"
+        f"  access_log off;\n  client_body_temp_path {tmp_path}/body;\n"
+        f"  proxy_temp_path {tmp_path}/proxy;\n"
+        f"  include {tmp_path}/server*.conf;\n}}\n"
+    )
+    proc = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(main), "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            time.sleep(0.05)
+
+
+async def test_forward_auth_and_load_balancer_fronts(
+    tmp_path: Path, amqp_names: AmqpNames, redis_client: aioredis.Redis, redis_prefix: str,
+) -> None:
+    marker = uuid.uuid4().hex
+    gateway, key_service, backend = free_port(), free_port(), free_port()
+    forward_auth, lb = free_port(), free_port()
+    env = {**os.environ, MARKER: marker, "KEY_SERVICE_DATA_DIR": str(tmp_path / "data"),
+           "GATEWAY_PORT": str(gateway), "KEY_SERVICE_PORT": str(key_service),
+           "DEMO_BACKEND_PORT": str(backend), "APIKEYS_EXCHANGE": amqp_names.exchange,
+           "GATEWAY_QUEUE_PREFIX": f"{amqp_names.prefix}.gateway",
+           "GATEWAY_REDIS_PREFIX": redis_prefix,
+           "ADMIN_USERNAME": "nginx-admin", "ADMIN_PASSWORD": PASSWORD}
+    servers = [
+        _localize((CONFIGS / name).read_text(), port, gateway, backend)
+        for name, port in (("forward-auth.conf", forward_auth), ("lb.conf", lb))
+    ]
+    log = tmp_path / "run_local.log"
+    proc = start_run_local(env, log)
+    try:
+        wait_banner(proc, log)
+        with _nginx(tmp_path, servers):
+            _wait_port(forward_auth)
+            _wait_port(lb)
+            await _exercise(key_service, forward_auth, lb)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        for pid in marked_pids(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def _exercise(key_service_port: int, forward_auth_port: int, lb_port: int) -> None:
+    key_service = f"http://127.0.0.1:{key_service_port}"
+    front = f"http://127.0.0.1:{forward_auth_port}"
+    lb = f"http://127.0.0.1:{lb_port}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.post(f"{key_service}/api/v1/session",
+                                json={"username": "nginx-admin", "password": PASSWORD}) as r:
+            assert r.status == 200, await r.text()
+            headers = {"X-CSRF-Token": (await r.json())["csrf_token"]}
+        async with session.post(f"{key_service}/api/v1/keys", json={"name": "behind nginx"},
+                                headers=headers) as r:
+            assert r.status == 201, await r.text()
+            key: dict[str, Any] = await r.json()
+        good = {"X-AuthenticationKeyId": key["key_id"], "X-AuthenticationKeyValue": key["secret"]}
+        wrong = {**good, "X-AuthenticationKeyValue": key["secret"][:-1] + "0"}
+
+        async with session.get(f"{front}/orders?page=2") as r:
+            assert r.status == 401
+        async with session.get(f"{front}/orders?page=2", headers=wrong) as r:
+            assert r.status == 401
+        async with session.get(f"{front}/orders?page=2",
+                               headers={**good, "X-Authenticated-Key-Id": "spoofed"}) as r:
+            assert r.status == 200, await r.text()
+            echoed = await r.json()
+        assert echoed["path"] == "/orders"
+        assert echoed["query"] == "page=2"
+        seen = {name.lower(): value for name, value in echoed["headers"]}
+        assert seen["x-authenticated-key-id"] == key["key_id"]
+        assert seen["x-authenticated-key-name"] == "behind nginx"
+        assert "x-authenticationkeyvalue" not in seen
+        assert "x-authenticationkeyid" not in seen
+        async with session.get(f"{front}/nginx-health") as r:
+            assert r.status == 200
+
+        async with session.get(f"{lb}/orders", headers=good) as r:
+            assert r.status == 200, await r.text()
+            through_lb = await r.json()
+        seen = {name.lower(): value for name, value in through_lb["headers"]}
+        assert seen["x-authenticated-key-id"] == key["key_id"]
+        async with session.get(f"{lb}/orders") as r:
+            assert r.status == 401
+
+        async with session.post(f"{key_service}/api/v1/keys/{key['key_id']}/revoke",
+                                headers=headers) as r:
+            assert r.status == 200
+        deadline = time.monotonic() + 10
+        status = 200
+        while status != 401 and time.monotonic() < deadline:
+            async with session.get(f"{front}/orders", headers=good) as r:
+                status = r.status
+            if status != 401:
+                await asyncio.sleep(0.1)
+        assert status == 401, "a revoked key still passes the forward-auth front"
