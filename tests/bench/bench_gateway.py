@@ -30,8 +30,7 @@ from .report import ProbeRow, Report, render
 from .revocation import RevocationResult, measure_revocations
 from .stack import BenchStack
 from .stats import Aim, Summary, percentile, ratio, summarize
-from .throughput import LoadSettings, Scenario, measure
-from .wrk import WrkResult
+from .throughput import LoadSettings, Measurement, Scenario, measure_all
 
 __all__ = ["main"]
 
@@ -59,6 +58,8 @@ def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_gateway",
                                      description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per setup")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="interleaved rounds the measured seconds are split into")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per setup")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
@@ -71,7 +72,8 @@ def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
     args = parser.parse_args(argv)
     return Options(
         load=LoadSettings(connections=args.connections, threads=args.threads,
-                          duration_s=args.duration, warmup_s=args.warmup),
+                          duration_s=args.duration, warmup_s=args.warmup,
+                          rounds=args.rounds),
         revocations=args.revocations, probe_per_class=args.probe_samples,
         probe_unknown=args.probe_unknown, output=args.output,
         command=command or " ".join(
@@ -114,7 +116,7 @@ def _machine(command: str, load_before: str) -> list[str]:
 
 
 def _throughput(stack: BenchStack, options: Options, key: IssuedKey,
-                upstream_port: int) -> tuple[dict[str, WrkResult], int, ServiceProcess]:
+                upstream_port: int) -> tuple[dict[str, Measurement], int, ServiceProcess]:
     routes = stack.write_routes(upstream_port)
     gw_port, gw_proc = stack.start_gateway(routes, workers=2, name="2-workers")
     plain_port, fa_port = free_port(), free_port()
@@ -131,11 +133,7 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey,
         Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
         Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
     ]
-    script_dir = stack.dir / "wrk"
-    results: dict[str, WrkResult] = {}
-    for scenario in scenarios:
-        print(f"  measuring: {scenario.label} ...", file=sys.stderr, flush=True)
-        results[scenario.label] = measure(scenario, options.load, script_dir)
+    results = measure_all(scenarios, options.load, stack.dir / "wrk")
     return results, gw_port, gw_proc
 
 
@@ -150,7 +148,7 @@ def _revocations(stack: BenchStack, admin: AdminClient, options: Options,
     return measure_revocations(admin, keys, [port_a, port_b])
 
 
-def _aims(results: dict[str, WrkResult], revocation: Summary | None,
+def _aims(results: dict[str, Measurement], revocation: Summary | None,
           probe: ProbeResult | None) -> list[Aim]:
     def rps(label: str) -> float:
         return results[label].rps if label in results else float("nan")
@@ -185,7 +183,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def run(options: Options) -> tuple[str, bool]:
     """Measure everything; returns the Markdown and whether every part ran."""
     failures: dict[str, str] = {}
-    results: dict[str, WrkResult] = {}
+    results: dict[str, Measurement] = {}
     probe: ProbeResult | None = None
     revocation: RevocationResult | None = None
     load_before = _load()
@@ -234,8 +232,11 @@ def run(options: Options) -> tuple[str, bool]:
             rev_note += " Each process on its own: " + "; ".join(per) + "."
     load = options.load
     notes = [
-        f"Load: wrk {load.threads} threads, {load.connections} connections, {load.duration_s} s "
-        f"measured after a {load.warmup_s} s warm-up, one run per setup, wrk on the same cores "
+        f"Load: wrk {load.threads} threads, {load.connections} connections; each setup warmed "
+        f"up for {load.warmup_s} s, then measured for {load.duration_s} s in {load.rounds} "
+        f"rounds whose order alternates (A B C D, D C B A) so that a change in the machine's "
+        f"background load falls on every setup alike; rounds merged exactly (requests over "
+        f"seconds, percentiles from the summed latency histograms). wrk runs on the same cores "
         f"as the servers. Upstream for every setup: an nginx returning a fixed 3-byte 200. "
         f"Gateway: 2 worker processes; front nginx: 2 workers; keep-alive to upstreams in both; "
         f"access logs on in both proxies, as they ship (nginx's combined format to a file, "

@@ -7,10 +7,20 @@ from the machinery that measures it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Aim", "RankTest", "Summary", "percentile", "rank_test", "ratio", "summarize"]
+__all__ = [
+    "Aim",
+    "RankTest",
+    "Summary",
+    "histogram_percentile",
+    "merge_histograms",
+    "percentile",
+    "rank_test",
+    "ratio",
+    "summarize",
+]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -31,6 +41,34 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float(ordered[low])
     weight = position - low
     return float(ordered[low] * (1.0 - weight) + ordered[high] * weight)
+
+
+def histogram_percentile(histogram: Mapping[int, int], q: float) -> float:
+    """The nearest-rank ``q``-th percentile of a ``value -> count`` histogram (wrk's definition).
+
+    The smallest value whose cumulative count reaches ``ceil(q / 100 * total)`` (at least 1).
+    """
+    total = sum(histogram.values())
+    if total <= 0:
+        raise ValueError("percentile of an empty histogram")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile must be within 0..100, got {q}")
+    rank = max(1, math.ceil(q / 100.0 * total))
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= rank:
+            return float(value)
+    return float(max(histogram))
+
+
+def merge_histograms(histograms: Iterable[Mapping[int, int]]) -> dict[int, int]:
+    """The sum of several ``value -> count`` histograms."""
+    merged: dict[int, int] = {}
+    for histogram in histograms:
+        for value, count in histogram.items():
+            merged[value] = merged.get(value, 0) + count
+    return merged
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,25 @@
-"""Throughput and latency of one setup under wrk: a correctness check, a warm-up, a measured run."""
+"""Throughput and latency of the compared setups under wrk, measured in interleaved rounds.
+
+Every setup is checked (it must answer 200), warmed up, and then measured in rounds whose order
+alternates (A B C D, then D C B A, ...), so that a change in the machine's background load
+during the run falls on every setup alike instead of on whichever ran at that moment. The
+rounds of one setup are merged exactly: requests over seconds, and latency percentiles from the
+sum of wrk's histograms.
+"""
 
 from __future__ import annotations
 
 import http.client
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .stats import histogram_percentile, merge_histograms
 from .wrk import WrkResult, run_wrk
 
-__all__ = ["LoadSettings", "Scenario", "ScenarioError", "measure"]
+__all__ = ["LoadSettings", "Measurement", "Scenario", "ScenarioError", "combine", "measure_all"]
 
 
 class ScenarioError(RuntimeError):
@@ -19,12 +28,13 @@ class ScenarioError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadSettings:
-    """The fixed load every setup gets."""
+    """The fixed load every setup gets: ``duration_s`` in total, split into ``rounds``."""
 
     connections: int = 64
     threads: int = 2
     duration_s: int = 10
     warmup_s: int = 3
+    rounds: int = 2
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,36 @@ class Scenario:
     label: str
     url: str
     headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One setup's merged rounds."""
+
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    rounds: int
+
+    @property
+    def rps(self) -> float:
+        """Completed requests per second over all measured rounds."""
+        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+
+def combine(runs: Sequence[WrkResult]) -> Measurement:
+    """Merge the rounds of one setup exactly (histograms summed, not percentiles averaged)."""
+    histogram = merge_histograms(run.histogram for run in runs)
+    return Measurement(
+        requests=sum(run.requests for run in runs),
+        duration_s=sum(run.duration_s for run in runs),
+        p50_ms=histogram_percentile(histogram, 50) / 1000.0,
+        p99_ms=histogram_percentile(histogram, 99) / 1000.0,
+        errors=sum(run.errors for run in runs),
+        rounds=len(runs),
+    )
 
 
 def _check(scenario: Scenario) -> None:
@@ -53,16 +93,31 @@ def _check(scenario: Scenario) -> None:
         )
 
 
-def measure(scenario: Scenario, settings: LoadSettings, script_dir: Path) -> WrkResult:
-    """Check the scenario answers 200, warm it up, then return the measured wrk run."""
-    _check(scenario)
-    runs = [settings.warmup_s, settings.duration_s] if settings.warmup_s > 0 else [
-        settings.duration_s]
-    result: WrkResult | None = None
-    for seconds in runs:  # the last run is the measured one
-        result = run_wrk(
-            scenario.url, script_dir=script_dir, headers=scenario.headers,
-            connections=settings.connections, threads=settings.threads, duration_s=seconds,
-        )
-    assert result is not None
-    return result
+def round_orders(count: int, rounds: int) -> list[list[int]]:
+    """The order of the setups in each round: forward, backward, forward, ..."""
+    forward = list(range(count))
+    return [forward if i % 2 == 0 else forward[::-1] for i in range(rounds)]
+
+
+def measure_all(scenarios: Sequence[Scenario], settings: LoadSettings, script_dir: Path,
+                progress: bool = True) -> dict[str, Measurement]:
+    """Check and warm up every setup, then measure them in alternating rounds."""
+    def wrk(scenario: Scenario, seconds: int) -> WrkResult:
+        return run_wrk(scenario.url, script_dir=script_dir, headers=scenario.headers,
+                       connections=settings.connections, threads=settings.threads,
+                       duration_s=seconds)
+
+    for scenario in scenarios:
+        _check(scenario)
+        if settings.warmup_s > 0:
+            wrk(scenario, settings.warmup_s)
+    seconds = max(1, settings.duration_s // max(1, settings.rounds))
+    runs: dict[str, list[WrkResult]] = {s.label: [] for s in scenarios}
+    for number, order in enumerate(round_orders(len(scenarios), settings.rounds), start=1):
+        for index in order:
+            scenario = scenarios[index]
+            if progress:
+                print(f"  round {number}/{settings.rounds}: {scenario.label} ...",
+                      file=sys.stderr, flush=True)
+            runs[scenario.label].append(wrk(scenario, seconds))
+    return {label: combine(results) for label, results in runs.items()}

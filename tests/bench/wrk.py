@@ -8,13 +8,17 @@ parses. Latencies come back in microseconds, as wrk measures them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["WrkError", "WrkResult", "lua_script", "parse_output", "run_wrk"]
+__all__ = [
+    "WrkError", "WrkResult", "lua_script", "parse_histogram", "parse_output", "run_wrk",
+]
 
 MARKER = "WRK_JSON "
 
@@ -28,6 +32,13 @@ done = function(summary, latency, requests)
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
     e.status, e.timeout, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency.mean, latency.max))
+  -- The exact latency histogram (microseconds, count), so that runs can be merged.
+  local out = assert(io.open(HISTOGRAM_PATH, "w"))
+  for i = 1, #latency do
+    local value, count = latency(i)
+    out:write(string.format("%d %d\\n", value, count))
+  end
+  out:close()
 end
 """
 
@@ -52,6 +63,7 @@ class WrkResult:
     write_errors: int
     status_errors: int
     timeouts: int
+    histogram: dict[int, int] = field(default_factory=dict)  # latency µs -> count
 
     @property
     def rps(self) -> float:
@@ -72,10 +84,21 @@ def _lua_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def lua_script(headers: Mapping[str, str]) -> str:
-    """A wrk script that sends ``headers`` on every request and prints the JSON result line."""
+def lua_script(headers: Mapping[str, str], histogram_path: Path) -> str:
+    """A wrk script: sends ``headers``, prints the JSON line, writes the latency histogram."""
     lines = [f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()]
+    lines.append(f"HISTOGRAM_PATH = {_lua_string(str(histogram_path))}")
     return "\n".join(lines) + "\n" + _DONE
+
+
+def parse_histogram(text: str) -> dict[int, int]:
+    """``value count`` lines (as the script writes them) as a mapping."""
+    histogram: dict[int, int] = {}
+    for line in text.splitlines():
+        if line.strip():
+            value, count = line.split()
+            histogram[int(value)] = histogram.get(int(value), 0) + int(count)
+    return histogram
 
 
 def parse_output(stdout: str) -> WrkResult:
@@ -115,8 +138,11 @@ def run_wrk(
     if binary is None:
         raise WrkError("wrk is not installed (Debian: apt-get install wrk; `make bench` does it)")
     script_dir.mkdir(parents=True, exist_ok=True)
-    script = script_dir / f"wrk-{abs(hash((url, tuple(sorted((headers or {}).items())))))}.lua"
-    script.write_text(lua_script(headers or {}))
+    fd, name = tempfile.mkstemp(prefix="wrk-", suffix=".lua", dir=script_dir)
+    os.close(fd)
+    script = Path(name)
+    histogram_path = script.with_suffix(".hist")
+    script.write_text(lua_script(headers or {}, histogram_path))
     args = [
         binary, "--latency", "-t", str(threads), "-c", str(connections),
         "-d", f"{duration_s}s", "--timeout", f"{timeout_s}s", "-s", str(script), url,
@@ -130,4 +156,12 @@ def run_wrk(
         raise WrkError(f"wrk did not finish: {' '.join(args)}") from exc
     if done.returncode != 0:
         raise WrkError(f"wrk exited {done.returncode}: {done.stderr.strip()[-2000:]}")
-    return parse_output(done.stdout)
+    result = parse_output(done.stdout)
+    try:
+        histogram = parse_histogram(histogram_path.read_text())
+    except OSError as exc:
+        raise WrkError(f"wrk wrote no latency histogram to {histogram_path}") from exc
+    finally:
+        script.unlink(missing_ok=True)
+        histogram_path.unlink(missing_ok=True)
+    return replace(result, histogram=histogram)

@@ -7,7 +7,15 @@ import random
 
 import pytest
 
-from tests.bench.stats import Aim, percentile, rank_test, ratio, summarize
+from tests.bench.stats import (
+    Aim,
+    histogram_percentile,
+    merge_histograms,
+    percentile,
+    rank_test,
+    ratio,
+    summarize,
+)
 
 
 def test_percentile_interpolates_like_numpy_linear() -> None:
@@ -75,3 +83,30 @@ def test_rank_test_finds_a_shift_and_not_a_reshuffle() -> None:
 def test_rank_test_needs_samples_on_both_sides() -> None:
     with pytest.raises(ValueError, match="at least two"):
         rank_test([1.0], [1.0, 2.0])
+
+
+def test_histogram_percentile_is_nearest_rank() -> None:
+    histogram = {10: 50, 20: 49, 30: 1}
+    assert histogram_percentile(histogram, 50) == 10.0
+    assert histogram_percentile(histogram, 51) == 20.0
+    assert histogram_percentile(histogram, 99) == 20.0
+    assert histogram_percentile(histogram, 100) == 30.0
+    assert histogram_percentile(histogram, 0) == 10.0
+
+
+def test_histogram_percentile_agrees_with_the_samples_it_counts() -> None:
+    rng = random.Random(3)
+    samples = [rng.randrange(1, 500) for _ in range(1001)]
+    histogram = merge_histograms([{v: 1} for v in samples])
+    ordered = sorted(samples)
+    for q in (1, 50, 90, 99):
+        assert histogram_percentile(histogram, q) == ordered[math.ceil(q / 100 * 1001) - 1]
+
+
+def test_histogram_percentile_refuses_empty() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        histogram_percentile({}, 50)
+
+
+def test_merge_histograms_adds_counts() -> None:
+    assert merge_histograms([{1: 2, 3: 1}, {1: 1, 4: 5}]) == {1: 3, 3: 1, 4: 5}
