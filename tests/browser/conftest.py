@@ -8,13 +8,10 @@ database without paying for the CLI each time.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import pytest
@@ -25,7 +22,7 @@ from tests.conftest import AmqpNames
 from tests.support.procs import ServiceProcess, free_port, wait_http
 from tests.support.services import RABBITMQ, RABBITMQ_URL, require
 
-from .support import ADMIN, VIEWER, RunningKeyService, run_cli
+from .support import ADMIN, VIEWER, RunningKeyService, run_async, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -39,13 +36,6 @@ pytestmark = pytest.mark.browser
 def _env_lines(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines()
                 if line and not line.startswith("#"))
-
-
-def run_async(factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a coroutine on a thread of its own: this thread's event loop belongs to Playwright
-    (the test bed's async fixtures cannot run beside the sync Playwright API)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, factory()).result(timeout=60)
 
 
 async def _delete_amqp(names: AmqpNames) -> None:

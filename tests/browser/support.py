@@ -3,6 +3,7 @@ of the seed's procedures as a user performs them in the page."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -10,7 +11,8 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.cookiejar import CookieJar
@@ -32,6 +34,13 @@ SECRET_RE = re.compile(r"[0-9A-Za-z]{64}")
 COLUMNS = ["Key Name", "Key ID", "Issued On", "Revoked On", "Revoke This Key"]
 NEVER_AGAIN = "The secret will never be shown again after you close this window."
 PERMANENT = "Revoking a key is permanent and cannot be undone."
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a coroutine on a thread of its own: this thread's event loop belongs to Playwright
+    (the test bed's async fixtures cannot run beside the sync Playwright API)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, factory()).result(timeout=60)
 
 
 def run_cli(args: list[str], env: Mapping[str, str], stdin: str | None = None) -> None:

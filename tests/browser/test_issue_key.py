@@ -142,6 +142,7 @@ def test_nevermind_issues_nothing(page: Page, key_service: RunningKeyService) ->
     expect(page.get_by_role("dialog")).to_have_count(0)
     assert focused(page) == "issue-open"
     expect(rows(page)).to_have_count(0)
+    expect(page.locator("#keys-body")).to_contain_text("No keys yet")
     assert key_service.admin_api().list_keys() == []
     # Reopened, the dialog starts empty.
     opener.click()

@@ -66,13 +66,6 @@ def test_view_list_of_keys(page: Page, key_service: RunningKeyService) -> None:
     screenshot(page, "keys-list")
 
 
-def test_an_empty_list_says_so(page: Page, key_service: RunningKeyService) -> None:
-    log_in(page, key_service.base_url)
-    open_manage_api_keys(page, key_service.base_url)
-    expect(rows(page)).to_have_count(0)
-    expect(page.locator("#keys-body")).to_contain_text("No keys yet")
-
-
 def test_the_list_loads_every_page_of_the_api(page: Page, key_service: RunningKeyService) -> None:
     api = key_service.admin_api()
     issued = [api.issue(f"service {i:03d}")["key_id"] for i in range(105)]
