@@ -170,6 +170,14 @@ def test_dockerfile_is_multi_stage_pinned_and_runs_unprivileged() -> None:
     assert users
     assert all(u.split(":")[0] not in ("0", "root") for u in users)
     assert "COPY --from=build /opt/apikeys" in text
+    # Everything the build copies from the context exists, and the context lets it through.
+    ignore_text = (ROOT / "deploy" / "Dockerfile.dockerignore").read_text()
+    copied = [src for line in re.findall(r"^COPY (?!--)(.+) \S+$", text, re.M)
+              for src in line.split()]
+    assert {"pyproject.toml", "shared/", "key_service/", "auth_gateway/"} <= set(copied)
+    for source in copied:
+        assert (ROOT / source).exists(), f"the Dockerfile copies missing {source}"
+        assert f"!{source.rstrip('/')}" in ignore_text, f"{source} is not in the context"
     # Secrets reach containers at run time only: no ARG or ENV of the image names one.
     for name in SECRETS:
         assert name not in text, f"{name} appears in the Dockerfile"
