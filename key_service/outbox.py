@@ -30,7 +30,7 @@ from apikeys_shared.errors import ApiKeysError
 from apikeys_shared.events import EVENT_TYPES, ROUTING_KEYS, Event, KeyRecord, SignedEvent
 from apikeys_shared.signing import Signer
 
-from .db import READ_ONLY
+from .db import READ_ONLY, make_sessionmaker, write_session
 from .models import OutboxEvent
 
 __all__ = [
@@ -124,6 +124,14 @@ async def _lock_for_sequencing(conn: AsyncConnection) -> None:
 
 
 @asynccontextmanager
+async def _writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction, committed at the end. On SQLite it queues on the process's writer
+    lock (db.write_session) instead of contending inside SQLite, whose busy handler sleeps."""
+    async with write_session(make_sessionmaker(engine)) as session:
+        yield await session.connection()
+
+
+@asynccontextmanager
 async def _reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection for reads only (on SQLite it does not take the write lock)."""
     async with engine.connect() as conn:
@@ -133,7 +141,7 @@ async def _reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 async def _sequence_batch(
     engine: AsyncEngine, source: str, signer: Signer, notify: bool,
 ) -> int:
-    async with engine.begin() as conn:
+    async with _writing(engine) as conn:
         await _lock_for_sequencing(conn)
         rows = (await conn.execute(
             select(
@@ -291,7 +299,7 @@ async def mark_sent(engine: AsyncEngine, row_ids: Sequence[int], at: datetime) -
     if not row_ids:
         return
     try:
-        async with engine.begin() as conn:
+        async with _writing(engine) as conn:
             await conn.execute(
                 update(_outbox)
                 .where(_outbox.c.id.in_(list(row_ids)), _outbox.c.sent_at.is_(None))
