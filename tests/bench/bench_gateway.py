@@ -120,7 +120,7 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey,
     routes = stack.write_routes(upstream_port)
     gw_port, gw_proc = stack.start_gateway(routes, workers=2, name="2-workers")
     plain_port, fa_port = free_port(), free_port()
-    stack.start_nginx(
+    front = stack.start_nginx(
         "front",
         proxy_server(plain_port, upstream_port) + forward_auth_server(fa_port, upstream_port,
                                                                       gw_port),
@@ -133,7 +133,9 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey,
         Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
         Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
     ]
-    results = measure_all(scenarios, options.load, stack.dir / "wrk")
+    # CPU of the proxies under test: the gateway (supervisor and workers) and the front nginx.
+    roots = [gw_proc.proc.pid] + ([front.proc.pid] if front.proc is not None else [])
+    results = measure_all(scenarios, options.load, stack.dir / "wrk", cpu_roots=roots)
     return results, gw_port, gw_proc
 
 
@@ -153,12 +155,20 @@ def _aims(results: dict[str, Measurement], revocation: Summary | None,
     def rps(label: str) -> float:
         return results[label].rps if label in results else float("nan")
 
+    def capacity(numerator: str, denominator: str) -> float:
+        # The same ratio by CPU: requests one CPU-second of the proxy serves.
+        if numerator not in results or denominator not in results:
+            return float("nan")
+        return ratio(results[denominator].cpu_us_per_request,
+                     results[numerator].cpu_us_per_request)
+
     aims = [
         Aim("authenticated / unauthenticated (gateway requests/s)",
-            ratio(rps(GW_AUTH), rps(GW_OPEN)), 0.95),
+            ratio(rps(GW_AUTH), rps(GW_OPEN)), 0.95, by_cpu=capacity(GW_AUTH, GW_OPEN)),
         Aim("gateway, 2 workers, authenticated / plain nginx", ratio(rps(GW_AUTH), rps(NGINX)),
-            0.25),
-        Aim("nginx + forward-auth / plain nginx", ratio(rps(NGINX_FA), rps(NGINX)), 0.5),
+            0.25, by_cpu=capacity(GW_AUTH, NGINX)),
+        Aim("nginx + forward-auth / plain nginx", ratio(rps(NGINX_FA), rps(NGINX)), 0.5,
+            by_cpu=capacity(NGINX_FA, NGINX)),
         Aim("revocation propagation p99, RabbitMQ up (ms)",
             revocation.p99 if revocation else float("nan"), 100.0, at_least=False),
     ]
@@ -251,7 +261,8 @@ def run(options: Options) -> tuple[str, bool]:
         notes.append(f"The probe had to reconnect {probe.reconnects} times (outside the timing).")
     report = Report(
         header=_machine(options.command, load_before),
-        throughput=[(label, r.rps, r.p50_ms, r.p99_ms, r.errors) for label, r in results.items()],
+        throughput=[(label, r.rps, r.p50_ms, r.p99_ms, r.errors, r.cpu_us_per_request)
+                    for label, r in results.items()],
         aims=_aims(results, rev_summary, probe),
         revocation=rev_summary,
         revocation_note=rev_note,

@@ -29,7 +29,8 @@ class Report:
     """Everything one run measured."""
 
     header: Sequence[str]
-    throughput: Sequence[tuple[str, float, float, float, int]]  # label, rps, p50, p99, errors
+    # label, requests/s, p50 ms, p99 ms, errors, proxy CPU µs per request
+    throughput: Sequence[tuple[str, float, float, float, int, float]]
     aims: Sequence[Aim]
     revocation: Summary | None
     revocation_note: str
@@ -48,18 +49,22 @@ def _num(value: float, digits: int = 2) -> str:
 
 def _aim_text(aim: Aim) -> str:
     sign = "≥" if aim.at_least else "≤"
-    return f"| {aim.label} | {_num(aim.measured)} | {sign} {_num(aim.target)} | {aim.verdict} |"
+    cpu = "" if math.isnan(aim.by_cpu) else _num(aim.by_cpu)
+    return (f"| {aim.label} | {_num(aim.measured)} | {sign} {_num(aim.target)} | "
+            f"{aim.verdict} | {cpu} |")
 
 
 def render(report: Report) -> str:
     """The whole report as Markdown."""
     out: list[str] = ["## Gateway benchmark", ""]
     out += [f"{line}" for line in report.header]
-    out += ["", "| setup | requests/s | p50 ms | p99 ms | errors |",
-            "| --- | ---: | ---: | ---: | ---: |"]
-    for label, rps, p50, p99, errors in report.throughput:
-        out.append(f"| {label} | {_num(rps, 0)} | {_num(p50)} | {_num(p99)} | {errors} |")
-    out += ["", "| aim | measured | target | verdict |", "| --- | ---: | ---: | --- |"]
+    out += ["", "| setup | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for label, rps, p50, p99, errors, cpu in report.throughput:
+        out.append(f"| {label} | {_num(rps, 0)} | {_num(p50)} | {_num(p99)} | {errors} "
+                   f"| {_num(cpu, 0)} |")
+    out += ["", "| aim | measured | target | verdict | same ratio by CPU/request |",
+            "| --- | ---: | ---: | --- | ---: |"]
     out += [_aim_text(aim) for aim in report.aims]
     out += ["", "### Revocation propagation", "", report.revocation_note, ""]
     if report.revocation is not None:

@@ -99,6 +99,7 @@ class Aim:
     measured: float
     target: float
     at_least: bool = True
+    by_cpu: float = math.nan  # the same ratio from CPU time per request, for information
 
     @property
     def met(self) -> bool:

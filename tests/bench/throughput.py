@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .cpu import cpu_seconds
 from .stats import histogram_percentile, merge_histograms
 from .wrk import WrkResult, run_wrk
 
@@ -56,14 +57,20 @@ class Measurement:
     p99_ms: float
     errors: int
     rounds: int
+    cpu_s: float = 0.0  # CPU seconds the proxies under test used in the measured rounds
 
     @property
     def rps(self) -> float:
         """Completed requests per second over all measured rounds."""
         return self.requests / self.duration_s if self.duration_s > 0 else 0.0
 
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Proxy CPU time per completed request, in microseconds."""
+        return self.cpu_s / self.requests * 1e6 if self.requests else float("nan")
 
-def combine(runs: Sequence[WrkResult]) -> Measurement:
+
+def combine(runs: Sequence[WrkResult], cpu_s: float = 0.0) -> Measurement:
     """Merge the rounds of one setup exactly (histograms summed, not percentiles averaged)."""
     histogram = merge_histograms(run.histogram for run in runs)
     return Measurement(
@@ -73,6 +80,7 @@ def combine(runs: Sequence[WrkResult]) -> Measurement:
         p99_ms=histogram_percentile(histogram, 99) / 1000.0,
         errors=sum(run.errors for run in runs),
         rounds=len(runs),
+        cpu_s=cpu_s,
     )
 
 
@@ -100,8 +108,12 @@ def round_orders(count: int, rounds: int) -> list[list[int]]:
 
 
 def measure_all(scenarios: Sequence[Scenario], settings: LoadSettings, script_dir: Path,
-                progress: bool = True) -> dict[str, Measurement]:
-    """Check and warm up every setup, then measure them in alternating rounds."""
+                cpu_roots: Sequence[int] = (), progress: bool = True) -> dict[str, Measurement]:
+    """Check and warm up every setup, then measure them in alternating rounds.
+
+    ``cpu_roots`` are the process trees of the proxies under test (not the upstream, not wrk);
+    their CPU time during each measured run is added to that setup's.
+    """
     def wrk(scenario: Scenario, seconds: int) -> WrkResult:
         return run_wrk(scenario.url, script_dir=script_dir, headers=scenario.headers,
                        connections=settings.connections, threads=settings.threads,
@@ -113,11 +125,14 @@ def measure_all(scenarios: Sequence[Scenario], settings: LoadSettings, script_di
             wrk(scenario, settings.warmup_s)
     seconds = max(1, settings.duration_s // max(1, settings.rounds))
     runs: dict[str, list[WrkResult]] = {s.label: [] for s in scenarios}
+    cpu: dict[str, float] = {s.label: 0.0 for s in scenarios}
     for number, order in enumerate(round_orders(len(scenarios), settings.rounds), start=1):
         for index in order:
             scenario = scenarios[index]
             if progress:
                 print(f"  round {number}/{settings.rounds}: {scenario.label} ...",
                       file=sys.stderr, flush=True)
+            before = cpu_seconds(cpu_roots)
             runs[scenario.label].append(wrk(scenario, seconds))
-    return {label: combine(results) for label, results in runs.items()}
+            cpu[scenario.label] += cpu_seconds(cpu_roots) - before
+    return {label: combine(results, cpu[label]) for label, results in runs.items()}

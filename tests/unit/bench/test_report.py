@@ -13,9 +13,10 @@ from tests.bench.stats import Aim, RankTest, Summary
 def _report(**overrides: object) -> Report:
     values: dict[str, object] = {
         "header": ["Run on a test machine."],
-        "throughput": [("plain nginx", 20000.0, 1.0, 5.0, 0), ("gateway", 4000.0, 10.0, 40.0, 0)],
-        "aims": [Aim("gateway / nginx", 0.2, 0.25), Aim("revocation p99 (ms)", 12.0, 100.0,
-                                                          at_least=False)],
+        "throughput": [("plain nginx", 20000.0, 1.0, 5.0, 0, 40.0),
+                       ("gateway", 4000.0, 10.0, 40.0, 0, 400.0)],
+        "aims": [Aim("gateway / nginx", 0.2, 0.25, by_cpu=0.1),
+                 Aim("revocation p99 (ms)", 12.0, 100.0, at_least=False)],
         "revocation": Summary(count=100, p50=5.0, p99=12.0, max=30.0),
         "revocation_note": "How it was measured.",
         "probe_rows": [ProbeRow("wrong", 3000, 900.0, 2000.0)],
@@ -29,9 +30,9 @@ def _report(**overrides: object) -> Report:
 
 def test_render_has_one_row_per_setup_and_the_verdicts() -> None:
     text = render(_report())
-    assert "| plain nginx | 20,000 | 1.00 | 5.00 | 0 |" in text
-    assert "| gateway / nginx | 0.20 | ≥ 0.25 | not met |" in text
-    assert "| revocation p99 (ms) | 12.00 | ≤ 100.00 | met |" in text
+    assert "| plain nginx | 20,000 | 1.00 | 5.00 | 0 | 40 |" in text
+    assert "| gateway / nginx | 0.20 | ≥ 0.25 | not met | 0.10 |" in text
+    assert "| revocation p99 (ms) | 12.00 | ≤ 100.00 | met |  |" in text
     assert "| 100 | 5.00 | 12.00 | 30.00 |" in text
     assert "**no difference found** at alpha = 0.05" in text
 
@@ -39,7 +40,7 @@ def test_render_has_one_row_per_setup_and_the_verdicts() -> None:
 def test_render_names_failures_and_missing_figures() -> None:
     text = render(_report(revocation=None, aims=[Aim("x", math.nan, 1.0)],
                           failures={"revocation propagation": "gateway did not start"}))
-    assert "| x | n/a | ≥ 1.00 | not met |" in text
+    assert "| x | n/a | ≥ 1.00 | not met |  |" in text
     assert "Not measured" in text
     assert "- **revocation propagation**: gateway did not start" in text
 

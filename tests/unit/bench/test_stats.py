@@ -110,3 +110,20 @@ def test_histogram_percentile_refuses_empty() -> None:
 
 def test_merge_histograms_adds_counts() -> None:
     assert merge_histograms([{1: 2, 3: 1}, {1: 1, 4: 5}]) == {1: 3, 3: 1, 4: 5}
+
+
+def test_cpu_stat_parsing_survives_spaces_in_the_command_name() -> None:
+    from tests.bench.cpu import _TICKS, parse_stat
+
+    fields = ["S", "42"] + ["0"] * 9 + [str(3 * _TICKS), str(_TICKS)] + ["0"] * 30
+    ppid, seconds = parse_stat("1234 (nginx: worker) " + " ".join(fields))
+    assert ppid == 42
+    assert seconds == pytest.approx(4.0)
+
+
+def test_cpu_tree_follows_descendants_only() -> None:
+    from tests.bench.cpu import tree_pids
+
+    stats = {1: (0, 0.0), 10: (1, 1.0), 11: (10, 1.0), 12: (11, 1.0), 20: (1, 1.0)}
+    assert tree_pids([10], stats) == {10, 11, 12}
+    assert tree_pids([99], stats) == set()
