@@ -34,10 +34,10 @@ bench: $(STAMP) ## Benchmarks (gateway vs nginx, revocation propagation, key_ser
 	$(PY) -m tests.bench
 
 secrets: $(STAMP) ## Write a fresh .env with every deployment secret (refuses to overwrite)
-	@test ! -e .env || { echo ".env exists; remove it first to make new secrets" >&2; exit 1; }
-	@umask 077 && $(PY) -m key_service generate-secrets > .env && echo "wrote .env"
+	@$(PY) deploy/generate_env.py --output .env
 
 up: ## docker compose up (needs a Docker engine and a .env from `make secrets`)
+	@test -f .env || { echo "no .env: run make secrets" >&2; exit 1; }
 	docker compose up -d --build
 
 down: ## docker compose down
