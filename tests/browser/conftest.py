@@ -30,7 +30,14 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 
-pytestmark = pytest.mark.browser
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of this directory ``browser``, so ``-m "not browser"`` leaves them out."""
+    for item in items:
+        if Path(str(item.path)).resolve().is_relative_to(_HERE):
+            item.add_marker(pytest.mark.browser)
 
 
 def _env_lines(text: str) -> dict[str, str]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from playwright.sync_api import Page, expect
 
 from .support import (
+    ADMIN,
     PERMANENT,
     RunningKeyService,
     cell,
+    expect_login_page,
+    fill_login,
     focused,
     log_in,
     open_manage_api_keys,
@@ -148,3 +151,30 @@ def test_a_key_revoked_elsewhere_meanwhile_is_reported(
     page.get_by_role("dialog", name="Revoke").get_by_role("button", name="Confirm").click()
     expect(page.locator("#status")).to_have_text("Key “raced” was already revoked.")
     expect(row_for(page, key["key_id"]).get_by_role("button")).to_have_count(0)
+
+
+def test_an_expired_session_logs_in_again_and_keeps_the_revoke_window(
+    page: Page, key_service: RunningKeyService
+) -> None:
+    api = key_service.admin_api()
+    key = api.issue("revoke after re-login")
+    log_in(page, key_service.base_url)
+    open_manage_api_keys(page, key_service.base_url)
+    row_for(page, key["key_id"]).get_by_role("button", name="Revoke").click()
+
+    cookie = next(c for c in page.context.cookies() if c["name"] == "ks_session")
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    assert token
+    api.end_session(f"ks_session={cookie['value']}", token)
+    page.get_by_role("dialog", name="Revoke").get_by_role("button", name="Confirm").click()
+
+    expect_login_page(page, key_service.base_url,
+                      {"next": "/backoffice/settings/api-keys", "reason": "expired"})
+    fill_login(page, ADMIN)
+    dialog = page.get_by_role("dialog", name="Revoke")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#revoke-id")).to_have_text(key["key_id"])
+    assert [k["status"] for k in api.list_keys()] == ["active"]
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(cell(row_for(page, key["key_id"]), "Revoked On")).to_have_text(today_en_us())
+    assert [k["status"] for k in api.list_keys()] == ["revoked"]
