@@ -226,3 +226,28 @@ def test_an_expired_session_logs_in_again_and_keeps_the_dialog(
     expect(cell(rows(page).first, "Key Name")).to_have_text("Typed before the session ended")
     assert page_holds(page, secret) == []
     assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_copy_falls_back_when_the_clipboard_api_is_missing(
+    page: Page, key_service: RunningKeyService
+) -> None:
+    # As on a page served over plain HTTP from a non-local address: no navigator.clipboard.
+    page.add_init_script("Object.defineProperty(Navigator.prototype, 'clipboard', "
+                         "{get: () => undefined, configurable: true});")
+    log_in(page, key_service.base_url)
+    open_manage_api_keys(page, key_service.base_url)
+    assert page.evaluate("() => navigator.clipboard === undefined")
+    page.get_by_role("button", name="Issue New Key").click()
+    page.get_by_label("Key name").fill("Copied the old way")
+    page.get_by_role("button", name="Issue Key").click()
+    created = page.get_by_role("dialog", name="New API Key Created")
+    secret = created.locator("#created-secret").inner_text()
+    created.get_by_role("button", name="Copy").click()
+    expect(created.locator("#copy-status")).to_have_text("Copied to the clipboard.")
+    # Read it back from another tab of the same browser profile, which has the clipboard API.
+    reader = page.context.new_page()
+    reader.goto(key_service.base_url + "/backoffice/login")
+    assert reader.evaluate("() => navigator.clipboard.readText()") == secret
+    reader.close()
+    created.get_by_role("button", name="Confirm").click()
+    assert page_holds(page, secret) == []
