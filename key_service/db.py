@@ -73,6 +73,21 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _translate_connect_errors(
+    dialect: Any, _record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any],
+) -> Any:
+    # asyncpg raises plain OSError / TimeoutError when the server cannot be reached, and
+    # SQLAlchemy passes those through untranslated. As DBAPI errors they become
+    # sqlalchemy.exc.OperationalError, so every caller handles "database away" as one
+    # SQLAlchemyError, whichever step (connect or query) it happened at.
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except (OSError, TimeoutError) as exc:
+        raise dialect.loaded_dbapi.OperationalError(
+            f"cannot connect to the database: {type(exc).__name__}", exc
+        ) from exc
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine for ``url``; SQLite files get their directory, WAL and immediate writes."""
     # hide_parameters: an error message must never carry a bound secret hash into a log line.
@@ -84,10 +99,12 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
         hide_parameters=True, connect_args={"timeout": 10, "command_timeout": 30},
     )
+    event.listen(engine.sync_engine, "do_connect", _translate_connect_errors)
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
