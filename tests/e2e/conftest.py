@@ -56,13 +56,26 @@ def stack(
         asyncio.run(_delete_exchange(running.exchange))
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    """Keep each phase's report on the item, so fixtures can tell that the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def faults(stack: Stack) -> Iterator[Stack]:
-    """The stack, with every injected fault ended after the test."""
+def faults(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The stack, with every injected fault ended after the test (and its logs on failure)."""
     try:
         yield stack
     finally:
         stack.restore_all()
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            print(stack.logs())
 
 
 @pytest.fixture

@@ -1,0 +1,247 @@
+"""Fault tests: Redis, RabbitMQ and key_service cut (alone and in pairs) under a bounded load.
+
+A load of valid, revoked and unknown keys runs against both gateway processes while the fault
+proxies cut the gateways off a dependency. Whatever is cut, nothing is ever let through for a
+revoked or unknown key: the demo backend receives exactly the requests the load saw answered by
+it, each carrying an active key's ID. A key revoked during the cut is refused at both gateways
+within a generous bound (through the feed poll when RabbitMQ is the one cut), and once the
+dependency returns the gateways recover by themselves: ready, serving valid keys, and applying
+events from RabbitMQ again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+
+from apikeys_shared.keys import generate_secret, new_key_id
+from tests.support.faultproxy import FaultProxy
+from tests.support.stack import Admin, Stack, StackOptions, credentials, eventually, metric
+
+# Short cache lifetimes so that the dependencies are actually used during a cut; a quick feed
+# poll so that a revocation during a broker cut lands well within the generous bounds below.
+STACK_OPTIONS = StackOptions(
+    feed_poll_interval=0.5,
+    extra_gateway_env={"GATEWAY_L1_TTL": "0.5", "GATEWAY_NEGATIVE_TTL": "0.5"},
+)
+
+WORKERS = 4
+PAUSE = 0.02  # between one worker's requests: a bounded load, not a benchmark
+BOUND = 20.0  # generous: revocations and recovery are expected in well under this
+CUT_HOLD = 2.0  # how long the load keeps running against the cut dependency
+
+Key = tuple[str, str]
+
+
+@dataclass
+class Load:
+    """Requests by category against every gateway, with what came back."""
+
+    http: aiohttp.ClientSession
+    urls: list[str]
+    keys: dict[str, list[Key]]
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    passed: list[tuple[str, str, float]] = field(default_factory=list)  # category, seen ID, start
+    answered_by_backend: int = 0
+    other: list[str] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _worker(self, offset: int) -> None:
+        plan = [(c, k) for c, keys in self.keys.items() for k in keys]
+        urls = itertools.cycle(self.urls[offset % len(self.urls):] + self.urls[:offset])
+        for index in itertools.count(offset):
+            if self._stop.is_set():
+                return
+            category, key = plan[index % len(plan)]
+            started = time.monotonic()
+            try:
+                async with self.http.get(
+                    f"{next(urls)}/api/load", headers=credentials(*key)
+                ) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    retry_after = resp.headers.get("Retry-After")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.other.append(f"{category}: {type(exc).__name__}")
+                continue
+            self.statuses[(category, status)] += 1
+            if status == 200:
+                self.answered_by_backend += 1
+                seen = [v for n, v in json.loads(body)["headers"]
+                        if n.lower() == "x-authenticated-key-id"]
+                self.passed.append((category, seen[0] if len(seen) == 1 else repr(seen), started))
+            elif status == 503 and retry_after is None:
+                self.other.append(f"{category}: 503 without Retry-After")
+            await asyncio.sleep(PAUSE)
+
+    async def run(self) -> None:
+        """Run until ``stop()``."""
+        await asyncio.gather(*(self._worker(i) for i in range(WORKERS)))
+
+    def stop(self) -> None:
+        """Ask the workers to finish."""
+        self._stop.set()
+
+    def of(self, category: str) -> Counter[int]:
+        """Statuses seen for one category."""
+        return Counter({s: n for (c, s), n in self.statuses.items() if c == category})
+
+
+@dataclass
+class Probe:
+    """Single requests beside the load, counting the ones the backend answered."""
+
+    http: aiohttp.ClientSession
+    stack: Stack
+    answered_by_backend: int = 0
+
+    async def statuses(self, key: Key) -> list[int]:
+        """What each gateway process answers for ``key`` right now."""
+        out = []
+        for url in self.stack.gateway_urls:
+            async with self.http.get(f"{url}/api/probe", headers=credentials(*key)) as resp:
+                await resp.read()
+                out.append(resp.status)
+                if resp.status == 200:
+                    self.answered_by_backend += 1
+        return out
+
+    async def recovered(self, valid: list[Key], refused: list[Key]) -> bool:
+        """Every gateway ready, valid keys pass, the others get the 401."""
+        for url in self.stack.gateway_urls:
+            async with self.http.get(f"{url}/readyz") as resp:
+                if resp.status != 200:
+                    return False
+        for keys, expected in ((valid, 200), (refused, 401)):
+            for key in keys:
+                if await self.statuses(key) != [expected] * len(self.stack.gateway_urls):
+                    return False
+        return True
+
+
+def proxies_for(stack: Stack, names: tuple[str, ...]) -> list[FaultProxy]:
+    assert stack.key_service_proxy is not None
+    table = {
+        "redis": stack.redis_proxy,
+        "rabbitmq": stack.rabbit_proxy,
+        "key_service": stack.key_service_proxy,
+    }
+    return [table[name] for name in names]
+
+
+SCENARIOS = [
+    ("redis",),
+    ("rabbitmq",),
+    ("key_service",),
+    ("redis", "rabbitmq"),
+    ("redis", "key_service"),
+    ("rabbitmq", "key_service"),
+]
+
+
+@pytest.mark.parametrize("cut", SCENARIOS, ids=["+".join(s) for s in SCENARIOS])
+async def test_nothing_revoked_or_unknown_gets_through_and_the_gateways_recover(
+    faults: Stack, admin: Admin, http: aiohttp.ClientSession, cut: tuple[str, ...]
+) -> None:
+    stack = faults
+    probe = Probe(http, stack)
+    valid = [await admin.issue(f"valid {i}") for i in range(3)]
+    victim = await admin.issue("revoked during the cut")
+    revoked = [await admin.issue(f"revoked {i}") for i in range(2)]
+    unknown = [(new_key_id(), generate_secret()) for _ in range(3)]
+    for key in [*valid, victim, *revoked]:
+        assert await probe.statuses(key) == [200, 200]
+    for key in revoked:
+        await admin.revoke(key[0])
+    await eventually(
+        lambda: probe.recovered(valid, [*revoked, *unknown]), "the stack is steady", BOUND
+    )
+    active_ids = {key[0] for key in valid}
+    before = stack.backend_stats()["requests"] - probe.answered_by_backend
+    amqp_received = [
+        await metric(http, url, "gateway_events_total", {"source": "amqp"})
+        for url in stack.gateway_urls
+    ]
+
+    load = Load(http, stack.gateway_urls, {
+        "valid": valid, "victim": [victim], "revoked": revoked, "unknown": unknown,
+    })
+    running = asyncio.create_task(load.run())
+    refused_since = restored_at = float("inf")
+    try:
+        await asyncio.sleep(0.5)
+        for proxy in proxies_for(stack, cut):
+            proxy.cut()
+        await admin.revoke(victim[0])
+        gateways_can_learn = "key_service" not in cut or "rabbitmq" not in cut
+        if gateways_can_learn:
+            # Through RabbitMQ, or through the feed poll while RabbitMQ is away.
+            async def refused() -> bool:
+                return 200 not in await probe.statuses(victim)
+            await eventually(refused, f"the revocation takes effect with {cut} cut", BOUND)
+            refused_since = time.monotonic()
+        await asyncio.sleep(CUT_HOLD)
+        restored_at = time.monotonic()
+        stack.restore_all()
+        if not gateways_can_learn:
+            async def revoked_now() -> bool:
+                return await probe.statuses(victim) == [401, 401]
+            await eventually(revoked_now, "the revocation arrives once key_service is back", BOUND)
+            refused_since = time.monotonic()
+        await eventually(
+            lambda: probe.recovered(valid, [*revoked, victim, *unknown]),
+            f"the gateways recover after {cut} returns", BOUND,
+        )
+    finally:
+        stack.restore_all()
+        load.stop()
+        await running
+
+    # Events flow through RabbitMQ again: a key issued and revoked now reaches both processes
+    # by the broker (the feed alone would not move this counter; an event received while Redis
+    # still refuses writes counts too, as the feed then stores it).
+    fresh = await admin.issue("after the fault")
+    await admin.revoke(fresh[0])
+
+    async def consuming_again() -> bool:
+        for url, start in zip(stack.gateway_urls, amqp_received, strict=True):
+            now = await metric(http, url, "gateway_events_total", {"source": "amqp"})
+            if now < start + 2:
+                return False
+        return True
+    await eventually(consuming_again, "both gateways consume events from RabbitMQ again", BOUND)
+
+    # Nothing revoked or unknown got through, during the fault or after it.
+    for category in ("revoked", "unknown"):
+        assert 200 not in load.of(category), (category, load.of(category))
+        assert set(load.of(category)) <= {401, 503}, (category, load.of(category))
+    assert set(load.of("valid")) <= {200, 503}, load.of("valid")
+    if "key_service" not in cut or "redis" not in cut:
+        # One of the two ways to verify a key is left: valid keys keep passing.
+        assert set(load.of("valid")) == {200}, load.of("valid")
+    late = [p for p in load.passed if p[0] == "victim" and p[2] > refused_since]
+    # A known bug of the key store (reported; reproduced deterministically by the strict xfail
+    # test_a_revocation_not_yet_stored_is_not_undone_by_the_stale_redis_record): a revocation
+    # that reached a process while Redis was away lives only in its L1, so right after Redis
+    # returns the stale record there can let the key through until the catch-up rewrites it.
+    # Everything else is asserted first; only that window turns this test into an xfail.
+    stale_window = [p for p in late if "redis" in cut and p[2] >= restored_at]
+    assert [p for p in late if p not in stale_window] == [], "the victim passed after a refusal"
+    assert {seen for category, seen, _ in load.passed if category != "victim"} <= active_ids
+    assert load.other == []
+    # The backend saw exactly the requests the load saw it answer: nothing else reached it.
+    reached = stack.backend_stats()["requests"] - before
+    assert reached == load.answered_by_backend + probe.answered_by_backend
+    assert load.of("valid")[200] > 0
+    if stale_window:
+        pytest.xfail(
+            f"known bug: the revoked victim passed {len(stale_window)} time(s) after Redis "
+            "returned, before the catch-up rewrote its stale record"
+        )
