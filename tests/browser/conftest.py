@@ -15,7 +15,14 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from apikeys_shared.config import generate_secrets_env
 from tests.conftest import AmqpNames
@@ -119,6 +126,8 @@ def key_service(tmp_path: Path, key_service_env: dict[str, str]) -> Iterator[Run
 def browser() -> Iterator[Browser]:
     """Debian's headless Chromium (never a downloaded browser)."""
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium"
+    # A shared, busy CI machine can be slow; these are bounds for waiting, not timing checks.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
@@ -136,7 +145,7 @@ def context(browser: Browser, key_service: RunningKeyService) -> Iterator[Browse
         viewport={"width": 1280, "height": 800}, locale="en-US", timezone_id="UTC",
     )
     ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=key_service.base_url)
-    ctx.set_default_timeout(10_000)
+    ctx.set_default_timeout(15_000)
     try:
         yield ctx
     finally:

@@ -63,7 +63,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 def stack_page(browser: Browser, stack: Stack) -> Iterator[Page]:
     """A tab on the stack's key_service."""
     ctx = browser.new_context(locale="en-US", timezone_id="UTC")
-    ctx.set_default_timeout(10_000)
+    ctx.set_default_timeout(15_000)
     try:
         yield ctx.new_page()
     finally:
