@@ -14,9 +14,9 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, Table, func, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apikeys_shared.errors import EnvelopeError
@@ -27,7 +27,7 @@ from apikeys_shared.keys import generate_secret, is_valid_key_id, new_key_id
 from .db import read_session, write_session
 from .errors import BadRequest, Conflict, NotFound
 from .metrics import Metrics
-from .models import ApiKey, AuditEntry, OutboxEvent, utcnow
+from .models import ApiKey, AuditEntry, Base, OutboxEvent, utcnow
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -130,15 +130,49 @@ def _outbox_row(key: ApiKey) -> OutboxEvent:
         key_id=key.key_id,
         event_type="apikey.revoked" if key.status == "revoked" else "apikey.issued",
         record=json.dumps(_record(key).to_json()),
+        created_at=utcnow(),
     )
 
 
 def _audit_row(actor: Actor, action: str, key_id: str) -> AuditEntry:
     return AuditEntry(
-        actor_id=actor.user_id, actor=actor.username[:64], action=action, key_id=key_id,
+        at=utcnow(), actor_id=actor.user_id, actor=actor.username[:64], action=action,
+        key_id=key_id,
         client_address=None if actor.client_address is None else actor.client_address[:64],
         request_id=actor.request_id,
     )
+
+
+def _table(row: Base) -> Table:
+    return cast(Table, row.__table__)
+
+
+def _values(row: Base) -> dict[str, Any]:
+    return {
+        column.key: getattr(row, column.key) for column in row.__table__.columns
+        if getattr(row, column.key) is not None
+    }
+
+
+async def _insert_together(session: AsyncSession, rows: list[Base]) -> None:
+    """Insert ``rows`` in order, inside the session's transaction.
+
+    On PostgreSQL as one statement (data-modifying CTEs), which saves two round trips on the
+    hottest path; either way a failing insert undoes the others with the transaction.
+    """
+    # Core statements on the session's connection (the ORM's bulk path would drop the column
+    # defaults of a statement that carries CTEs).
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        *first, last = rows
+        statement = insert(_table(last)).values(**_values(last))
+        for index, row in enumerate(first):
+            cte = insert(_table(row)).values(**_values(row)).cte(f"w{index}")
+            statement = statement.add_cte(cte)
+        await conn.execute(statement)
+        return
+    for row in rows:
+        await conn.execute(insert(_table(row)).values(**_values(row)))
 
 
 # -- cursors ------------------------------------------------------------------------------------
@@ -221,13 +255,9 @@ class KeyService:
             status="active", issued_at=utcnow(), revoked_at=None, issued_by=actor.user_id,
         )
         async with write_session(self._sessionmaker) as session:
-            # Flushed one by one, in this order, so that a failure at any write undoes the others.
-            session.add(key)
-            await session.flush()
-            session.add(_audit_row(actor, "key.issued", key_id))
-            await session.flush()
-            session.add(_outbox_row(key))
-            await session.flush()
+            await _insert_together(
+                session, [key, _audit_row(actor, "key.issued", key_id), _outbox_row(key)]
+            )
         self._committed()
         if self._metrics is not None:
             self._metrics.keys_issued.inc()

@@ -104,7 +104,8 @@ async def test_a_failure_at_the_last_write_leaves_nothing(
     async with sessionmaker() as db:
         taken = (await db.scalars(select(OutboxEvent.event_id))).one()
     # The next outbox row reuses that event ID: its insert (the last of the three) must fail,
-    # after the key and audit rows were already written in the same transaction.
+    # after the key and audit rows were written in the same transaction (on PostgreSQL in the
+    # same statement, as data-modifying CTEs before it).
     monkeypatch.setattr(keys_module.uuid, "uuid4", lambda: uuid.UUID(taken))
     with pytest.raises(IntegrityError):
         await service.issue("second", ACTOR)
