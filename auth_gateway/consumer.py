@@ -95,6 +95,9 @@ class EventConsumer:
                 log.warning("lost the connection to RabbitMQ; polling the feed meanwhile")
             except _AMQP_ERRORS as exc:
                 log.warning("cannot consume key events from RabbitMQ: %s", type(exc).__name__)
+            except Exception:
+                # Whatever went wrong, the process must keep trying to subscribe.
+                log.exception("unexpected error consuming key events")
             self._handler.set_subscribed(False)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_DELAY)

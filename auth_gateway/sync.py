@@ -54,6 +54,8 @@ Outcome = Literal["applied", "rejected", "deferred"]
 # to reveal the gap (the last revocation before a quiet period) is then applied within it.
 SAFETY_POLL_INTERVAL = 30.0
 FEED_PAGE_SIZE = 500
+# Feed events applied at once during a catch-up (each costs a few Redis round trips).
+CATCH_UP_CONCURRENCY = 16
 _ORIGIN: dict[str, str] = {"amqp": "event", "feed": "feed"}
 
 
@@ -170,6 +172,7 @@ class Synchronizer:
         self._catch_up_pending = True
         self._subscribed = False
         self._feed_healthy = True
+        self._store_healthy = True
 
     # -- state the AMQP consumer reports ----------------------------------------------------
     @property
@@ -205,32 +208,50 @@ class Synchronizer:
         log.warning("rejected a key event from %s: %s", source, reason)
 
     async def _apply(self, signed: SignedEvent, source: Source) -> tuple[Outcome, int | None]:
-        """Apply one event; the outcome and, when it was applied, its sequence."""
-        async with self._apply_lock:
-            try:
-                await self._sink.apply(signed, _ORIGIN[source])
-            except RecordRejected:
-                # Counted by the store under its origin and reason; never applied.
-                self._metrics.events.labels(source, "rejected").inc()
-                log.warning("rejected a key event from %s: it does not verify", source)
-                return "rejected", None
-            except StoreUnavailable as exc:
-                # Not in Redis (the process's L1 has it already): the next catch-up starts
-                # below this sequence, so the feed brings the event again once Redis is back.
-                self._metrics.events.labels(source, "deferred").inc()
-                log.warning("could not store a key event from %s: %s", source, exc)
-                self._catch_up_pending = True
-                self._wake.set()
-                return "deferred", None
-            # apply() verified the signature, so the body is the key service's own.
-            event = Event.from_bytes(signed.body)
-            newest = event.sequence >= self.tracker.highest
-            arrival = self.tracker.mark_applied(event.sequence)
-            self._metrics.events.labels(source, "applied").inc()
-            self._metrics.last_sequence.set(self.tracker.applied)
-            if newest:
-                lag = (datetime.now(UTC) - event.time).total_seconds()
-                self._metrics.event_lag.set(max(0.0, lag))
+        """Apply one event; the outcome and, when it was applied, its sequence.
+
+        Events from the broker are applied one at a time, in the order they arrive, so that
+        their sequence numbers tell a gap from a reordering; feed pages are applied several at
+        a time (the store keeps the newest record per key whatever the order).
+        """
+        if source == "amqp":
+            async with self._apply_lock:
+                return await self._apply_one(signed, source)
+        return await self._apply_one(signed, source)
+
+    async def _apply_one(self, signed: SignedEvent, source: Source) -> tuple[Outcome, int | None]:
+        try:
+            await self._sink.apply(signed, _ORIGIN[source])
+        except RecordRejected:
+            # Counted by the store under its origin and reason; never applied.
+            self._metrics.events.labels(source, "rejected").inc()
+            log.warning("rejected a key event from %s: it does not verify", source)
+            return "rejected", None
+        except Exception as exc:
+            # StoreUnavailable (Redis away; the process's L1 has the record already) or
+            # anything unforeseen: the next catch-up starts below this sequence, so the feed
+            # brings the event again once the store takes writes.
+            self._metrics.events.labels(source, "deferred").inc()
+            if self._store_healthy:
+                log.warning("cannot store key events (%s); catching up later", exc)
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("unexpected error applying a key event")
+            self._store_healthy = False
+            self._catch_up_pending = True
+            self._wake.set()
+            return "deferred", None
+        if not self._store_healthy:
+            log.info("key events are stored again")
+            self._store_healthy = True
+        # apply() verified the signature, so the body is the key service's own.
+        event = Event.from_bytes(signed.body)
+        newest = event.sequence >= self.tracker.highest
+        arrival = self.tracker.mark_applied(event.sequence)
+        self._metrics.events.labels(source, "applied").inc()
+        self._metrics.last_sequence.set(self.tracker.applied)
+        if newest:
+            lag = (datetime.now(UTC) - event.time).total_seconds()
+            self._metrics.event_lag.set(max(0.0, lag))
         if arrival is Arrival.GAP and source == "amqp":
             log.info(
                 "event %d arrived after %d: catching up from the feed",
@@ -253,20 +274,11 @@ class Synchronizer:
             while True:
                 page = await self._feed.fetch_events(after=cursor, limit=limit)
                 start = cursor
-                for signed in page.events:
-                    outcome, sequence = await self._apply(signed, "feed")
-                    if outcome == "deferred":
-                        self.tracker.caught_up(cursor)
-                        self.request_catch_up()
-                        return False
-                    if sequence is None:
-                        # A feed entry that does not verify is passed over by the sequence its
-                        # unverified body names, or one bad entry would stop every later
-                        # catch-up; it is counted, never applied.
-                        sequence = _unverified_sequence(signed) or cursor
-                    cursor = max(cursor, sequence)
-                self.tracker.caught_up(cursor)
-                self._metrics.last_sequence.set(self.tracker.applied)
+                reached = await self._apply_page(page.events, cursor)
+                if reached is None:
+                    self.request_catch_up()
+                    return False
+                cursor = reached
                 if cursor == start:
                     break
                 if cursor >= page.last_sequence and len(page.events) < limit:
@@ -275,6 +287,26 @@ class Synchronizer:
             log.info("first catch-up done at sequence %d", self.tracker.applied)
             self._synced.set()
         return True
+
+    async def _apply_page(self, events: Sequence[SignedEvent], cursor: int) -> int | None:
+        """Apply a page of the feed, a few events at a time; the sequence it reached, or None
+        when an event could not be stored (what came before it in the page counts as done)."""
+        step = CATCH_UP_CONCURRENCY
+        for first in range(0, len(events), step):
+            chunk = events[first:first + step]
+            results = await asyncio.gather(*(self._apply(signed, "feed") for signed in chunk))
+            if any(outcome == "deferred" for outcome, _ in results):
+                return None
+            for signed, (_, sequence) in zip(chunk, results, strict=True):
+                if sequence is None:
+                    # A feed entry that does not verify is passed over by the sequence its
+                    # unverified body names, or one bad entry would stop every later
+                    # catch-up; it is counted, never applied.
+                    sequence = _unverified_sequence(signed) or cursor
+                cursor = max(cursor, sequence)
+            self.tracker.caught_up(cursor)
+            self._metrics.last_sequence.set(self.tracker.applied)
+        return cursor
 
     async def run_feed_loop(self) -> None:
         """Read the feed when asked, every poll interval while unsubscribed, and now and then."""
@@ -293,6 +325,12 @@ class Synchronizer:
                 if self._feed_healthy:
                     log.warning("cannot read key_service's event feed: %s", exc)
                 self._feed_healthy = False
+                continue
+            except Exception:
+                # This loop is what keeps the process current without the broker: it must
+                # outlive any surprise, and try again at the next interval.
+                self._catch_up_pending = True
+                log.exception("unexpected error catching up from the feed")
                 continue
             if not self._feed_healthy:
                 log.info("key_service's event feed is readable again")
