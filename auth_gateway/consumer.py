@@ -76,12 +76,18 @@ class EventConsumer:
         exchange: str,
         queue_prefix: str,
         timeout: float = 10.0,
+        dead_letter_exchange: str | None = None,
     ) -> None:
         self._handler = handler
         self._url = with_heartbeat(url)
         self._exchange = exchange
         self._queue_prefix = queue_prefix
         self._timeout = timeout
+        # Where rejected (forged, unsigned, malformed) messages go for inspection; without
+        # one the broker drops them.
+        self._arguments = (
+            {"x-dead-letter-exchange": dead_letter_exchange} if dead_letter_exchange else None
+        )
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self.connects = 0
 
@@ -116,6 +122,7 @@ class EventConsumer:
                     f"{self._queue_prefix}.{uuid.uuid4().hex[:16]}",
                     exclusive=True,
                     auto_delete=True,
+                    arguments=self._arguments,
                 )
                 for routing_key in sorted(set(ROUTING_KEYS.values())):
                     await queue.bind(exchange, routing_key)

@@ -384,3 +384,46 @@ async def test_a_revocation_not_yet_stored_is_not_undone_by_the_stale_redis_reco
     record = await rig.store.lookup(key_id)
     assert record is not None
     assert record.status == "revoked"
+
+
+async def test_rejected_messages_go_to_the_dead_letter_exchange_when_one_is_set(
+    rig: Rig, amqp_names: AmqpNames, rabbitmq_url: str
+) -> None:
+    channel = await rig.amqp.channel()
+    dlx = await channel.declare_exchange(
+        f"{amqp_names.prefix}.dlx", aio_pika.ExchangeType.FANOUT, auto_delete=True
+    )
+    dead = await channel.declare_queue(amqp_names.queue("dead"), auto_delete=True)
+    await dead.bind(dlx)
+    own = Synchronizer(
+        sink=rig.store, feed=rig.feed_client, settings=rig.settings, metrics=rig.metrics,
+        synced=asyncio.Event(),
+    )
+    consumer = EventConsumer(
+        own, url=rabbitmq_url, exchange=amqp_names.exchange,
+        queue_prefix=f"{amqp_names.prefix}.dl", timeout=3.0, dead_letter_exchange=dlx.name,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: _true(own.subscribed), "the second consumer subscribed")
+        issued = rig.record()
+        await rig.publish(issued, headers={})  # unsigned
+        message = None
+
+        async def dead_lettered() -> bool:
+            nonlocal message
+            message = await dead.get(fail=False)
+            return message is not None
+        await eventually(dead_lettered, "the unsigned message reached the dead-letter queue")
+        assert message is not None
+        assert message.body == issued.body
+        await message.ack()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.close()
+        await channel.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
