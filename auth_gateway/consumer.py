@@ -19,6 +19,7 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 import pamqp.exceptions
+from pamqp.common import FieldTable
 from yarl import URL
 
 from apikeys_shared.errors import EnvelopeError
@@ -85,7 +86,7 @@ class EventConsumer:
         self._timeout = timeout
         # Where rejected (forged, unsigned, malformed) messages go for inspection; without
         # one the broker drops them.
-        self._arguments = (
+        self._arguments: FieldTable | None = (
             {"x-dead-letter-exchange": dead_letter_exchange} if dead_letter_exchange else None
         )
         self._connection: aio_pika.abc.AbstractConnection | None = None
