@@ -320,16 +320,18 @@ class Relay:
             got = (await conn.execute(
                 text("SELECT pg_try_advisory_lock(:k)"), {"k": RELAY_LOCK_KEY}
             )).scalar_one()
-            if not got:
-                await conn.close()
-                return False
-            raw = await conn.get_raw_connection()
-            driver: Any = raw.driver_connection
-            await driver.add_listener(NOTIFY_CHANNEL, self._on_notify)
-        except SQLAlchemyError as exc:
-            with contextlib.suppress(SQLAlchemyError):
-                await conn.invalidate()
+            if got:
+                raw = await conn.get_raw_connection()
+                driver: Any = raw.driver_connection
+                await driver.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except Exception as exc:
+            # Driver-level errors (add_listener) are not SQLAlchemy's: catch all, and always
+            # hand the connection back, or the pool warns about it at garbage collection.
+            await self._discard(conn)
             raise OutboxError(f"taking the relay lock failed: {exc.__class__.__name__}") from exc
+        if not got:
+            await conn.close()
+            return False
         self._lock_conn = conn
         log.info("outbox relay: this process now publishes events")
         return True
@@ -340,12 +342,16 @@ class Relay:
     async def _release_lock(self) -> None:
         conn, self._lock_conn = self._lock_conn, None
         if conn is not None:
-            # Closing the session (not returning it to the pool) releases the lock and the
-            # LISTEN with it.
-            with contextlib.suppress(SQLAlchemyError, OSError):
-                await conn.invalidate()
-            with contextlib.suppress(SQLAlchemyError, OSError):
-                await conn.close()
+            await self._discard(conn)
+
+    @staticmethod
+    async def _discard(conn: AsyncConnection) -> None:
+        # Closing the session (not returning it to the pool) releases the advisory lock and
+        # the LISTEN with it. Best effort: the database may be gone, and then so is the lock.
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        with contextlib.suppress(Exception):
+            await conn.close()
 
 
 async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
