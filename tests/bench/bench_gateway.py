@@ -41,6 +41,7 @@ GW_AUTH = "gateway, authenticated route (valid key)"
 GW_OPEN = 'gateway, unauthenticated route (auth = "none")'
 NGINX = "plain nginx reverse proxy (baseline)"
 NGINX_FA = "nginx + gateway forward-auth (deploy/nginx/forward-auth.conf)"
+UPSTREAM = "for reference: the upstream alone, no proxy"
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per setup")
     parser.add_argument("--rounds", type=int, default=2,
                         help="interleaved rounds the measured seconds are split into")
-    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per setup")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per setup")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--revocations", type=int, default=100, help="keys revoked and timed")
@@ -133,6 +134,8 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey,
         Scenario(GW_OPEN, f"http://127.0.0.1:{gw_port}/open/bench", {}),
         Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
         Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
+        # Shows the upstream is not what limits the proxies measured above.
+        Scenario(UPSTREAM, f"http://127.0.0.1:{upstream_port}/bench", {}),
     ]
     # CPU of the proxies under test: the gateway (supervisor and workers) and the front nginx.
     roots = [gw_proc.proc.pid] + ([front.proc.pid] if front.proc is not None else [])
@@ -205,7 +208,7 @@ def run(options: Options) -> tuple[str, bool]:
     load_before = _load()
     with BenchStack() as stack:
         upstream_port = free_port()
-        stack.start_nginx("upstream", upstream_server(upstream_port), [upstream_port], workers=1)
+        stack.start_nginx("upstream", upstream_server(upstream_port), [upstream_port], workers=2)
         print("  starting key_service ...", file=sys.stderr, flush=True)
         stack.start_key_service()
         admin = stack.admin()
@@ -263,7 +266,8 @@ def run(options: Options) -> tuple[str, bool]:
         f"rounds whose order alternates (A B C D, D C B A) so that a change in the machine's "
         f"background load falls on every setup alike; rounds merged exactly (requests over "
         f"seconds, percentiles from the summed latency histograms). wrk runs on the same cores "
-        f"as the servers. Upstream for every setup: an nginx returning a fixed 3-byte 200. "
+        f"as the servers. Upstream for every setup: an nginx (2 workers) returning a fixed "
+        f"3-byte 200. "
         f"Gateway: 2 worker processes; front nginx: 2 workers; keep-alive to upstreams in both; "
         f"access logs on in both proxies, as they ship (nginx's combined format to a file, "
         f"the gateway's JSON lines to a file); off in the upstream nginx.",
@@ -277,7 +281,8 @@ def run(options: Options) -> tuple[str, bool]:
         notes.append(f"The probe had to reconnect {probe.reconnects} times (outside the timing).")
     report = Report(
         header=_machine(options.command, load_before),
-        throughput=[(label, r.rps, r.p50_ms, r.p99_ms, r.errors, r.cpu_us_per_request)
+        throughput=[(label, r.rps, r.p50_ms, r.p99_ms, r.errors,
+                     float("nan") if label == UPSTREAM else r.cpu_us_per_request)
                     for label, r in results.items()],
         aims=_aims(results, rev_summary, probe),
         revocation=rev_summary,

@@ -61,8 +61,9 @@ def render(report: Report) -> str:
     out += ["", "| setup | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/request |",
             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for label, rps, p50, p99, errors, cpu in report.throughput:
+        cpu_text = "n/a" if math.isnan(cpu) else _num(cpu, 0)
         out.append(f"| {label} | {_num(rps, 0)} | {_num(p50)} | {_num(p99)} | {errors} "
-                   f"| {_num(cpu, 0)} |")
+                   f"| {cpu_text} |")
     out += ["", "| aim | measured | target | verdict | same ratio by CPU/request |",
             "| --- | ---: | ---: | --- | ---: |"]
     out += [_aim_text(aim) for aim in report.aims]

@@ -34,7 +34,7 @@ class LoadSettings:
     connections: int = 64
     threads: int = 2
     duration_s: int = 10
-    warmup_s: int = 3
+    warmup_s: int = 2
     rounds: int = 2
 
 
