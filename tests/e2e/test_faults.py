@@ -169,6 +169,10 @@ async def test_nothing_revoked_or_unknown_gets_through_and_the_gateways_recover(
         await metric(http, url, "gateway_events_total", {"source": "amqp"})
         for url in stack.gateway_urls
     ]
+    feed_applied = [
+        await metric(http, url, "gateway_events_total", {"source": "feed", "outcome": "applied"})
+        for url in stack.gateway_urls
+    ]
 
     load = Load(http, stack.gateway_urls, {
         "valid": valid, "victim": [victim], "revoked": revoked, "unknown": unknown,
@@ -187,6 +191,11 @@ async def test_nothing_revoked_or_unknown_gets_through_and_the_gateways_recover(
                 return 200 not in await probe.statuses(victim)
             await eventually(refused, f"the revocation takes effect with {cut} cut", BOUND)
             refused_since = time.monotonic()
+            if cut == ("rabbitmq",):
+                # The feed poll brought it: each process applied it from the feed.
+                for url, start in zip(stack.gateway_urls, feed_applied, strict=True):
+                    labels = {"source": "feed", "outcome": "applied"}
+                    assert await metric(http, url, "gateway_events_total", labels) > start
         await asyncio.sleep(CUT_HOLD)
         restored_at = time.monotonic()
         stack.restore_all()
