@@ -13,8 +13,9 @@ import http.client
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from .admin import AdminClient, IssuedKey
+from .admin import IssuedKey
 from .observer import EventObserver
 
 __all__ = ["RevocationError", "RevocationResult", "measure_revocations"]
@@ -38,6 +39,13 @@ class RevocationResult:
     observer_ms: list[float] = field(default_factory=list)
 
 
+class Revoker(Protocol):
+    """What revokes a key: key_service's admin API (``AdminClient``) in the benchmark."""
+
+    def revoke(self, key_id: str) -> None:
+        """Revoke ``key_id``; returns when the revocation is committed."""
+
+
 class _Poller:
     def __init__(self, port: int) -> None:
         self.port = port
@@ -55,7 +63,7 @@ class _Poller:
         self._conn.close()
 
 
-def measure_revocations(admin: AdminClient, keys: Sequence[IssuedKey], ports: Sequence[int], *,
+def measure_revocations(admin: Revoker, keys: Sequence[IssuedKey], ports: Sequence[int], *,
                         path: str = "/auth/", timeout_s: float = 10.0,
                         poll_interval_s: float = 0.002,
                         phase_limit_s: float = 90.0,
