@@ -174,8 +174,12 @@ async def login(request: web.Request) -> web.Response:
     session_id = secrets.token_urlsafe(32)
     now = utcnow()
     async with write_session(sessionmaker) as db:
-        # Expired sessions are swept here, at the moment a new one is made.
+        # Expired sessions are swept here, at the moment a new one is made; so is the session
+        # this browser held before, since a login always starts afresh.
         await db.execute(delete(Session).where(Session.expires_at <= now))
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous and previous.isascii():
+            await db.execute(delete(Session).where(Session.id_hash == _sha256(previous)))
         db.add(Session(
             id_hash=_sha256(session_id), user_id=user.id,
             csrf_hash=_sha256(_csrf_for(session_id)), created_at=now,

@@ -44,7 +44,8 @@ class JsonFormatter(logging.Formatter):
             # The type and the traceback, not the message: driver messages can quote values.
             line["exception"] = record.exc_info[0].__name__
             line["traceback"] = "".join(traceback.format_tb(record.exc_info[2]))
-        return json.dumps(line, default=str, ensure_ascii=False)
+        # ASCII only: no character in a path or message can break the line (U+2028, NEL...).
+        return json.dumps(line, default=str, ensure_ascii=True)
 
 
 # Libraries whose DEBUG lines would carry bound values or message bodies (a secret hash, a signed

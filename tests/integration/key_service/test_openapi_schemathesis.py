@@ -7,6 +7,7 @@ administrator and sends the session's CSRF token, so it reaches every handler, n
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import requests
@@ -97,4 +98,10 @@ def test_the_api_keeps_to_its_openapi_document(
         code = server.stop()
     output = server.log_path.read_text(errors="replace")
     assert "Traceback" not in output, output[-3000:]
+    # Every line the service wrote is one JSON object; access lines carry request IDs.
+    lines = [json.loads(line) for line in output.split("\n") if line.strip()]
+    access = [line for line in lines if line.get("logger") == "key_service.access"]
+    assert len(access) >= len(STATUSES)
+    assert all(line["request_id"] for line in access)
+    assert csrf not in output
     assert code == 0 or code == -15, output[-3000:]

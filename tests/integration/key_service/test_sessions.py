@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from aiohttp import ClientResponse
-from sqlalchemy import select
+from datetime import timedelta
 
-from key_service.models import Session
+from aiohttp import ClientResponse
+from sqlalchemy import select, update
+
+from key_service.app import create_app
+from key_service.config import load_config
+from key_service.db import migrate_async
+from key_service.models import Session, utcnow
 from key_service.users import ADMIN_ROLE, create_user
 from tests.integration.key_service.conftest import (
     PASSWORD,
+    AiohttpClient,
     AiohttpServerClient,
     Client,
     add_user,
@@ -195,3 +201,34 @@ async def test_a_good_login_clears_the_username_count(anon: Client) -> None:
         await _status(resp, 401)
     ok = await anon.http.post("/api/v1/session", json={"username": "frank", "password": PASSWORD})
     await _status(ok, 200)
+
+
+async def test_expired_sessions_are_refused(admin: Client) -> None:
+    async with sessionmaker_of(admin)() as db, db.begin():
+        await db.execute(update(Session).values(expires_at=utcnow() - timedelta(seconds=1)))
+    await _status(await admin.http.get("/api/v1/session"), 401)
+    await _status(await admin.http.get("/api/v1/keys"), 401)
+
+
+async def test_logging_in_again_ends_the_previous_session(admin: Client) -> None:
+    before = admin.http.session.cookie_jar.filter_cookies(admin.http.make_url("/"))
+    old = before["ks_session"].value
+    again = {"username": "admin", "password": PASSWORD}
+    resp = await admin.http.post("/api/v1/session", json=again)
+    await _status(resp, 200)
+    resp = await admin.http.get("/api/v1/session", cookies={"ks_session": old})
+    await _status(resp, 401)
+
+
+async def test_secure_cookies_when_configured(
+    ks_env: dict[str, str], aiohttp_client: AiohttpClient,
+) -> None:
+    config = load_config({**ks_env, "KEY_SERVICE_COOKIE_SECURE": "true"})
+    await migrate_async(config.database_url)
+    client = Client(await aiohttp_client(create_app(config)))
+    await add_user(client, "sec", ADMIN_ROLE)
+    login = {"username": "sec", "password": PASSWORD}
+    resp = await client.http.post("/api/v1/session", json=login)
+    await _status(resp, 200)
+    assert resp.cookies["ks_session"]["secure"] is True
+    assert resp.cookies["ks_session"]["httponly"] is True

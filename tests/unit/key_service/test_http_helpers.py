@@ -97,3 +97,13 @@ def test_exceptions_are_logged_without_their_message() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["exception"] == "ValueError"
     assert value not in json.dumps(line)
+
+
+def test_a_line_stays_one_line_whatever_it_carries() -> None:
+    record = logging.LogRecord("key_service.access", logging.INFO, __file__, 1, "request", (),
+                               None)
+    record.path = "/api/v1/keys/a\u2028b\x85c\nd\"e"
+    text = JsonFormatter().format(record)
+    assert text.isascii()
+    assert len(text.splitlines()) == 1
+    assert json.loads(text)["path"] == record.path
