@@ -124,6 +124,9 @@ class Relay:
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._lock_conn: AsyncConnection | None = None
+        # Rows the broker confirmed but whose sent_at could not be written (database away):
+        # written first thing next round, so they are not published a second time.
+        self._unmarked: list[int] = []
         self._next_lock_try = 0.0
 
     @property
@@ -183,6 +186,9 @@ class Relay:
                 self._metrics.outbox_backlog.set(await backlog(self._engine))
 
     async def _round(self) -> None:
+        if self._unmarked:
+            await mark_sent(self._engine, self._unmarked, datetime.now(UTC))
+            self._unmarked = []
         leader = await self._ensure_lock()
         # A replica that does not publish tells the one that does (NOTIFY, PostgreSQL only).
         await sequence_pending(
@@ -229,10 +235,18 @@ class Relay:
             self._metrics.relay_publish_seconds.observe(
                 max(0.0, (datetime.now(UTC) - event.created_at).total_seconds())
             )
+        if failure is not None:
+            # A publish that failed or timed out leaves the connection in doubt (a half-open
+            # socket keeps failing the same way): start over with a fresh one next round.
+            await self._close_broker()
+        self._metrics.events_published.inc(len(confirmed))
         # Record what the broker confirmed even when a later message failed, so it is not
         # published again.
-        await mark_sent(self._engine, [e.id for e in confirmed], datetime.now(UTC))
-        self._metrics.events_published.inc(len(confirmed))
+        try:
+            await mark_sent(self._engine, [e.id for e in confirmed], datetime.now(UTC))
+        except OutboxError:
+            self._unmarked = [e.id for e in confirmed]
+            raise
         if returned:
             self._metrics.relay_errors.inc(returned)
             log.warning(
@@ -241,9 +255,6 @@ class Relay:
                 returned, self._config.exchange,
             )
         if failure is not None:
-            # A publish that failed or timed out leaves the connection in doubt (a half-open
-            # socket keeps failing the same way): start over with a fresh one next round.
-            await self._close_broker()
             raise RelayError(
                 f"publishing sequence {events[len(confirmed)].sequence} failed: "
                 f"{failure.__class__.__name__}: {failure}"

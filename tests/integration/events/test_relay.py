@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from key_service.config import KeyServiceConfig
@@ -179,3 +180,34 @@ async def test_two_relays_on_one_postgres_never_publish_a_row_twice_nor_out_of_o
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_the_relay_rides_out_a_postgres_cut_and_takes_its_lock_again(
+    postgres_url: str, config: KeyServiceConfig, subscriber: Subscriber,
+    fault_proxy: Callable[[str, int], FaultProxy],
+) -> None:
+    await migrate_async(postgres_url)
+    url = make_url(postgres_url)
+    proxy = fault_proxy(url.host or "127.0.0.1", url.port or 5432)
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    direct, through_proxy = create_engine(postgres_url), create_engine(proxied)
+    try:
+        async with running(through_proxy, config, max_backoff=0.5) as (relay, wakeup, metrics):
+            await insert_rows(direct, [outbox_row() for _ in range(5)])
+            wakeup.set()
+            await subscriber.wait_for(5)
+            assert relay.is_leader
+
+            proxy.cut()  # the relay's lock connection dies with it
+            await insert_rows(direct, [outbox_row() for _ in range(5)])
+            wakeup.set()
+            await eventually(lambda: _errors_at_least(metrics, 1))
+            proxy.restore()
+            await subscriber.wait_for(10)
+            assert relay.is_leader
+        ids = [r.event.id for r in subscriber.received]
+        assert len(ids) == len(set(ids)) == 10
+        assert [r.event.sequence for r in subscriber.received] == list(range(1, 11))
+    finally:
+        await direct.dispose()
+        await through_proxy.dispose()
