@@ -211,3 +211,21 @@ async def test_the_relay_rides_out_a_postgres_cut_and_takes_its_lock_again(
     finally:
         await direct.dispose()
         await through_proxy.dispose()
+
+
+async def test_a_relay_started_while_rabbitmq_is_down_publishes_once_it_is_up(
+    engine: AsyncEngine, config: KeyServiceConfig, subscriber: Subscriber,
+    fault_proxy: Callable[[str, int], FaultProxy],
+) -> None:
+    proxy = fault_proxy("127.0.0.1", 5672)
+    proxy.cut()
+    config = replace(config, rabbitmq_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
+    async with running(engine, config, max_backoff=0.5) as (_relay, wakeup, metrics):
+        await insert_rows(engine, [outbox_row() for _ in range(3)])
+        wakeup.set()
+        await eventually(lambda: _errors_at_least(metrics, 2))
+        assert await _unsent(engine) == 3
+        proxy.restore()
+        await subscriber.wait_for(3)
+        await eventually(lambda: _no_backlog(engine))
+    assert [r.event.sequence for r in subscriber.received] == [1, 2, 3]
