@@ -142,8 +142,7 @@ class EventConsumer:
                     future.cancel()
         finally:
             self._connection = None
-            with contextlib.suppress(*_AMQP_ERRORS):
-                await connection.close()
+            await self._close(connection)
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         try:
@@ -172,5 +171,10 @@ class EventConsumer:
         """Close the current connection, if any (the run task is cancelled by its owner)."""
         connection, self._connection = self._connection, None
         if connection is not None:
-            with contextlib.suppress(*_AMQP_ERRORS):
+            await self._close(connection)
+
+    async def _close(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        # Bounded: a broker that went silent never answers the close handshake.
+        with contextlib.suppress(*_AMQP_ERRORS):
+            async with asyncio.timeout(self._timeout):
                 await connection.close()

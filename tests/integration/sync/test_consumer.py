@@ -427,3 +427,30 @@ async def test_rejected_messages_go_to_the_dead_letter_exchange_when_one_is_set(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_silent_broker_is_noticed_and_the_feed_takes_over(
+    rig: Rig, amqp_names: AmqpNames
+) -> None:
+    # The broker stops answering without closing anything (a hung peer or a dead network
+    # path): only the AMQP heartbeat can tell, here one second.
+    own = Synchronizer(
+        sink=rig.store, feed=rig.feed_client, settings=rig.settings, metrics=rig.metrics,
+        synced=asyncio.Event(),
+    )
+    consumer = EventConsumer(
+        own, url=f"{rig.settings.rabbitmq_url}?heartbeat=1", exchange=amqp_names.exchange,
+        queue_prefix=f"{amqp_names.prefix}.hb", timeout=3.0,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: _true(own.subscribed), "the consumer subscribed")
+        rig.rabbit_proxy.blackhole()
+        await eventually(lambda: _true(not own.subscribed), "the silent broker was noticed")
+        # Without the broker, the synchronizer asks for the feed (its loop would poll it).
+        assert own.catch_up_pending
+    finally:
+        rig.rabbit_proxy.restore()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.close()
