@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Select, Table, func, insert, select, tuple_
+from sqlalchemy import Select, Table, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apikeys_shared.errors import EnvelopeError
@@ -326,8 +326,3 @@ class KeyService:
         return KeyPage(
             items + revoked[:remaining], _Cursor("r", last.revoked_at, last.key_id).encode()
         )
-
-    async def count(self) -> int:
-        """How many keys exist (active and revoked)."""
-        async with read_session(self._sessionmaker) as session:
-            return int(await session.scalar(select(func.count()).select_from(ApiKey)) or 0)

@@ -32,6 +32,11 @@ __all__ = [
     "validate_username",
 ]
 
+# The hash of a random password nobody knows, with the parameters hash_password uses: checked
+# against for unknown usernames, so that they cost what a real check costs.
+_DUMMY_HASH = (
+    "$argon2id$v=19$m=65536,t=2,p=1$FXQuV+NXU10bMoan2+LF0A$uyCxsgXwhmDjO/4aq9PezZcXsPV4vPLSkZCvBM+wvao"
+)
 _USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
@@ -62,16 +67,13 @@ class PasswordChecker:
 
     def __init__(self, concurrency: int) -> None:
         self._semaphore = asyncio.Semaphore(concurrency)
-        self._dummy: str | None = None
 
     async def check(self, stored: str | None, password: str) -> bool:
         """True when ``password`` matches ``stored``; an unknown user (None) costs the same."""
         async with self._semaphore:
             if stored is None:
                 # Same work for unknown users, so timing does not tell which usernames exist.
-                if self._dummy is None:
-                    self._dummy = await asyncio.to_thread(hash_password, "not-a-real-password")
-                await asyncio.to_thread(_check, self._dummy, password)
+                await asyncio.to_thread(_check, _DUMMY_HASH, password)
                 return False
             return await asyncio.to_thread(_check, stored, password)
 
