@@ -160,8 +160,9 @@ async def _insert_together(session: AsyncSession, rows: list[Base]) -> None:
     On PostgreSQL as one statement (data-modifying CTEs), which saves two round trips on the
     hottest path; either way a failing insert undoes the others with the transaction.
     """
-    # Core statements on the session's connection (the ORM's bulk path would drop the column
-    # defaults of a statement that carries CTEs).
+    # Core statements on the session's connection. SQLAlchemy does not fill Python-side column
+    # defaults into a statement that carries CTEs, so the rows set every value themselves
+    # (_audit_row and _outbox_row stamp their times).
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
         *first, last = rows

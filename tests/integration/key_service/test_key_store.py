@@ -153,3 +153,24 @@ async def test_list_pages_agree_with_one_big_page(service: KeyService) -> None:
         assert seen == [k.key_id for k in everything], limit
     revoked = [k.key_id for k in everything if k.status == "revoked"]
     assert revoked == [issued[i].key.key_id for i in (3, 17, 0, 22, 9)]
+
+
+async def test_two_engines_on_one_sqlite_file_both_write(
+    sqlite_url: str, secrets_env: dict[str, str],
+) -> None:
+    # Two engines stand for two processes: their writers meet in SQLite's own lock, where
+    # BEGIN IMMEDIATE and the busy timeout make them wait instead of failing.
+    await migrate_async(sqlite_url)
+    peppers = load_secrets(Env(secrets_env), signer=False, verifier=False).peppers
+    engines = [create_engine(sqlite_url), create_engine(sqlite_url)]
+    try:
+        services = [KeyService(make_sessionmaker(e), peppers) for e in engines]
+        issued = await asyncio.gather(
+            *(services[i % 2].issue(f"two {i}", ACTOR) for i in range(60))
+        )
+        await asyncio.gather(*(services[i % 2].revoke(k.key.key_id, ACTOR)
+                               for i, k in enumerate(issued[:20])))
+        assert await _counts(make_sessionmaker(engines[0])) == (60, 80, 80)
+    finally:
+        for engine in engines:
+            await engine.dispose()
