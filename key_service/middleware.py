@@ -99,6 +99,8 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = await handler(request)
         status = response.status
         response.headers[REQUEST_ID_HEADER] = rid
+        # No browser may guess a JSON answer (say, an error echoing input) to be HTML.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
     finally:
         elapsed = time.perf_counter() - started

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .appkeys import ENGINE, METRICS
+from .db import READ_ONLY
 from .problems import problem
 
 __all__ = ["add_ops_routes"]
@@ -29,6 +30,8 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             async with request.config_dict[ENGINE].connect() as conn:
+                # Read-only: on SQLite a probe must not take the write lock.
+                conn = await conn.execution_options(**{READ_ONLY: True})
                 await conn.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         log.warning("not ready: database unavailable (%s)", type(exc).__name__)

@@ -36,6 +36,7 @@ async def test_request_ids_and_json_access_lines(
     caplog.set_level(logging.INFO)
     resp = await anon.http.get("/healthz", headers={"X-Request-Id": "abc-123"})
     assert resp.headers["X-Request-Id"] == "abc-123"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
     # An ID that could forge log content is replaced by a fresh one.
     resp = await anon.http.get("/healthz", headers={"X-Request-Id": 'bad" id\\n'})
     fresh = resp.headers["X-Request-Id"]
