@@ -23,16 +23,19 @@ Delivery rules, and why:
 * Broker away, nack, timeout: the row stays unsent, the relay backs off exponentially (capped
   at a few seconds) and retries from the first unconfirmed row. Issuing and revoking never
   wait for the relay.
-* Several replicas: on PostgreSQL only the holder of a session-level advisory lock publishes;
-  the others sequence rows (under the sequencer's own lock) and try to take over once a poll
-  interval. On SQLite there is a single process per database file.
+* Several replicas: only the holder of the relay lock publishes (PostgreSQL: a session-level
+  advisory lock; SQLite: an flock on ``<database>.relay-lock``); the others sequence rows
+  (under the sequencer's own lock) and try to take over once a poll interval. A lock holder
+  that dies releases its lock with its connection or process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -118,6 +121,8 @@ class Relay:
         self._batch = batch
         self._publish_timeout = publish_timeout
         self._postgres = engine.dialect.name == "postgresql"
+        self._lock_path = _sqlite_lock_path(engine)
+        self._lock_fd: int | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
@@ -131,8 +136,10 @@ class Relay:
 
     @property
     def is_leader(self) -> bool:
-        """True while this process may publish (always on SQLite)."""
-        return not self._postgres or self._lock_conn is not None
+        """True while this process holds the relay lock and so may publish."""
+        if self._postgres:
+            return self._lock_conn is not None
+        return self._lock_path is None or self._lock_fd is not None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -309,7 +316,7 @@ class Relay:
     async def _ensure_lock(self) -> bool:
         """True if this process holds the relay lock (taking it when free)."""
         if not self._postgres:
-            return True
+            return self._ensure_file_lock()
         if self._lock_conn is not None:
             try:
                 # The session lock lives exactly as long as this connection does.
@@ -347,6 +354,28 @@ class Relay:
         log.info("outbox relay: this process now publishes events")
         return True
 
+    def _ensure_file_lock(self) -> bool:
+        # SQLite: an exclusive flock on a file beside the database stands in for the advisory
+        # lock, so two processes on one database file never both publish.
+        if self._lock_path is None or self._lock_fd is not None:
+            return True
+        now = time.monotonic()
+        if now < self._next_lock_try:
+            return False
+        self._next_lock_try = now + self._poll_interval
+        try:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise OutboxError(f"cannot open the relay lock file: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        log.info("outbox relay: this process now publishes events")
+        return True
+
     def _on_notify(self, *_args: object) -> None:
         self._wakeup.set()
 
@@ -354,6 +383,9 @@ class Relay:
         conn, self._lock_conn = self._lock_conn, None
         if conn is not None:
             await self._discard(conn)
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
 
     @staticmethod
     async def _discard(conn: AsyncConnection) -> None:
@@ -363,6 +395,16 @@ class Relay:
             await conn.invalidate()
         with contextlib.suppress(Exception):
             await conn.close()
+
+
+def _sqlite_lock_path(engine: AsyncEngine) -> str | None:
+    """``<database file>.relay-lock`` for a SQLite file; None for PostgreSQL and memory."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return f"{database}.relay-lock"
 
 
 async def relay_ctx(app: web.Application) -> AsyncIterator[None]:

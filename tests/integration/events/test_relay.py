@@ -141,13 +141,14 @@ async def _errors_at_least(metrics: Metrics, count: float) -> bool:
     return _value(metrics, "key_service_relay_errors_total") >= count
 
 
-async def test_two_relays_on_one_postgres_never_publish_a_row_twice_nor_out_of_order(
-    postgres_url: str, config: KeyServiceConfig, subscriber: Subscriber,
+async def test_two_relays_on_one_database_never_publish_a_row_twice_nor_out_of_order(
+    database_url: str, config: KeyServiceConfig, subscriber: Subscriber,
 ) -> None:
-    """Two replicas (own engines, own relays) write and relay at once; then the publishing one
-    stops cleanly and the other takes over. Every event arrives exactly once, in order."""
-    await migrate_async(postgres_url)
-    engines = [create_engine(postgres_url), create_engine(postgres_url)]
+    """Two replicas (own engines, own relays, as two processes would have) write and relay at
+    once; then the publishing one stops cleanly and the other takes over. Every event arrives
+    exactly once, in order. (PostgreSQL: advisory lock; SQLite: a lock file.)"""
+    await migrate_async(database_url)
+    engines = [create_engine(database_url), create_engine(database_url)]
     try:
         async with running(engines[0], config) as one, running(engines[1], config) as two:
             replicas = [one, two]
