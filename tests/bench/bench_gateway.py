@@ -23,13 +23,13 @@ from types import FrameType
 
 from tests.support.procs import ROOT, ServiceProcess, free_port
 
-from .admin import AdminClient, IssuedKey
-from .nginx import forward_auth_server, proxy_server, upstream_server
+from .admin import AdminClient, AdminError, IssuedKey
+from .nginx import NginxError, forward_auth_server, proxy_server, upstream_server
 from .observer import EventObserver
 from .probe import HALF_RIGHT, UNKNOWN_ID, WRONG_SECRET, ProbeResult, run_probe
 from .report import ProbeRow, Report, render
 from .revocation import RevocationResult, measure_revocations
-from .stack import BenchStack
+from .stack import BenchStack, StackError
 from .stats import Aim, Summary, percentile, ratio, summarize
 from .throughput import LoadSettings, Measurement, Scenario, measure_all
 
@@ -310,6 +310,9 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     except KeyboardInterrupt:
         print("gateway benchmark interrupted; everything it started is stopped", file=sys.stderr)
         return 130
+    except (StackError, NginxError, AdminError) as exc:
+        print(f"gateway benchmark could not start its stack: {exc}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
