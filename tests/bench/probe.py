@@ -2,7 +2,8 @@
 
 Three classes of request, all answered 401: a known key ID with a wrong secret, the same ID with
 a secret whose first half is the real one (checksum recomputed, so it passes the format check
-and reaches the hash compare), and unknown IDs (for information only). The classes are shuffled
+and reaches the hash compare), and unknown IDs, new ones and a few repeated (for information
+only). The classes are shuffled
 into one random order so that drift on a busy machine lands on all of them alike, and every
 request's latency is measured here, client-side, over keep-alive connections.
 """
@@ -22,6 +23,7 @@ from .stats import RankTest, rank_test
 __all__ = [
     "HALF_RIGHT",
     "UNKNOWN_ID",
+    "UNKNOWN_SEEN",
     "WRONG_SECRET",
     "ProbeError",
     "ProbeResult",
@@ -31,7 +33,8 @@ __all__ = [
 
 WRONG_SECRET = "known ID, wrong secret"
 HALF_RIGHT = "known ID, first half of the secret right"
-UNKNOWN_ID = "unknown ID (information)"
+UNKNOWN_ID = "unknown ID, new each request (information)"
+UNKNOWN_SEEN = "unknown ID, one of a few seen before (information)"
 
 
 class ProbeError(RuntimeError):
@@ -56,7 +59,8 @@ class ProbeResult:
     samples: dict[str, list[float]] = field(default_factory=dict)
     reconnects: int = 0
     secret_test: RankTest | None = None
-    unknown_test: RankTest | None = None
+    # For information: wrong secret against each unknown-ID class.
+    info_tests: dict[str, RankTest] = field(default_factory=dict)
 
 
 class _Connections:
@@ -89,8 +93,8 @@ class _Connections:
             conn.close()
 
 
-def _plan(key: IssuedKey, per_class: int, unknown: int,
-          rng: random.Random) -> list[tuple[str, dict[str, str]]]:
+def _plan(key: IssuedKey, per_class: int, unknown: int, rng: random.Random,
+          seen_ids: list[str]) -> list[tuple[str, dict[str, str]]]:
     plan: list[tuple[str, dict[str, str]]] = []
     for _ in range(per_class):
         plan.append((WRONG_SECRET, {"X-AuthenticationKeyId": key.key_id,
@@ -100,6 +104,9 @@ def _plan(key: IssuedKey, per_class: int, unknown: int,
     for _ in range(unknown):
         plan.append((UNKNOWN_ID, {"X-AuthenticationKeyId": new_key_id(),
                                   "X-AuthenticationKeyValue": generate_secret()}))
+        # The same few unknown IDs again and again: the gateway's negative cache answers.
+        plan.append((UNKNOWN_SEEN, {"X-AuthenticationKeyId": rng.choice(seen_ids),
+                                    "X-AuthenticationKeyValue": generate_secret()}))
     rng.shuffle(plan)
     return plan
 
@@ -109,6 +116,7 @@ def run_probe(port: int, key: IssuedKey, *, path: str = "/auth/", per_class: int
               seed: int | None = None) -> ProbeResult:
     """Send the shuffled plan to the gateway on ``port`` and collect per-class latencies."""
     rng = random.Random(seed)
+    seen_ids = [new_key_id() for _ in range(8)]
     conns = _Connections(port, connections)
     try:
         # Warm-up (discarded): the valid key first, so the record is cached in every worker
@@ -117,11 +125,12 @@ def run_probe(port: int, key: IssuedKey, *, path: str = "/auth/", per_class: int
             status, _ = conns.get(path, key.headers())
             if status != 200:
                 raise ProbeError(f"the valid key answered {status} during the warm-up")
-        for _cls, headers in _plan(key, warmup // 3, warmup // 3, rng):
+        for _cls, headers in _plan(key, warmup // 3, warmup // 3, rng, seen_ids):
             conns.get(path, headers)
         conns.reconnects = 0  # the first connects happened in the warm-up
-        result = ProbeResult(samples={WRONG_SECRET: [], HALF_RIGHT: [], UNKNOWN_ID: []})
-        for cls, headers in _plan(key, per_class, unknown, rng):
+        result = ProbeResult(samples={WRONG_SECRET: [], HALF_RIGHT: [], UNKNOWN_ID: [],
+                                      UNKNOWN_SEEN: []})
+        for cls, headers in _plan(key, per_class, unknown, rng, seen_ids):
             status, micros = conns.get(path, headers)
             if status != 401:
                 raise ProbeError(f"a {cls!r} request answered {status}, expected 401")
@@ -131,7 +140,9 @@ def run_probe(port: int, key: IssuedKey, *, path: str = "/auth/", per_class: int
         conns.close()
     result.secret_test = rank_test(result.samples[WRONG_SECRET], result.samples[HALF_RIGHT],
                                    alpha=0.05)
-    result.unknown_test = rank_test(result.samples[WRONG_SECRET], result.samples[UNKNOWN_ID],
-                                    alpha=0.05)
+    for cls in (UNKNOWN_ID, UNKNOWN_SEEN):
+        if len(result.samples[cls]) >= 2:
+            result.info_tests[cls] = rank_test(result.samples[WRONG_SECRET], result.samples[cls],
+                                               alpha=0.05)
     return result
 

@@ -36,7 +36,7 @@ class Report:
     revocation_note: str
     probe_rows: Sequence[ProbeRow]
     secret_test: RankTest | None
-    unknown_test: RankTest | None
+    info_tests: Mapping[str, RankTest]
     notes: Sequence[str] = ()
     failures: Mapping[str, str] | None = None
 
@@ -88,9 +88,8 @@ def render(report: Report) -> str:
                     f"U = {test.statistic:,.0f}, p = {test.p_value:.3g} → **{verdict}** "
                     f"at alpha = {test.alpha} (medians {_num(test.median_a, 0)} µs vs "
                     f"{_num(test.median_b, 0)} µs)."]
-    if report.unknown_test is not None:
-        test = report.unknown_test
-        out += ["", f"For information, the same test of wrong secret vs unknown ID: "
+    for label, test in report.info_tests.items():
+        out += ["", f"For information, the same test of wrong secret vs {label}: "
                     f"p = {test.p_value:.3g} (medians {_num(test.median_a, 0)} µs vs "
                     f"{_num(test.median_b, 0)} µs)."]
     if report.notes:

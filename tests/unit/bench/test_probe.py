@@ -10,7 +10,14 @@ import pytest
 
 from apikeys_shared.keys import generate_secret, new_key_id
 from tests.bench.admin import IssuedKey
-from tests.bench.probe import HALF_RIGHT, UNKNOWN_ID, WRONG_SECRET, ProbeError, run_probe
+from tests.bench.probe import (
+    HALF_RIGHT,
+    UNKNOWN_ID,
+    UNKNOWN_SEEN,
+    WRONG_SECRET,
+    ProbeError,
+    run_probe,
+)
 
 KEY = IssuedKey(new_key_id(), generate_secret())
 
@@ -47,6 +54,7 @@ def test_probe_collects_every_class_and_tests_them(honest: int) -> None:
     assert len(result.samples[WRONG_SECRET]) == 60
     assert len(result.samples[HALF_RIGHT]) == 60
     assert len(result.samples[UNKNOWN_ID]) == 20
+    assert len(result.samples[UNKNOWN_SEEN]) == 20
     assert result.secret_test is not None
     assert 0.0 <= result.secret_test.p_value <= 1.0
     assert result.reconnects == 0

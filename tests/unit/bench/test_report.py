@@ -22,7 +22,8 @@ def _report(**overrides: object) -> Report:
         "probe_rows": [ProbeRow("wrong", 3000, 900.0, 2000.0)],
         "secret_test": RankTest(statistic=1.0, p_value=0.4, median_a=900.0, median_b=905.0,
                                 count_a=3000, count_b=3000, alpha=0.05),
-        "unknown_test": None,
+        "info_tests": {"unknown ID": RankTest(statistic=1.0, p_value=1e-9, median_a=900.0,
+                                              median_b=5000.0, count_a=3000, count_b=500)},
     }
     values.update(overrides)
     return Report(**values)  # type: ignore[arg-type]
@@ -35,6 +36,7 @@ def test_render_has_one_row_per_setup_and_the_verdicts() -> None:
     assert "| revocation p99 (ms) | 12.00 | ≤ 100.00 | met |  |" in text
     assert "| 100 | 5.00 | 12.00 | 30.00 |" in text
     assert "**no difference found** at alpha = 0.05" in text
+    assert "wrong secret vs unknown ID: p = 1e-09 (medians 900 µs vs 5,000 µs)" in text
 
 
 def test_render_names_failures_and_missing_figures() -> None:
