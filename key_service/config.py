@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from apikeys_shared.config import DEFAULT_RABBITMQ_URL, Env, Secrets, load_secrets
+from apikeys_shared.errors import ConfigError
 from apikeys_shared.events import EXCHANGE
 
 __all__ = ["KeyServiceConfig", "load_config", "load_database_url"]
@@ -34,6 +36,18 @@ class KeyServiceConfig:
     login_max_failures: int = 5
     login_max_failures_per_address: int = 20
     login_throttle_window_seconds: int = 900
+
+
+def _networks(env: Env, name: str) -> tuple[str, ...]:
+    """Comma-separated addresses or CIDR networks; ConfigError names a malformed one."""
+    raw = env.optional(name) or ""
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {item!r} is not an IP address or network") from exc
+    return items
 
 
 def _database(env: Env) -> tuple[str, Path]:
@@ -68,9 +82,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
         ),
         cookie_secure=env.flag("KEY_SERVICE_COOKIE_SECURE", False),
         login_concurrency=env.integer("KEY_SERVICE_LOGIN_CONCURRENCY", 2, minimum=1, maximum=64),
-        trusted_proxies=tuple(
-            p.strip() for p in env.text("KEY_SERVICE_TRUSTED_PROXIES", "").split(",") if p.strip()
-        ) if env.optional("KEY_SERVICE_TRUSTED_PROXIES") else (),
+        trusted_proxies=_networks(env, "KEY_SERVICE_TRUSTED_PROXIES"),
         log_level=env.text("KEY_SERVICE_LOG_LEVEL", "INFO").upper(),
         login_max_failures=env.integer(
             "KEY_SERVICE_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000

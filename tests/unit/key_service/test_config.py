@@ -1,0 +1,44 @@
+"""key_service's settings: defaults, and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from apikeys_shared.config import generate_secrets_env
+from apikeys_shared.errors import ConfigError
+from key_service.config import load_config, load_database_url
+
+
+def _secrets() -> dict[str, str]:
+    lines = generate_secrets_env().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_defaults() -> None:
+    config = load_config({**_secrets(), "KEY_SERVICE_DATA_DIR": "/srv/ks"})
+    assert config.database_url == "sqlite+aiosqlite:////srv/ks/keys.db"
+    assert (config.host, config.port) == ("127.0.0.1", 8081)
+    assert config.cookie_secure is False
+    assert config.login_concurrency == 2
+    assert (config.login_max_failures, config.login_max_failures_per_address) == (5, 20)
+    assert config.login_throttle_window_seconds == 900
+    assert config.trusted_proxies == ()
+    assert load_database_url({"KEY_SERVICE_DATA_DIR": "/srv/ks"}) == config.database_url
+
+
+def test_trusted_proxies_are_checked() -> None:
+    config = load_config({**_secrets(), "KEY_SERVICE_TRUSTED_PROXIES": "10.0.0.0/8, ::1"})
+    assert config.trusted_proxies == ("10.0.0.0/8", "::1")
+    with pytest.raises(ConfigError, match="KEY_SERVICE_TRUSTED_PROXIES"):
+        load_config({**_secrets(), "KEY_SERVICE_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("KEY_SERVICE_LOGIN_MAX_FAILURES", "0"), ("KEY_SERVICE_LOGIN_THROTTLE_WINDOW", "soon"),
+     ("KEY_SERVICE_LOGIN_MAX_FAILURES_PER_ADDRESS", "-1"), ("KEY_SERVICE_COOKIE_SECURE", "maybe"),
+     ("KEY_SERVICE_DATABASE_URL", "mysql://db/keys")],
+)
+def test_bad_values_are_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_config({**_secrets(), name: value})
