@@ -89,7 +89,8 @@ def render(report: Report) -> str:
                     f"at alpha = {test.alpha} (medians {_num(test.median_a, 0)} µs vs "
                     f"{_num(test.median_b, 0)} µs)."]
     for label, test in report.info_tests.items():
-        out += ["", f"For information, the same test of wrong secret vs {label}: "
+        name = label.removesuffix(" (information)")
+        out += ["", f"For information, the same test of wrong secret vs {name}: "
                     f"p = {test.p_value:.3g} (medians {_num(test.median_a, 0)} µs vs "
                     f"{_num(test.median_b, 0)} µs)."]
     if report.notes:
