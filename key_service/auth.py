@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from .appkeys import CONFIG, METRICS, SESSIONMAKER
 from .bodies import read_json_object
 from .db import read_session, write_session
-from .errors import BadRequest, Forbidden, NotAuthenticated
+from .errors import BadRequest, Forbidden, NotAuthenticated, TooManyRequests
 from .middleware import client_address
 from .models import Session, User, utcnow
 from .throttle import LoginThrottler
@@ -158,7 +158,7 @@ async def login(request: web.Request) -> web.Response:
     metrics, throttle, address = app[METRICS], app[THROTTLE], client_address(request)
     try:
         await throttle.check(username, address)
-    except Exception:
+    except TooManyRequests:
         metrics.logins.labels("throttled").inc()
         raise
     sessionmaker = app[SESSIONMAKER]
