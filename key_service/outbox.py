@@ -300,6 +300,10 @@ async def mark_sent(engine: AsyncEngine, row_ids: Sequence[int], at: datetime) -
         return
     try:
         async with _writing(engine) as conn:
+            if _is_postgres(conn):
+                # No need to wait for the WAL flush: should the database crash and lose this
+                # commit, the rows are published again, and consumers deduplicate by event ID.
+                await conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
             await conn.execute(
                 update(_outbox)
                 .where(_outbox.c.id.in_(list(row_ids)), _outbox.c.sent_at.is_(None))
