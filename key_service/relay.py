@@ -12,8 +12,9 @@ Delivery rules, and why:
   update republishes the row: consumers deduplicate by event ID and sequence.
 * One message at a time, each confirmed before the next is sent. Pipelining would be faster,
   but a message the broker nacks could then be overtaken by the ones behind it; strictly
-  serial publishing keeps order even then, and still relays well over a thousand events per
-  second on one host (see the benchmark). Acks of a batch are recorded with one UPDATE.
+  serial publishing keeps order even then. It still relays several hundred to over a thousand
+  events per second on one host (``tests/bench/bench_key_service.py``), more than the aimed
+  issue rate. Acks of a batch are recorded with one UPDATE.
 * A *returned* message (no queue bound for its routing key) was accepted by the broker and
   dropped there. It is counted in ``relay_errors`` and logged, then treated as delivered: the
   feed (``/internal/v1/events``) is the durable record that every gateway replays from, so a
