@@ -11,13 +11,14 @@ from apikeys_shared.config import generate_secrets_env
 from key_service.app import create_app
 from key_service.config import load_config
 from key_service.db import migrate_async
+from tests.conftest import AmqpNames
 from tests.integration.key_service.conftest import AiohttpClient
 from tests.support.faultproxy import FaultProxy
 
 
 async def test_readyz_is_503_while_postgres_is_cut(
     postgres_url: str, fault_proxy: Callable[[str, int], FaultProxy],
-    aiohttp_client: AiohttpClient, tmp_path: Path,
+    aiohttp_client: AiohttpClient, tmp_path: Path, amqp_names: AmqpNames,
 ) -> None:
     await migrate_async(postgres_url)
     url = make_url(postgres_url)
@@ -28,7 +29,7 @@ async def test_readyz_is_503_while_postgres_is_cut(
         if line and not line.startswith("#")
     )
     env |= {"KEY_SERVICE_DATABASE_URL": proxied, "KEY_SERVICE_DATA_DIR": str(tmp_path),
-            "APIKEYS_EXCHANGE": f"t.ready.{tmp_path.name}"}
+            "APIKEYS_EXCHANGE": amqp_names.exchange}
     client = await aiohttp_client(create_app(load_config(env)))
     assert (await client.get("/readyz")).status == 200
     proxy.cut()
