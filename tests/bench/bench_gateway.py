@@ -24,6 +24,7 @@ from types import FrameType
 from tests.support.procs import ROOT, ServiceProcess, free_port
 
 from .admin import AdminClient, AdminError, IssuedKey
+from .metrics import event_sources
 from .nginx import NginxError, forward_auth_server, proxy_server, upstream_server
 from .observer import EventObserver
 from .probe import HALF_RIGHT, UNKNOWN_ID, UNKNOWN_SEEN, WRONG_SECRET, ProbeResult, run_probe
@@ -155,9 +156,12 @@ def _revocations(stack: BenchStack, admin: AdminClient, options: Options,
     observer = EventObserver(stack.rabbitmq_url, stack.exchange)
     observer.start()
     try:
-        return measure_revocations(admin, keys, [port_a, port_b], observer=observer)
+        result = measure_revocations(admin, keys, [port_a, port_b], observer=observer)
     finally:
         observer.close()
+    for port in (port_a, port_b):
+        result.event_sources[port] = event_sources(port)
+    return result
 
 
 def _aims(results: dict[str, Measurement], revocation: Summary | None,
@@ -258,6 +262,12 @@ def run(options: Options) -> tuple[str, bool]:
                 f"{percentile(revocation.observer_ms, 50):.1f} ms, p99 "
                 f"{percentile(revocation.observer_ms, 99):.1f} ms."
             )
+        if revocation.event_sources:
+            counts = "; ".join(
+                f"process {i + 1}: " + ", ".join(f"{n} by {src}" for src, n in sorted(c.items()))
+                for i, c in enumerate(revocation.event_sources.values())
+            )
+            rev_note += f" Key events each process received over the phase: {counts}."
         if revocation.stopped_early:
             rev_note += (f" Stopped after {len(revocation.revoke_call_ms)} of "
                          f"{options.revocations} revocations: the phase's 90 s bound ran out.")

@@ -37,6 +37,8 @@ class RevocationResult:
     stopped_early: bool = False  # the phase's time bound ended it before every key was revoked
     # When each revocation's event reached an observer subscriber, from the same instant.
     observer_ms: list[float] = field(default_factory=list)
+    # Per process: key events received by source (amqp, feed), read from /metrics afterwards.
+    event_sources: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 class Revoker(Protocol):
