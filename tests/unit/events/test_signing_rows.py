@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
 
@@ -14,8 +15,10 @@ from apikeys_shared.config import generate_secrets_env
 from apikeys_shared.events import KeyRecord
 from apikeys_shared.keys import new_key_id
 from apikeys_shared.signing import Signer, Verifier
+from key_service.db import create_engine
 from key_service.internal import _integer
 from key_service.outbox import OutboxError, _build
+from key_service.relay import _sqlite_lock_path
 
 
 def _keys() -> tuple[Signer, Verifier]:
@@ -85,3 +88,12 @@ def test_limit_parsing_refuses_everything_else(raw: str) -> None:
     request = make_mocked_request("GET", f"/internal/v1/events?limit={quote(raw)}")
     with pytest.raises(ValueError, match="limit must be an integer from 1 to 1000"):
         _integer(request, "limit", 500, 1, 1000)
+
+
+def test_the_sqlite_relay_lock_file_sits_beside_the_database(tmp_path: Path) -> None:
+    database = tmp_path / "keys.db"
+    assert _sqlite_lock_path(create_engine(f"sqlite+aiosqlite:///{database}")) == (
+        f"{database}.relay-lock"
+    )
+    assert _sqlite_lock_path(create_engine("sqlite+aiosqlite:///:memory:")) is None
+    assert _sqlite_lock_path(create_engine("postgresql+asyncpg://u@h/db")) is None
