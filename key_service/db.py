@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -35,6 +36,7 @@ __all__ = [
     "migrate",
     "migrate_async",
     "read_session",
+    "write_connection",
     "write_session",
 ]
 
@@ -115,19 +117,36 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 _write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
+def _write_lock(engine: object) -> asyncio.Lock | None:
+    if isinstance(engine, AsyncEngine) and engine.dialect.name == "sqlite":
+        return _write_locks.setdefault(engine, asyncio.Lock())
+    return None
+
+
 @asynccontextmanager
 async def write_session(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
     """A session in a write transaction, committed at the end (rolled back on error)."""
-    engine = sessionmaker.kw.get("bind")
-    if isinstance(engine, AsyncEngine) and engine.dialect.name == "sqlite":
-        lock = _write_locks.setdefault(engine, asyncio.Lock())
+    lock = _write_lock(sessionmaker.kw.get("bind"))
+    if lock is not None:
         async with lock, sessionmaker() as session, session.begin():
             yield session
         return
     async with sessionmaker() as session, session.begin():
         yield session
+
+
+@asynccontextmanager
+async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """``engine.begin()`` that, on SQLite, takes turns with this process's other writers."""
+    lock = _write_lock(engine)
+    if lock is not None:
+        async with lock, engine.begin() as conn:
+            yield conn
+        return
+    async with engine.begin() as conn:
+        yield conn
 
 
 @asynccontextmanager

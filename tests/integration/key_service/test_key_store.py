@@ -8,14 +8,14 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apikeys_shared.config import Env, load_secrets
 from apikeys_shared.events import KeyRecord
 from key_service import keys as keys_module
-from key_service.db import create_engine, make_sessionmaker, migrate_async
+from key_service.db import create_engine, make_sessionmaker, migrate_async, write_connection
 from key_service.errors import Conflict, NotFound
 from key_service.keys import Actor, KeyService
 from key_service.models import ApiKey, AuditEntry, OutboxEvent
@@ -174,3 +174,21 @@ async def test_two_engines_on_one_sqlite_file_both_write(
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_core_writers_take_turns_with_the_service(
+    service: KeyService, sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    # write_connection (for code that works on the engine) shares the service's turn-taking.
+    engine = sessionmaker.kw["bind"]
+
+    async def touch() -> None:
+        async with write_connection(engine) as conn:
+            await conn.execute(text("DELETE FROM login_throttle WHERE subject = 'nobody'"))
+
+    results = await asyncio.gather(
+        *(service.issue(f"w{i}", ACTOR) for i in range(20)), *(touch() for _ in range(20)),
+        return_exceptions=True,
+    )
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert await _counts(sessionmaker) == (20, 20, 20)
