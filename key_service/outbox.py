@@ -30,7 +30,7 @@ from apikeys_shared.errors import ApiKeysError
 from apikeys_shared.events import EVENT_TYPES, ROUTING_KEYS, Event, KeyRecord, SignedEvent
 from apikeys_shared.signing import Signer
 
-from .db import READ_ONLY, make_sessionmaker, write_session
+from .db import READ_ONLY, write_connection
 from .models import OutboxEvent
 
 __all__ = [
@@ -124,14 +124,6 @@ async def _lock_for_sequencing(conn: AsyncConnection) -> None:
 
 
 @asynccontextmanager
-async def _writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A write transaction, committed at the end. On SQLite it queues on the process's writer
-    lock (db.write_session) instead of contending inside SQLite, whose busy handler sleeps."""
-    async with write_session(make_sessionmaker(engine)) as session:
-        yield await session.connection()
-
-
-@asynccontextmanager
 async def _reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection for reads only (on SQLite it does not take the write lock)."""
     async with engine.connect() as conn:
@@ -141,7 +133,7 @@ async def _reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 async def _sequence_batch(
     engine: AsyncEngine, source: str, signer: Signer, notify: bool,
 ) -> int:
-    async with _writing(engine) as conn:
+    async with write_connection(engine) as conn:
         await _lock_for_sequencing(conn)
         rows = (await conn.execute(
             select(
@@ -299,7 +291,7 @@ async def mark_sent(engine: AsyncEngine, row_ids: Sequence[int], at: datetime) -
     if not row_ids:
         return
     try:
-        async with _writing(engine) as conn:
+        async with write_connection(engine) as conn:
             if _is_postgres(conn):
                 # No need to wait for the WAL flush: should the database crash and lose this
                 # commit, the rows are published again, and consumers deduplicate by event ID.
