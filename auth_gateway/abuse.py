@@ -1,14 +1,20 @@
 """Failed authentications counted per client address, shared by every gateway process.
 
 Each failure increments ``{prefix}fail:{address}`` in Redis; the counter expires a window after
-the first failure. Once it reaches the threshold, the address gets 429 with ``Retry-After``
-(the counter's remaining life) before any lookup. While Redis is away, a per-process count stands
-in, so a brute-force attempt is still slowed; authentication itself stays fail-closed either way.
+the first failure. When a process sees the count reach the threshold it blocks the address
+itself and adds it to the sorted set ``{prefix}blocked`` (scored by when the block ends), which
+every process reads a few times a second (see ``retry_after``), so that all of them block it:
+a blocked address gets 429 with ``Retry-After`` before any lookup, and the happy path costs no
+Redis round trip but that one every ``SYNC_SECONDS``.
+A process that missed an entry learns the count from Redis at the address's next failure.
+While Redis is away, a per-process count stands in; authentication itself stays fail-closed
+either way.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -20,10 +26,14 @@ from .cache import TTLCache
 __all__ = ["FailureCounter", "client_address", "is_trusted"]
 
 _PAUSE_SECONDS = 1.0
+# How often each process reads the blocks other processes made.
+SYNC_SECONDS = 0.25
+_SYNC_BATCH = 1000
+_MAX_ADDRESSES = 100_000
 
 
 class FailureCounter:
-    """Counts failed authentications per address in Redis, with an in-process fallback."""
+    """Counts failed authentications per address in Redis and blocks past the threshold."""
 
     def __init__(
         self, redis: aioredis.Redis, prefix: str, threshold: int, window: int,
@@ -34,37 +44,55 @@ class FailureCounter:
         self._threshold = threshold
         self._window = window
         self._clock = clock
-        self._local: TTLCache[tuple[int, float]] = TTLCache(100_000, window, clock)
+        # address -> (failures, window end), used only while Redis cannot be reached
+        self._local: TTLCache[tuple[int, float]] = TTLCache(_MAX_ADDRESSES, window, clock)
+        # address -> moment the block ends
+        self._blocked: TTLCache[float] = TTLCache(_MAX_ADDRESSES, window, clock)
         self._paused_until = 0.0
+        self._next_sync = 0.0
+        self._synced_until = time.time()
+
+    @property
+    def blocked_key(self) -> str:
+        """The sorted set of blocked addresses, scored by the Unix time their block ends."""
+        return f"{self._prefix}blocked"
 
     def key(self, address: str) -> str:
         """The Redis key counting ``address``'s failures."""
         return f"{self._prefix}fail:{address}"
 
     async def retry_after(self, address: str) -> int | None:
-        """Seconds until ``address`` may try again, or None when it is not throttled."""
-        if self._clock() >= self._paused_until:
+        """Seconds until ``address`` may try again, or None when it is not blocked.
+
+        At most every ``SYNC_SECONDS`` one caller first reads the blocks other processes made
+        (inline rather than in a background task: one request in many pays one round trip).
+        """
+        now = self._clock()
+        if now >= self._next_sync and now >= self._paused_until:
+            self._next_sync = now + SYNC_SECONDS
             try:
-                count = await self._redis.get(self.key(address))
-                if count is None or int(count) < self._threshold:
-                    return None
-                ttl = int(await self._redis.ttl(self.key(address)))
-                return ttl if ttl > 0 else self._window
+                self._synced_until = await self.sync_once(self._synced_until)
             except (TimeoutError, RedisError, OSError, ValueError):
-                self._paused_until = self._clock() + _PAUSE_SECONDS
+                self._paused_until = now + _PAUSE_SECONDS
+        until = self._blocked.get(address)
+        if until is not None and until > now:
+            return max(1, math.ceil(until - now))
         local = self._local.get(address)
-        if local is None or local[0] < self._threshold:
-            return None
-        return max(1, int(local[1] - self._clock()))
+        if now < self._paused_until and local is not None and local[0] >= self._threshold:
+            return max(1, math.ceil(local[1] - now))
+        return None
+
+    def block(self, address: str, seconds: float) -> None:
+        """Refuse ``address`` for ``seconds`` in this process."""
+        if seconds > 0:
+            self._blocked.put(address, self._clock() + seconds)
 
     async def record_failure(self, address: str) -> None:
-        """Count one failed authentication for ``address``."""
-        local = self._local.get(address)
+        """Count one failed authentication for ``address``; block it past the threshold."""
         now = self._clock()
-        if local is None:
-            self._local.put(address, (1, now + self._window))
-        else:
-            self._local.put(address, (local[0] + 1, local[1]))
+        local = self._local.get(address)
+        self._local.put(address, (1, now + self._window) if local is None
+                        else (local[0] + 1, local[1]))
         if now < self._paused_until:
             return
         key = self.key(address)
@@ -72,9 +100,32 @@ class FailureCounter:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.incr(key)
                 pipe.expire(key, self._window, nx=True)
-                await pipe.execute()
+                pipe.ttl(key)
+                count, _, ttl = await pipe.execute()
+            if int(count) >= self._threshold:
+                seconds = int(ttl) if int(ttl) > 0 else self._window
+                self.block(address, seconds)
+                await self._redis.zadd(self.blocked_key, {address: time.time() + seconds})
         except (TimeoutError, RedisError, OSError):
             self._paused_until = now + _PAUSE_SECONDS
+
+    async def sync_once(self, after: float) -> float:
+        """Adopt blocks ending after Unix time ``after``; the latest end seen."""
+        now = time.time()
+        await self._redis.zremrangebyscore(self.blocked_key, "-inf", now)
+        entries = await self._redis.zrangebyscore(
+            self.blocked_key, f"({max(after, now)}", "+inf", start=0, num=_SYNC_BATCH,
+            withscores=True,
+        )
+        latest = after
+        for entry in entries:
+            if not isinstance(entry, (tuple, list)):
+                continue
+            member, ends = entry[0], entry[1]
+            address = member.decode() if isinstance(member, bytes) else str(member)
+            self.block(address, min(float(ends) - now, self._window))
+            latest = max(latest, float(ends))
+        return latest
 
 
 def client_address(

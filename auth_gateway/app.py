@@ -22,6 +22,7 @@ from .appkeys import (
     AUTH_REASON,
     AUTHENTICATOR,
     CONFIG,
+    FAILURES,
     FORWARDER,
     KEY_SERVICE,
     KEY_SERVICE_SESSION,
@@ -100,12 +101,12 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         negative_size=config.negative_size, negative_ttl=config.negative_ttl,
     )
     app[KEYSTORE] = store
+    failures = FailureCounter(
+        app[REDIS], config.redis_prefix, config.failed_auth_threshold, config.failed_auth_window,
+    )
+    app[FAILURES] = failures
     app[AUTHENTICATOR] = Authenticator(
-        store=store, peppers=secrets.peppers, metrics=metrics,
-        failures=FailureCounter(
-            app[REDIS], config.redis_prefix, config.failed_auth_threshold,
-            config.failed_auth_window,
-        ),
+        store=store, peppers=secrets.peppers, metrics=metrics, failures=failures,
         trusted_proxies=config.trusted_proxies,
         unavailable_retry_after=config.unavailable_retry_after,
     )

@@ -6,6 +6,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from .abuse import FailureCounter
 from .auth import Authenticator
 from .config import GatewayConfig
 from .keyservice import KeyServiceClient
@@ -18,6 +19,7 @@ __all__ = [
     "AUTHENTICATOR",
     "AUTH_REASON",
     "CONFIG",
+    "FAILURES",
     "FORWARDER",
     "KEYSTORE",
     "KEY_SERVICE",
@@ -44,6 +46,7 @@ KEY_SERVICE = web.AppKey("key_service", KeyServiceClient)
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
 KEYSTORE = web.AppKey("keystore", KeyStore)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+FAILURES = web.AppKey("failures", FailureCounter)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 
 # Per request, for the access log and metrics.

@@ -10,6 +10,7 @@ import pytest
 from yarl import URL
 
 from apikeys_shared.keys import generate_secret, new_key_id
+from auth_gateway.appkeys import FAILURES
 from auth_gateway.problems import UNAUTHORIZED_BODY, WWW_AUTHENTICATE
 
 from .conftest import Gateway, GatewayFactory
@@ -205,6 +206,12 @@ async def test_failed_auths_throttle_the_address_across_processes(
     assert (await one.client.get("/api/x", headers=bad)).status == 401
     assert (await two.client.get("/api/x", headers=bad)).status == 401
     assert (await one.client.get("/api/x", headers={})).status == 401
+    # The third failure blocked the address in "one", which shared the block through Redis;
+    # "two" reads shared blocks every SYNC_SECONDS.
+    for _ in range(100):
+        if await two.app[FAILURES].retry_after("127.0.0.1") is not None:
+            break
+        await asyncio.sleep(0.02)
     calls = one.key_service.calls
     for gw in (one, two):
         resp = await gw.client.get("/api/x", headers=key.headers)
