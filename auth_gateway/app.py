@@ -181,7 +181,7 @@ async def _frame(request: web.Request, handler: _Handler) -> web.StreamResponse:
             response = problem(500, "The gateway failed to handle this request.")
     if not response.prepared:
         response.headers["X-Request-Id"] = request[REQUEST_ID]
-    metrics.requests.labels(request.get(ROUTE_LABEL, "_none"), str(response.status)).inc()
+    metrics.child(metrics.requests, request.get(ROUTE_LABEL, "_none"), str(response.status)).inc()
     return response
 
 

@@ -74,7 +74,7 @@ class Authenticator:
         """Verify the request's credentials; see the module docstring."""
         verdict = await self._verdict(request)
         reason = "ok" if isinstance(verdict, Identity) else verdict.reason
-        self._metrics.auth_results.labels(reason).inc()
+        self._metrics.child(self._metrics.auth_results, reason).inc()
         return verdict
 
     async def _verdict(self, request: web.BaseRequest) -> Identity | Denial:

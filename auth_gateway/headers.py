@@ -37,6 +37,8 @@ _NAME_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 def header_safe(value: str) -> str:
     """``value`` as a header-safe string: UTF-8 percent-encoding of anything not printable ASCII."""
+    if value.isascii() and value.isprintable() and "%" not in value:
+        return value
     return quote(value, safe=_NAME_SAFE)
 
 

@@ -102,11 +102,11 @@ class KeyStore:
         """
         held = self._l1.get(key_id)
         if held is not None:
-            self._metrics.cache_lookups.labels("l1", "hit").inc()
+            self._metrics.child(self._metrics.cache_lookups, "l1", "hit").inc()
             return held.record
-        self._metrics.cache_lookups.labels("l1", "miss").inc()
+        self._metrics.child(self._metrics.cache_lookups, "l1", "miss").inc()
         if self._negative.get(key_id) is not None:
-            self._metrics.cache_lookups.labels("negative", "hit").inc()
+            self._metrics.child(self._metrics.cache_lookups, "negative", "hit").inc()
             return None
         task = self._inflight.get(key_id)
         if task is None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["Metrics"]
+
+M = TypeVar("M", Counter, Histogram)
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
@@ -19,7 +22,20 @@ class Metrics:
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
+    def child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, memoised: the hot path pays a dict lookup, not a lock.
+
+        Every label set used here is bounded (route prefixes, statuses, fixed reasons).
+        """
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        child: M = found
+        return child
+
     def __post_init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "gateway_http_requests", "Requests answered, by route prefix and status",

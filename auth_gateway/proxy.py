@@ -122,7 +122,8 @@ class Forwarder:
                 raise
             self._metrics.upstream_errors.labels("connect").inc()
             return problem(502, "The upstream could not be reached.")
-        self._metrics.upstream_seconds.labels(label).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._metrics.child(self._metrics.upstream_seconds, label).observe(elapsed)
         try:
             return await self._relay(request, upstream, ctx)
         finally:
