@@ -88,6 +88,10 @@ class KeyStore:
         # so that a slow read of an old record cannot undo a revocation that landed meanwhile.
         self._epoch = 0
         self._redis_paused_until = 0.0
+        # Records applied while Redis could not take them, until Redis does: consulted on every
+        # Redis read, so that once such a record leaves L1 a stale one in Redis cannot come back
+        # (a revocation made during a Redis outage stays in force). Survives evict().
+        self._unstored: dict[str, tuple[Held, SignedEvent]] = {}
 
     # -- public API ---------------------------------------------------------------------------
     def redis_key(self, key_id: str) -> str:
@@ -134,7 +138,9 @@ class KeyStore:
             changed = await self._write(signed, new)
         except StoreUnavailable:
             self._metrics.records_applied.labels("redis_error").inc()
+            self._keep_unstored(new, signed)
             raise
+        self._forget_unstored(new)
         self._metrics.records_applied.labels("written" if changed else "stale").inc()
         return changed
 
@@ -168,6 +174,31 @@ class KeyStore:
         except EnvelopeError as exc:
             self._metrics.rejected_records.labels(origin, "malformed").inc()
             raise RecordRejected(f"{origin} record is malformed: {exc}") from exc
+
+    def _keep_unstored(self, new: Held, signed: SignedEvent) -> None:
+        pending = self._unstored.get(new.record.key_id)
+        if pending is None or _supersedes(new, pending[0]):
+            self._unstored[new.record.key_id] = (new, signed)
+
+    def _forget_unstored(self, stored: Held) -> None:
+        pending = self._unstored.get(stored.record.key_id)
+        if pending is not None and not _supersedes(pending[0], stored):
+            del self._unstored[stored.record.key_id]
+
+    async def _with_unstored(self, key_id: str, held: Held | None, redis_ok: bool) -> Held | None:
+        """``held`` from Redis, unless a record Redis has not taken yet supersedes it."""
+        pending = self._unstored.get(key_id)
+        if pending is None:
+            return held
+        if not _supersedes(pending[0], held):
+            del self._unstored[key_id]
+            return held
+        if redis_ok:
+            # Redis is back: hand it the record it missed.
+            with contextlib.suppress(StoreUnavailable):
+                await self._write(pending[1], pending[0])
+                self._forget_unstored(pending[0])
+        return pending[0]
 
     def _remember(self, key_id: str, new: Held) -> None:
         """Put ``new`` into L1 unless L1 already holds something that supersedes it."""
@@ -245,6 +276,7 @@ class KeyStore:
             self._metrics.cache_lookups.labels("redis", "error").inc()
         else:
             self._metrics.cache_lookups.labels("redis", "hit" if held else "miss").inc()
+        held = await self._with_unstored(key_id, held, redis_error is None)
         if held is None:
             held = await self._ask_key_service(key_id, redis_error, epoch)
             if held is None:

@@ -195,3 +195,21 @@ async def test_redis_and_key_service_down_is_unavailable(rig: Rig) -> None:
     await asyncio.sleep(1.1)  # past the pause after a Redis error
     rig.fake.put(rig.keyring.signed(other), other.key_id)
     assert await rig.store.lookup(other.key_id) == other.record
+
+
+async def test_revocation_redis_missed_outlives_l1_and_reaches_redis_later(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    assert await rig.store.apply(rig.keyring.signed(key)) is True
+    rig.redis_proxy.cut()
+    with pytest.raises(StoreUnavailable):
+        await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key)))
+    rig.redis_proxy.restore()
+    rig.store.evict(key.key_id)  # as if L1's TTL or LRU had dropped it
+    await asyncio.sleep(1.1)  # past the pause after a Redis error
+    found = await rig.store.lookup(key.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+    stored = await rig.redis.get(rig.store.redis_key(key.key_id))
+    assert stored is not None
+    assert b"apikey.revoked" in stored
+    assert rig.fake.calls == 0
