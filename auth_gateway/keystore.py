@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ class KeyStore:
         if task is None:
             task = asyncio.create_task(self._load(key_id, self._epoch))
             self._inflight[key_id] = task
-            task.add_done_callback(self._forget_inflight)
+            task.add_done_callback(functools.partial(self._forget_inflight, key_id))
         held = await asyncio.shield(task)
         return None if held is None else held.record
 
@@ -157,10 +158,9 @@ class KeyStore:
         self._negative.clear()
 
     # -- internals ----------------------------------------------------------------------------
-    def _forget_inflight(self, task: asyncio.Task[Held | None]) -> None:
-        for key_id, running in list(self._inflight.items()):
-            if running is task:
-                del self._inflight[key_id]
+    def _forget_inflight(self, key_id: str, task: asyncio.Task[Held | None]) -> None:
+        if self._inflight.get(key_id) is task:
+            del self._inflight[key_id]
         if not task.cancelled():
             # Retrieve the exception so that a failure no waiter saw is not logged as lost.
             task.exception()
