@@ -371,7 +371,12 @@
     });
 
     el.copy.addEventListener('click', copySecret);
-    el.createdConfirm.addEventListener('click', function () { el.createdDialog.close(); });
+    // Forget the secret before the dialog closes: the 'close' event fires a task later, and
+    // nothing should be able to read the secret from the page after Confirm.
+    el.createdConfirm.addEventListener('click', function () {
+      forgetSecret();
+      el.createdDialog.close();
+    });
     // Escape must not throw the secret away by accident: only Confirm closes this window.
     el.createdDialog.addEventListener('cancel', function (event) { event.preventDefault(); });
     // Whatever closes it (Confirm, or a browser that forces Escape through), the secret goes.
