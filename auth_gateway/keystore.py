@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,8 @@ __all__ = ["Held", "KeyStore"]
 # per request; the next call after the pause probes it again.
 REDIS_PAUSE_SECONDS = 1.0
 _WATCH_RETRIES = 8
+# Bound on the per-process map of revocations (and records Redis has not taken yet).
+KNOWN_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -89,10 +92,11 @@ class KeyStore:
         # so that a slow read of an old record cannot undo a revocation that landed meanwhile.
         self._epoch = 0
         self._redis_paused_until = 0.0
-        # Records applied while Redis could not take them, until Redis does: consulted on every
-        # Redis read, so that once such a record leaves L1 a stale one in Redis cannot come back
-        # (a revocation made during a Redis outage stays in force). Survives evict().
-        self._unstored: dict[str, tuple[Held, SignedEvent]] = {}
+        # Consulted on every Redis read and never dropped by evict(): every revocation this
+        # process applied (revoked is terminal, so a genuinely signed but older "active" record
+        # put back into Redis cannot revive the key), and any record Redis could not take, until
+        # Redis does (so a change made during a Redis outage stays in force once L1 forgets it).
+        self._known: OrderedDict[str, tuple[Held, SignedEvent]] = OrderedDict()
 
     # -- public API ---------------------------------------------------------------------------
     def redis_key(self, key_id: str) -> str:
@@ -135,13 +139,15 @@ class KeyStore:
         if new.record.active:
             self._negative.pop(key_id)
         self._remember(key_id, new)
+        if not new.record.active:
+            self._keep_known(new, signed)
         try:
             changed = await self._write(signed, new)
         except StoreUnavailable:
             self._metrics.records_applied.labels("redis_error").inc()
-            self._keep_unstored(new, signed)
+            self._keep_known(new, signed)
             raise
-        self._forget_unstored(new)
+        self._stored(new)
         self._metrics.records_applied.labels("written" if changed else "stale").inc()
         return changed
 
@@ -175,30 +181,42 @@ class KeyStore:
             self._metrics.rejected_records.labels(origin, "malformed").inc()
             raise RecordRejected(f"{origin} record is malformed: {exc}") from exc
 
-    def _keep_unstored(self, new: Held, signed: SignedEvent) -> None:
-        pending = self._unstored.get(new.record.key_id)
-        if pending is None or _supersedes(new, pending[0]):
-            self._unstored[new.record.key_id] = (new, signed)
+    def _keep_known(self, new: Held, signed: SignedEvent) -> None:
+        key_id = new.record.key_id
+        current = self._known.get(key_id)
+        if current is None or _supersedes(new, current[0]):
+            self._known[key_id] = (new, signed)
+            self._known.move_to_end(key_id)
+            while len(self._known) > KNOWN_LIMIT:
+                self._known.popitem(last=False)
 
-    def _forget_unstored(self, stored: Held) -> None:
-        pending = self._unstored.get(stored.record.key_id)
-        if pending is not None and not _supersedes(pending[0], stored):
-            del self._unstored[stored.record.key_id]
+    def _stored(self, stored: Held) -> None:
+        """Redis now holds ``stored``: an active record need not be kept here any longer."""
+        current = self._known.get(stored.record.key_id)
+        if current is not None and current[0].record.active and not _supersedes(current[0], stored):
+            del self._known[stored.record.key_id]
 
-    async def _with_unstored(self, key_id: str, held: Held | None, redis_ok: bool) -> Held | None:
-        """``held`` from Redis, unless a record Redis has not taken yet supersedes it."""
-        pending = self._unstored.get(key_id)
-        if pending is None:
+    async def _with_known(self, key_id: str, held: Held | None, redis_ok: bool) -> Held | None:
+        """``held`` from Redis, unless what this process knows overrides it."""
+        current = self._known.get(key_id)
+        if current is None:
             return held
-        if not _supersedes(pending[0], held):
-            del self._unstored[key_id]
+        known, signed = current
+        overrides = (
+            (not known.record.active and (held is None or held.record.active))
+            or _supersedes(known, held)
+        )
+        if not overrides:
+            self._stored(known)
             return held
+        if held is not None:
+            self._metrics.rejected_records.labels("redis", "stale").inc()
         if redis_ok:
-            # Redis is back: hand it the record it missed.
+            # Put back what Redis is missing; a failure only means trying again next time.
             with contextlib.suppress(StoreUnavailable):
-                await self._write(pending[1], pending[0])
-                self._forget_unstored(pending[0])
-        return pending[0]
+                await self._write(signed, known)
+                self._stored(known)
+        return known
 
     def _remember(self, key_id: str, new: Held) -> None:
         """Put ``new`` into L1 unless L1 already holds something that supersedes it."""
@@ -276,7 +294,7 @@ class KeyStore:
             self._metrics.cache_lookups.labels("redis", "error").inc()
         else:
             self._metrics.cache_lookups.labels("redis", "hit" if held else "miss").inc()
-        held = await self._with_unstored(key_id, held, redis_error is None)
+        held = await self._with_known(key_id, held, redis_error is None)
         if held is None:
             held = await self._ask_key_service(key_id, redis_error, epoch)
             if held is None:

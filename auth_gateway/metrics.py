@@ -55,7 +55,8 @@ class Metrics:
         self.rejected_records = Counter(
             "gateway_rejected_records",
             "Signed records or events refused, by where they came from (redis, key_service, "
-            "event, feed) and why (signature, malformed)",
+            "event, feed) and why (signature, malformed, wrong_key, stale: older than a record "
+            "this process applied)",
             ["origin", "reason"], registry=r,
         )
         self.records_applied = Counter(

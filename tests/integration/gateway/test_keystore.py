@@ -213,3 +213,20 @@ async def test_revocation_redis_missed_outlives_l1_and_reaches_redis_later(rig: 
     assert stored is not None
     assert b"apikey.revoked" in stored
     assert rig.fake.calls == 0
+
+
+async def test_a_replayed_older_record_does_not_revive_a_revoked_key(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    issued = rig.keyring.signed(key)
+    assert await rig.store.apply(issued) is True
+    assert await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key))) is True
+    # Someone with write access to Redis puts back the key's genuine, older "issued" record.
+    await rig.redis.set(rig.store.redis_key(key.key_id), issued.to_text())
+    rig.store.evict(key.key_id)
+    found = await rig.store.lookup(key.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+    assert rig.sample("gateway_rejected_records", "redis", "stale") == 1
+    stored = await rig.redis.get(rig.store.redis_key(key.key_id))
+    assert stored is not None
+    assert b"apikey.revoked" in stored  # repaired
