@@ -15,7 +15,6 @@ from typing import Any
 
 import aio_pika
 import aiohttp
-import pytest
 import redis.asyncio as aioredis
 from multidict import CIMultiDict
 
@@ -333,13 +332,6 @@ async def refused_while_tampered(
     await eventually(seen, "the gateway read the tampered record and refused it")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, reported: KeyStore trusts any correctly signed Redis record, so a replayed "
-           "older 'active' record revives a revoked key once L1 expires; the fix is a per-process "
-           "map of the revocations applied from events and the feed (complete, as every process "
-           "reads the feed from its start), consulted before Redis",
-)
 async def test_a_replayed_older_record_in_redis_does_not_revive_a_revoked_key(
     stack: Stack, admin: Admin, http: aiohttp.ClientSession
 ) -> None:

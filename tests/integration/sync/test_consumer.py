@@ -353,13 +353,6 @@ async def test_a_revocation_while_redis_is_away_is_stored_once_redis_returns(rig
 
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, reported: a revocation that could not be written to Redis lives only in "
-           "L1; once it leaves L1 (TTL or LRU) and Redis is back, the stale 'active' record in "
-           "Redis is served until the pending catch-up rewrites it. The fix: KeyStore keeps a "
-           "per-process map of the revocations it applied, consulted before Redis.",
-)
 async def test_a_revocation_not_yet_stored_is_not_undone_by_the_stale_redis_record(
     rig: Rig,
 ) -> None:
