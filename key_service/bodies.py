@@ -24,6 +24,9 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the body is not valid JSON") from None
+    except RecursionError:
+        # json raises this, not ValueError, for nesting deeper than the interpreter's stack.
+        raise BadRequest("the body is nested too deeply") from None
     if not isinstance(value, dict):
         raise BadRequest("the body must be a JSON object")
     return value

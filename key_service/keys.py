@@ -208,7 +208,7 @@ class _Cursor:
                 raise ValueError("bad key ID")
             moment = None if at is None else parse_time(at)
         except (ValueError, TypeError, KeyError, binascii.Error, EnvelopeError,
-                UnicodeDecodeError):
+                UnicodeDecodeError, RecursionError):
             raise BadRequest("cursor is not a cursor this service issued", field="cursor") from None
         return cls(phase=phase, at=moment, key_id=key_id)
 

@@ -197,3 +197,24 @@ async def test_unknown_route_and_method_are_problems(admin: Client) -> None:
     resp = await admin.http.put("/api/v1/keys", json={}, headers=admin.headers())
     body = await _problem(resp, 405)
     assert body["title"] == "Method Not Allowed"
+
+
+async def test_deeply_nested_json_is_400_not_500(admin: Client, anon: Client) -> None:
+    # json.loads raises RecursionError (not ValueError) past ~1000 levels; within the body limit.
+    nested = b"[" * 5000 + b"]" * 5000
+    resp = await admin.http.post("/api/v1/keys", data=nested, headers=_json_headers(admin))
+    await _problem(resp, 400)
+    resp = await anon.http.post(
+        "/api/v1/session", data=nested, headers={"Content-Type": "application/json"}
+    )
+    await _problem(resp, 400)
+    listing = await (await admin.http.get("/api/v1/keys")).json()
+    assert listing["items"] == []
+
+
+async def test_deeply_nested_cursor_is_400_not_500(admin: Client) -> None:
+    import base64
+
+    cursor = base64.urlsafe_b64encode(b"[" * 4000).decode().rstrip("=")
+    resp = await admin.http.get("/api/v1/keys", params={"cursor": cursor})
+    await _problem(resp, 400, "cursor")
