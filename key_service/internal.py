@@ -35,7 +35,8 @@ def _authorized(request: web.Request) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     # Compare even when the scheme is wrong, so timing says nothing about the token.
-    matches = hmac.compare_digest(token.strip().encode(), expected)
+    # surrogateescape: aiohttp decodes non-UTF-8 header bytes to surrogates (a 401, not a 500).
+    matches = hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"), expected)
     return scheme.lower() == "bearer" and matches
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -140,3 +141,22 @@ async def test_unknown_or_malformed_key_ids_are_404(
     ):
         resp = await admin.http.get(f"/internal/v1/keys/{key_id}", headers=_bearer(app_config))
         await _problem(resp, 404)
+
+
+async def test_a_token_of_invalid_utf8_is_401_not_500(admin: AdminClient) -> None:
+    # aiohttp decodes header bytes that are not UTF-8 as surrogate escapes, which str.encode()
+    # refuses; the client library cannot send them, so the request is written by hand.
+    server = admin.http.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(
+            f"GET {FEED} HTTP/1.1\r\nHost: {server.host}\r\nConnection: close\r\n".encode()
+            + b"Authorization: Bearer \xff\xfe\r\n\r\n"
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert status_line.split()[1] == b"401", status_line
