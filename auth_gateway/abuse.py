@@ -18,10 +18,10 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .cache import TTLCache
+from .redisclient import RedisClient
 
 __all__ = ["FailureCounter", "client_address", "is_trusted"]
 
@@ -36,7 +36,7 @@ class FailureCounter:
     """Counts failed authentications per address in Redis and blocks past the threshold."""
 
     def __init__(
-        self, redis: aioredis.Redis, prefix: str, threshold: int, window: int,
+        self, redis: RedisClient, prefix: str, threshold: int, window: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis

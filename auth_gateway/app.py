@@ -10,11 +10,8 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .abuse import FailureCounter, is_trusted
@@ -43,6 +40,7 @@ from .keystore import KeyStore
 from .metrics import Metrics
 from .problems import problem
 from .proxy import ForwardContext, Forwarder
+from .redisclient import open_redis
 from .routes import is_safe_path, load_routes
 from .sync import SYNCED, sync_ctx
 
@@ -58,13 +56,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # -- resources ---------------------------------------------------------------------------------
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    client = aioredis.Redis.from_url(
-        config.redis_url, socket_timeout=config.redis_timeout,
-        socket_connect_timeout=config.redis_timeout,
-        # One immediate retry replaces a pooled connection that died with a Redis restart;
-        # anything more would only stretch an outage into every request.
-        retry=Retry(NoBackoff(), 1),
-    )
+    client = open_redis(config.redis_url, config.redis_timeout)
     app[REDIS] = client
     try:
         yield

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from .abuse import FailureCounter
@@ -13,6 +12,7 @@ from .keyservice import KeyServiceClient
 from .keystore import KeyStore
 from .metrics import Metrics
 from .proxy import Forwarder
+from .redisclient import RedisClient
 from .routes import RouteTable
 
 __all__ = [
@@ -36,8 +36,9 @@ __all__ = [
 CONFIG = web.AppKey("config", GatewayConfig)
 METRICS = web.AppKey("metrics", Metrics)
 ROUTES = web.AppKey("routes", RouteTable)
-# One Redis client per process (its own connection pool).
-REDIS = web.AppKey("redis", aioredis.Redis)
+# One Redis client per process (its own connection pool): a single server, a Sentinel-managed
+# master, or a Cluster.
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 # The pooled session for key_service's internal API, kept apart from the upstream pool so that
 # busy upstreams cannot starve key lookups.
 KEY_SERVICE_SESSION = web.AppKey("key_service_session", aiohttp.ClientSession)

@@ -21,6 +21,7 @@ from apikeys_shared.config import (
 )
 from apikeys_shared.errors import ConfigError
 from apikeys_shared.events import EXCHANGE
+from apikeys_shared.redis_url import parse_redis_url
 
 __all__ = ["GatewayConfig", "Limits", "load_config"]
 
@@ -55,6 +56,7 @@ class GatewayConfig:
     redis_prefix: str = "apikeys:"
     rabbitmq_url: str = DEFAULT_RABBITMQ_URL
     exchange: str = EXCHANGE
+    dead_letter_exchange: str | None = None
     queue_prefix: str = "apikeys.gateway"
     feed_poll_interval: float = 2.0
     l1_size: int = 10000
@@ -87,6 +89,13 @@ def _proxies(env: Env) -> tuple[str, ...]:
             ) from exc
         out.append(item)
     return tuple(out)
+
+
+def _redis_url(env: Env) -> str:
+    """REDIS_URL in any form ``apikeys_shared.redis_url`` knows (single, Sentinel, Cluster)."""
+    url = env.text("REDIS_URL", DEFAULT_REDIS_URL)
+    parse_redis_url(url, "REDIS_URL")
+    return url
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -124,11 +133,12 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         key_service_timeout=env.number(
             "GATEWAY_KEY_SERVICE_TIMEOUT", 2.0, minimum=0.01, maximum=60
         ),
-        redis_url=env.url("REDIS_URL", DEFAULT_REDIS_URL, ("redis", "rediss", "unix")),
+        redis_url=_redis_url(env),
         redis_timeout=env.number("GATEWAY_REDIS_TIMEOUT", 0.5, minimum=0.01, maximum=60),
         redis_prefix=prefix,
         rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
         exchange=env.text("APIKEYS_EXCHANGE", EXCHANGE),
+        dead_letter_exchange=env.optional("GATEWAY_DEAD_LETTER_EXCHANGE"),
         queue_prefix=env.text("GATEWAY_QUEUE_PREFIX", "apikeys.gateway"),
         feed_poll_interval=env.number(
             "GATEWAY_FEED_POLL_INTERVAL", 2.0, minimum=0.05, maximum=3600

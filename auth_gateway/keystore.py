@@ -23,7 +23,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from apikeys_shared.errors import EnvelopeError, SignatureError
@@ -34,6 +33,7 @@ from .cache import TTLCache
 from .errors import RecordRejected, StoreUnavailable, VerificationUnavailable
 from .keyservice import KeyServiceClient
 from .metrics import Metrics
+from .redisclient import RedisClient
 
 __all__ = ["Held", "KeyStore"]
 
@@ -68,7 +68,7 @@ class KeyStore:
     def __init__(
         self,
         *,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         key_service: KeyServiceClient,
         verifier: Verifier,
         metrics: Metrics,

@@ -367,6 +367,7 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
     consumer = EventConsumer(
         sync, url=settings.rabbitmq_url, exchange=settings.exchange,
         queue_prefix=settings.queue_prefix, timeout=settings.amqp_timeout,
+        dead_letter_exchange=config.dead_letter_exchange,
     )
     tasks = [
         asyncio.create_task(sync.run_feed_loop(), name="gateway-feed"),

@@ -57,3 +57,34 @@ def test_signing_key_is_not_needed(secrets_env: dict[str, str]) -> None:
     env = {**secrets_env, "GATEWAY_ROUTES": "r.toml"}
     del env["APIKEYS_SIGNING_KEY"]
     assert load_config(env).secrets.signer is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "unix:///run/redis.sock?db=1",
+        "redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380/apikeys/2",
+        "rediss+cluster://10.0.0.1:7000,10.0.0.2:7000",
+    ],
+)
+def test_every_redis_topology_is_accepted(secrets_env: dict[str, str], url: str) -> None:
+    env = {**secrets_env, "GATEWAY_ROUTES": "r.toml", "REDIS_URL": url}
+    assert load_config(env).redis_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+sentinel://10.0.0.1", "redis+cluster://10.0.0.1/3", "redis+cluster://a:x"],
+)
+def test_bad_sentinel_and_cluster_urls_are_named(secrets_env: dict[str, str], url: str) -> None:
+    env = {**secrets_env, "GATEWAY_ROUTES": "r.toml", "REDIS_URL": url}
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        load_config(env)
+
+
+def test_dead_letter_exchange_is_optional(secrets_env: dict[str, str]) -> None:
+    env = {**secrets_env, "GATEWAY_ROUTES": "r.toml"}
+    assert load_config(env).dead_letter_exchange is None
+    env["GATEWAY_DEAD_LETTER_EXCHANGE"] = "apikeys.rejected"
+    assert load_config(env).dead_letter_exchange == "apikeys.rejected"
