@@ -187,7 +187,8 @@ class Event:
         """Parse an event body; strict about versions, types and missing or unknown fields."""
         try:
             obj = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: json's answer to nesting deeper than the stack, not ValueError.
             raise EnvelopeError("event body is not JSON") from exc
         if not isinstance(obj, dict):
             raise EnvelopeError("event body must be a JSON object")
@@ -285,7 +286,8 @@ class SignedEvent:
         """Parse ``to_text`` output."""
         try:
             obj = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: whoever can write Redis must not be able to crash the reader.
             raise EnvelopeError("signed event is not JSON") from exc
         return cls.from_json(obj)
 

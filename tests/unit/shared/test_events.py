@@ -195,3 +195,13 @@ def test_malformed_signed_forms_are_refused(obj: object) -> None:
         SignedEvent.from_json(obj)
     with pytest.raises(EnvelopeError):
         SignedEvent.from_text(b"\xff")
+
+
+def test_deeply_nested_json_is_an_envelope_error_not_a_recursion_error() -> None:
+    # A Redis record or event body is untrusted input until verified: json.loads answers deep
+    # nesting with RecursionError, which the parsers must turn into their own error.
+    nested = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(EnvelopeError):
+        SignedEvent.from_text(nested)
+    with pytest.raises(EnvelopeError):
+        Event.from_bytes(nested.encode())
