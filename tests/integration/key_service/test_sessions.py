@@ -232,3 +232,21 @@ async def test_secure_cookies_when_configured(
     await _status(resp, 200)
     assert resp.cookies["ks_session"]["secure"] is True
     assert resp.cookies["ks_session"]["httponly"] is True
+
+
+async def test_the_login_form_never_submits_the_password_in_a_url(anon: Client) -> None:
+    # Until login.js has attached its handler (or with scripts off), the browser submits the
+    # form natively: as a GET that would put the password in the URL, the history and every
+    # proxy's access log. A POST to the page keeps it in the body (and is refused with a 405).
+    import re
+
+    resp = await anon.http.get("/backoffice/login")
+    assert resp.status == 200
+    form = re.search(r"<form\b[^>]*>", await resp.text())
+    assert form is not None
+    assert re.search(r'\bmethod="post"', form.group(0)), form.group(0)
+    native = await anon.http.post(
+        "/backoffice/login", data={"username": "admin", "password": PASSWORD},
+    )
+    assert native.status == 405
+    assert PASSWORD not in await native.text()
