@@ -158,6 +158,9 @@ async def login(request: web.Request) -> web.Response:
     metrics, throttle, address = app[METRICS], app[THROTTLE], client_address(request)
     try:
         await throttle.check(username, address)
+        # Counted as a failure before the (slow) password check, so that concurrent guesses
+        # cannot all pass the check above before any of them is counted.
+        await throttle.reserve(username, address)
     except TooManyRequests:
         metrics.logins.labels("throttled").inc()
         raise
@@ -166,11 +169,10 @@ async def login(request: web.Request) -> web.Response:
         user = await db.scalar(select(User).where(User.username == username))
     ok = await app[PASSWORDS].check(None if user is None else user.password_hash, password)
     if user is None or not ok:
-        await throttle.failed(username, address)
         metrics.logins.labels("failed").inc()
         log.info("login failed", extra={"client": address})
         raise NotAuthenticated("wrong username or password")
-    await throttle.succeeded(username)
+    await throttle.succeeded(username, address)
     session_id = secrets.token_urlsafe(32)
     now = utcnow()
     async with write_session(sessionmaker) as db:

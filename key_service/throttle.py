@@ -3,6 +3,11 @@
 Failures are counted in a fixed window that opens at the first failure; once a subject reaches
 its limit, logins for it get 429 until the window closes. A success clears the username's count
 (not the address's: one good account must not launder guesses against others).
+
+Every attempt is counted as a failure *before* its password is checked (``reserve``), in one
+write transaction that also reads the new counts: checking first and counting after the slow
+password check would let concurrent guesses all pass the check before any of them is counted.
+A success then takes its reservation back (``succeeded``).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-from sqlalchemy import case, delete, literal, select, tuple_
+from sqlalchemy import case, delete, literal, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -61,32 +66,71 @@ class LoginThrottler:
                 "too many failed logins; try again later", retry_after=max(1, math.ceil(wait))
             )
 
-    async def failed(self, username: str, address: str | None) -> None:
-        """Count one failed login against the username and the address."""
+    async def _count(
+        self, session: AsyncSession, username: str, address: str | None,
+    ) -> None:
         now = utcnow()
         cutoff = now - self._window
-        async with write_session(self._sessionmaker) as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            for scope, subject in self._subjects(username, address):
-                stmt = insert(LoginThrottle).values(
-                    scope=scope, subject=subject, failures=1, window_start=now
-                )
-                expired = _T.c.window_start <= cutoff
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["scope", "subject"],
-                    set_={
-                        "failures": case((expired, 1), else_=_T.c.failures + 1),
-                        "window_start": case(
-                            (expired, literal(now, UTCDateTime())), else_=_T.c.window_start
-                        ),
-                    },
-                )
-                await session.execute(stmt)
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        for scope, subject in self._subjects(username, address):
+            stmt = insert(LoginThrottle).values(
+                scope=scope, subject=subject, failures=1, window_start=now
+            )
+            expired = _T.c.window_start <= cutoff
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["scope", "subject"],
+                set_={
+                    "failures": case((expired, 1), else_=_T.c.failures + 1),
+                    "window_start": case(
+                        (expired, literal(now, UTCDateTime())), else_=_T.c.window_start
+                    ),
+                },
+            )
+            await session.execute(stmt)
 
-    async def succeeded(self, username: str) -> None:
-        """Clear the username's failures after a good login."""
+    async def failed(self, username: str, address: str | None) -> None:
+        """Count one failed login against the username and the address."""
+        async with write_session(self._sessionmaker) as session:
+            await self._count(session, username, address)
+
+    async def reserve(self, username: str, address: str | None) -> None:
+        """Count this attempt as a failure now; TooManyRequests if that goes past a limit.
+
+        The count and the read of it share one transaction (SQLite: the write lock;
+        PostgreSQL: the upserted rows stay locked until commit), so of N concurrent attempts
+        exactly as many as the limit allows get to check a password.
+        """
+        now = utcnow()
+        subjects = self._subjects(username, address)
+        async with write_session(self._sessionmaker) as session:
+            await self._count(session, username, address)
+            rows = (await session.scalars(
+                select(LoginThrottle).where(
+                    tuple_(LoginThrottle.scope, LoginThrottle.subject).in_(subjects)
+                )
+            )).all()
+        over = [row for row in rows if row.failures > self._limits[row.scope]]
+        if over:
+            wait = max((row.window_start + self._window - now).total_seconds() for row in over)
+            raise TooManyRequests(
+                "too many failed logins; try again later", retry_after=max(1, math.ceil(wait))
+            )
+
+    async def succeeded(self, username: str, address: str | None = None) -> None:
+        """Clear the username's failures after a good login, and take back the address's
+        reservation (see ``reserve``)."""
         async with write_session(self._sessionmaker) as session:
             await session.execute(delete(LoginThrottle).where(
                 LoginThrottle.scope == "user", LoginThrottle.subject == username.lower()[:128]
             ))
+            if address:
+                await session.execute(
+                    update(LoginThrottle)
+                    .where(
+                        LoginThrottle.scope == "address",
+                        LoginThrottle.subject == address[:128],
+                        LoginThrottle.failures > 0,
+                    )
+                    .values(failures=LoginThrottle.failures - 1)
+                )

@@ -250,3 +250,24 @@ async def test_the_login_form_never_submits_the_password_in_a_url(anon: Client) 
     )
     assert native.status == 405
     assert PASSWORD not in await native.text()
+
+
+async def test_concurrent_guesses_get_no_more_tries_than_the_limit(anon: Client) -> None:
+    # 20 wrong passwords at once for one username (limit 3): without a reservation before the
+    # password check, every request passes the throttle check before any failure is counted,
+    # and all 20 guesses are tried.
+    import asyncio
+
+    await add_user(anon, "gina", ADMIN_ROLE)
+
+    async def guess(i: int) -> int:
+        resp = await anon.http.post(
+            "/api/v1/session", json={"username": "gina", "password": f"wrong {i}"}
+        )
+        await resp.read()
+        return resp.status
+
+    statuses = await asyncio.gather(*(guess(i) for i in range(20)))
+    assert sorted(statuses) == [401] * 3 + [429] * 17, statuses
+    resp = await anon.http.post("/api/v1/session", json={"username": "gina", "password": PASSWORD})
+    await _status(resp, 429)
