@@ -52,8 +52,10 @@ def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set
     return names
 
 
-def _drop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
-    return set(HOP_BY_HOP) | _connection_tokens(headers)
+def _drop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    if "Connection" not in headers:
+        return HOP_BY_HOP  # the usual case: no per-request set to build
+    return HOP_BY_HOP | _connection_tokens(headers)
 
 
 def upstream_headers(

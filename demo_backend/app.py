@@ -44,7 +44,9 @@ async def _bytes(request: web.Request) -> web.StreamResponse:
     response.content_length = size
     await response.prepare(request)
     block = b"x" * _CHUNK
-    left = size
+    # A HEAD answer has the GET's headers and no body (RFC 9110 §9.3.2); bytes written after
+    # it would be read as the start of the next response on a kept-alive connection.
+    left = 0 if request.method == "HEAD" else size
     while left > 0:
         await response.write(block[: min(left, _CHUNK)])
         left -= _CHUNK

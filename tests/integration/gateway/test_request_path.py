@@ -311,3 +311,21 @@ async def test_ops_endpoints(make_gateway: GatewayFactory) -> None:
     assert "gateway_upstream_seconds_bucket" in text
     assert "gateway_event_lag_seconds" in text
     assert key.secret not in text
+
+
+@pytest.mark.parametrize("size", [0, 1, 65536, 65537, 300000])
+async def test_responses_each_side_of_the_buffering_limit_arrive_whole(
+    gateway: Gateway, size: int,
+) -> None:
+    # Up to BUFFERED_BODY_LIMIT the gateway reads the body and answers in one write; above it,
+    # it streams: the client must not be able to tell the two apart.
+    key = known(gateway)
+    resp = await gateway.client.get(f"/raw/_demo/bytes/{size}", headers=key.headers)
+    assert resp.status == 200
+    assert resp.headers["Content-Length"] == str(size)
+    assert resp.headers["Content-Type"] == "application/octet-stream"
+    assert resp.headers["X-Request-Id"]
+    assert await resp.read() == b"x" * size
+    resp = await gateway.client.head(f"/raw/_demo/bytes/{size}", headers=key.headers)
+    assert resp.status == 200
+    assert await resp.read() == b""
