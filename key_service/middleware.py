@@ -96,7 +96,15 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            # Redirects (and anything else the error middleware lets through) arrive raised:
+            # log and count the status the client gets, not a 500.
+            status = exc.status
+            exc.headers[REQUEST_ID_HEADER] = rid
+            exc.headers.setdefault("X-Content-Type-Options", "nosniff")
+            raise
         status = response.status
         response.headers[REQUEST_ID_HEADER] = rid
         # No browser may guess a JSON answer (say, an error echoing input) to be HTML.

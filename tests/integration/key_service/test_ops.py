@@ -51,3 +51,27 @@ async def test_request_ids_and_json_access_lines(
     ]
     assert lines[0]["route"] == "/healthz"
     assert "duration_ms" in lines[0]
+
+
+async def test_redirects_are_logged_and_counted_as_redirects_not_500(
+    anon: Client, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Page handlers answer with a raised HTTPFound; the access log and the metrics must see the
+    # 302 the client gets (a 500 there would page someone for every login redirect).
+    caplog.set_level(logging.INFO)
+    resp = await anon.http.get(
+        "/backoffice/settings", allow_redirects=False, headers={"X-Request-Id": "redir-1"},
+    )
+    assert resp.status == 302
+    assert resp.headers["X-Request-Id"] == "redir-1"
+    lines = [
+        json.loads(JsonFormatter().format(r)) for r in caplog.records
+        if r.name == "key_service.access"
+    ]
+    assert [(line["request_id"], line["status"]) for line in lines] == [("redir-1", 302)]
+    text = await (await anon.http.get("/metrics")).text()
+    assert (
+        'key_service_http_requests_total{method="GET",route="/backoffice/settings",status="302"}'
+        ' 1.0'
+    ) in text
+    assert 'status="500"' not in text
