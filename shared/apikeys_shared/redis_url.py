@@ -20,6 +20,7 @@ User name and password belong to the Redis servers; a Sentinel's own password, i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -40,6 +41,7 @@ SCHEMES = (
 )
 _DEFAULT_PORT = {"sentinel": 26379, "cluster": 6379}
 _SENTINEL_QUERY = {"sentinel_password", "sentinel_username"}
+_PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,9 @@ def _nodes(hosts: str, default_port: int, url_name: str) -> tuple[tuple[str, int
         if item.startswith("["):
             host, bracket, rest = item[1:].partition("]")
             if not bracket or (rest and not rest.startswith(":")):
-                raise ConfigError(f"{url_name} has a malformed IPv6 host {item!r}")
+                # Never quote the item: a password holding "/" or "?" ends the authority early
+                # and lands here as "user:password-prefix".
+                raise ConfigError(f"{url_name} has a malformed IPv6 host in its host list")
             port_text = rest[1:]
         else:
             host, _, port_text = item.partition(":")
@@ -75,7 +79,7 @@ def _nodes(hosts: str, default_port: int, url_name: str) -> tuple[tuple[str, int
             raise ConfigError(f"{url_name} has an empty host in its host list")
         if port_text:
             if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise ConfigError(f"{url_name} has a bad port in {item!r}")
+                raise ConfigError(f"{url_name} has a bad port in its host list")
             port = int(port_text)
         else:
             port = default_port
@@ -110,7 +114,11 @@ def parse_redis_url(url: str, what: str = "REDIS_URL") -> RedisTarget:
     query = {k: v[-1] for k, v in parse_qs(query_text, keep_blank_values=True).items()}
     unknown = sorted(set(query) - _SENTINEL_QUERY) if topology == "sentinel" else sorted(query)
     if unknown:
-        raise ConfigError(f"{what} has unsupported query parameters: {', '.join(unknown)}")
+        # Named only when they look like parameter names: after a "?" in a password, the
+        # "names" are the rest of the password.
+        shown = [n for n in unknown if _PARAM_NAME.fullmatch(n)]
+        named = f": {', '.join(shown)}" if len(shown) == len(unknown) else ""
+        raise ConfigError(f"{what} has unsupported query parameters{named}")
     nodes = _nodes(hosts, _DEFAULT_PORT[topology], what)
     segments = [s for s in path.split("/") if s] if slash else []
     service_name: str | None = None
@@ -121,7 +129,7 @@ def parse_redis_url(url: str, what: str = "REDIS_URL") -> RedisTarget:
         service_name = unquote(segments[0])
         if len(segments) == 2:
             if not segments[1].isdigit():
-                raise ConfigError(f"{what}: the database must be a number, got {segments[1]!r}")
+                raise ConfigError(f"{what}: the database must be a number (after the service name)")
             db = int(segments[1])
     elif segments:
         raise ConfigError(f"{what}: a Redis Cluster has no database or service name in its URL")

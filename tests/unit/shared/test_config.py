@@ -95,3 +95,21 @@ def test_typed_helpers_name_the_variable() -> None:
     assert Env({"X": "  "}).optional("X") is None
     with pytest.raises(ConfigError, match="at most 9"):
         Env({"X": "10"}).integer("X", 1, maximum=9)
+
+
+@pytest.mark.parametrize("url", [
+    # A password with "/" or "?" in it (base64 has "/") ends the authority early, so the
+    # parser sees "user:password-prefix" as a host list: the error must not quote it.
+    "redis+sentinel://default:s3cr/et@h1:26379/mymaster",
+    "redis+cluster://default:s3cr?et@h1:6379",
+    "redis+sentinel://default:[s3cr/et@h1/mymaster",
+    "redis+sentinel://default:123/s3cr/et@h1/mymaster",
+])
+def test_redis_url_errors_never_quote_a_password(url: str) -> None:
+    from apikeys_shared.redis_url import parse_redis_url
+
+    with pytest.raises(ConfigError) as info:
+        parse_redis_url(url)
+    assert "s3cr" not in str(info.value)
+    assert "et@h1" not in str(info.value)
+    assert "REDIS_URL" in str(info.value)
