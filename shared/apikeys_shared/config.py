@@ -111,7 +111,12 @@ class Env:
     def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str:
         """A URL whose scheme is one of ``schemes`` and that names a host (or a socket path)."""
         value = self.text(name, default)
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            # e.g. "Invalid IPv6 URL": the library's own error, naming the variable (and not
+            # quoting the value, which may hold a password).
+            raise ConfigError(f"{name} is not a valid URL") from None
         if parts.scheme not in schemes:
             raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL")
         if not parts.netloc and parts.scheme not in ("unix", "sqlite+aiosqlite"):

@@ -113,3 +113,11 @@ def test_redis_url_errors_never_quote_a_password(url: str) -> None:
     assert "s3cr" not in str(info.value)
     assert "et@h1" not in str(info.value)
     assert "REDIS_URL" in str(info.value)
+
+
+def test_an_unparsable_url_is_a_config_error_naming_the_variable() -> None:
+    env = Env({"KEY_SERVICE_DATABASE_URL": "postgresql+asyncpg://u:s3cret@[::1/db"})
+    with pytest.raises(ConfigError) as info:
+        env.url("KEY_SERVICE_DATABASE_URL", None, ("postgresql+asyncpg",))
+    assert "KEY_SERVICE_DATABASE_URL" in str(info.value)
+    assert "s3cret" not in str(info.value)
