@@ -150,6 +150,10 @@ async def login(request: web.Request) -> web.Response:
         raise BadRequest("password must be a non-empty string", field="password")
     if len(username) > 64:
         raise BadRequest("username must be at most 64 characters", field="username")
+    if not username.isprintable():
+        # No username holds one (see users.validate_username), and PostgreSQL refuses NUL in
+        # text: the lookups below would fail in the driver.
+        raise BadRequest("username must contain printable characters only", field="username")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise BadRequest(
             f"password must be at most {MAX_PASSWORD_LENGTH} characters", field="password"
