@@ -26,13 +26,15 @@ from .metrics import Metrics
 from .problems import problem
 from .routes import Route
 
-__all__ = ["BUFFERED_BODY_LIMIT", "BodyTooLarge", "ForwardContext", "Forwarder"]
+__all__ = [
+    "BUFFERED_BODY_LIMIT", "SKIP_AUTO_HEADERS", "BodyTooLarge", "ForwardContext", "Forwarder",
+]
 
 _CHUNK = 64 * 1024
 # Upstream responses declaring at most this many bytes are read whole and sent to the client in
 # one write; anything larger (or of unknown length) is streamed.
 BUFFERED_BODY_LIMIT = 64 * 1024
-_SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -109,7 +111,7 @@ class Forwarder:
             async with asyncio.timeout(self._limits.upstream_total_timeout):
                 upstream = await self._session.request(
                     request.method, URL(url, encoded=True),
-                    headers=headers, data=data, skip_auto_headers=_SKIP_AUTO,
+                    headers=headers, data=data, skip_auto_headers=SKIP_AUTO_HEADERS,
                     allow_redirects=False, auto_decompress=False, timeout=self._timeout,
                 )
         except BodyTooLarge:

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import GatewayConfig
-from .logs import JsonAccessLogger, setup_logging
+from .logs import ACCESS_LINES, JsonAccessLogger, setup_logging
 
 __all__ = ["run_supervisor", "run_worker"]
 
@@ -61,6 +61,7 @@ async def _serve(config: GatewayConfig, reuse_port: bool) -> None:
         # Stops accepting, lets in-flight requests finish (up to the shutdown timeout), then
         # runs the cleanup contexts: event consumer, sessions, Redis.
         await runner.cleanup()
+        ACCESS_LINES.flush()
 
 
 def run_worker(config: GatewayConfig, *, reuse_port: bool) -> None:
