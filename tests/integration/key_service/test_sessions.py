@@ -276,9 +276,18 @@ async def test_concurrent_guesses_get_no_more_tries_than_the_limit(anon: Client)
 async def test_a_username_with_a_nul_character_is_an_ordinary_failure(anon: Client) -> None:
     # PostgreSQL refuses NUL in text: without a check first, the throttle's and the user
     # lookup's queries fail inside the driver and the login answers 500.
-    for username in ("ad\x00min", "\x00"):
+    for username in ("ad\x00min", "\x00", "lone \ud800 surrogate"):
         resp = await anon.http.post(
             "/api/v1/session", json={"username": username, "password": "whatever"}
         )
         assert resp.status in (400, 401), await resp.text()
         assert resp.content_type == PROBLEM
+
+
+async def test_a_password_with_a_lone_surrogate_is_an_ordinary_failure(anon: Client) -> None:
+    await add_user(anon, "hank", ADMIN_ROLE)
+    resp = await anon.http.post(
+        "/api/v1/session", data=b'{"username": "hank", "password": "x\\ud800y"}',
+        headers={"Content-Type": "application/json"},
+    )
+    await _status(resp, 401)
