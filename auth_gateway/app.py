@@ -114,6 +114,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         store=store, peppers=secrets.peppers, metrics=metrics, failures=failures,
         trusted_proxies=config.trusted_proxies,
         unavailable_retry_after=config.unavailable_retry_after,
+        verified_size=config.l1_size, verified_ttl=config.l1_ttl,
     )
     app[FORWARDER] = Forwarder(upstream, config.limits, metrics)
     try:

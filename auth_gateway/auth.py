@@ -7,6 +7,9 @@ verify the key. A request is let through only on a positive match against an act
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -14,7 +17,8 @@ from aiohttp import web
 from apikeys_shared.hashing import PepperSet
 
 from .abuse import FailureCounter, client_address
-from .credentials import CredentialProblem, read_credentials
+from .cache import TTLCache
+from .credentials import ID_HEADER, SECRET_HEADER, CredentialProblem, Credentials, read_credentials
 from .errors import VerificationUnavailable
 from .keystore import KeyStore
 from .metrics import Metrics
@@ -50,14 +54,35 @@ class Denial:
         return problem(503, "Keys cannot be verified right now; retry later.", headers)
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A credential pair this process verified: a keyed digest, never the secret itself."""
+
+    secret_hash: str
+    hash_version: str
+    digest: bytes
+
+
 class Authenticator:
-    """Turns a request's credential headers into an Identity or a Denial."""
+    """Turns a request's credential headers into an Identity or a Denial.
+
+    The peppered hash (and the secret's checksum) cost more than anything else in
+    authentication, so a pair that verified once is remembered, per key ID, as a BLAKE2b MAC of
+    the secret under a random key of this process (``_Verified``, bounded and expiring like L1).
+    A request whose secret has that MAC (compared in constant time) against the same stored
+    hash skips the peppered hash; everything else (header checks, the throttle, the lookup of
+    the current record, the active check) runs every time, so revocation and failures work
+    exactly as without it. A wrong secret never matches and takes the full path.
+    """
 
     def __init__(
         self, *, store: KeyStore, peppers: PepperSet, failures: FailureCounter, metrics: Metrics,
         trusted_proxies: tuple[str, ...] = (), unavailable_retry_after: int = 2,
+        verified_size: int = 10000, verified_ttl: float = 30.0,
     ) -> None:
         self._store = store
+        self._verified: TTLCache[_Verified] = TTLCache(verified_size, verified_ttl)
+        self._mac_key = os.urandom(32)
         self._peppers = peppers
         self._failures = failures
         self._metrics = metrics
@@ -82,10 +107,15 @@ class Authenticator:
         wait = await self._failures.retry_after(address)
         if wait is not None:
             return Denial("throttled", status=429, retry_after=wait)
-        creds = read_credentials(request.headers)
-        if isinstance(creds, CredentialProblem):
-            await self._failures.record_failure(address)
-            return Denial(creds.value)
+        remembered = self._remembered(request)
+        if remembered is not None:
+            creds, known = remembered
+        else:
+            found = read_credentials(request.headers)
+            if isinstance(found, CredentialProblem):
+                await self._failures.record_failure(address)
+                return Denial(found.value)
+            creds, known = found, None
         try:
             record = await self._store.lookup(creds.key_id)
         except VerificationUnavailable:
@@ -96,13 +126,37 @@ class Authenticator:
             # Same work as a real check, so that response time does not reveal unknown IDs.
             self._peppers.dummy_verify(creds.secret)
             denial = Denial("unknown", key_id=creds.key_id)
-        elif not self._peppers.verify(
+        elif not (
+            known is not None
+            and known.secret_hash == record.secret_hash
+            and known.hash_version == record.hash_version
+        ) and not self._peppers.verify(
             creds.key_id, creds.secret, record.secret_hash, record.hash_version
         ):
             denial = Denial("wrong_secret", key_id=creds.key_id)
         elif not record.active:
             denial = Denial("revoked", key_id=creds.key_id)
         else:
+            if known is None:
+                self._verified.put(creds.key_id, _Verified(
+                    record.secret_hash, record.hash_version, self._mac(creds.secret),
+                ))
             return Identity(key_id=record.key_id, name=record.name)
         await self._failures.record_failure(address)
         return denial
+
+    def _mac(self, secret: str) -> bytes:
+        return hashlib.blake2b(
+            secret.encode("utf-8", "surrogateescape"), key=self._mac_key, digest_size=32,
+        ).digest()
+
+    def _remembered(self, request: web.BaseRequest) -> tuple[Credentials, _Verified] | None:
+        """The request's credentials when they are exactly a pair verified before, else None."""
+        ids = request.headers.getall(ID_HEADER, ())
+        secrets = request.headers.getall(SECRET_HEADER, ())
+        if len(ids) != 1 or len(secrets) != 1:
+            return None
+        known = self._verified.get(ids[0])
+        if known is None or not hmac.compare_digest(known.digest, self._mac(secrets[0])):
+            return None
+        return Credentials(key_id=ids[0], secret=secrets[0]), known

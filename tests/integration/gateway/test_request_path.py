@@ -329,3 +329,19 @@ async def test_responses_each_side_of_the_buffering_limit_arrive_whole(
     resp = await gateway.client.head(f"/raw/_demo/bytes/{size}", headers=key.headers)
     assert resp.status == 200
     assert await resp.read() == b""
+
+
+async def test_a_remembered_pair_still_meets_every_check(gateway: Gateway) -> None:
+    # After one success the gateway skips the peppered hash for that exact pair: a wrong
+    # secret, a duplicated header and a revocation must still get the 401.
+    key = known(gateway)
+    for _ in range(3):
+        assert (await gateway.client.get("/api/x", headers=key.headers)).status == 200
+    wrong = {**key.headers, "X-AuthenticationKeyValue": key.secret[:-1] + (
+        "A" if key.secret[-1] != "A" else "B")}
+    assert (await gateway.client.get("/api/x", headers=wrong)).status == 401
+    doubled = [*key.headers.items(), ("X-AuthenticationKeyValue", key.secret)]
+    assert (await gateway.client.get("/api/x", headers=doubled)).status == 401
+    await gateway.store.apply(gateway.keyring.signed(gateway.keyring.revoke(key)))
+    assert (await gateway.client.get("/api/x", headers=key.headers)).status == 401
+    assert gateway.backend_requests == 3
