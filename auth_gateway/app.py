@@ -39,7 +39,7 @@ from .keyservice import KeyServiceClient
 from .keystore import KeyStore
 from .metrics import Metrics
 from .problems import problem
-from .proxy import SKIP_AUTO_HEADERS, ForwardContext, Forwarder
+from .proxy import ForwardContext, Forwarder, upstream_session
 from .redisclient import open_redis
 from .routes import is_safe_path, load_routes
 from .sync import SYNCED, sync_ctx
@@ -76,18 +76,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = app[METRICS]
-    upstream = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(
-            limit=config.limits.upstream_max_connections, keepalive_timeout=30,
-            # Upstream host names are few and fixed by the route table: resolve them rarely.
-            ttl_dns_cache=300,
-        ),
-        # Upstream cookies must never be replayed to another client's request.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        # Bodies pass through as they are; the client's own headers say what it accepts.
-        auto_decompress=False,
-        skip_auto_headers=SKIP_AUTO_HEADERS,
-    )
+    upstream = upstream_session(config.limits)
     ks_session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
         cookie_jar=aiohttp.DummyCookieJar(),

@@ -87,12 +87,26 @@ class JsonAccessLogger(AbstractAccessLogger):
 
     The path is logged without its query string, which may carry data the client considers
     private; credential headers are never logged. The line has the fields and layout of
-    ``JsonFormatter``'s, but is built directly (one ``json.dumps``, no LogRecord) and written
+    ``JsonFormatter``'s, but is built directly (no LogRecord) and written
     through ``ACCESS_LINES`` to stderr: the access log is the one log line of every request.
     Whether it is written at all follows the access logger's level.
     """
 
     batcher: LineBatcher = ACCESS_LINES
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self) -> str:
+        """``datetime.isoformat(timespec="milliseconds")`` in UTC, formatted once per second."""
+        now = _time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._stamp}.{int((now - second) * 1000):03d}+00:00"
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         """Log one finished request."""
@@ -100,20 +114,21 @@ class JsonAccessLogger(AbstractAccessLogger):
         if not logger.isEnabledFor(logging.INFO):
             return
         path = request.raw_path.partition("?")[0]
-        line = {
-            "time": datetime.fromtimestamp(_time.time(), UTC).isoformat(timespec="milliseconds"),
-            "level": "info",
-            "logger": logger.name,
-            "message": "request",
-            "request_id": request.get(REQUEST_ID),
-            "remote": request.remote,
-            "method": request.method,
-            "path": path[:2048],
-            "status": response.status,
-            "bytes": response.body_length,
-            "duration_ms": round(time * 1000, 3),
-            "route": request.get(ROUTE_LABEL),
-            "key_id": request.get(LOG_KEY_ID),
-            "auth": request.get(AUTH_REASON),
-        }
-        self.batcher.add(json.dumps(line, separators=(",", ":"), default=str))
+        # Every string goes through json's own (C) escaping; only the layout is written here.
+        self.batcher.add(
+            f'{{"time":"{self._time()}","level":"info","logger":{_json(logger.name)},'
+            f'"message":"request","request_id":{_json(request.get(REQUEST_ID))},'
+            f'"remote":{_json(request.remote)},"method":{_json(request.method)},'
+            f'"path":{_json(path[:2048])},"status":{int(response.status)},'
+            f'"bytes":{int(response.body_length)},"duration_ms":{round(time * 1000, 3)!r},'
+            f'"route":{_json(request.get(ROUTE_LABEL))},"key_id":{_json(request.get(LOG_KEY_ID))},'
+            f'"auth":{_json(request.get(AUTH_REASON))}}}'
+        )
+
+
+_escape = json.encoder.encode_basestring_ascii
+
+
+def _json(value: str | None) -> str:
+    """``value`` as a JSON string literal (as ``json.dumps`` writes it), or null."""
+    return "null" if value is None else _escape(value)

@@ -27,15 +27,31 @@ from .problems import problem
 from .routes import Route
 
 __all__ = [
-    "BUFFERED_BODY_LIMIT", "SKIP_AUTO_HEADERS", "BodyTooLarge", "ForwardContext", "Forwarder",
+    "BUFFERED_BODY_LIMIT", "BodyTooLarge", "ForwardContext", "Forwarder", "upstream_session",
 ]
 
 _CHUNK = 64 * 1024
 # Upstream responses declaring at most this many bytes are read whole and sent to the client in
 # one write; anything larger (or of unknown length) is streamed.
 BUFFERED_BODY_LIMIT = 64 * 1024
-SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+_SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 _NO_BODY_STATUS = frozenset({204, 304})
+
+
+def upstream_session(limits: Limits) -> aiohttp.ClientSession:
+    """The pooled keep-alive session every forwarded request goes through."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=limits.upstream_max_connections, keepalive_timeout=30,
+            # Upstream host names are few and fixed by the route table: resolve them rarely.
+            ttl_dns_cache=300,
+        ),
+        # Upstream cookies must never be replayed to another client's request.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        # Bodies pass through as they are, and only the client's own headers go upstream.
+        auto_decompress=False,
+        skip_auto_headers=_SKIP_AUTO,
+    )
 
 
 class BodyTooLarge(Exception):
@@ -111,8 +127,8 @@ class Forwarder:
             async with asyncio.timeout(self._limits.upstream_total_timeout):
                 upstream = await self._session.request(
                     request.method, URL(url, encoded=True),
-                    headers=headers, data=data, skip_auto_headers=SKIP_AUTO_HEADERS,
-                    allow_redirects=False, auto_decompress=False, timeout=self._timeout,
+                    # Session-level: no automatic headers, no decompression (upstream_session).
+                    headers=headers, data=data, allow_redirects=False, timeout=self._timeout,
                 )
         except BodyTooLarge:
             return problem(413, "The request body is larger than this gateway accepts.")

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -72,3 +73,15 @@ def test_the_logger_level_still_decides() -> None:
     stream = io.StringIO()
     _logger(stream, logging.WARNING).log(_request(), web.Response(status=200), 0.0)
     assert stream.getvalue() == ""
+
+
+def test_odd_characters_are_escaped_and_the_time_is_iso_utc() -> None:
+    stream = io.StringIO()
+    request = make_mocked_request("GET", '/a"b\\c/\u00e9\x01')
+    _logger(stream).log(request, web.Response(status=404), 1.5)
+    line = json.loads(stream.getvalue())
+    assert line["path"] == '/a"b\\c/\u00e9\x01'
+    assert line["request_id"] is None
+    assert line["duration_ms"] == 1500.0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["time"])
+    assert stream.getvalue().isascii()
