@@ -146,8 +146,10 @@ class Authenticator:
         return denial
 
     def _mac(self, secret: str) -> bytes:
+        # surrogatepass: any header text (even a lone surrogate) encodes, and distinct texts
+        # give distinct bytes.
         return hashlib.blake2b(
-            secret.encode("utf-8", "surrogateescape"), key=self._mac_key, digest_size=32,
+            secret.encode("utf-8", "surrogatepass"), key=self._mac_key, digest_size=32,
         ).digest()
 
     def _remembered(self, request: web.BaseRequest) -> tuple[Credentials, _Verified] | None:
