@@ -124,10 +124,15 @@ async def test_workers_share_the_port_stay_current_and_drain_on_sigterm(
     base = f"http://127.0.0.1:{port}"
     proc = start_gateway(gateway_env, "--port", str(port), "--workers", "2")
     await _wait_ready(http, base, proc)
-    pids = set()
-    for _ in range(40):
+    # /readyz answered by one worker says nothing of the other, which may still be starting:
+    # ask until both have answered (the kernel spreads fresh connections over the listeners).
+    pids: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(pids) < 2 and time.monotonic() < deadline:
         async with http.get(f"{base}/healthz") as resp:
             pids.add((await resp.json())["pid"])
+        if len(pids) < 2:
+            await asyncio.sleep(0.02)
     assert len(pids) == 2, "both workers should take connections on the shared port"
 
     key = await real_key_service.issue("workers")
