@@ -71,7 +71,9 @@ def upstream_headers(
     drop = _drop(incoming)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        lower = name.lower()
+        # Underscore spellings count as the dashed name: WSGI/CGI backends and some proxies map
+        # both to the same variable, so X-Authenticated_Key_Id would pose as our identity header.
+        lower = name.lower().replace("_", "-")
         if lower in drop or lower in _REPLACED or lower.startswith("x-authenticated-"):
             continue
         out.add(name, value)

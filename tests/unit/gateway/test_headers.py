@@ -67,3 +67,22 @@ def test_client_address_trusts_forwarded_for_only_from_trusted_peers() -> None:
     assert client_address("10.0.0.5", ["spoof, 2.2.2.2"], ("10.0.0.0/8",)) == "2.2.2.2"
     assert client_address("10.0.0.5", [], ("10.0.0.0/8",)) == "10.0.0.5"
     assert client_address("10.0.0.5", ["garbage"], ("10.0.0.0/8",)) == "10.0.0.5"
+
+
+def test_underscore_spellings_of_identity_and_credential_headers_never_pass() -> None:
+    # WSGI/CGI backends map X-Authenticated_Key_Id and X-Authenticated-Key-Id to one variable.
+    incoming = _proxy(
+        ("X-Authenticated_Key_Id", "spoof"), ("x_authenticated_key_name", "spoof"),
+        ("X_AuthenticationKeyValue", "secret"), ("X-Forwarded_For", "6.6.6.6"),
+        ("X_Request_Id", "mine"), ("Accept", "a"),
+    )
+    out = upstream_headers(
+        incoming, forwarded_for="1.2.3.4", forwarded_proto="http", forwarded_host=None,
+        request_id="rid", identity=("kid", "name"),
+    )
+    assert sorted(name for name, _ in out.items()) == sorted([
+        "Accept", "X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id",
+        "X-Authenticated-Key-Id", "X-Authenticated-Key-Name",
+    ])
+    assert out["X-Authenticated-Key-Id"] == "kid"
+    assert out["X-Forwarded-For"] == "1.2.3.4"
