@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from apikeys_shared.config import generate_secrets_env
 from tests.support.faultproxy import FaultProxy
+from tests.support.private_redis import start_redis  # noqa: F401  (a fixture for every test)
 from tests.support.services import (
     PG_ADMIN_URL,
     POSTGRES,

@@ -6,13 +6,10 @@ must behave exactly as on a single server.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-import redis
 from pytest_aiohttp import AiohttpServer
 from redis.asyncio.cluster import RedisCluster
 
@@ -22,8 +19,7 @@ from auth_gateway.keyservice import KeyServiceClient
 from auth_gateway.keystore import KeyStore
 from auth_gateway.metrics import Metrics
 from auth_gateway.redisclient import open_redis
-from tests.integration.running.test_redis_url import StartRedis, start_redis  # noqa: F401
-from tests.support.procs import free_port
+from tests.support.private_redis import StartRedis, start_one_node_cluster
 
 from .keyring import FakeKeyService, Keyring
 
@@ -31,22 +27,8 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-async def cluster(start_redis: StartRedis) -> AsyncIterator[RedisCluster]:  # noqa: F811
-    port = free_port()
-    while port + 10000 > 65535:  # the cluster bus listens on port + 10000
-        port = free_port()
-    start_redis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", port=port)
-    node = redis.Redis(port=port)
-    try:
-        node.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")  # type: ignore[no-untyped-call]
-        deadline = time.monotonic() + 15
-        while b"cluster_state:ok" not in node.execute_command(  # type: ignore[no-untyped-call]
-            "CLUSTER", "INFO",
-        ):
-            assert time.monotonic() < deadline, "the one-node cluster did not become ok"
-            await asyncio.sleep(0.05)
-    finally:
-        node.close()
+async def cluster(start_redis: StartRedis) -> AsyncIterator[RedisCluster]:
+    port = await start_one_node_cluster(start_redis)
     client = open_redis(f"redis+cluster://127.0.0.1:{port}", timeout=2.0)
     assert isinstance(client, RedisCluster)
     try:
