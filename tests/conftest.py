@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from apikeys_shared.config import generate_secrets_env
+from apikeys_shared.config import generate_secrets
 from tests.support.faultproxy import FaultProxy
 from tests.support.private_redis import start_redis  # noqa: F401  (a fixture for every test)
 from tests.support.services import (
@@ -39,8 +39,7 @@ def _unique(prefix: str) -> str:
 @pytest.fixture
 def secrets_env() -> dict[str, str]:
     """A fresh set of deployment secrets, as ``generate-secrets`` prints them."""
-    lines = generate_secrets_env().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return generate_secrets()
 
 
 # -- databases -------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import asyncpg
 from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from apikeys_shared.config import generate_secrets_env
+from apikeys_shared.config import generate_secrets
 from apikeys_shared.keys import new_key_id
 from key_service.config import KeyServiceConfig, load_config
 from key_service.db import create_engine, make_sessionmaker, migrate_async
@@ -62,8 +62,7 @@ class Row:
 
 
 def _secrets() -> dict[str, str]:
-    lines = generate_secrets_env().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return generate_secrets()
 
 
 @contextlib.asynccontextmanager

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from apikeys_shared.config import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, generate_secrets_env
+from apikeys_shared.config import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, generate_secrets
 from tests.support.procs import ROOT, ServiceProcess, free_port, wait_http
 
 from .admin import AdminClient
@@ -35,8 +35,7 @@ class StackError(RuntimeError):
 
 
 def _secrets() -> dict[str, str]:
-    lines = generate_secrets_env().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return generate_secrets()
 
 
 class BenchStack:

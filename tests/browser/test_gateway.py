@@ -20,7 +20,7 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect
 
-from apikeys_shared.config import generate_secrets_env
+from apikeys_shared.config import generate_secrets
 from tests.support.services import RABBITMQ, RABBITMQ_URL, REDIS, REDIS_URL, require
 from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, Stack, StackOptions
 
@@ -40,8 +40,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     require(REDIS)
     require(RABBITMQ)
     tag = uuid.uuid4().hex[:12]
-    lines = generate_secrets_env().splitlines()
-    secrets = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    secrets = generate_secrets()
     running = Stack(
         tmp_path, secrets, exchange=f"t.{tag}.apikeys.events", redis_prefix=f"t:{tag}:",
         queue_prefix=f"t.{tag}", options=StackOptions(gateways=1),

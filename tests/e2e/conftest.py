@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import redis
 
-from apikeys_shared.config import generate_secrets_env
+from apikeys_shared.config import generate_secrets
 from tests.support.services import RABBITMQ, RABBITMQ_URL, REDIS, REDIS_URL, require
 from tests.support.stack import Admin, Stack, StackOptions
 
@@ -37,8 +37,7 @@ def stack(
     require(RABBITMQ)
     options: StackOptions = getattr(request.module, "STACK_OPTIONS", StackOptions())
     tag = uuid.uuid4().hex[:12]
-    lines = generate_secrets_env().splitlines()
-    secrets = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    secrets = generate_secrets()
     running = Stack(
         tmp_path_factory.mktemp("stack"), secrets, exchange=f"t.{tag}.apikeys.events",
         redis_prefix=f"t:{tag}:", queue_prefix=f"t.{tag}", options=options,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from apikeys_shared.config import generate_secrets_env
+from apikeys_shared.config import generate_secrets
 from key_service.app import create_app
 from key_service.config import load_config
 from key_service.db import migrate_async
@@ -24,10 +24,7 @@ async def test_readyz_is_503_while_postgres_is_cut(
     url = make_url(postgres_url)
     proxy = fault_proxy(url.host or "127.0.0.1", url.port or 5432)
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    env = dict(
-        line.split("=", 1) for line in generate_secrets_env().splitlines()
-        if line and not line.startswith("#")
-    )
+    env = generate_secrets()
     env |= {"KEY_SERVICE_DATABASE_URL": proxied, "KEY_SERVICE_DATA_DIR": str(tmp_path),
             "APIKEYS_EXCHANGE": amqp_names.exchange}
     client = await aiohttp_client(create_app(load_config(env)))

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from apikeys_shared import Event, KeyRecord, PepperSet, SignedEvent, Signer
-from apikeys_shared.config import generate_secrets_env
+from apikeys_shared.config import generate_secrets
 from apikeys_shared.keys import generate_secret, new_key_id
 from tests.conftest import AmqpNames
 from tests.support.procs import ROOT, ServiceProcess, free_port, wait_http
@@ -85,8 +85,7 @@ async def run_subscriber(env: dict[str, str]) -> AsyncIterator[Subscriber]:
 
 
 def _secrets() -> dict[str, str]:
-    lines = generate_secrets_env().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return generate_secrets()
 
 
 def _record(secrets: dict[str, str]) -> KeyRecord:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from apikeys_shared.config import generate_secrets_env
+from apikeys_shared.config import generate_secrets
 from apikeys_shared.events import KeyRecord
 from apikeys_shared.keys import new_key_id
 from apikeys_shared.signing import Signer, Verifier
@@ -22,10 +22,7 @@ from key_service.relay import _sqlite_lock_path
 
 
 def _keys() -> tuple[Signer, Verifier]:
-    env = dict(
-        line.split("=", 1) for line in generate_secrets_env().splitlines()
-        if line and not line.startswith("#")
-    )
+    env = generate_secrets()
     return (
         Signer.from_base64(env["APIKEYS_SIGNING_KEY"]),
         Verifier.from_base64([env["APIKEYS_VERIFY_KEYS"]]),

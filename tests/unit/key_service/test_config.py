@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from apikeys_shared.config import generate_secrets_env
+from apikeys_shared.config import generate_secrets
 from apikeys_shared.errors import ConfigError
 from key_service.config import load_config, load_database_url
 
 
 def _secrets() -> dict[str, str]:
-    lines = generate_secrets_env().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return generate_secrets()
 
 
 def test_defaults() -> None:

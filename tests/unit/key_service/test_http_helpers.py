@@ -9,7 +9,7 @@ import sys
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from apikeys_shared.config import Env, generate_secrets_env, load_secrets
+from apikeys_shared.config import Env, generate_secrets, load_secrets
 from key_service.appkeys import CONFIG
 from key_service.config import KeyServiceConfig
 from key_service.logs import REQUEST_ID, JsonFormatter
@@ -18,10 +18,7 @@ from key_service.problems import problem
 
 
 def _config(trusted: tuple[str, ...]) -> KeyServiceConfig:
-    values = dict(
-        line.split("=", 1) for line in generate_secrets_env().splitlines()
-        if line and not line.startswith("#")
-    )
+    values = generate_secrets()
     return KeyServiceConfig(
         secrets=load_secrets(Env(values), signer=True, verifier=False),
         database_url="sqlite+aiosqlite:///x.db", data_dir=__import__("pathlib").Path("."),

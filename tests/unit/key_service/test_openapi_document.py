@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from apikeys_shared.config import Env, generate_secrets_env, load_secrets
+from apikeys_shared.config import Env, generate_secrets, load_secrets
 from key_service.app import create_app
 from key_service.config import KeyServiceConfig
 from key_service.openapi import OPENAPI
 
 
 def test_document_and_router_agree(tmp_path: object) -> None:
-    values = dict(
-        line.split("=", 1) for line in generate_secrets_env().splitlines()
-        if line and not line.startswith("#")
-    )
+    values = generate_secrets()
     config = KeyServiceConfig(
         secrets=load_secrets(Env(values), signer=True, verifier=False),
         database_url="sqlite+aiosqlite:///unused.db", data_dir=__import__("pathlib").Path("."),

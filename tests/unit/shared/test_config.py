@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from apikeys_shared.config import Env, generate_secrets_env, load_secrets
+from apikeys_shared.config import Env, generate_secrets, generate_secrets_env, load_secrets
 from apikeys_shared.errors import ConfigError
 from apikeys_shared.keys import generate_secret, new_key_id
 from apikeys_shared.signing import Verifier
 
 
 def _env() -> dict[str, str]:
-    lines = generate_secrets_env().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return generate_secrets()
 
 
 def test_generated_secrets_load_and_work_together() -> None:
@@ -121,3 +120,17 @@ def test_an_unparsable_url_is_a_config_error_naming_the_variable() -> None:
         env.url("KEY_SERVICE_DATABASE_URL", None, ("postgresql+asyncpg",))
     assert "KEY_SERVICE_DATABASE_URL" in str(info.value)
     assert "s3cret" not in str(info.value)
+
+
+def test_the_env_file_form_holds_every_secret_and_loads() -> None:
+    text = generate_secrets_env()
+    lines = text.splitlines()
+    assert lines[0].startswith("#")
+    values = dict(line.split("=", 1) for line in lines[1:])
+    assert set(values) == {
+        "APIKEYS_PEPPERS", "APIKEYS_SIGNING_KEY", "APIKEYS_VERIFY_KEYS", "APIKEYS_INTERNAL_TOKEN",
+    }
+    loaded = load_secrets(Env(values), signer=True, verifier=True)
+    assert loaded.signer is not None
+    assert loaded.verifier is not None
+    assert loaded.signer.key_id in loaded.verifier.key_ids
