@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aio_pika
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -21,13 +20,13 @@ from apikeys_shared.config import generate_secrets
 from tests.support.faultproxy import FaultProxy
 from tests.support.private_redis import start_redis  # noqa: F401  (a fixture for every test)
 from tests.support.services import (
-    PG_ADMIN_URL,
     POSTGRES,
     RABBITMQ,
     RABBITMQ_URL,
     REDIS,
     REDIS_URL,
     require,
+    temporary_database,
 )
 
 
@@ -47,21 +46,8 @@ def secrets_env() -> dict[str, str]:
 async def postgres_url() -> AsyncIterator[str]:
     """A brand-new PostgreSQL database for this test (SQLAlchemy asyncpg URL), dropped after."""
     require(POSTGRES)
-    name = _unique("apikeys_t_")
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with temporary_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -25,14 +25,13 @@ import platform
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
 import aio_pika
-import asyncpg
 from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -45,7 +44,7 @@ from key_service.metrics import Metrics
 from key_service.models import ApiKey, AuditEntry
 from key_service.relay import Relay
 from tests.bench.stats import percentile
-from tests.support.services import PG_ADMIN_URL, RABBITMQ_URL
+from tests.support.services import RABBITMQ_URL, temporary_database
 
 _ACTOR = Actor(user_id=None, username="bench", client_address="127.0.0.1", request_id="bench")
 
@@ -65,23 +64,8 @@ def _secrets() -> dict[str, str]:
     return generate_secrets()
 
 
-@contextlib.asynccontextmanager
-async def _postgres() -> AsyncIterator[str]:
-    name = f"apikeys_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+def _postgres() -> contextlib.AbstractAsyncContextManager[str]:
+    return temporary_database("apikeys_bench_")
 
 
 async def _rate(total: int, concurrency: int, call: Callable[[int], Awaitable[object]]) -> float:

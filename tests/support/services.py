@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
-__all__ = ["PG_ADMIN_URL", "RABBITMQ_URL", "REDIS_URL", "Service", "require"]
+__all__ = [
+    "PG_ADMIN_URL", "RABBITMQ_URL", "REDIS_URL", "Service", "require", "temporary_database",
+]
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -60,3 +66,23 @@ def require(service: Service) -> None:
     problem = _checked[service.name]
     if problem is not None:
         pytest.fail(problem, pytrace=False)
+
+
+@contextlib.asynccontextmanager
+async def temporary_database(prefix: str = "apikeys_t_") -> AsyncIterator[str]:
+    """A brand-new PostgreSQL database (SQLAlchemy asyncpg URL), dropped when the block ends."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
