@@ -74,12 +74,27 @@ class FailureCounter:
                 self._synced_until = await self.sync_once(self._synced_until)
             except (TimeoutError, RedisError, OSError, ValueError):
                 self._paused_until = now + _PAUSE_SECONDS
+        return self._blocked_for(address, now)
+
+    def clear_now(self, address: str) -> bool:
+        """True when ``address`` is not blocked and no read of other processes' blocks is due.
+
+        The synchronous form of ``retry_after() is None`` for the happy path; False means
+        "ask ``retry_after``", not "blocked".
+        """
+        now = self._clock()
+        if now >= self._next_sync and now >= self._paused_until:
+            return False
+        return self._blocked_for(address, now) is None
+
+    def _blocked_for(self, address: str, now: float) -> int | None:
         until = self._blocked.get(address)
         if until is not None and until > now:
             return max(1, math.ceil(until - now))
-        local = self._local.get(address)
-        if now < self._paused_until and local is not None and local[0] >= self._threshold:
-            return max(1, math.ceil(local[1] - now))
+        if now < self._paused_until:
+            local = self._local.get(address)
+            if local is not None and local[0] >= self._threshold:
+                return max(1, math.ceil(local[1] - now))
         return None
 
     def block(self, address: str, seconds: float) -> None:

@@ -1,4 +1,10 @@
-"""The gateway's application factory, its operational endpoints and its request handlers."""
+"""The gateway: its resources (an aiohttp ``Application`` used as their container and
+lifecycle), its request handler, and ``RunningGateway``, which serves it on a socket.
+
+Requests do not go through aiohttp's router: ``GatewayHandler`` is called by the lean server in
+``httpserver`` for every parsed request and answers the operational endpoints, forward-auth, or
+routes, authenticates and forwards (DESIGN §4).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import logging
 import os
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -16,7 +22,6 @@ from redis.exceptions import RedisError
 
 from .abuse import FailureCounter, is_trusted
 from .appkeys import (
-    AUTH_REASON,
     AUTHENTICATOR,
     CONFIG,
     FAILURES,
@@ -24,38 +29,40 @@ from .appkeys import (
     KEY_SERVICE,
     KEY_SERVICE_SESSION,
     KEYSTORE,
-    LOG_KEY_ID,
     METRICS,
     REDIS,
-    REQUEST_ID,
-    ROUTE_LABEL,
     ROUTES,
-    UPSTREAM_SESSION,
+    UPSTREAM_POOL,
 )
-from .auth import Authenticator, Denial
+from .auth import Authenticator, Denial, Identity
 from .config import GatewayConfig
-from .headers import KEY_ID_OUT, KEY_NAME_OUT, header_safe
+from .httpserver import HttpServer, Request
 from .keyservice import KeyServiceClient
 from .keystore import KeyStore
+from .logs import AccessLog
 from .metrics import Metrics
-from .problems import problem
-from .proxy import ForwardContext, Forwarder, upstream_session
+from .problems import Reply, problem
+from .proxy import ForwardContext, Forwarder
 from .redisclient import open_redis
-from .routes import is_safe_path, load_routes
+from .routes import Route, is_safe_path, load_routes
 from .sync import SYNCED, sync_ctx
+from .upstream import UpstreamPool
 
-__all__ = ["VERIFY_PATH", "create_app"]
+__all__ = ["VERIFY_PATH", "GatewayHandler", "RunningGateway", "create_app"]
 
 log = logging.getLogger("auth_gateway")
 
 VERIFY_PATH = "/_auth/verify"
+_VERIFY_SUB = VERIFY_PATH + "/"
+_OPS = frozenset({"/healthz", "/readyz", "/metrics"})
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Request IDs only correlate log lines; they guard nothing, so a seeded PRNG (fresh per process,
 # re-seeded after a fork) serves instead of a getrandom() system call per request. Random rather
 # than a counter, so that an ID tells a client nothing about the gateway's request volume.
 _ids = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+_JSON = b"Content-Type: application/json; charset=utf-8\r\n"
+_METRICS_TYPE = b"Content-Type: %s\r\n" % CONTENT_TYPE_LATEST.encode()
 
 
 def _new_request_id() -> str:
@@ -76,12 +83,16 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = app[METRICS]
-    upstream = upstream_session(config.limits)
+    limits = config.limits
+    pool = UpstreamPool(
+        max_connections=limits.upstream_max_connections,
+        connect_timeout=limits.upstream_connect_timeout,
+    )
     ks_session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
         cookie_jar=aiohttp.DummyCookieJar(),
     )
-    app[UPSTREAM_SESSION] = upstream
+    app[UPSTREAM_POOL] = pool
     app[KEY_SERVICE_SESSION] = ks_session
     secrets = config.secrets
     assert secrets.verifier is not None
@@ -105,185 +116,21 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         unavailable_retry_after=config.unavailable_retry_after,
         verified_size=config.l1_size, verified_ttl=config.l1_ttl,
     )
-    app[FORWARDER] = Forwarder(upstream, config.limits, metrics)
+    app[FORWARDER] = Forwarder(pool, limits, metrics)
     try:
         yield
     finally:
-        await upstream.close()
+        await pool.close()
         await ks_session.close()
 
 
-# -- middleware --------------------------------------------------------------------------------
-def _header_bytes(request: web.Request) -> int:
-    return sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
-
-
-def _framing_problem(request: web.Request) -> str | None:
-    """Framing aiohttp's parser lets through but that a stricter hop could read differently.
-
-    Anything unusual about how a body is delimited is refused outright (RFC 9112 §6.1), so the
-    gateway and the upstream can never disagree on where one request ends.
-    """
-    if request.version not in ((1, 0), (1, 1)):
-        return "Only HTTP/1.0 and HTTP/1.1 requests are accepted."
-    if len(request.headers.getall("Host", [])) > 1:
-        return "The request has more than one Host header."
-    encodings = request.headers.getall("Transfer-Encoding", [])
-    if encodings:
-        if request.version < (1, 1):
-            return "Transfer-Encoding is not allowed in an HTTP/1.0 request."
-        if len(encodings) > 1 or encodings[0].strip().lower() != "chunked":
-            return "Transfer-Encoding must be exactly 'chunked'."
-    return None
-
-
-def _refuse(status: int, detail: str) -> web.Response:
-    """A refusal that also closes the connection: nothing after a bad request is trusted."""
-    response = problem(status, detail)
-    response.force_close()
-    return response
-
-
-@web.middleware
-async def _frame(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Request ID, header limits, problem+json for router errors, and request metrics."""
-    incoming = request.headers.getall("X-Request-Id", [])
-    rid = incoming[0] if len(incoming) == 1 and _REQUEST_ID_RE.fullmatch(incoming[0]) else ""
-    request[REQUEST_ID] = rid or _new_request_id()
-    limits = request.app[CONFIG].limits
-    metrics = request.app[METRICS]
-    response: web.StreamResponse
-    framing = _framing_problem(request)
-    if framing is not None:
-        request[ROUTE_LABEL] = "_refused"
-        response = _refuse(400, framing)
-    elif (
-        len(request.raw_headers) > limits.max_headers
-        or _header_bytes(request) > limits.max_header_bytes
-    ):
-        request[ROUTE_LABEL] = "_refused"
-        response = _refuse(431, "The request headers are larger than this gateway accepts.")
-    else:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            response = problem(exc.status, exc.reason)
-        except (ConnectionResetError, asyncio.CancelledError):
-            metrics.requests.labels(request.get(ROUTE_LABEL, "_none"), "aborted").inc()
-            raise
-        except Exception:
-            log.exception("unhandled error", extra={"fields": {"request_id": request[REQUEST_ID]}})
-            response = problem(500, "The gateway failed to handle this request.")
-    if not response.prepared:
-        response.headers["X-Request-Id"] = request[REQUEST_ID]
-    metrics.child(metrics.requests, request.get(ROUTE_LABEL, "_none"), str(response.status)).inc()
-    return response
-
-
-# -- operational endpoints ---------------------------------------------------------------------
-async def _healthz(request: web.Request) -> web.Response:
-    request[ROUTE_LABEL] = "_ops"
-    return web.json_response({"status": "ok", "pid": os.getpid()})
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    request[ROUTE_LABEL] = "_ops"
-    app = request.app
-    if not app[SYNCED].is_set():
-        return problem(503, "The first catch-up from key_service's event feed is not done yet.")
-    try:
-        async with asyncio.timeout(app[CONFIG].redis_timeout * 2):
-            await app[REDIS].ping()
-    except (TimeoutError, RedisError, OSError):
-        return problem(503, "Redis is not reachable.")
-    return web.json_response({"status": "ready"})
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    request[ROUTE_LABEL] = "_ops"
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-# -- authentication and forwarding -------------------------------------------------------------
-def _note(request: web.Request, verdict: Denial) -> None:
-    request[AUTH_REASON] = verdict.reason
-    if verdict.key_id is not None:
-        request[LOG_KEY_ID] = verdict.key_id
-
-
-async def _verify(request: web.Request) -> web.StreamResponse:
-    """Forward-auth: 204 with the identity headers, or the gateway's 401 / 429 / 503."""
-    request[ROUTE_LABEL] = VERIFY_PATH
-    verdict = await request.app[AUTHENTICATOR].authenticate(request)
-    if isinstance(verdict, Denial):
-        _note(request, verdict)
-        return verdict.response()
-    request[AUTH_REASON] = "ok"
-    request[LOG_KEY_ID] = verdict.key_id
-    return web.Response(
-        status=204,
-        headers={
-            KEY_ID_OUT: verdict.key_id,
-            KEY_NAME_OUT: header_safe(verdict.name),
-            "Cache-Control": "no-store",
-        },
-    )
-
-
-async def _proxy(request: web.Request) -> web.StreamResponse:
-    """Route, authenticate and forward one request (DESIGN §4)."""
-    app = request.app
-    raw_path, _, raw_query = request.raw_path.partition("?")
-    if not is_safe_path(raw_path):
-        request[ROUTE_LABEL] = "_refused"
-        return _refuse(400, "The request path holds dot segments or encoded separators.")
-    route = app[ROUTES].match(raw_path)
-    if route is None:
-        request[ROUTE_LABEL] = "_unmatched"
-        return problem(404, "No route of this gateway matches the request path.")
-    request[ROUTE_LABEL] = route.prefix
-    limits = app[CONFIG].limits
-    if request.content_length is not None and request.content_length > limits.max_body_bytes:
-        return problem(413, "The request body is larger than this gateway accepts.")
-    authenticator = app[AUTHENTICATOR]
-    identity: tuple[str, str] | None = None
-    if route.requires_auth:
-        verdict = await authenticator.authenticate(request)
-        if isinstance(verdict, Denial):
-            _note(request, verdict)
-            return verdict.response()
-        request[AUTH_REASON] = "ok"
-        request[LOG_KEY_ID] = verdict.key_id
-        identity = (verdict.key_id, verdict.name)
-    trusted = app[CONFIG].trusted_proxies
-    ctx = ForwardContext(
-        route=route, raw_path=raw_path, raw_query=raw_query, request_id=request[REQUEST_ID],
-        client_address=authenticator.client_address(request),
-        peer_trusted=bool(trusted) and is_trusted(request.remote or "", trusted),
-        identity=identity,
-    )
-    return await app[FORWARDER].forward(request, ctx)
-
-
-# -- the factory -------------------------------------------------------------------------------
 def create_app(config: GatewayConfig, *, with_sync: bool = True) -> web.Application:
-    """Build the gateway app; RouteTableError if the route table is invalid.
+    """The gateway's resources; RouteTableError if the route table is invalid.
 
     ``with_sync=False`` leaves out the event consumer (``/readyz`` then stays 503 until
     ``app[SYNCED]`` is set by hand): only for tests of the request path on its own.
     """
-    limits = config.limits
-    app = web.Application(
-        middlewares=[_frame],
-        # The parser's own limits sit above the configured ones so that most oversized
-        # headers get a 431 from the middleware rather than the parser's plain 400.
-        handler_args={
-            "max_line_size": limits.max_header_bytes * 2,
-            "max_field_size": limits.max_header_bytes * 2,
-            "max_headers": limits.max_headers * 2,
-        },
-    )
+    app = web.Application()
     app[CONFIG] = config
     app[ROUTES] = load_routes(config.routes_path)
     app[METRICS] = Metrics()
@@ -292,10 +139,223 @@ def create_app(config: GatewayConfig, *, with_sync: bool = True) -> web.Applicat
     app[SYNCED] = asyncio.Event()
     if with_sync:
         app.cleanup_ctx.append(sync_ctx)
-    app.router.add_get("/healthz", _healthz, allow_head=True)
-    app.router.add_get("/readyz", _readyz, allow_head=True)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_route("*", VERIFY_PATH, _verify)
-    app.router.add_route("*", VERIFY_PATH + "/{tail:.*}", _verify)
-    app.router.add_route("*", "/{tail:.*}", _proxy)
     return app
+
+
+# -- requests ----------------------------------------------------------------------------------
+def _framing_problem(request: Request) -> str | None:
+    """Framing aiohttp's parser lets through but that a stricter hop could read differently.
+
+    Anything unusual about how a body is delimited is refused outright (RFC 9112 §6.1), so the
+    gateway and the upstream can never disagree on where one request ends.
+    """
+    if request.version not in ((1, 0), (1, 1)):
+        return "Only HTTP/1.0 and HTTP/1.1 requests are accepted."
+    headers = request.headers
+    if len(headers.getall("Host", ())) > 1:
+        return "The request has more than one Host header."
+    if "Transfer-Encoding" in headers:
+        encodings = headers.getall("Transfer-Encoding")
+        if request.version < (1, 1):
+            return "Transfer-Encoding is not allowed in an HTTP/1.0 request."
+        if len(encodings) > 1 or encodings[0].strip().lower() != "chunked":
+            return "Transfer-Encoding must be exactly 'chunked'."
+    return None
+
+
+class GatewayHandler:
+    """Answers every request the server parsed; see the module docstring.
+
+    ``now`` settles what needs no waiting (refusals, 404s, health and metrics, and the common
+    authenticated case of forward-auth); the rest goes to ``later`` in a task of its own.
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        config = app[CONFIG]
+        self._limits = config.limits
+        self._trusted = config.trusted_proxies
+        self._routes = app[ROUTES]
+        self._metrics = app[METRICS]
+        self._authenticator = app[AUTHENTICATOR]
+        self._forwarder = app[FORWARDER]
+        self._access = AccessLog(logging.getLogger("auth_gateway.access"))
+
+    # -- dispatch --------------------------------------------------------------------------
+    def now(self, request: Request) -> bool:
+        """Answer without waiting when possible; False leaves ``request`` to ``later``."""
+        incoming = request.headers.getall("X-Request-Id", ())
+        rid = incoming[0] if len(incoming) == 1 and _REQUEST_ID_RE.fullmatch(incoming[0]) else ""
+        request.request_id = rid or _new_request_id()
+        framing = _framing_problem(request)
+        if framing is not None:
+            request.route = "_refused"
+            return _send(request, problem(400, framing, close=True))
+        limits = self._limits
+        raw = request.raw_headers
+        if len(raw) > limits.max_headers or (
+            sum([len(name) + len(value) for name, value in raw]) + 4 * len(raw)
+            > limits.max_header_bytes
+        ):
+            request.route = "_refused"
+            return _send(request, problem(
+                431, "The request headers are larger than this gateway accepts.", close=True))
+        path = request.target.partition("?")[0]
+        if path in _OPS:
+            request.route = "_ops"
+            if request.method not in ("GET", "HEAD"):
+                return _send(request, problem(
+                    405, "Only GET and HEAD are allowed here.", {"Allow": "GET, HEAD"}))
+            if path == "/healthz":
+                return _send(request, Reply(200, _JSON, b'{"status":"ok","pid":%d}' % os.getpid()))
+            if path == "/metrics":
+                body = generate_latest(self._metrics.registry)
+                return _send(request, Reply(200, _METRICS_TYPE, body))
+            return False  # /readyz asks Redis
+        if path == VERIFY_PATH or path.startswith(_VERIFY_SUB):
+            request.route = VERIFY_PATH
+            identity = self._authenticator.verified_now(request)
+            if identity is None:
+                return False
+            return _send(request, _verified(request, identity))
+        if not is_safe_path(path):
+            request.route = "_refused"
+            return _send(request, problem(
+                400, "The request path holds dot segments or encoded separators.", close=True))
+        route = self._routes.match(path)
+        if route is None:
+            request.route = "_unmatched"
+            return _send(request, problem(
+                404, "No route of this gateway matches the request path."))
+        request.route = route.prefix
+        request.state = route
+        declared = request.headers.get("Content-Length")
+        if declared is not None and int(declared) > limits.max_body_bytes:
+            return _send(request, problem(
+                413, "The request body is larger than this gateway accepts.", close=True))
+        return False
+
+    async def later(self, request: Request) -> None:
+        """Answer what ``now`` left: readiness, forward-auth's slow path, and forwarding."""
+        route = request.route
+        if route == "_ops":
+            _send(request, await self._ready())
+        elif route == VERIFY_PATH:
+            verdict = await self._authenticator.authenticate(request)
+            if isinstance(verdict, Denial):
+                _send(request, self._denied(request, verdict))
+            else:
+                _send(request, _verified(request, verdict))
+        else:
+            reply = await self._proxy(request)
+            if reply is not None:
+                _send(request, reply)
+
+    # -- operational endpoints -------------------------------------------------------------
+    async def _ready(self) -> Reply:
+        app = self._app
+        if not app[SYNCED].is_set():
+            return problem(503, "The first catch-up from key_service's event feed is not done yet.")
+        try:
+            async with asyncio.timeout(app[CONFIG].redis_timeout * 2):
+                await app[REDIS].ping()
+        except (TimeoutError, RedisError, OSError):
+            return problem(503, "Redis is not reachable.")
+        return Reply(200, _JSON, b'{"status":"ready"}')
+
+    # -- authentication and forwarding -----------------------------------------------------
+    @staticmethod
+    def _denied(request: Request, verdict: Denial) -> Reply:
+        request.auth = verdict.reason
+        request.key_id = verdict.key_id
+        return verdict.response()
+
+    async def _proxy(self, request: Request) -> Reply | None:
+        """Authenticate (on a route that needs it) and forward (DESIGN §4)."""
+        route: Route = request.state  # now() matched it
+        authenticator = self._authenticator
+        identity = b""
+        if route.requires_auth:
+            verdict = authenticator.verified_now(request)
+            if verdict is None:
+                found = await authenticator.authenticate(request)
+                if isinstance(found, Denial):
+                    return self._denied(request, found)
+                verdict = found
+            request.auth = "ok"
+            request.key_id = verdict.key_id
+            identity = verdict.block
+        forwarded_for = authenticator.client_address(request)
+        proto = "http"
+        remote = request.remote or ""
+        if self._trusted and is_trusted(remote, self._trusted):
+            prior = ", ".join(request.headers.getall("X-Forwarded-For", ()))
+            forwarded_for = f"{prior}, {remote}" if prior else remote
+            proto = request.headers.get("X-Forwarded-Proto", proto)
+        path, _, query = request.target.partition("?")
+        ctx = ForwardContext(
+            route=route, raw_path=path, raw_query=query, request_id=request.request_id,
+            forwarded_for=forwarded_for, forwarded_proto=proto, identity=identity,
+        )
+        return await self._forwarder.forward(request, ctx)
+
+    # -- after each request ----------------------------------------------------------------
+    def finished(self, request: Request, duration: float) -> None:
+        """Count and log one answered (or abandoned) request."""
+        status = str(request.status) if request.started else "aborted"
+        self._metrics.child(self._metrics.requests, request.route, status).inc()
+        self._access.log(request, duration)
+
+    def refused(self, status: int) -> None:
+        """Count a request the parser refused."""
+        self._metrics.child(self._metrics.requests, "_refused", str(status)).inc()
+
+
+def _send(request: Request, reply: Reply) -> bool:
+    reply.send(request)
+    return True
+
+
+def _verified(request: Request, identity: Identity) -> Reply:
+    """Forward-auth's 204 with the identity headers."""
+    request.auth = "ok"
+    request.key_id = identity.key_id
+    return Reply(204, identity.block + b"Cache-Control: no-store\r\n", b"")
+
+
+class RunningGateway:
+    """The gateway app served on a socket: ``await start()``, later ``await stop()``."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.port = 0
+        self._server: HttpServer | None = None
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Start the app's resources, then listen; the bound port."""
+        app = self.app
+        # As aiohttp's AppRunner does: the cleanup contexts fill the app while it starts.
+        app.pre_freeze()
+        await app.startup()
+        app.freeze()
+        handler = GatewayHandler(app)
+        limits = app[CONFIG].limits
+        # The parser's own limits sit above the configured ones, so that most oversized
+        # headers get the handler's 431 (with the same body) rather than the parser's.
+        self._server = HttpServer(
+            handler, max_line_size=limits.max_header_bytes * 2, max_headers=limits.max_headers * 2,
+        )
+        self.port = await self._server.listen(host, port, reuse_port=reuse_port)
+        return self.port
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, drain requests in flight (up to ``timeout``), release resources.
+
+        Idempotent.
+        """
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        await server.close(timeout)
+        await self.app.shutdown()
+        await self.app.cleanup()

@@ -14,23 +14,20 @@ from .metrics import Metrics
 from .proxy import Forwarder
 from .redisclient import RedisClient
 from .routes import RouteTable
+from .upstream import UpstreamPool
 
 __all__ = [
     "AUTHENTICATOR",
-    "AUTH_REASON",
     "CONFIG",
     "FAILURES",
     "FORWARDER",
     "KEYSTORE",
     "KEY_SERVICE",
     "KEY_SERVICE_SESSION",
-    "LOG_KEY_ID",
     "METRICS",
     "REDIS",
-    "REQUEST_ID",
     "ROUTES",
-    "ROUTE_LABEL",
-    "UPSTREAM_SESSION",
+    "UPSTREAM_POOL",
 ]
 
 CONFIG = web.AppKey("config", GatewayConfig)
@@ -43,15 +40,10 @@ REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 # busy upstreams cannot starve key lookups.
 KEY_SERVICE_SESSION = web.AppKey("key_service_session", aiohttp.ClientSession)
 KEY_SERVICE = web.AppKey("key_service", KeyServiceClient)
-# The pooled keep-alive session every forwarded request goes through.
-UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
+# The pooled keep-alive connections every forwarded request goes through.
+UPSTREAM_POOL = web.AppKey("upstream_pool", UpstreamPool)
 KEYSTORE = web.AppKey("keystore", KeyStore)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 FAILURES = web.AppKey("failures", FailureCounter)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 
-# Per request, for the access log and metrics.
-REQUEST_ID = web.RequestKey("request_id", str)
-ROUTE_LABEL = web.RequestKey("route_label", str)
-LOG_KEY_ID = web.RequestKey("log_key_id", str)
-AUTH_REASON = web.RequestKey("auth_reason", str)

@@ -1,11 +1,15 @@
-"""Header rewriting for forwarding (DESIGN §4 step 6): what the upstream and the client see."""
+"""Header rewriting for forwarding (DESIGN §4 step 6): what the upstream and the client see.
+
+Both directions work on the parser's raw header pairs (bytes, as received) and produce a
+ready-to-send header block (``Name: value\\r\\n`` lines), so that forwarding never decodes and
+re-encodes a header it passes through unchanged.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from urllib.parse import quote
-
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from .credentials import ID_HEADER, SECRET_HEADER
 
@@ -13,24 +17,30 @@ __all__ = [
     "HOP_BY_HOP",
     "KEY_ID_OUT",
     "KEY_NAME_OUT",
+    "RawHeaders",
     "header_safe",
-    "response_headers",
-    "upstream_headers",
+    "response_header_block",
+    "upstream_header_block",
 ]
+
+RawHeaders = Sequence[tuple[bytes, bytes]]
 
 KEY_ID_OUT = "X-Authenticated-Key-Id"
 KEY_NAME_OUT = "X-Authenticated-Key-Name"
 # RFC 9110 §7.6.1, plus the non-standard ones proxies still meet.
 HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "transfer-encoding", "upgrade",
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+    b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
-# Recomputed by the gateway; a client must not be able to choose them.
+# Recomputed by the gateway; a client must not be able to choose them. (Content-Length passes:
+# the body is forwarded byte for byte, and a chunked body gets Transfer-Encoding back.)
 _REPLACED = frozenset({
-    "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
-    "x-real-ip", "x-request-id", "expect", ID_HEADER.lower(), SECRET_HEADER.lower(),
+    b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded",
+    b"x-real-ip", b"x-request-id", b"expect", ID_HEADER.lower().encode(),
+    SECRET_HEADER.lower().encode(),
 })
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_IDENTITY_PREFIX = b"x-authenticated-"
+_TOKEN_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Printable ASCII except '%', which escapes everything else (UTF-8 percent-encoding).
 _NAME_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
@@ -42,57 +52,84 @@ def header_safe(value: str) -> str:
     return quote(value, safe=_NAME_SAFE)
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
-    names: set[str] = set()
-    for value in headers.getall("Connection", []):
-        for token in value.split(","):
-            token = token.strip().lower()
-            if _TOKEN_RE.fullmatch(token):
-                names.add(token)
-    return names
+def _drop(raw: RawHeaders) -> frozenset[bytes]:
+    """Hop-by-hop names, plus those the message's own Connection header lists."""
+    named: set[bytes] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if _TOKEN_RE.fullmatch(token):
+                    named.add(token)
+    return HOP_BY_HOP | named if named else HOP_BY_HOP
 
 
-def _drop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
-    if "Connection" not in headers:
-        return HOP_BY_HOP  # the usual case: no per-request set to build
-    return HOP_BY_HOP | _connection_tokens(headers)
-
-
-def upstream_headers(
-    incoming: CIMultiDictProxy[str],
+def upstream_header_block(
+    raw: RawHeaders,
     *,
     forwarded_for: str,
     forwarded_proto: str,
-    forwarded_host: str | None,
+    forwarded_host: bytes | None,
     request_id: str,
-    identity: tuple[str, str] | None,
-) -> CIMultiDict[str]:
-    """The headers to send upstream; credentials and client ``X-Authenticated-*`` never pass."""
-    drop = _drop(incoming)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
+    identity: bytes = b"",
+) -> bytes:
+    """The headers to send upstream; credentials and client ``X-Authenticated-*`` never pass.
+
+    ``identity`` is the authenticated key's header lines (``Identity.block``), empty on a route
+    without authentication.
+    """
+    drop = _drop(raw)
+    out: list[bytes] = []
+    for name, value in raw:
         # Underscore spellings count as the dashed name: WSGI/CGI backends and some proxies map
         # both to the same variable, so X-Authenticated_Key_Id would pose as our identity header.
-        lower = name.lower().replace("_", "-")
-        if lower in drop or lower in _REPLACED or lower.startswith("x-authenticated-"):
+        lower = name.lower().replace(b"_", b"-")
+        if lower in drop or lower in _REPLACED or lower.startswith(_IDENTITY_PREFIX):
             continue
-        out.add(name, value)
-    out["X-Forwarded-For"] = forwarded_for
-    out["X-Forwarded-Proto"] = forwarded_proto
+        out.append(b"%s: %s\r\n" % (name, value))
+    out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (
+        forwarded_for.encode("latin-1"), forwarded_proto.encode("latin-1")))
     if forwarded_host:
-        out["X-Forwarded-Host"] = forwarded_host
-    out["X-Request-Id"] = request_id
-    if identity is not None:
-        out[KEY_ID_OUT] = identity[0]
-        out[KEY_NAME_OUT] = header_safe(identity[1])
-    return out
+        out.append(b"X-Forwarded-Host: %s\r\n" % forwarded_host)
+    out.append(b"X-Request-Id: %s\r\n" % request_id.encode("ascii"))
+    out.append(identity)
+    return b"".join(out)
 
 
-def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones, for the client."""
-    drop = _drop(upstream)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
-        if name.lower() not in drop:
-            out.add(name, value)
-    return out
+def response_header_block(raw: RawHeaders, *, keep_length: bool) -> tuple[bytes, bool]:
+    """The upstream's response headers minus hop-by-hop ones, for the client.
+
+    The upstream's X-Request-Id gives way to the gateway's; Content-Length is kept only when
+    ``keep_length`` (HEAD, 204, 304: nothing follows, so the server cannot count it). Also says
+    whether the upstream sent a Date.
+    """
+    skip = _RESPONSE_SKIP_KEEP if keep_length else _RESPONSE_SKIP
+    block, had_date, named = _emit(raw, skip)
+    if named:
+        # Headers the upstream's Connection header names are hop-by-hop too (rare).
+        block, had_date, _ = _emit(raw, skip | named)
+    return block, had_date
+
+
+def _emit(raw: RawHeaders, skip: frozenset[bytes]) -> tuple[bytes, bool, frozenset[bytes]]:
+    """Header lines of ``raw`` not in ``skip``; whether a Date passed; Connection's tokens."""
+    out: list[bytes] = []
+    had_date = False
+    named: set[bytes] = set()
+    for name, value in raw:
+        lower = name.lower()
+        if lower in skip:
+            if lower == b"connection":
+                for token in value.split(b","):
+                    token = token.strip().lower()
+                    if token not in skip and _TOKEN_RE.fullmatch(token):
+                        named.add(token)
+            continue
+        if lower == b"date":
+            had_date = True
+        out += (name, b": ", value, b"\r\n")
+    return b"".join(out), had_date, frozenset(named)
+
+
+_RESPONSE_SKIP = HOP_BY_HOP | {b"x-request-id", b"content-length"}
+_RESPONSE_SKIP_KEEP = HOP_BY_HOP | {b"x-request-id"}

@@ -103,6 +103,10 @@ class KeyStore:
         """Where Redis holds the signed record of ``key_id``."""
         return f"{self._prefix}key:{key_id}"
 
+    def cached(self, key_id: str) -> Held | None:
+        """What L1 holds for ``key_id`` (not counted as a lookup), or None."""
+        return self._l1.get(key_id)
+
     async def lookup(self, key_id: str) -> KeyRecord | None:
         """The verified record of ``key_id``; None when it does not exist.
 

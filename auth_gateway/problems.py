@@ -1,13 +1,16 @@
-"""RFC 9457 problem+json responses, and the one 401 every authentication failure gets."""
+"""RFC 9457 problem+json replies, and the one 401 every authentication failure gets."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from aiohttp import web
+from .httpserver import Request, problem_body
 
-__all__ = ["PROBLEM_TYPE", "UNAUTHORIZED_BODY", "WWW_AUTHENTICATE", "problem", "unauthorized"]
+__all__ = [
+    "PROBLEM_TYPE", "UNAUTHORIZED", "UNAUTHORIZED_BODY", "WWW_AUTHENTICATE", "Reply", "problem",
+]
 
 PROBLEM_TYPE = "application/problem+json"
 WWW_AUTHENTICATE = (
@@ -26,28 +29,39 @@ UNAUTHORIZED_BODY = json.dumps(
 ).encode()
 
 
-def problem(
-    status: int, detail: str, headers: Mapping[str, str] | None = None, field: str | None = None
-) -> web.Response:
-    """A problem+json response with the standard reason phrase as its title."""
-    body: dict[str, object] = {
-        "type": "about:blank",
-        "title": web.Response(status=status).reason,
-        "status": status,
-        "detail": detail,
-    }
-    if field is not None:
-        body["field"] = field
-    out = {"Cache-Control": "no-store", **(headers or {})}
-    return web.Response(
-        status=status, body=json.dumps(body, separators=(",", ":")).encode(),
-        content_type=PROBLEM_TYPE, headers=out,
+@dataclass(frozen=True)
+class Reply:
+    """A complete response the gateway makes itself: status, header lines, body."""
+
+    status: int
+    block: bytes
+    body: bytes
+    close: bool = False
+
+    def send(self, request: Request) -> None:
+        """Write this reply as ``request``'s response (with the request's X-Request-Id)."""
+        if self.close:
+            request.close_after()
+        request.respond(self.status, self.block + b"X-Request-Id: %s\r\n" % (
+            request.request_id.encode("ascii"),), self.body)
+
+
+def _block(headers: Mapping[str, str]) -> bytes:
+    return b"".join(
+        b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in headers.items()
     )
 
 
-def unauthorized() -> web.Response:
-    """The single 401 of the gateway."""
-    return web.Response(
-        status=401, body=UNAUTHORIZED_BODY, content_type=PROBLEM_TYPE,
-        headers={"WWW-Authenticate": WWW_AUTHENTICATE, "Cache-Control": "no-store"},
-    )
+def problem(status: int, detail: str, headers: Mapping[str, str] | None = None, *,
+            close: bool = False) -> Reply:
+    """A problem+json reply with the standard reason phrase as its title."""
+    out = {"Content-Type": PROBLEM_TYPE, "Cache-Control": "no-store", **(headers or {})}
+    return Reply(status, _block(out), problem_body(status, detail), close)
+
+
+# The single 401 of the gateway.
+UNAUTHORIZED = Reply(401, _block({
+    "Content-Type": PROBLEM_TYPE, "WWW-Authenticate": WWW_AUTHENTICATE,
+    "Cache-Control": "no-store",
+}), UNAUTHORIZED_BODY)

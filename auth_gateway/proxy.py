@@ -1,61 +1,60 @@
 """Forwarding one authenticated request to its upstream, streaming both ways.
 
-Bodies are never held whole: the request body is read from the client in chunks as the upstream
-takes them, and the response body is written to the client as it arrives. (A response
-whose Content-Length is at most ``BUFFERED_BODY_LIMIT`` is read first and answered with one write:
-headers and body in one send instead of three.) The time until the
-upstream's response headers is bounded by the total timeout; while streaming, an upstream idle
-longer than that is cut. Failures before any byte went back: 502 (cannot connect), 504 (too slow).
+Bodies are never held whole: after a read-ahead of at most ``READ_AHEAD`` bytes (sent with the
+head in one write), the request body is read from the client in chunks as the upstream takes
+them (a separate task, so that an upstream answering early is heard), and the response body is
+written to the client as it arrives. A response whose Content-Length is at most
+``BUFFERED_BODY_LIMIT`` is read first and answered with one write. The time until the upstream's
+response head (the request body included) is bounded by the total timeout; while streaming, an
+upstream idle longer than that is cut. Failures before any byte went back: 502 (cannot connect,
+or the connection broke), 504 (too slow); after that, the client's connection is cut.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
+from aiohttp.http import RawResponseMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from .config import Limits
-from .headers import response_headers, upstream_headers
+from .headers import response_header_block, upstream_header_block
+from .httpserver import Request
 from .metrics import Metrics
-from .problems import problem
+from .problems import Reply, problem
 from .routes import Route
+from .upstream import (
+    ConnectFailed,
+    ConnectTimeout,
+    Origin,
+    UpstreamBroken,
+    UpstreamConnection,
+    UpstreamPool,
+)
 
-__all__ = [
-    "BUFFERED_BODY_LIMIT", "BodyTooLarge", "ForwardContext", "Forwarder", "upstream_session",
-]
+__all__ = ["BUFFERED_BODY_LIMIT", "READ_AHEAD", "ForwardContext", "Forwarder"]
 
-_CHUNK = 64 * 1024
 # Upstream responses declaring at most this many bytes are read whole and sent to the client in
 # one write; anything larger (or of unknown length) is streamed.
 BUFFERED_BODY_LIMIT = 64 * 1024
-_SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+# Request body read before the request goes upstream (see Forwarder._send).
+READ_AHEAD = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
-def upstream_session(limits: Limits) -> aiohttp.ClientSession:
-    """The pooled keep-alive session every forwarded request goes through."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(
-            limit=limits.upstream_max_connections, keepalive_timeout=30,
-            # Upstream host names are few and fixed by the route table: resolve them rarely.
-            ttl_dns_cache=300,
-        ),
-        # Upstream cookies must never be replayed to another client's request.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        # Bodies pass through as they are, and only the client's own headers go upstream.
-        auto_decompress=False,
-        skip_auto_headers=_SKIP_AUTO,
-    )
-
-
-class BodyTooLarge(Exception):
+class _BodyTooLarge(Exception):
     """The client's body went past the configured limit while streaming."""
+
+
+class _ClientBodyFailed(Exception):
+    """The client's body could not be read (connection gone, or invalid chunking)."""
+
+
+class _TimedOut(Exception):
+    """No response head within the total timeout."""
 
 
 @dataclass(frozen=True)
@@ -66,122 +65,234 @@ class ForwardContext:
     raw_path: str
     raw_query: str
     request_id: str
-    client_address: str
-    peer_trusted: bool
-    identity: tuple[str, str] | None
-
-
-class _Body:
-    """The client's body as an async iterator of chunks, counting against the limit."""
-
-    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
-        self._content = content
-        self._limit = limit
-        self.too_large = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self._content.iter_chunked(_CHUNK):
-            seen += len(chunk)
-            if seen > self._limit:
-                self.too_large = True
-                raise BodyTooLarge
-            yield chunk
+    forwarded_for: str
+    forwarded_proto: str
+    identity: bytes  # the authenticated key's header lines; empty on an open route
 
 
 class Forwarder:
-    """Sends requests upstream over one pooled session."""
+    """Sends requests upstream over one connection pool."""
 
-    def __init__(self, session: aiohttp.ClientSession, limits: Limits, metrics: Metrics) -> None:
-        self._session = session
+    def __init__(self, pool: UpstreamPool, limits: Limits, metrics: Metrics) -> None:
+        self._pool = pool
         self._limits = limits
         self._metrics = metrics
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=limits.upstream_connect_timeout,
-            sock_read=limits.upstream_total_timeout,
+        self._origins: dict[str, Origin] = {}
+        self._loop = asyncio.get_running_loop()
+
+    def _origin(self, route: Route) -> Origin:
+        origin = self._origins.get(route.upstream)
+        if origin is None:
+            origin = self._origins[route.upstream] = Origin.from_url(route.upstream)
+        return origin
+
+    def _head(self, request: Request, ctx: ForwardContext, origin: Origin) -> bytes:
+        path = ctx.raw_path
+        if ctx.route.strip_prefix:
+            path = path[len(ctx.route.prefix):]
+            if not path.startswith("/"):
+                path = "/" + path
+        target = origin.base_path + path
+        if ctx.raw_query:
+            target = f"{target}?{ctx.raw_query}"
+        host = request.headers.get("Host")
+        block = upstream_header_block(
+            request.raw_headers, forwarded_for=ctx.forwarded_for,
+            forwarded_proto=ctx.forwarded_proto,
+            forwarded_host=host.encode("utf-8", "surrogateescape") if host else None,
+            request_id=ctx.request_id, identity=ctx.identity,
+        )
+        chunked = b"Transfer-Encoding: chunked\r\n" if request.chunked else b""
+        return b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n" % (
+            request.method.encode("ascii"), target.encode("utf-8", "surrogateescape"),
+            origin.host_header, block, chunked,
         )
 
-    def _headers(self, request: web.Request, ctx: ForwardContext) -> CIMultiDict[str]:
-        incoming = request.headers
-        forwarded_for = ctx.client_address
-        proto = request.scheme
-        if ctx.peer_trusted:
-            prior = ", ".join(incoming.getall("X-Forwarded-For", []))
-            forwarded_for = f"{prior}, {request.remote}" if prior else str(request.remote)
-            proto = incoming.get("X-Forwarded-Proto", proto)
-        return upstream_headers(
-            incoming, forwarded_for=forwarded_for, forwarded_proto=proto,
-            forwarded_host=incoming.get("Host"), request_id=ctx.request_id,
-            identity=ctx.identity,
-        )
-
-    async def forward(self, request: web.Request, ctx: ForwardContext) -> web.StreamResponse:
-        """Send ``request`` to ``ctx.route``'s upstream and stream the answer back."""
-        url = ctx.route.upstream_url(ctx.raw_path, ctx.raw_query)
-        headers = self._headers(request, ctx)
-        body = _Body(request.content, self._limits.max_body_bytes)
-        data = body.chunks() if request.body_exists else None
+    async def forward(self, request: Request, ctx: ForwardContext) -> Reply | None:
+        """Send ``request`` upstream and answer the client: None when answered, or a Reply."""
+        origin = self._origin(ctx.route)
+        head = self._head(request, ctx, origin)
+        has_body = request.payload is not EMPTY_PAYLOAD
+        if has_body and "100-continue" in request.headers.get("Expect", "").lower():
+            request.send_continue()
         label = ctx.route.prefix
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self._limits.upstream_total_timeout):
-                upstream = await self._session.request(
-                    request.method, URL(url, encoded=True),
-                    # Session-level: no automatic headers, no decompression (upstream_session).
-                    headers=headers, data=data, allow_redirects=False, timeout=self._timeout,
-                )
-        except BodyTooLarge:
-            return problem(413, "The request body is larger than this gateway accepts.")
-        except aiohttp.ConnectionTimeoutError:
-            self._metrics.upstream_errors.labels("connect_timeout").inc()
-            return problem(502, "The upstream did not accept a connection in time.")
-        except TimeoutError:
-            self._metrics.upstream_errors.labels("timeout").inc()
-            return problem(504, "The upstream did not answer in time.")
-        except (aiohttp.ClientError, OSError):
-            if body.too_large:
-                return problem(413, "The request body is larger than this gateway accepts.")
-            if request.transport is None or request.transport.is_closing():
-                raise
-            self._metrics.upstream_errors.labels("connect").inc()
-            return problem(502, "The upstream could not be reached.")
-        elapsed = time.perf_counter() - started
-        self._metrics.child(self._metrics.upstream_seconds, label).observe(elapsed)
-        try:
-            return await self._relay(request, upstream, ctx)
-        finally:
-            upstream.release()
-
-    async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, ctx: ForwardContext
-    ) -> web.StreamResponse:
-        headers = response_headers(upstream.headers)
-        headers["X-Request-Id"] = ctx.request_id
-        has_body = request.method != "HEAD" and upstream.status not in _NO_BODY_STATUS
-        length = upstream.content_length
-        if (
-            has_body and length is not None and length <= BUFFERED_BODY_LIMIT
-            and "Transfer-Encoding" not in upstream.headers
-        ):
+        fresh = False
+        while True:
             try:
-                body = await upstream.read()
-            except (aiohttp.ClientError, TimeoutError):
+                conn = await self._pool.acquire(origin, fresh=fresh)
+            except ConnectTimeout:
+                self._metrics.upstream_errors.labels("connect_timeout").inc()
+                return problem(502, "The upstream did not accept a connection in time.")
+            except ConnectFailed:
+                self._metrics.upstream_errors.labels("connect").inc()
+                return problem(502, "The upstream could not be reached.")
+            try:
+                return await self._exchange(request, conn, head, has_body, label, started)
+            except UpstreamBroken:
+                # A kept-alive connection the upstream had already closed: nothing was sent
+                # that could have been acted on, so a bodiless request is tried once more on a
+                # new connection (as nginx's proxy_next_upstream does).
+                if not fresh and not has_body and not conn.got_data and conn.idle_since:
+                    fresh = True
+                    continue
+                self._metrics.upstream_errors.labels("reset").inc()
+                return problem(502, "The upstream could not be reached.")
+
+    async def _exchange(self, request: Request, conn: UpstreamConnection, head: bytes,
+                        has_body: bool, label: str, started: float) -> Reply | None:
+        reusable = False
+        sender: asyncio.Task[None] | None = None
+        try:
+            waiter = conn.begin(head_only=request.method == "HEAD")
+            assert conn.transport is not None
+            if has_body:
+                sender = self._loop.create_task(self._send(request, conn, head))
+                sender.add_done_callback(lambda task: _body_failed(task, waiter))
+            else:
+                conn.transport.write(head)
+            timer = self._loop.call_later(
+                self._limits.upstream_total_timeout, _expire, waiter,
+            )
+            try:
+                message, payload = await waiter
+            except _TimedOut:
+                self._metrics.upstream_errors.labels("timeout").inc()
+                return problem(504, "The upstream did not answer in time.")
+            except _BodyTooLarge:
+                request.close_after()
+                return problem(413, "The request body is larger than this gateway accepts.")
+            except _ClientBodyFailed as exc:
+                raise ConnectionResetError("the client's body could not be read") from exc
+            finally:
+                timer.cancel()
+            self._metrics.child(self._metrics.upstream_seconds, label).observe(
+                time.perf_counter() - started)
+            answered = await self._relay(request, message, payload)
+            body_sent = sender is None or (sender.done() and sender.exception() is None)
+            reusable = body_sent and not message.should_close and conn.response_done()
+            return answered
+        finally:
+            if sender is not None and not sender.done():
+                sender.cancel()
+                request.close_after()  # the rest of the client's body will not be read
+            self._pool.release(conn, reusable=reusable)
+
+    async def _send(self, request: Request, conn: UpstreamConnection, head: bytes) -> None:
+        """Write the head and the client's body upstream, as the body arrives.
+
+        Up to ``READ_AHEAD`` bytes of body are read before the head goes out, so that a small
+        body travels with its head in one write, and a body over the limit that ends within
+        them is refused before the upstream hears of the request at all.
+        """
+        limit = self._limits.max_body_bytes
+        chunked = request.chunked
+        ahead: list[bytes] = []
+        seen = 0
+        ended = False
+        while seen < READ_AHEAD:
+            chunk = await _read(request.payload)
+            if not chunk:
+                ended = True
+                break
+            seen += len(chunk)
+            if seen > limit:
+                raise _BodyTooLarge
+            ahead.append(chunk)
+        transport = conn.transport
+        if transport is None:
+            raise UpstreamBroken("the upstream closed the connection")
+        parts = [head]
+        if ahead:
+            body = b"".join(ahead)
+            parts += (b"%x\r\n" % len(body), body, b"\r\n") if chunked else (body,)
+        if ended and chunked:
+            parts.append(b"0\r\n\r\n")
+        transport.writelines(parts)
+        if ended:
+            return
+        await conn.drain()
+        while True:
+            chunk = await _read(request.payload)
+            if not chunk:
+                break
+            seen += len(chunk)
+            if seen > limit:
+                raise _BodyTooLarge
+            if chunked:
+                transport.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
+            else:
+                transport.write(chunk)
+            await conn.drain()
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+
+    async def _relay(self, request: Request, message: RawResponseMessage,
+                     payload: StreamReader) -> Reply | None:
+        status = message.code
+        no_body = request.method == "HEAD" or status in _NO_BODY_STATUS
+        block, had_date = response_header_block(message.raw_headers, keep_length=no_body)
+        block += b"X-Request-Id: %s\r\n" % request.request_id.encode("ascii")
+        reason = message.reason.encode("utf-8", "surrogateescape")
+        if no_body:
+            request.respond(status, block, reason=reason, length=False, date=not had_date)
+            return None
+        length: int | None = None
+        if not message.chunked:
+            declared = message.headers.get("Content-Length")
+            length = int(declared) if declared is not None else None
+        timeout = self._limits.upstream_total_timeout
+        if length is not None and length <= BUFFERED_BODY_LIMIT:
+            if payload.is_eof():  # usually: the whole body came with the head
+                request.respond(status, block, payload.read_nowait(), reason=reason,
+                                date=not had_date)
+                return None
+            try:
+                async with asyncio.timeout(timeout):
+                    body = await payload.read()
+            except (ConnectionError, TimeoutError):
                 # Nothing was sent to the client yet, so it can still be told plainly.
                 self._metrics.upstream_errors.labels("reset").inc()
                 return problem(502, "The upstream failed while sending its response.")
-            return web.Response(
-                status=upstream.status, reason=upstream.reason, body=body, headers=headers,
-            )
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        response.headers.extend(headers)
-        await response.prepare(request)
-        if has_body:
-            try:
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                # Headers are gone already: the only honest signal left is a cut connection.
-                self._metrics.upstream_errors.labels("reset").inc()
-                raise ConnectionResetError("upstream failed while streaming") from exc
-        await response.write_eof()
-        return response
+            request.respond(status, block, body, reason=reason, date=not had_date)
+            return None
+        request.start(status, block, length=length, reason=reason, date=not had_date)
+        try:
+            while True:
+                async with asyncio.timeout(timeout):
+                    chunk = await payload.readany()
+                if not chunk:
+                    break
+                await request.write(chunk)
+        except (TimeoutError, ConnectionResetError) as exc:
+            if request.connection_lost:
+                raise
+            # Headers are gone already: the only honest signal left is a cut connection.
+            self._metrics.upstream_errors.labels("reset").inc()
+            raise ConnectionResetError("upstream failed while streaming") from exc
+        request.finish()
+        return None
+
+
+async def _read(payload: StreamReader) -> bytes:
+    """The next piece of the client's body (empty at its end)."""
+    try:
+        return await payload.readany()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise _ClientBodyFailed(str(exc)) from exc
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_TimedOut())
+
+
+def _body_failed(task: asyncio.Task[None], waiter: asyncio.Future[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()  # retrieved either way: a late failure is the waiter's no more
+    if exc is not None and not waiter.done():
+        waiter.set_exception(exc)
+

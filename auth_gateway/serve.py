@@ -19,11 +19,10 @@ from dataclasses import replace
 from types import FrameType
 
 import uvloop
-from aiohttp import web
 
-from .app import create_app
+from .app import RunningGateway, create_app
 from .config import GatewayConfig
-from .logs import ACCESS_LINES, JsonAccessLogger, setup_logging
+from .logs import ACCESS_LINES, setup_logging
 
 __all__ = ["run_supervisor", "run_worker"]
 
@@ -33,13 +32,7 @@ _MIN_UPTIME = 5.0
 
 
 async def _serve(config: GatewayConfig, reuse_port: bool) -> None:
-    app = create_app(config)
-    runner = web.AppRunner(
-        app, access_log_class=JsonAccessLogger,
-        access_log=logging.getLogger("auth_gateway.access"),
-        shutdown_timeout=config.shutdown_timeout,
-    )
-    await runner.setup()
+    gateway = RunningGateway(create_app(config))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # A second signal (systemd and ``kill -- -PGID`` reach the supervisor and every worker)
@@ -47,20 +40,16 @@ async def _serve(config: GatewayConfig, reuse_port: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        site = web.TCPSite(
-            runner, config.host, config.port, reuse_port=reuse_port,
-            shutdown_timeout=config.shutdown_timeout,
-        )
-        await site.start()
+        await gateway.start(config.host, config.port, reuse_port=reuse_port)
         log.info("gateway listening", extra={"fields": {
-            "host": config.host, "port": config.port, "pid": os.getpid(),
+            "host": config.host, "port": gateway.port, "pid": os.getpid(),
         }})
         await stop.wait()
         log.info("draining", extra={"fields": {"pid": os.getpid()}})
     finally:
         # Stops accepting, lets in-flight requests finish (up to the shutdown timeout), then
         # runs the cleanup contexts: event consumer, sessions, Redis.
-        await runner.cleanup()
+        await gateway.stop(config.shutdown_timeout)
         ACCESS_LINES.flush()
 
 

@@ -1,21 +1,24 @@
-"""Fixtures for the gateway's integration tests: the app on a real socket, the real Redis
-(through a fault proxy), the demo backend as a real upstream, and a key_service stand-in."""
+"""Fixtures for the gateway's integration tests: the gateway served on a real socket by its own
+server, the real Redis (through a fault proxy), the demo backend as a real upstream, and a
+key_service stand-in."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from pytest_aiohttp import AiohttpClient, AiohttpServer
+from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
+from yarl import URL
 
 from apikeys_shared.config import Env, load_secrets
-from auth_gateway.app import create_app
+from auth_gateway.app import RunningGateway, create_app
 from auth_gateway.appkeys import KEYSTORE, METRICS
 from auth_gateway.config import load_config
 from auth_gateway.keystore import KeyStore
@@ -61,11 +64,46 @@ upstream = "http://127.0.0.1:{hung_port}"
 """
 
 
+class GatewayClient:
+    """An HTTP client bound to one running gateway (paths are relative to it)."""
+
+    def __init__(self, running: RunningGateway) -> None:
+        self.running = running
+        self.host = "127.0.0.1"
+        self.port = running.port
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+
+    def make_url(self, path: str) -> URL:
+        """The gateway's URL for ``path``."""
+        return URL(f"http://{self.host}:{self.port}{path}")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """``session.request`` against the gateway (awaitable, or ``async with``)."""
+        return self.session.request(method, self.make_url(path), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        """GET ``path``."""
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        """POST ``path``."""
+        return self.request("POST", path, **kwargs)
+
+    def head(self, path: str, **kwargs: Any) -> Any:
+        """HEAD ``path``."""
+        return self.request("HEAD", path, **kwargs)
+
+    async def close(self) -> None:
+        """Stop the gateway (draining) and close the client session; idempotent."""
+        await self.session.close()
+        await self.running.stop()
+
+
 @dataclass
 class Gateway:
     """A running gateway app and what stands around it."""
 
-    client: TestClient[Any, Any]
+    client: GatewayClient
     app: web.Application
     backend: TestServer
     keyring: Keyring
@@ -109,12 +147,12 @@ async def key_service(
 
 
 @pytest.fixture
-def make_gateway(
+async def make_gateway(
     tmp_path: Path, secrets_env: dict[str, str], redis_prefix: str,
     redis_client: aioredis.Redis, backend: TestServer,
-    key_service: tuple[FakeKeyService, TestServer], aiohttp_client: AiohttpClient,
+    key_service: tuple[FakeKeyService, TestServer],
     fault_proxy: Callable[[str, int], FaultProxy],
-) -> GatewayFactory:
+) -> AsyncIterator[GatewayFactory]:
     """Factory: ``await make_gateway(**env)`` starts a gateway app (without the event consumer).
 
     Calling it twice gives two gateway "processes" sharing Redis and the key_service stand-in.
@@ -140,7 +178,10 @@ def make_gateway(
             **overrides,
         }
         app = create_app(load_config(env), with_sync=False)
-        client = await aiohttp_client(app)
+        running = RunningGateway(app)
+        await running.start("127.0.0.1", 0)
+        client = GatewayClient(running)
+        clients.append(client)
         if sync:
             app[SYNCED].set()
         return Gateway(
@@ -148,7 +189,10 @@ def make_gateway(
             key_service=fake, redis_proxy=redis_proxy, redis=redis_client, prefix=redis_prefix,
         )
 
-    return make
+    clients: list[GatewayClient] = []
+    yield make
+    for client in clients:
+        await client.close()
 
 
 @pytest.fixture

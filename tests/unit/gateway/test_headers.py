@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from auth_gateway.abuse import client_address
-from auth_gateway.headers import header_safe, response_headers, upstream_headers
+from auth_gateway.auth import Identity
+from auth_gateway.headers import header_safe, response_header_block, upstream_header_block
 
 
-def _proxy(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
-    return CIMultiDictProxy(CIMultiDict(pairs))
+def _raw(*pairs: tuple[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    """Header pairs as the parser hands them over (bytes, as received)."""
+    return tuple((name.encode(), value.encode()) for name, value in pairs)
+
+
+def _parse(block: bytes) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for line in block.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b": ")
+            out.add(name.decode(), value.decode())
+    return out
+
+
+def upstream_headers(raw: tuple[tuple[bytes, bytes], ...], *, forwarded_for: str,
+                     forwarded_proto: str, forwarded_host: str | None, request_id: str,
+                     identity: tuple[str, str] | None) -> CIMultiDict[str]:
+    return _parse(upstream_header_block(
+        raw, forwarded_for=forwarded_for, forwarded_proto=forwarded_proto,
+        forwarded_host=forwarded_host.encode() if forwarded_host else None,
+        request_id=request_id, identity=Identity(*identity).block if identity else b"",
+    ))
+
+
+def response_headers(raw: tuple[tuple[bytes, bytes], ...]) -> CIMultiDict[str]:
+    block, _ = response_header_block(raw, keep_length=False)
+    return _parse(block)
 
 
 def test_upstream_headers_drop_credentials_hop_by_hop_and_spoofed_identity() -> None:
-    incoming = _proxy(
+    incoming = _raw(
         ("Host", "gw.example"), ("X-AuthenticationKeyId", "id"), ("X-AuthenticationKeyValue", "s"),
         ("X-Authenticated-Key-Id", "spoof"), ("x-authenticated-anything", "spoof"),
         ("Connection", "keep-alive, X-Private"), ("X-Private", "p"), ("Keep-Alive", "5"),
@@ -38,7 +64,7 @@ def test_upstream_headers_drop_credentials_hop_by_hop_and_spoofed_identity() -> 
 
 def test_unauthenticated_route_gets_no_identity_headers() -> None:
     out = upstream_headers(
-        _proxy(("X-Authenticated-Key-Id", "spoof")), forwarded_for="1.2.3.4",
+        _raw(("X-Authenticated-Key-Id", "spoof")), forwarded_for="1.2.3.4",
         forwarded_proto="https", forwarded_host=None, request_id="r", identity=None,
     )
     assert "X-Authenticated-Key-Id" not in out
@@ -46,7 +72,7 @@ def test_unauthenticated_route_gets_no_identity_headers() -> None:
 
 
 def test_response_headers_drop_hop_by_hop() -> None:
-    out = response_headers(_proxy(
+    out = response_headers(_raw(
         ("Content-Type", "text/plain"), ("Connection", "X-Up"), ("X-Up", "1"),
         ("Transfer-Encoding", "chunked"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
     ))
@@ -71,7 +97,7 @@ def test_client_address_trusts_forwarded_for_only_from_trusted_peers() -> None:
 
 def test_underscore_spellings_of_identity_and_credential_headers_never_pass() -> None:
     # WSGI/CGI backends map X-Authenticated_Key_Id and X-Authenticated-Key-Id to one variable.
-    incoming = _proxy(
+    incoming = _raw(
         ("X-Authenticated_Key_Id", "spoof"), ("x_authenticated_key_name", "spoof"),
         ("X_AuthenticationKeyValue", "secret"), ("X-Forwarded_For", "6.6.6.6"),
         ("X_Request_Id", "mine"), ("Accept", "a"),
@@ -86,3 +112,14 @@ def test_underscore_spellings_of_identity_and_credential_headers_never_pass() ->
     ])
     assert out["X-Authenticated-Key-Id"] == "kid"
     assert out["X-Forwarded-For"] == "1.2.3.4"
+
+
+def test_response_headers_keep_content_length_only_when_asked_and_report_a_date() -> None:
+    raw = _raw(("Content-Length", "3"), ("Date", "Fri, 27 Nov 2026 17:00:00 GMT"),
+               ("X-Request-Id", "upstream's"), ("Connection", "keep-alive"))
+    block, had_date = response_header_block(raw, keep_length=False)
+    assert _parse(block) == CIMultiDict([("Date", "Fri, 27 Nov 2026 17:00:00 GMT")])
+    assert had_date
+    block, had_date = response_header_block(raw[:1], keep_length=True)
+    assert _parse(block) == CIMultiDict([("Content-Length", "3")])
+    assert not had_date

@@ -7,43 +7,42 @@ import io
 import json
 import logging
 import re
+from types import SimpleNamespace
+from typing import Any, cast
 
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
-
-from auth_gateway.appkeys import AUTH_REASON, LOG_KEY_ID, REQUEST_ID, ROUTE_LABEL
-from auth_gateway.logs import JsonAccessLogger, LineBatcher
+from auth_gateway.httpserver import Request
+from auth_gateway.logs import AccessLog, LineBatcher
 
 SECRET = "s3cr3t-value-never-logged"
 
 
-def _logger(stream: io.StringIO, level: int = logging.INFO) -> JsonAccessLogger:
+def _logger(stream: io.StringIO, level: int = logging.INFO) -> AccessLog:
     logger = logging.getLogger("auth_gateway.access.test")
     logger.setLevel(level)
-    access = JsonAccessLogger(logger, "")
+    access = AccessLog(logger)
     access.batcher = LineBatcher(stream)
     return access
 
 
-def _request() -> web.Request:
-    request = make_mocked_request(
-        "GET", "/api/things?token=private",
-        headers={"X-AuthenticationKeyId": "key_1", "X-AuthenticationKeyValue": SECRET},
-    )
-    request[REQUEST_ID] = "rid-1"
-    request[ROUTE_LABEL] = "/api/"
-    request[LOG_KEY_ID] = "key_1"
-    request[AUTH_REASON] = "ok"
-    return request
+def _request(status: int = 200, **fields: Any) -> Request:
+    """What the access log reads of a request (the server's Request has these attributes)."""
+    values: dict[str, Any] = {
+        "target": "/api/things?token=private", "method": "GET", "remote": "127.0.0.1",
+        "headers": {"X-AuthenticationKeyId": "key_1", "X-AuthenticationKeyValue": SECRET},
+        "request_id": "rid-1", "route": "/api/", "key_id": "key_1", "auth": "ok",
+        "status": status, "started": True, "body_bytes": 3,
+    }
+    values.update(fields)
+    return cast(Request, SimpleNamespace(**values))
 
 
-async def test_lines_carry_the_fields_and_are_batched_per_loop_turn() -> None:
+async def test_lines_carry_the_fields_and_are_written_in_batches() -> None:
     stream = io.StringIO()
     access = _logger(stream)
-    access.log(_request(), web.Response(status=200, body=b"abc"), 0.0123)
-    access.log(_request(), web.Response(status=401), 0.001)
-    assert stream.getvalue() == ""  # written together at the end of this turn
-    await asyncio.sleep(0)
+    access.log(_request(), 0.0123)
+    access.log(_request(401), 0.001)
+    assert stream.getvalue() == ""  # written together a moment later
+    await asyncio.sleep(LineBatcher.FLUSH_SECONDS * 2)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     first = json.loads(lines[0])
@@ -65,23 +64,37 @@ async def test_lines_carry_the_fields_and_are_batched_per_loop_turn() -> None:
 
 def test_outside_a_loop_lines_are_written_at_once() -> None:
     stream = io.StringIO()
-    _logger(stream).log(_request(), web.Response(status=204), 0.0)
+    _logger(stream).log(_request(204), 0.0)
     assert json.loads(stream.getvalue())["status"] == 204
 
 
 def test_the_logger_level_still_decides() -> None:
     stream = io.StringIO()
-    _logger(stream, logging.WARNING).log(_request(), web.Response(status=200), 0.0)
+    _logger(stream, logging.WARNING).log(_request(), 0.0)
     assert stream.getvalue() == ""
 
 
 def test_odd_characters_are_escaped_and_the_time_is_iso_utc() -> None:
     stream = io.StringIO()
-    request = make_mocked_request("GET", '/a"b\\c/\u00e9\x01')
-    _logger(stream).log(request, web.Response(status=404), 1.5)
+    request = _request(404, target='/a"b\\c/\u00e9\x01', request_id="")
+    _logger(stream).log(request, 1.5)
     line = json.loads(stream.getvalue())
     assert line["path"] == '/a"b\\c/\u00e9\x01'
     assert line["request_id"] is None
     assert line["duration_ms"] == 1500.0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["time"])
     assert stream.getvalue().isascii()
+
+
+async def test_a_full_batch_is_written_at_once() -> None:
+    stream = io.StringIO()
+    access = _logger(stream)
+    for _ in range(LineBatcher.MAX_LINES):
+        access.log(_request(), 0.0)
+    assert len(stream.getvalue().splitlines()) == LineBatcher.MAX_LINES
+
+
+def test_a_request_abandoned_before_an_answer_is_logged_as_499() -> None:
+    stream = io.StringIO()
+    _logger(stream).log(_request(0, started=False, body_bytes=0), 0.2)
+    assert json.loads(stream.getvalue())["status"] == 499

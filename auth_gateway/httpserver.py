@@ -1,0 +1,495 @@
+"""The gateway's HTTP/1.1 server: aiohttp's strict request parser under a lean protocol.
+
+aiohttp's web stack (router, middlewares, ``web.Response``, its writer) cost more per request
+than everything the gateway itself does, so requests are served by this protocol instead. It
+keeps what matters from aiohttp: every byte a client sends goes through aiohttp's own C parser
+(llhttp in strict mode, plus aiohttp's checks: duplicate singleton headers, missing Host, NUL in
+values, obsolete WebSocket headers), and request bodies arrive in aiohttp ``StreamReader``s with
+its flow control. What it leaves out is everything the gateway does not need: a response is a
+status, a pre-encoded header block and a body, written with one ``transport.write``.
+
+Per connection, requests are answered strictly in order (pipelining included); a request that
+the parser refuses gets a problem+json 400 (431 for an over-long line) after the answers already
+owed, and the connection closes. Idle keep-alive connections close after ``keepalive_timeout``;
+``close()`` drains: it stops accepting, closes idle connections, lets requests in flight finish
+(``Connection: close``), and cuts whatever is left when the timeout runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, Protocol
+
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import HttpRequestParser, HttpVersion11, RawRequestMessage
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.streams import StreamReader
+
+__all__ = ["HttpServer", "Request", "date_header", "problem_body", "reason_phrase"]
+
+log = logging.getLogger("auth_gateway")
+
+
+
+class Handler(Protocol):
+    """What the server calls for each request, in order."""
+
+    def now(self, request: Request) -> bool:
+        """Answer ``request`` without waiting if possible; False hands it to ``later``."""
+
+    async def later(self, request: Request) -> None:
+        """Answer ``request``, waiting for whatever it needs (run in a task of its own)."""
+
+    def finished(self, request: Request, duration: float) -> None:
+        """``request`` was answered, or abandoned (``request.started`` is False)."""
+
+    def refused(self, status: int) -> None:
+        """The parser refused a request; it was answered with ``status``."""
+
+_QUEUE_LIMIT = 16  # pipelined requests parsed ahead before reading pauses
+_READ_LIMIT = 2**16  # request body bytes buffered before reading pauses
+_SWEEP_SECONDS = 1.0
+_NO_BODY = frozenset({204, 304})
+_PROBLEM = b"Content-Type: application/problem+json\r\nCache-Control: no-store\r\n"
+_reasons = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
+
+
+def reason_phrase(status: int) -> bytes:
+    """The standard reason phrase of ``status`` (empty when it has none)."""
+    return _reasons.get(status, b"")
+
+
+class _DateCache:
+    """``Date: ...\\r\\n`` (RFC 9110 §6.6.1), formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._line = b""
+
+    def __call__(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+        return self._line
+
+
+date_header = _DateCache()
+
+
+class Request:
+    """One parsed request, and the way its response is written.
+
+    ``target`` is the raw request-target (still percent-encoded, query included). The handler
+    answers with ``respond`` (one write) or ``start`` / ``write`` / ``finish`` (streaming); the
+    server adds the framing headers (Content-Length or chunked, Connection) itself. The
+    remaining attributes are notes for the access log and metrics.
+    """
+
+    __slots__ = (
+        "_chunked_out",
+        "_conn",
+        "auth",
+        "body_bytes",
+        "chunked",
+        "finished",
+        "headers",
+        "keep_alive",
+        "key_id",
+        "method",
+        "payload",
+        "raw_headers",
+        "remote",
+        "request_id",
+        "route",
+        "started",
+        "state",
+        "status",
+        "target",
+        "version",
+    )
+
+    def __init__(self, conn: _Connection, message: RawRequestMessage,
+                 payload: StreamReader) -> None:
+        self._conn = conn
+        self.method: str = message.method
+        self.target: str = message.path
+        self.version = message.version
+        self.headers = message.headers
+        self.raw_headers: tuple[tuple[bytes, bytes], ...] = message.raw_headers
+        self.payload = payload
+        self.remote: str | None = conn.remote
+        self.keep_alive = not message.should_close
+        self.chunked = bool(message.chunked)
+        self.status = 0
+        self.body_bytes = 0
+        self.started = False
+        self.finished = False
+        self._chunked_out = False
+        self.request_id = ""
+        self.route = "_none"
+        self.key_id: str | None = None
+        self.auth: str | None = None
+        self.state: Any = None  # the handler's own, from now() to later()
+
+    @property
+    def connection_lost(self) -> bool:
+        """True once the client's connection is gone."""
+        return self._conn.transport is None or self._conn.transport.is_closing()
+
+    def close_after(self) -> None:
+        """Close the connection once this response is written."""
+        self.keep_alive = False
+
+    def _framing(self) -> bytes:
+        if self._conn.closing or not self.payload.is_eof():
+            # Draining, or answering before the body arrived (which then cannot be skipped
+            # safely): this is the connection's last response, and it says so.
+            self.keep_alive = False
+        if self.version == HttpVersion11:
+            return b"" if self.keep_alive else b"Connection: close\r\n"
+        return b"Connection: keep-alive\r\n" if self.keep_alive else b"Connection: close\r\n"
+
+    def _status_line(self, status: int, reason: bytes | None) -> bytes:
+        if reason is None:
+            reason = reason_phrase(status)
+        return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+    def respond(self, status: int, block: bytes, body: bytes = b"", *,
+                reason: bytes | None = None, length: bool = True, date: bool = True) -> None:
+        """Write the whole response at once.
+
+        ``block`` holds complete header lines (``Name: value\\r\\n``) without framing headers.
+        ``length=False`` leaves Content-Length to ``block`` (HEAD, 204, 304 forwarded as they
+        came); otherwise it is ``len(body)``. The body is not sent for HEAD or 204 / 304.
+        """
+        assert not self.started, "response already started"
+        self.started = self.finished = True
+        self.status = status
+        send_body = self.method != "HEAD" and status not in _NO_BODY
+        head = [self._status_line(status, reason), block]
+        if date:
+            head.append(date_header())
+        if length and status not in _NO_BODY:
+            head.append(b"Content-Length: %d\r\n" % len(body))
+        head.append(self._framing())
+        head.append(b"\r\n")
+        if send_body and body:
+            head.append(body)
+            self.body_bytes = len(body)
+        self._conn.send(b"".join(head))
+
+    def start(self, status: int, block: bytes, *, length: int | None,
+              reason: bytes | None = None, date: bool = True) -> None:
+        """Write the status line and headers of a streamed response.
+
+        ``length`` is the body's length when known; otherwise the body is chunked (HTTP/1.1)
+        or delimited by closing the connection (HTTP/1.0).
+        """
+        assert not self.started, "response already started"
+        self.started = True
+        self.status = status
+        head = [self._status_line(status, reason), block]
+        if date:
+            head.append(date_header())
+        if length is not None:
+            head.append(b"Content-Length: %d\r\n" % length)
+        elif self.version == HttpVersion11:
+            head.append(b"Transfer-Encoding: chunked\r\n")
+            self._chunked_out = True
+        else:
+            self.keep_alive = False
+        head.append(self._framing())
+        head.append(b"\r\n")
+        self._conn.send(b"".join(head))
+
+    async def write(self, data: bytes) -> None:
+        """Write a piece of a started response's body (waits while the client is slow)."""
+        if not data:
+            return
+        self.body_bytes += len(data)
+        conn = self._conn
+        if self._chunked_out:
+            conn.send_many([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            conn.send(data)
+        await conn.drain()
+
+    def finish(self) -> None:
+        """End a started response."""
+        if self._chunked_out:
+            self._conn.send(b"0\r\n\r\n")
+        self.finished = True
+
+    def send_continue(self) -> None:
+        """Answer ``Expect: 100-continue``: the client may send its body now."""
+        if self.version == HttpVersion11 and not self.started:
+            self._conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def problem_body(status: int, detail: str) -> bytes:
+    """An RFC 9457 problem+json body with the standard reason phrase as its title."""
+    return json.dumps({
+        "type": "about:blank", "title": reason_phrase(status).decode("latin-1"),
+        "status": status, "detail": detail,
+    }, separators=(",", ":")).encode()
+
+
+class _Connection(BaseProtocol):
+    """One client connection: parses requests and answers them in order."""
+
+    def __init__(self, server: HttpServer) -> None:
+        super().__init__(server.loop)
+        self._server = server
+        self.remote: str | None = None
+        self.closing = False
+        self._queue: collections.deque[tuple[RawRequestMessage, StreamReader] | Exception] = (
+            collections.deque()
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._payload: StreamReader | None = None  # the body being received, if any
+        self._stop_parsing = False
+        self.idle_since: float | None = None
+        self._request_parser = HttpRequestParser(
+            self, server.loop, _READ_LIMIT,
+            max_line_size=server.max_line_size, max_field_size=server.max_line_size,
+            max_headers=server.max_headers, auto_decompress=False,
+        )
+        self._parser = self._request_parser  # BaseProtocol's flow control pauses it
+
+    # -- asyncio protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, (tuple, list)) and peer else None
+        self.idle_since = self._loop.time()
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self._server.connections.discard(self)
+        payload = self._payload
+        if payload is not None and not payload.is_eof():
+            payload.set_exception(ConnectionResetError("client closed the connection"))
+        self._payload = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self._stop_parsing:
+            return
+        try:
+            messages, upgraded, _tail = self._request_parser.feed_data(data)
+        except HttpProcessingError as exc:
+            self._stop_parsing = True
+            payload = self._payload
+            if payload is not None and not payload.is_eof():
+                payload.set_exception(exc)
+            self._queue.append(exc)
+            self._pause_transport_reading()
+            self._wake()
+            return
+        if not messages:
+            return
+        for message, payload in messages:
+            self._queue.append((message, payload))
+            if not payload.is_eof():
+                self._payload = payload
+        if upgraded:
+            # No protocol switch is ever made: the request is answered, then the connection
+            # closes before anything after it is read.
+            self._stop_parsing = True
+            self._pause_transport_reading()
+        elif len(self._queue) > _QUEUE_LIMIT:
+            self._pause_reading_for_buffer()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        with contextlib.suppress(HttpProcessingError):
+            self._request_parser.feed_eof()
+        # Half-closed by the client: answer what was asked, then close.
+        self.closing = True
+        if self._task is None:
+            self._close()
+        return True
+
+    # -- serving ----------------------------------------------------------------------------
+    def _wake(self) -> None:
+        """Answer what is queued: synchronously while the handler can, else in a task."""
+        if self._task is not None:
+            return
+        self.idle_since = None
+        handler = self._server.handler
+        loop = self._loop
+        while self._queue:
+            item = self._queue.popleft()
+            if len(self._queue) == _QUEUE_LIMIT:
+                self._resume_reading_for_buffer()
+            if isinstance(item, Exception):
+                self._bad_request(item)
+                return
+            message, payload = item
+            request = Request(self, message, payload)
+            started = loop.time()
+            try:
+                answered = handler.now(request)
+            except Exception:
+                answered = self._failed(request)
+            if not answered:
+                self._task = loop.create_task(self._later(request, started))
+                return
+            if not self._done(request, started):
+                return
+        self.idle_since = loop.time()
+
+    async def _later(self, request: Request, started: float) -> None:
+        try:
+            try:
+                await self._server.handler.later(request)
+            except (asyncio.CancelledError, ConnectionError):
+                if not request.started:
+                    request.status = 499  # the client left before an answer
+                self._server.handler.finished(request, self._loop.time() - started)
+                self._abort()
+                return
+            except Exception:
+                self._failed(request)
+            if not self._done(request, started):
+                return
+        finally:
+            self._task = None
+        if self.transport is not None:
+            self._wake()
+
+    def _failed(self, request: Request) -> bool:
+        """An unexpected error in the handler: a 500 if nothing was sent yet."""
+        log.exception("unhandled error", extra={"fields": {"request_id": request.request_id}})
+        if not request.started:
+            request.close_after()
+            request.respond(500, _PROBLEM, problem_body(
+                500, "The gateway failed to handle this request."))
+        return True
+
+    def _done(self, request: Request, started: float) -> bool:
+        """Account for an answered request; False when the connection ends with it."""
+        self._server.handler.finished(request, self._loop.time() - started)
+        if not request.finished:
+            self._abort()
+            return False
+        if not request.payload.is_eof():
+            # The body was not read (an early refusal): what follows it on the connection
+            # cannot be parsed, so the connection ends here.
+            request.keep_alive = False
+        if not request.keep_alive or self.closing:
+            self._close()
+            return False
+        return True
+
+    def _bad_request(self, exc: Exception) -> None:
+        status = 431 if isinstance(exc, LineTooLong) else 400
+        detail = (
+            "The request headers are larger than this gateway accepts." if status == 431
+            else "The request is not valid HTTP/1.1."
+        )
+        body = problem_body(status, detail)
+        self.send(b"".join([
+            b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status)), _PROBLEM, date_header(),
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body), body,
+        ]))
+        self._server.handler.refused(status)
+        self._close()
+
+    # -- writing ----------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.write(data)
+
+    def send_many(self, parts: list[bytes]) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.writelines(parts)
+
+    async def drain(self) -> None:
+        if self._paused:
+            await self._drain_helper()
+        elif self.transport is None:
+            raise ConnectionResetError("client closed the connection")
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def begin_drain(self) -> None:
+        """Server shutdown: close now when idle, else after the response in flight."""
+        self.closing = True
+        if self._task is None:
+            self._close()
+
+
+class HttpServer:
+    """Serves ``handler`` on a listening socket; see the module docstring."""
+
+    def __init__(self, handler: Handler, *, max_line_size: int, max_headers: int,
+                 keepalive_timeout: float = 75.0) -> None:
+        self.handler = handler
+        self.max_line_size = max_line_size
+        self.max_headers = max_headers
+        self.keepalive_timeout = keepalive_timeout
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[_Connection] = set()
+        self._servers: list[asyncio.base_events.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False,
+                     **kwargs: Any) -> int:
+        """Start accepting on ``host:port``; the bound port."""
+        server = await self.loop.create_server(
+            lambda: _Connection(self), host, port, reuse_port=reuse_port or None,
+            backlog=1024, **kwargs,
+        )
+        self._servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = self.loop.create_task(self._sweep())
+        sock = server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            deadline = self.loop.time() - self.keepalive_timeout
+            for conn in list(self.connections):
+                if conn.idle_since is not None and conn.idle_since < deadline:
+                    conn._close()
+
+    async def close(self, timeout: float) -> None:
+        """Stop accepting, finish the requests in flight (up to ``timeout``), close the rest."""
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.begin_drain()
+        deadline = self.loop.time() + timeout
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn._abort()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+

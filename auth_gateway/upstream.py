@@ -1,0 +1,291 @@
+"""Pooled keep-alive HTTP/1.1 connections to upstreams, read with aiohttp's response parser.
+
+The gateway's own client for forwarding: a request is a pre-encoded head written to a pooled
+connection, the answer a ``RawResponseMessage`` and an aiohttp ``StreamReader`` for its body
+(the same parser and reader aiohttp's client uses, in the same lenient-for-responses mode), so
+that none of ``ClientSession``'s per-request machinery (URL objects, header merging, tracing,
+cookies) is paid on the hot path.
+
+A connection goes back to the pool only when its response was read to the end, the upstream
+did not ask to close, and the request body was sent whole; anything else closes it. Connections
+idle longer than ``idle_timeout`` are closed by a sweep. At most ``max_connections`` are in use
+at once; further requests wait for one to come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import HttpResponseParser, RawResponseMessage
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
+
+__all__ = [
+    "ConnectFailed",
+    "ConnectTimeout",
+    "Origin",
+    "UpstreamBroken",
+    "UpstreamConnection",
+    "UpstreamError",
+    "UpstreamPool",
+]
+
+_READ_LIMIT = 2**16
+_MAX_LINE = 65536
+_SWEEP_SECONDS = 5.0
+
+
+class UpstreamError(Exception):
+    """The upstream could not be used for this request."""
+
+
+class ConnectFailed(UpstreamError):
+    """No connection could be made (refused, unreachable, DNS, TLS)."""
+
+
+class ConnectTimeout(UpstreamError):
+    """No connection within the connect timeout."""
+
+
+class UpstreamBroken(UpstreamError):
+    """The connection failed or the upstream sent no valid response head."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an upstream lives: what the pool keys connections by."""
+
+    scheme: str
+    host: str
+    port: int
+    host_header: bytes = field(compare=False)
+    base_path: str = field(compare=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> Origin:
+        """The origin of a route's upstream base URL (validated by the route table)."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(
+            scheme=parts.scheme, host=host, port=port,
+            host_header=parts.netloc.encode("idna" if not parts.netloc.isascii() else "ascii"),
+            base_path=parts.path.rstrip("/"),
+        )
+
+
+class UpstreamConnection(BaseProtocol):
+    """One connection to an upstream; ``begin()`` before each request written to it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> None:
+        super().__init__(loop)
+        self.origin = origin
+        self.reusable = True
+        self.got_data = False
+        self.idle_since = 0.0
+        self.payload: StreamReader | None = None
+        self._head: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
+        self._response_parser: HttpResponseParser | None = None
+
+    def begin(self, *, head_only: bool) -> asyncio.Future[tuple[RawResponseMessage, StreamReader]]:
+        """Prepare for one response; the future resolves with its head and body reader."""
+        parser = self._response_parser = HttpResponseParser(
+            self, self._loop, _READ_LIMIT, max_line_size=_MAX_LINE, max_field_size=_MAX_LINE,
+            response_with_body=not head_only, read_until_eof=True, auto_decompress=False,
+        )
+        self._parser = parser  # BaseProtocol's flow control pauses it
+        self.got_data = False
+        self.payload = None
+        head = self._head = self._loop.create_future()
+        return head
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._response_parser
+        if parser is None or self._head is None:
+            if not data:
+                return  # a late resume_reading() of a finished body
+            # Nothing was asked: an upstream talking out of turn cannot be trusted again.
+            self.reusable = False
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if data:
+            self.got_data = True
+        try:
+            messages, upgraded, _tail = parser.feed_data(data)
+        except HttpProcessingError as exc:
+            self._broken(UpstreamBroken(f"invalid response from the upstream: {exc.message}"))
+            return
+        for message, payload in messages:
+            if message.code < 200 and message.code != 101:
+                continue  # interim (100, 103): nothing the client asked for
+            head = self._head
+            if head.done() or message.code == 101:
+                self._broken(UpstreamBroken("unexpected response from the upstream"))
+                return
+            self.payload = payload
+            head.set_result((message, payload))
+        if upgraded:
+            self._broken(UpstreamBroken("the upstream switched protocols"))
+
+    def _broken(self, exc: UpstreamError) -> None:
+        self.reusable = False
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(exc)
+        payload = self.payload
+        if payload is not None and not payload.is_eof():
+            payload.set_exception(ConnectionResetError(str(exc)))
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.reusable = False
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(UpstreamBroken("the upstream closed the connection"))
+            return
+        payload = self.payload
+        if payload is not None and not payload.is_eof():
+            # A body delimited by the connection's end is complete now; any other is cut short.
+            if self._response_parser is not None:
+                with contextlib.suppress(HttpProcessingError):
+                    self._response_parser.feed_eof()
+            if not payload.is_eof():
+                payload.set_exception(ConnectionResetError("the upstream closed the connection"))
+
+    def response_done(self) -> bool:
+        """True when the response was read to its end."""
+        return self.payload is None or self.payload.is_eof()
+
+    async def drain(self) -> None:
+        """Wait while the upstream is slower than the body being sent to it."""
+        if self.transport is None:
+            raise ConnectionResetError("the upstream closed the connection")
+        if self._paused:
+            await self._drain_helper()
+
+    def idle(self) -> None:
+        self._parser = self._response_parser = None
+        self._head = None
+        self.payload = None
+        self.idle_since = self._loop.time()
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections per origin, at most ``max_connections`` in use at once."""
+
+    def __init__(self, *, max_connections: int, connect_timeout: float,
+                 idle_timeout: float = 30.0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._max = max_connections
+        self._connect_timeout = connect_timeout
+        self._idle_timeout = idle_timeout
+        self._idle: dict[Origin, list[UpstreamConnection]] = {}
+        self._busy = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._ssl: ssl.SSLContext | None = None
+
+    async def acquire(self, origin: Origin, *, fresh: bool = False) -> UpstreamConnection:
+        """A connection to ``origin``: an idle one when there is one (unless ``fresh``)."""
+        while self._busy >= self._max:
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        idle = self._idle.get(origin)
+        while idle and not fresh:
+            conn = idle.pop()
+            if conn.transport is not None and not conn.transport.is_closing():
+                self._busy += 1
+                return conn
+        self._busy += 1
+        try:
+            return await self._connect(origin)
+        except BaseException:
+            self._busy -= 1
+            self._wake()
+            raise
+
+    async def _connect(self, origin: Origin) -> UpstreamConnection:
+        if self._sweeper is None:
+            self._sweeper = self._loop.create_task(self._sweep())
+        context: ssl.SSLContext | None = None
+        if origin.scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await self._loop.create_connection(
+                    lambda: UpstreamConnection(self._loop, origin), origin.host, origin.port,
+                    ssl=context, server_hostname=origin.host if context else None,
+                )
+        except TimeoutError as exc:
+            raise ConnectTimeout(f"no connection to {origin.host}:{origin.port} in time") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectFailed(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
+        return conn
+
+    def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
+        """Give ``conn`` back: pooled when it can carry another request, else closed."""
+        self._busy -= 1
+        transport = conn.transport
+        if (
+            reusable and conn.reusable and conn.response_done()
+            and transport is not None and not transport.is_closing()
+        ):
+            conn.idle()
+            idle = self._idle.setdefault(conn.origin, [])
+            if len(idle) < self._max:
+                idle.append(conn)
+            else:
+                conn.close()
+        else:
+            conn.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            deadline = self._loop.time() - self._idle_timeout
+            for origin, idle in list(self._idle.items()):
+                keep = [c for c in idle if c.idle_since >= deadline and c.transport is not None]
+                for conn in idle:
+                    if conn not in keep:
+                        conn.close()
+                self._idle[origin] = keep
+
+    async def close(self) -> None:
+        """Close every idle connection and stop the sweep."""
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper

@@ -1,0 +1,283 @@
+"""The gateway's own HTTP/1.1 server and upstream pool, at the byte level.
+
+Raw sockets on the client side, and (where the demo backend cannot misbehave the way a test
+needs) a raw upstream on the other, so that framing, ordering, 100-continue, HTTP/1.0 and
+connection reuse are checked as bytes on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from auth_gateway.httpserver import HttpServer, Request
+
+from .conftest import Gateway, GatewayFactory
+from .test_request_path import known
+
+Respond = Callable[[bytes], bytes]
+
+
+class RawUpstream:
+    """An upstream answering each request head with bytes of the test's choosing."""
+
+    def __init__(self, respond: Respond, *, close_after_response: bool = False) -> None:
+        self.respond = respond
+        self.close_after_response = close_after_response
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                writer.write(self.respond(head))
+                await writer.drain()
+                if self.close_after_response:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[..., Awaitable[RawUpstream]]]:
+    made: list[RawUpstream] = []
+
+    async def make(respond: Respond, **kwargs: bool) -> RawUpstream:
+        upstream = RawUpstream(respond, **kwargs)
+        await upstream.start()
+        made.append(upstream)
+        return upstream
+
+    yield make
+    for upstream in made:
+        await upstream.close()
+
+
+async def _gateway_to(make_gateway: GatewayFactory, tmp_path: Path, port: int) -> Gateway:
+    routes = tmp_path / "raw-routes.toml"
+    routes.write_text(
+        f'[[route]]\nprefix = "/raw/"\nupstream = "http://127.0.0.1:{port}"\nauth = "none"\n'
+    )
+    return await make_gateway(GATEWAY_ROUTES=str(routes))
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
+    """One response: status line, headers (lower-cased), body by its framing."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    status = lines[0].encode()
+    if status.split()[1] in (b"100", b"204", b"304"):
+        return status, headers, b""
+    if "content-length" in headers:
+        return status, headers, await reader.readexactly(int(headers["content-length"]))
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                return status, headers, body
+            body += chunk[:-2]
+    return status, headers, await reader.read()
+
+
+async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_expect_100_continue_is_answered_only_after_authentication(
+    gateway: Gateway,
+) -> None:
+    key = known(gateway)
+    reader, writer = await _connect(gateway.client.port)
+    creds = "".join(f"{name}: {value}\r\n" for name, value in key.headers.items())
+    writer.write(
+        f"POST /api/x HTTP/1.1\r\nHost: gw\r\n{creds}Content-Length: 5\r\n"
+        "Expect: 100-continue\r\n\r\n".encode()
+    )
+    status, _, _ = await asyncio.wait_for(_read_response(reader), 5)
+    assert status == b"HTTP/1.1 100 Continue"
+    writer.write(b"hello")
+    status, _, body = await asyncio.wait_for(_read_response(reader), 5)
+    assert status.startswith(b"HTTP/1.1 200")
+    assert b'"body_length":5' in body.replace(b" ", b"")
+    writer.close()
+
+    before = gateway.backend_requests
+    reader, writer = await _connect(gateway.client.port)
+    writer.write(
+        b"POST /api/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
+    status, headers, _ = await asyncio.wait_for(_read_response(reader), 5)
+    assert status.startswith(b"HTTP/1.1 401")  # no 100 first: the body is never asked for
+    assert headers["connection"] == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and the connection ends
+    assert gateway.backend_requests == before
+    writer.close()
+
+
+async def test_pipelined_requests_are_answered_in_order(gateway: Gateway) -> None:
+    key = known(gateway)
+    creds = "".join(f"{name}: {value}\r\n" for name, value in key.headers.items())
+    reader, writer = await _connect(gateway.client.port)
+    writer.write(
+        (f"GET /api/one HTTP/1.1\r\nHost: gw\r\n{creds}X-Request-Id: first\r\n\r\n"
+         "GET /nowhere HTTP/1.1\r\nHost: gw\r\nX-Request-Id: second\r\n\r\n"
+         f"GET /public/three HTTP/1.1\r\nHost: gw\r\nX-Request-Id: third\r\n\r\n").encode()
+    )
+    answers = [await asyncio.wait_for(_read_response(reader), 5) for _ in range(3)]
+    assert [a[1]["x-request-id"] for a in answers] == ["first", "second", "third"]
+    assert [a[0].split()[1] for a in answers] == [b"200", b"404", b"200"]
+    writer.close()
+
+
+async def test_http_1_0_clients_get_keep_alive_only_when_asked(
+    make_gateway: GatewayFactory, tmp_path: Path,
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    upstream = await raw_upstream(lambda head: (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    ))
+    gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
+    reader, writer = await _connect(gw.client.port)
+    writer.write(b"GET /raw/a HTTP/1.0\r\n\r\n")
+    status, headers, body = await asyncio.wait_for(_read_response(reader), 5)
+    # A chunked upstream body reaches an HTTP/1.0 client delimited by the connection's end.
+    assert status.startswith(b"HTTP/1.1 200")
+    assert "transfer-encoding" not in headers
+    assert body == b"abcde"
+    writer.close()
+
+    reader, writer = await _connect(gw.client.port)
+    for _ in range(2):
+        writer.write(b"GET /raw/b HTTP/1.1\r\nHost: gw\r\n\r\n")
+        status, headers, body = await asyncio.wait_for(_read_response(reader), 5)
+        assert headers["transfer-encoding"] == "chunked"  # re-chunked for an HTTP/1.1 client
+        assert body == b"abcde"
+    writer.close()
+
+
+async def test_a_pooled_connection_the_upstream_closed_is_replaced(
+    make_gateway: GatewayFactory, tmp_path: Path,
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    # The upstream closes every connection after one response without saying so (no
+    # Connection: close): the gateway's next request finds its pooled connection dead.
+    upstream = await raw_upstream(
+        lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close_after_response=True,
+    )
+    gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
+    for _ in range(5):
+        resp = await gw.client.get("/raw/x")
+        assert resp.status == 200
+        assert await resp.read() == b"ok"
+        await asyncio.sleep(0.05)  # let the close arrive, or not: both must work
+    assert upstream.connections == 5
+
+
+async def test_upstream_connections_are_reused(
+    make_gateway: GatewayFactory, tmp_path: Path,
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    upstream = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
+    for _ in range(20):
+        resp = await gw.client.get("/raw/x")
+        assert await resp.read() == b"ok"
+    assert upstream.connections == 1
+    assert len(upstream.heads) == 20
+    head = upstream.heads[0].lower()
+    assert head.startswith(b"get /raw/x http/1.1\r\nhost: 127.0.0.1:")
+    assert b"x-forwarded-for: 127.0.0.1\r\n" in head
+
+
+async def test_an_invalid_upstream_response_is_a_502_and_the_connection_is_dropped(
+    make_gateway: GatewayFactory, tmp_path: Path,
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    upstream = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+    gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
+    resp = await gw.client.get("/raw/x")
+    assert resp.status == 502
+    assert resp.content_type == "application/problem+json"
+
+
+async def test_a_request_line_the_parser_refuses_gets_400_and_a_closed_connection(
+    gateway: Gateway,
+) -> None:
+    reader, writer = await _connect(gateway.client.port)
+    writer.write(b"GET /public/x HTTP/1.1\r\nHost: gw\r\n\r\n")
+    first = await asyncio.wait_for(_read_response(reader), 5)
+    writer.write(b"GET /public/y HTTP/9.9\r\n\r\n")
+    second = await asyncio.wait_for(_read_response(reader), 5)
+    assert first[0].startswith(b"HTTP/1.1 200")
+    assert second[0].startswith(b"HTTP/1.1 400")
+    assert second[1]["content-type"] == "application/problem+json"
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+class _Echo:
+    """A handler answering every request at once with its target."""
+
+    def now(self, request: Request) -> bool:
+        request.respond(200, b"Content-Type: text/plain\r\n", request.target.encode())
+        return True
+
+    async def later(self, request: Request) -> None:
+        raise AssertionError("never called")
+
+    def finished(self, request: Request, duration: float) -> None:
+        pass
+
+    def refused(self, status: int) -> None:
+        pass
+
+
+async def test_idle_keep_alive_connections_are_closed_and_close_drains() -> None:
+    server = HttpServer(_Echo(), max_line_size=8190, max_headers=100, keepalive_timeout=0.2)
+    port = await server.listen("127.0.0.1", 0)
+    try:
+        reader, writer = await _connect(port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await asyncio.wait_for(_read_response(reader), 5))[2] == b"/a"
+        # Idle past the keep-alive timeout (the sweep runs every second): closed by the server.
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+        reader, writer = await _connect(port)
+        writer.write(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await asyncio.wait_for(_read_response(reader), 5))[2] == b"/b"
+        await asyncio.wait_for(server.close(5.0), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # idle: closed at once
+        writer.close()
+        with pytest.raises(OSError):
+            await _connect(port)  # and nothing listens any more
+    finally:
+        with contextlib.suppress(Exception):
+            await server.close(0.1)
