@@ -114,7 +114,6 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         store=store, peppers=secrets.peppers, metrics=metrics, failures=failures,
         trusted_proxies=config.trusted_proxies,
         unavailable_retry_after=config.unavailable_retry_after,
-        verified_size=config.l1_size, verified_ttl=config.l1_ttl,
     )
     app[FORWARDER] = Forwarder(pool, limits, metrics)
     try:
@@ -303,12 +302,12 @@ class GatewayHandler:
     def finished(self, request: Request, duration: float) -> None:
         """Count and log one answered (or abandoned) request."""
         status = str(request.status) if request.started else "aborted"
-        self._metrics.child(self._metrics.requests, request.route, status).inc()
+        self._metrics.count(self._metrics.requests, request.route, status)
         self._access.log(request, duration)
 
     def refused(self, status: int) -> None:
         """Count a request the parser refused."""
-        self._metrics.child(self._metrics.requests, "_refused", str(status)).inc()
+        self._metrics.count(self._metrics.requests, "_refused", str(status))
 
 
 def _send(request: Request, reply: Reply) -> bool:

@@ -16,7 +16,6 @@ from apikeys_shared.events import KeyRecord
 from apikeys_shared.hashing import PepperSet
 
 from .abuse import FailureCounter, client_address
-from .cache import TTLCache
 from .credentials import ID_HEADER, SECRET_HEADER, CredentialProblem, Credentials, read_credentials
 from .errors import VerificationUnavailable
 from .headers import KEY_ID_OUT, KEY_NAME_OUT, header_safe
@@ -65,42 +64,29 @@ class Denial:
         return problem(503, "Keys cannot be verified right now; retry later.", headers)
 
 
-@dataclass(frozen=True)
-class _Verified:
-    """A credential pair this process verified: a keyed digest, never the secret itself.
-
-    ``record`` is the record it was verified against, ``identity`` what it authenticated as.
-    """
-
-    record: KeyRecord
-    digest: bytes
-    identity: Identity
-
-
 class Authenticator:
     """Turns a request's credential headers into an Identity or a Denial.
 
     The peppered hash (and the secret's checksum) cost more than anything else in
-    authentication, so a pair that verified once is remembered, per key ID, as a BLAKE2b MAC of
-    the secret under a random key of this process (``_Verified``, bounded and expiring like L1).
-    A request whose secret has that MAC (compared in constant time) against the same stored
-    hash skips the peppered hash; everything else (header checks, the throttle, the lookup of
-    the current record, the active check) runs every time, so revocation and failures work
-    exactly as without it. A wrong secret never matches and takes the full path.
+    authentication, so a pair that verified once is remembered on the key's L1 entry
+    (``Held.verified``) as a BLAKE2b MAC of the secret under a random key of this process, with
+    the identity it gave. A request whose secret has that MAC (compared in constant time)
+    skips the peppered hash; everything else (header checks, the throttle, the lookup of the
+    current record, the active check) runs every time, so revocation and failures work exactly
+    as without it: a new record for the key is a new L1 entry, without the note. A wrong secret
+    never matches and takes the full path.
 
     ``verified_now`` is that same remembered path without a single await, for the common case
-    (the current record in L1, the address not blocked, no throttle sync due): a request it
+    (the key's entry in L1, the address not blocked, no throttle sync due): a request it
     answers needs no task of its own. Whatever it cannot settle, ``authenticate`` does.
     """
 
     def __init__(
         self, *, store: KeyStore, peppers: PepperSet, failures: FailureCounter, metrics: Metrics,
         trusted_proxies: tuple[str, ...] = (), unavailable_retry_after: int = 2,
-        verified_size: int = 10000, verified_ttl: float = 30.0,
     ) -> None:
         self._store = store
-        self._verified: TTLCache[_Verified] = TTLCache(verified_size, verified_ttl)
-        self._mac_key = os.urandom(32)
+        self._mac_base = hashlib.blake2b(key=os.urandom(32), digest_size=32)
         self._peppers = peppers
         self._failures = failures
         self._metrics = metrics
@@ -123,27 +109,26 @@ class Authenticator:
         secrets = headers.getall(SECRET_HEADER, ())
         if len(ids) != 1 or len(secrets) != 1:
             return None
-        key_id = ids[0]
-        known = self._verified.get(key_id)
-        if known is None:
+        held = self._store.cached(ids[0])
+        if held is None:
             return None
-        held = self._store.cached(key_id)
-        if held is None or held.record is not known.record or not known.record.active:
+        note = held.verified
+        if note is None or not held.record.active:
             return None
-        if not self._failures.clear_now(self.client_address(request)):
+        failures = self._failures
+        if not failures.all_clear_now() and not failures.clear_now(self.client_address(request)):
             return None
-        if not hmac.compare_digest(known.digest, self._mac(secrets[0])):
+        if not hmac.compare_digest(note[0], self._mac(secrets[0])):
             return None
-        metrics = self._metrics
-        metrics.child(metrics.cache_lookups, "l1", "hit").inc()
-        metrics.child(metrics.auth_results, "ok").inc()
-        return known.identity
+        self._metrics.fast_ok += 1  # an L1 hit and an "ok" verdict, counted when collected
+        identity: Identity = note[1]
+        return identity
 
     async def authenticate(self, request: Request) -> Identity | Denial:
         """Verify the request's credentials; see the module docstring."""
         verdict = await self._verdict(request)
         reason = "ok" if isinstance(verdict, Identity) else verdict.reason
-        self._metrics.child(self._metrics.auth_results, reason).inc()
+        self._metrics.count(self._metrics.auth_results, reason)
         return verdict
 
     async def _verdict(self, request: Request) -> Identity | Denial:
@@ -172,8 +157,8 @@ class Authenticator:
             denial = Denial("unknown", key_id=creds.key_id)
         elif not (
             known is not None
-            and known.record.secret_hash == record.secret_hash
-            and known.record.hash_version == record.hash_version
+            and known[0].secret_hash == record.secret_hash
+            and known[0].hash_version == record.hash_version
         ) and not self._peppers.verify(
             creds.key_id, creds.secret, record.secret_hash, record.hash_version
         ):
@@ -181,13 +166,14 @@ class Authenticator:
         elif not record.active:
             denial = Denial("revoked", key_id=creds.key_id)
         else:
-            if known is not None and known.record is record:
-                return known.identity
+            held = self._store.cached(creds.key_id)
+            if held is not None and held.record is record and held.verified is not None:
+                identity: Identity = held.verified[1]
+                return identity
             identity = Identity(record.key_id, record.name)
-            self._verified.put(creds.key_id, _Verified(
-                record, known.digest if known is not None else self._mac(creds.secret),
-                identity,
-            ))
+            if held is not None and held.record is record:
+                digest = known[1] if known is not None else self._mac(creds.secret)
+                held.verified = (digest, identity)
             return identity
         await self._failures.record_failure(address)
         return denial
@@ -195,17 +181,25 @@ class Authenticator:
     def _mac(self, secret: str) -> bytes:
         # surrogatepass: any header text (even a lone surrogate) encodes, and distinct texts
         # give distinct bytes.
-        return hashlib.blake2b(
-            secret.encode("utf-8", "surrogatepass"), key=self._mac_key, digest_size=32,
-        ).digest()
+        mac = self._mac_base.copy()
+        mac.update(secret.encode("utf-8", "surrogatepass"))
+        return mac.digest()
 
-    def _remembered(self, request: Request) -> tuple[Credentials, _Verified] | None:
-        """The request's credentials when they are exactly a pair verified before, else None."""
+    def _remembered(
+        self, request: Request,
+    ) -> tuple[Credentials, tuple[KeyRecord, bytes]] | None:
+        """The request's credentials when they are exactly a pair verified before, else None.
+
+        With them, the record they verified against and their MAC.
+        """
         ids = request.headers.getall(ID_HEADER, ())
         secrets = request.headers.getall(SECRET_HEADER, ())
         if len(ids) != 1 or len(secrets) != 1:
             return None
-        known = self._verified.get(ids[0])
-        if known is None or not hmac.compare_digest(known.digest, self._mac(secrets[0])):
+        held = self._store.cached(ids[0])
+        if held is None or held.verified is None:
             return None
-        return Credentials(key_id=ids[0], secret=secrets[0]), known
+        digest = self._mac(secrets[0])
+        if not hmac.compare_digest(held.verified[0], digest):
+            return None
+        return Credentials(key_id=ids[0], secret=secrets[0]), (held.record, digest)

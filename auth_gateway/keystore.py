@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import RedisError, WatchError
 
@@ -45,12 +46,19 @@ _WATCH_RETRIES = 8
 KNOWN_LIMIT = 1_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class Held:
-    """A verified record and the sequence of the event that carried it."""
+    """A verified record and the sequence of the event that carried it.
+
+    ``verified`` is the authenticator's note on this record: the MAC (under a random key of
+    this process) of a secret that matched the record's hash, and the identity it gave. It
+    lives and dies with this object, so a new record for the key (an event, a reload) never
+    inherits it.
+    """
 
     sequence: int
     record: KeyRecord
+    verified: tuple[bytes, Any] | None = None
 
 
 def _supersedes(new: Held, held: Held | None) -> bool:
