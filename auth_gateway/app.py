@@ -14,6 +14,7 @@ import os
 import random
 import re
 from collections.abc import AsyncIterator
+from itertools import chain
 
 import aiohttp
 from aiohttp import web
@@ -193,8 +194,7 @@ class GatewayHandler:
         limits = self._limits
         raw = request.raw_headers
         if len(raw) > limits.max_headers or (
-            sum([len(name) + len(value) for name, value in raw]) + 4 * len(raw)
-            > limits.max_header_bytes
+            sum(map(len, chain.from_iterable(raw))) + 4 * len(raw) > limits.max_header_bytes
         ):
             request.route = "_refused"
             return _send(request, problem(

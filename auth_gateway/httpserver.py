@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpRequestParser, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 __all__ = ["HttpServer", "Request", "date_header", "problem_body", "reason_phrase"]
 
@@ -149,7 +149,8 @@ class Request:
         self.keep_alive = False
 
     def _framing(self) -> bytes:
-        if self._conn.closing or not self.payload.is_eof():
+        payload = self.payload
+        if self._conn.closing or (payload is not EMPTY_PAYLOAD and not payload.is_eof()):
             # Draining, or answering before the body arrived (which then cannot be skipped
             # safely): this is the connection's last response, and it says so.
             self.keep_alive = False
@@ -384,7 +385,7 @@ class _Connection(BaseProtocol):
         if not request.finished:
             self._abort()
             return False
-        if not request.payload.is_eof():
+        if request.payload is not EMPTY_PAYLOAD and not request.payload.is_eof():
             # The body was not read (an early refusal): what follows it on the connection
             # cannot be parsed, so the connection ends here.
             request.keep_alive = False
