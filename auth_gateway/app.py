@@ -220,7 +220,8 @@ class GatewayHandler:
         if not is_safe_path(path):
             request.route = "_refused"
             return _send(request, problem(
-                400, "The request path holds dot segments or encoded separators.", close=True))
+                400, "The request path holds dot segments, encoded separators or a fragment.",
+                close=True))
         route = self._routes.match(path)
         if route is None:
             request.route = "_unmatched"

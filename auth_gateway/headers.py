@@ -32,12 +32,14 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
     b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
-# Recomputed by the gateway; a client must not be able to choose them. (Content-Length passes:
-# the body is forwarded byte for byte, and a chunked body gets Transfer-Encoding back.)
+# Recomputed by the gateway; a client must not be able to choose them. The body's framing
+# (Content-Length, Transfer-Encoding) is among them: the forwarder writes it from the parser's
+# own reading of the request, so that nothing a client sends (a Connection header naming
+# Content-Length, say) can make the upstream delimit the body differently from the gateway.
 _REPLACED = frozenset({
     b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded",
-    b"x-real-ip", b"x-request-id", b"expect", ID_HEADER.lower().encode(),
-    SECRET_HEADER.lower().encode(),
+    b"x-real-ip", b"x-request-id", b"expect", b"content-length", b"transfer-encoding",
+    ID_HEADER.lower().encode(), SECRET_HEADER.lower().encode(),
 })
 _IDENTITY_PREFIX = b"x-authenticated-"
 _TOKEN_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -87,8 +89,10 @@ def upstream_header_block(
         if lower in drop or lower in _REPLACED or lower.startswith(_IDENTITY_PREFIX):
             continue
         out.append(b"%s: %s\r\n" % (name, value))
+    # Values that came from headers go back as the bytes they were received as.
     out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (
-        forwarded_for.encode("latin-1"), forwarded_proto.encode("latin-1")))
+        forwarded_for.encode("utf-8", "surrogateescape"),
+        forwarded_proto.encode("utf-8", "surrogateescape")))
     if forwarded_host:
         out.append(b"X-Forwarded-Host: %s\r\n" % forwarded_host)
     out.append(b"X-Request-Id: %s\r\n" % request_id.encode("ascii"))

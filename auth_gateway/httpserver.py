@@ -257,6 +257,8 @@ class _Connection(BaseProtocol):
         self._task: asyncio.Task[None] | None = None
         self._payload: StreamReader | None = None  # the body being received, if any
         self._stop_parsing = False
+        self._last_message: RawRequestMessage | None = None  # answered, then the connection ends
+        self._eof = False  # the client half-closed: answer what is queued, then close
         self.idle_since: float | None = None
         self._request_parser = HttpRequestParser(
             self, server.loop, _READ_LIMIT,
@@ -305,22 +307,34 @@ class _Connection(BaseProtocol):
             if not payload.is_eof():
                 self._payload = payload
         if upgraded:
-            # No protocol switch is ever made: the request is answered, then the connection
-            # closes before anything after it is read.
+            # No protocol switch is ever made: the request is answered (as the connection's
+            # last), then the connection closes before anything after it is read.
             self._stop_parsing = True
+            self._last_message = messages[-1][0]
             self._pause_transport_reading()
         elif len(self._queue) > _QUEUE_LIMIT:
             self._pause_reading_for_buffer()
         self._wake()
 
     def eof_received(self) -> bool:
-        with contextlib.suppress(HttpProcessingError):
+        try:
             self._request_parser.feed_eof()
-        # Half-closed by the client: answer what was asked, then close.
-        self.closing = True
-        if self._task is None:
+        except HttpProcessingError as exc:
+            # The client ended mid-body: whoever reads that body learns it now.
+            payload = self._payload
+            if payload is not None and not payload.is_eof():
+                payload.set_exception(exc)
+        # Half-closed by the client: answer everything it asked, then close.
+        self._eof = True
+        if self._task is None and not self._queue:
             self._close()
         return True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        # The client reads its answers again: go on with the requests it queued meanwhile.
+        if self._task is None and self._queue and self.transport is not None:
+            self._wake()
 
     # -- serving ----------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -331,14 +345,20 @@ class _Connection(BaseProtocol):
         handler = self._server.handler
         loop = self._loop
         while self._queue:
+            if self._paused:
+                # The client does not read its answers: stop answering (and reading) until it
+                # does, so that its pipelined requests cannot pile up responses in memory.
+                self._pause_reading_for_buffer()
+                self.idle_since = loop.time()  # no progress for the keep-alive timeout: closed
+                return
             item = self._queue.popleft()
-            if len(self._queue) == _QUEUE_LIMIT:
-                self._resume_reading_for_buffer()
             if isinstance(item, Exception):
                 self._bad_request(item)
                 return
             message, payload = item
             request = Request(self, message, payload)
+            if message is self._last_message:
+                request.keep_alive = False
             started = loop.time()
             try:
                 answered = handler.now(request)
@@ -350,6 +370,8 @@ class _Connection(BaseProtocol):
             if not self._done(request, started):
                 return
         self.idle_since = loop.time()
+        if self._buffer_paused and not self._stop_parsing:
+            self._resume_reading_for_buffer()
 
     async def _later(self, request: Request, started: float) -> None:
         try:
@@ -389,7 +411,7 @@ class _Connection(BaseProtocol):
             # The body was not read (an early refusal): what follows it on the connection
             # cannot be parsed, so the connection ends here.
             request.keep_alive = False
-        if not request.keep_alive or self.closing:
+        if not request.keep_alive or self.closing or (self._eof and not self._queue):
             self._close()
             return False
         return True

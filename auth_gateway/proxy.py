@@ -43,6 +43,8 @@ BUFFERED_BODY_LIMIT = 64 * 1024
 # Request body read before the request goes upstream (see Forwarder._send).
 READ_AHEAD = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
+# RFC 9110 §9.2.2: safe to send twice, so a request the upstream may have seen can be retried.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class _BodyTooLarge(Exception):
@@ -87,12 +89,7 @@ class Forwarder:
         return origin
 
     def _head(self, request: Request, ctx: ForwardContext, origin: Origin) -> bytes:
-        path = ctx.raw_path
-        if ctx.route.strip_prefix:
-            path = path[len(ctx.route.prefix):]
-            if not path.startswith("/"):
-                path = "/" + path
-        target = origin.base_path + path
+        target = origin.base_path + ctx.route.forward_path(ctx.raw_path)
         if ctx.raw_query:
             target = f"{target}?{ctx.raw_query}"
         host = request.headers.get("Host")
@@ -102,10 +99,17 @@ class Forwarder:
             forwarded_host=host.encode("utf-8", "surrogateescape") if host else None,
             request_id=ctx.request_id, identity=ctx.identity,
         )
-        chunked = b"Transfer-Encoding: chunked\r\n" if request.chunked else b""
+        # The body's framing, from the parser's own reading of the request (never copied).
+        length = request.headers.get("Content-Length")
+        if request.chunked:
+            framing = b"Transfer-Encoding: chunked\r\n"
+        elif length is not None:
+            framing = b"Content-Length: %d\r\n" % int(length)  # digits: the parser checked
+        else:
+            framing = b""
         return b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n" % (
             request.method.encode("ascii"), target.encode("utf-8", "surrogateescape"),
-            origin.host_header, block, chunked,
+            origin.host_header, block, framing,
         )
 
     async def forward(self, request: Request, ctx: ForwardContext) -> Reply | None:
@@ -130,10 +134,13 @@ class Forwarder:
             try:
                 return await self._exchange(request, conn, head, has_body, label, started)
             except UpstreamBroken:
-                # A kept-alive connection the upstream had already closed: nothing was sent
-                # that could have been acted on, so a bodiless request is tried once more on a
-                # new connection (as nginx's proxy_next_upstream does).
-                if not fresh and not has_body and not conn.got_data and conn.idle_since:
+                # A kept-alive connection the upstream had already closed before answering: a
+                # bodiless idempotent request is tried once more on a new connection (as
+                # nginx's proxy_next_upstream does for idempotent methods).
+                if (
+                    not fresh and not has_body and request.method in _IDEMPOTENT
+                    and not conn.got_data and conn.idle_since
+                ):
                     fresh = True
                     continue
                 self._metrics.upstream_errors.labels("reset").inc()
@@ -231,7 +238,10 @@ class Forwarder:
                      payload: StreamReader) -> Reply | None:
         status = message.code
         no_body = request.method == "HEAD" or status in _NO_BODY_STATUS
-        block, had_date = response_header_block(message.raw_headers, keep_length=no_body)
+        # A HEAD or 304 answer's Content-Length describes the body not sent, and passes on; a
+        # 204 must have none (RFC 9110 §8.6), whatever the upstream said.
+        block, had_date = response_header_block(
+            message.raw_headers, keep_length=no_body and status != 204)
         block += b"X-Request-Id: %s\r\n" % request.request_id.encode("ascii")
         reason = message.reason.encode("utf-8", "surrogateescape")
         if no_body:
@@ -259,11 +269,13 @@ class Forwarder:
         request.start(status, block, length=length, reason=reason, date=not had_date)
         try:
             while True:
+                # An upstream that stops sending, or a client that stops reading, for longer
+                # than the timeout ends the exchange (and frees the upstream connection).
                 async with asyncio.timeout(timeout):
                     chunk = await payload.readany()
-                if not chunk:
-                    break
-                await request.write(chunk)
+                    if not chunk:
+                        break
+                    await request.write(chunk)
         except (TimeoutError, ConnectionResetError) as exc:
             if request.connection_lost:
                 raise

@@ -30,7 +30,10 @@ __all__ = ["Route", "RouteTable", "is_safe_path", "load_routes", "parse_routes"]
 AuthMode = Literal["required", "none"]
 _KEYS = {"prefix", "upstream", "auth", "strip_prefix"}
 _PREFIX_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
-_UNSAFE_PATH_RE = re.compile(r"(^|/)\.\.?(/|$)|%2[ef]|%5c|\\", re.IGNORECASE)
+# Dot segments (also with path parameters: "/..;x/" is "/../" to Servlet containers), encoded
+# '.', '/' and '\', backslashes, and a fragment, which no client sends and which an upstream
+# would cut off after the gateway matched the route on it.
+_UNSAFE_PATH_RE = re.compile(r"(^|/)\.\.?(;[^/]*)?(/|$)|%2[ef]|%5c|\\|#", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -48,23 +51,30 @@ class Route:
         return self.auth == "required"
 
     def matches(self, path: str) -> bool:
-        """True when ``path`` is the prefix or lies under it on a segment boundary."""
+        """True when ``path`` is the prefix or lies under it on a segment boundary.
+
+        ``;`` ends a segment too: Servlet containers read ``/admin;x`` as ``/admin``, so it must
+        not slip past the ``/admin`` route to a broader one.
+        """
         if not path.startswith(self.prefix):
             return False
         return (
             self.prefix.endswith("/")
             or len(path) == len(self.prefix)
-            or path[len(self.prefix)] == "/"
+            or path[len(self.prefix)] in "/;"
         )
+
+    def forward_path(self, raw_path: str) -> str:
+        """The path to append to the upstream's base URL: ``raw_path``, minus the prefix when
+        stripping (and then always starting with ``/``)."""
+        if not self.strip_prefix:
+            return raw_path
+        path = raw_path[len(self.prefix):]
+        return path if path.startswith("/") else "/" + path
 
     def upstream_url(self, raw_path: str, raw_query: str) -> str:
         """The URL to forward to: upstream base + (path, minus the prefix when stripping)."""
-        path = raw_path
-        if self.strip_prefix:
-            path = raw_path[len(self.prefix):]
-            if not path.startswith("/"):
-                path = "/" + path
-        url = self.upstream.rstrip("/") + path
+        url = self.upstream.rstrip("/") + self.forward_path(raw_path)
         return f"{url}?{raw_query}" if raw_query else url
 
 

@@ -205,7 +205,15 @@ class UpstreamPool:
             waiter = self._loop.create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                async with asyncio.timeout(self._connect_timeout):
+                    await waiter
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # a slot was handed to this caller, who leaves: pass it on
+                if isinstance(exc, TimeoutError):
+                    raise ConnectTimeout(
+                        f"no free upstream connection for {origin.host} in time") from exc
+                raise
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from auth_gateway.httpserver import HttpServer, Request
+from auth_gateway.upstream import Origin, UpstreamPool
 
 from .conftest import Gateway, GatewayFactory
 from .test_request_path import known
@@ -30,6 +31,7 @@ class RawUpstream:
         self.close_after_response = close_after_response
         self.connections = 0
         self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -43,6 +45,11 @@ class RawUpstream:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.heads.append(head)
+                length = 0
+                for line in head.lower().split(b"\r\n"):
+                    if line.startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                self.bodies.append(await reader.readexactly(length))
                 writer.write(self.respond(head))
                 await writer.drain()
                 if self.close_after_response:
@@ -281,3 +288,159 @@ async def test_idle_keep_alive_connections_are_closed_and_close_drains() -> None
     finally:
         with contextlib.suppress(Exception):
             await server.close(0.1)
+
+
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def test_a_connection_header_cannot_change_how_the_body_is_framed_upstream(
+    make_gateway: GatewayFactory, tmp_path: Path,
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    # Naming Content-Length in Connection must not drop it upstream: the body would then be
+    # read by the upstream as a request of its own, smuggled past authentication.
+    upstream = await raw_upstream(lambda head: _OK)
+    gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
+    smuggled = (b"GET /admin HTTP/1.1\r\nHost: up\r\nX-Authenticated-Key-Id: someone\r\n"
+                b"Content-Length: 0\r\n\r\n")
+    reader, writer = await _connect(gw.client.port)
+    writer.write(
+        b"POST /raw/x HTTP/1.1\r\nHost: gw\r\nConnection: content-length, keep-alive\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled)
+    )
+    status, _, body = await asyncio.wait_for(_read_response(reader), 5)
+    assert status.startswith(b"HTTP/1.1 200")
+    assert body == b"ok"
+    writer.close()
+    resp = await gw.client.get("/raw/next")
+    assert resp.status == 200
+    assert len(upstream.heads) == 2  # the POST (with its body) and the next request: no third
+    assert b"content-length: %d\r\n" % len(smuggled) in upstream.heads[0].lower()
+    assert upstream.bodies[0] == smuggled
+    assert upstream.heads[1].startswith(b"GET /raw/next ")
+
+
+async def test_a_chunked_body_goes_upstream_chunked_whatever_the_client_adds(
+    make_gateway: GatewayFactory, tmp_path: Path,
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    upstream = await raw_upstream(lambda head: _OK)
+    gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
+    reader, writer = await _connect(gw.client.port)
+    writer.write(
+        b"POST /raw/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: transfer-encoding\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    status, _, _ = await asyncio.wait_for(_read_response(reader), 5)
+    assert status.startswith(b"HTTP/1.1 200")
+    writer.close()
+    assert b"transfer-encoding: chunked\r\n" in upstream.heads[0].lower()
+    assert b"content-length" not in upstream.heads[0].lower()
+
+
+async def test_a_request_that_asks_to_upgrade_is_answered_and_the_connection_ends(
+    gateway: Gateway,
+) -> None:
+    reader, writer = await _connect(gateway.client.port)
+    writer.write(
+        b"GET /public/x HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\n\r\nGET /public/y HTTP/1.1\r\nHost: gw\r\n\r\n"
+    )
+    status, headers, _ = await asyncio.wait_for(_read_response(reader), 5)
+    assert status.startswith(b"HTTP/1.1 200")
+    assert headers["connection"] == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def test_a_client_that_half_closes_gets_every_answer_it_asked_for(
+    gateway: Gateway,
+) -> None:
+    reader, writer = await _connect(gateway.client.port)
+    writer.write(b"".join(
+        b"GET /public/%d HTTP/1.1\r\nHost: gw\r\nX-Request-Id: r%d\r\n\r\n" % (i, i)
+        for i in range(3)
+    ))
+    writer.write_eof()
+    answers = [await asyncio.wait_for(_read_response(reader), 5) for _ in range(3)]
+    assert [a[1]["x-request-id"] for a in answers] == ["r0", "r1", "r2"]
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def test_forwarded_for_from_a_trusted_proxy_passes_as_received(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(GATEWAY_TRUSTED_PROXIES="127.0.0.1")
+    reader, writer = await _connect(gw.client.port)
+    writer.write(b"GET /public/x HTTP/1.1\r\nHost: gw\r\n"
+                 b"X-Forwarded-For: 203.0.113.9, \xe2\x82\xac, \xff\r\n\r\n")
+    status, _, _ = await asyncio.wait_for(_read_response(reader), 5)
+    assert status.startswith(b"HTTP/1.1 200")
+    writer.close()
+
+
+async def test_a_204_from_the_upstream_loses_its_content_length(
+    make_gateway: GatewayFactory, tmp_path: Path,
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    upstream = await raw_upstream(
+        lambda head: b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+    gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
+    reader, writer = await _connect(gw.client.port)
+    writer.write(b"GET /raw/x HTTP/1.1\r\nHost: gw\r\n\r\n")
+    status, headers, _ = await asyncio.wait_for(_read_response(reader), 5)
+    assert status.startswith(b"HTTP/1.1 204")
+    assert "content-length" not in headers
+    writer.close()
+
+
+class _Big(_Echo):
+    """Answers every request at once with 64 KiB."""
+
+    def now(self, request: Request) -> bool:
+        request.respond(200, b"", b"x" * 65536)
+        return True
+
+
+async def test_a_client_that_does_not_read_cannot_pile_up_answers() -> None:
+    server = HttpServer(_Big(), max_line_size=8190, max_headers=100)
+    port = await server.listen("127.0.0.1", 0)
+    try:
+        reader, writer = await _connect(port)
+        request = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
+        writer.transport.set_write_buffer_limits(high=1 << 24)
+        writer.write(request * 2000)  # 128 MB of answers, if they were all made
+        await asyncio.sleep(0.5)
+        (conn,) = server.connections
+        assert conn.transport is not None
+        assert conn.transport.get_write_buffer_size() < 4 << 20
+        # Reading resumes the answers, all of them, in order.
+        total = 0
+        for _ in range(2000):
+            _, _, body = await asyncio.wait_for(_read_response(reader), 10)
+            total += len(body)
+        assert total == 2000 * 65536
+        writer.close()
+    finally:
+        await server.close(0.5)
+
+
+async def test_a_pool_slot_given_up_by_a_cancelled_waiter_goes_to_the_next(
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    upstream = await raw_upstream(lambda head: _OK)
+    pool = UpstreamPool(max_connections=1, connect_timeout=5.0)
+    origin = Origin.from_url(f"http://127.0.0.1:{upstream.port}")
+    try:
+        first = await pool.acquire(origin)
+        second = asyncio.create_task(pool.acquire(origin))
+        third = asyncio.create_task(pool.acquire(origin))
+        await asyncio.sleep(0.05)
+        pool.release(first, reusable=False)
+        second.cancel()  # in the same turn: the slot was handed to it, and it leaves
+        conn = await asyncio.wait_for(third, 2)
+        pool.release(conn, reusable=False)
+        assert second.cancelled()
+    finally:
+        await pool.close()
