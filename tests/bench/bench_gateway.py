@@ -25,7 +25,13 @@ from tests.support.procs import ROOT, ServiceProcess, free_port
 
 from .admin import AdminClient, AdminError, IssuedKey
 from .metrics import event_sources
-from .nginx import NginxError, forward_auth_server, proxy_server, upstream_server
+from .nginx import (
+    NginxError,
+    forward_auth_server,
+    proxy_server,
+    upstream_server,
+    verdict_server,
+)
 from .observer import EventObserver
 from .probe import HALF_RIGHT, UNKNOWN_ID, UNKNOWN_SEEN, WRONG_SECRET, ProbeResult, run_probe
 from .report import ProbeRow, Report, render
@@ -43,6 +49,9 @@ GW_OPEN = 'gateway, unauthenticated route (auth = "none")'
 NGINX = "plain nginx reverse proxy (baseline)"
 NGINX_FA = "nginx + gateway forward-auth (deploy/nginx/forward-auth.conf)"
 UPSTREAM = "for reference: the upstream alone, no proxy"
+NGINX_FA_REF = ("for reference: the same nginx + forward-auth config, verdicts from nginx's own "
+                "`return 204` (a verdict service that costs nothing)")
+_NO_CPU = (UPSTREAM, NGINX_FA_REF)  # their servers are not among the proxies measured
 
 
 @dataclass(frozen=True)
@@ -119,23 +128,26 @@ def _machine(command: str, load_before: str) -> list[str]:
     ]
 
 
-def _throughput(stack: BenchStack, options: Options, key: IssuedKey,
-                upstream_port: int) -> tuple[dict[str, Measurement], int, ServiceProcess]:
+def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_port: int,
+                verdict_port: int) -> tuple[dict[str, Measurement], int, ServiceProcess]:
     routes = stack.write_routes(upstream_port)
     gw_port, gw_proc = stack.start_gateway(routes, workers=2, name="2-workers")
-    plain_port, fa_port = free_port(), free_port()
+    plain_port, fa_port, ref_port = free_port(), free_port(), free_port()
     front = stack.start_nginx(
         "front",
-        proxy_server(plain_port, upstream_port) + forward_auth_server(fa_port, upstream_port,
-                                                                      gw_port),
+        proxy_server(plain_port, upstream_port)
+        + forward_auth_server(fa_port, upstream_port, gw_port)
+        + forward_auth_server(ref_port, upstream_port, verdict_port, name_suffix="_ref"),
         # Access log on, like the gateway's (always on): both proxies as they ship.
-        [plain_port, fa_port], workers=2, access_log=True,
+        [plain_port, fa_port, ref_port], workers=2, access_log=True,
     )
     scenarios = [
         Scenario(NGINX, f"http://127.0.0.1:{plain_port}/bench", {}),
         Scenario(GW_OPEN, f"http://127.0.0.1:{gw_port}/open/bench", {}),
         Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
         Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
+        # What nginx's auth_request costs by itself: the ceiling for any verdict service.
+        Scenario(NGINX_FA_REF, f"http://127.0.0.1:{ref_port}/bench", key.headers()),
         # Shows the upstream is not what limits the proxies measured above.
         Scenario(UPSTREAM, f"http://127.0.0.1:{upstream_port}/bench", {}),
     ]
@@ -201,6 +213,19 @@ def _probe_rows(probe: ProbeResult | None) -> list[ProbeRow]:
             if probe.samples.get(label)]
 
 
+def _ceiling_note(results: dict[str, Measurement]) -> str:
+    if NGINX_FA_REF not in results or NGINX not in results or NGINX_FA not in results:
+        return "The forward-auth ceiling (nginx with a free verdict service) was not measured."
+    ceiling = ratio(results[NGINX_FA_REF].rps, results[NGINX].rps)
+    measured = ratio(results[NGINX_FA].rps, results[NGINX].rps)
+    return (
+        f"Forward-auth ceiling: with verdicts that cost nothing (nginx's own `return 204` behind "
+        f"the same config), nginx + auth_request reaches {ceiling:.2f} times the plain proxy in "
+        f"this run; with the gateway's verdicts, {measured:.2f}. The difference is what the "
+        f"gateway's verdicts cost; the rest of the gap to 1.0 is nginx's subrequest itself."
+    )
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds through the stack's close(), as Ctrl-C does
 
@@ -214,7 +239,9 @@ def run(options: Options) -> tuple[str, bool]:
     load_before = _load()
     with BenchStack() as stack:
         upstream_port = free_port()
-        stack.start_nginx("upstream", upstream_server(upstream_port), [upstream_port], workers=2)
+        verdict_port = free_port()
+        stack.start_nginx("upstream", upstream_server(upstream_port) + verdict_server(verdict_port),
+                          [upstream_port, verdict_port], workers=2)
         print("  starting key_service ...", file=sys.stderr, flush=True)
         stack.start_key_service()
         admin = stack.admin()
@@ -222,7 +249,8 @@ def run(options: Options) -> tuple[str, bool]:
             key = admin.issue("bench throughput")
             gw_proc: ServiceProcess | None = None
             try:
-                results, gw_port, gw_proc = _throughput(stack, options, key, upstream_port)
+                results, gw_port, gw_proc = _throughput(stack, options, key, upstream_port,
+                                                        verdict_port)
                 print("  timing probe ...", file=sys.stderr, flush=True)
                 probe = run_probe(gw_port, key, per_class=options.probe_per_class,
                                   unknown=options.probe_unknown)
@@ -284,6 +312,7 @@ def run(options: Options) -> tuple[str, bool]:
         f"access logs on in both proxies, as they ship (nginx's combined format to a file, "
         f"the gateway's JSON lines to a file); off in the upstream nginx.",
         "Errors: socket errors, timeouts and responses ≥ 400 counted by wrk (should be 0).",
+        _ceiling_note(results),
         "Timing probe: requests of all classes shuffled into one random order, latency measured "
         "client-side per request over 4 keep-alive connections to the 2-worker gateway; "
         "GATEWAY_FAILED_AUTH_THRESHOLD raised so that the probe's failures from one address are "
@@ -296,7 +325,7 @@ def run(options: Options) -> tuple[str, bool]:
     report = Report(
         header=_machine(options.command, load_before),
         throughput=[(label, r.rps, r.p50_ms, r.p99_ms, r.errors,
-                     float("nan") if label == UPSTREAM else r.cpu_us_per_request)
+                     float("nan") if label in _NO_CPU else r.cpu_us_per_request)
                     for label, r in results.items()],
         aims=_aims(results, rev_summary, probe),
         revocation=rev_summary,

@@ -22,6 +22,7 @@ __all__ = [
     "forward_auth_server",
     "proxy_server",
     "upstream_server",
+    "verdict_server",
 ]
 
 UPSTREAM_BODY = "ok\n"
@@ -78,11 +79,28 @@ _EXAMPLE_GATEWAY = "127.0.0.1:8080"
 _EXAMPLE_BACKEND = "127.0.0.1:8090"
 
 
-def forward_auth_server(listen_port: int, upstream_port: int, gateway_port: int) -> str:
+def verdict_server(port: int) -> str:
+    """A stand-in verdict service that costs next to nothing: nginx's own 204 with identity
+    headers. In front of it, the forward-auth example shows what nginx alone can reach."""
+    return f"""
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        location / {{
+            add_header X-Authenticated-Key-Id 00000000-0000-7000-8000-000000000000;
+            add_header X-Authenticated-Key-Name reference;
+            return 204;
+        }}
+    }}
+"""
+
+
+def forward_auth_server(listen_port: int, upstream_port: int, gateway_port: int,
+                        *, name_suffix: str = "") -> str:
     """The shipped example (deploy/nginx/forward-auth.conf) with the benchmark's ports.
 
     Measuring the file users deploy, not a benchmark-only variant: nginx asks the gateway's
-    ``/_auth/verify`` (auth_request) and proxies to the upstream.
+    ``/_auth/verify`` (auth_request) and proxies to the upstream. ``name_suffix`` renames the
+    example's upstream blocks, so that a second copy can share one nginx.
     """
     try:
         text = FORWARD_AUTH_EXAMPLE.read_text()
@@ -94,9 +112,13 @@ def forward_auth_server(listen_port: int, upstream_port: int, gateway_port: int)
                 f"{FORWARD_AUTH_EXAMPLE} no longer names {address}; update the benchmark's "
                 "port substitution in tests/bench/nginx.py"
             )
-    return (text.replace(_EXAMPLE_LISTEN, f"127.0.0.1:{listen_port}")
+    text = (text.replace(_EXAMPLE_LISTEN, f"127.0.0.1:{listen_port}")
             .replace(_EXAMPLE_GATEWAY, f"127.0.0.1:{gateway_port}")
             .replace(_EXAMPLE_BACKEND, f"127.0.0.1:{upstream_port}"))
+    if name_suffix:
+        for name in ("apikeys_gateway", "apikeys_backend"):
+            text = text.replace(name, name + name_suffix)
+    return text
 
 
 def _config(prefix: Path, workers: int, servers: str, access_log: bool) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.bench.nginx import forward_auth_server, proxy_server, upstream_server
+from tests.bench.nginx import forward_auth_server, proxy_server, upstream_server, verdict_server
 
 
 def test_forward_auth_uses_the_shipped_example_on_the_given_ports() -> None:
@@ -19,3 +19,21 @@ def test_plain_proxy_and_upstream_name_their_ports() -> None:
     assert "listen 127.0.0.1:19000 reuseport;" in proxy_server(19000, 19001)
     assert "server 127.0.0.1:19001;" in proxy_server(19000, 19001)
     assert "return 200" in upstream_server(19001)
+
+
+def test_a_second_copy_gets_its_own_upstream_names() -> None:
+    first = forward_auth_server(18000, 18090, 18080)
+    second = forward_auth_server(18001, 18090, 18081, name_suffix="_ref")
+    assert "upstream apikeys_gateway {" in first
+    assert "_ref" not in first
+    assert "upstream apikeys_gateway_ref {" in second
+    assert "upstream apikeys_backend_ref {" in second
+    assert "proxy_pass http://apikeys_gateway_ref/_auth/verify;" in second
+    assert "proxy_pass http://apikeys_backend_ref;" in second
+
+
+def test_the_reference_verdict_service_answers_204_with_an_identity() -> None:
+    text = verdict_server(18082)
+    assert "listen 127.0.0.1:18082 reuseport;" in text
+    assert "return 204;" in text
+    assert "X-Authenticated-Key-Id" in text
