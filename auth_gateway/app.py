@@ -216,7 +216,7 @@ class GatewayHandler:
             identity = self._authenticator.verified_now(request)
             if identity is None:
                 return False
-            return _send(request, _verified(request, identity))
+            return _verified(request, identity)
         if not is_safe_path(path):
             request.route = "_refused"
             return _send(request, problem(
@@ -245,7 +245,7 @@ class GatewayHandler:
             if isinstance(verdict, Denial):
                 _send(request, self._denied(request, verdict))
             else:
-                _send(request, _verified(request, verdict))
+                _verified(request, verdict)
         else:
             reply = await self._proxy(request)
             if reply is not None:
@@ -316,11 +316,13 @@ def _send(request: Request, reply: Reply) -> bool:
     return True
 
 
-def _verified(request: Request, identity: Identity) -> Reply:
-    """Forward-auth's 204 with the identity headers."""
+def _verified(request: Request, identity: Identity) -> bool:
+    """Answer forward-auth with its 204 and the identity headers."""
     request.auth = "ok"
     request.key_id = identity.key_id
-    return Reply(204, identity.block + b"Cache-Control: no-store\r\n", b"")
+    request.respond(204, b"%sCache-Control: no-store\r\nX-Request-Id: %s\r\n" % (
+        identity.block, request.request_id.encode("ascii")))
+    return True
 
 
 class RunningGateway:

@@ -59,6 +59,7 @@ _SWEEP_SECONDS = 1.0
 _NO_BODY = frozenset({204, 304})
 _PROBLEM = b"Content-Type: application/problem+json\r\nCache-Control: no-store\r\n"
 _reasons = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _reasons.items()}
 
 
 def reason_phrase(status: int) -> bytes:
@@ -159,6 +160,9 @@ class Request:
         return b"Connection: keep-alive\r\n" if self.keep_alive else b"Connection: close\r\n"
 
     def _status_line(self, status: int, reason: bytes | None) -> bytes:
+        line = _STATUS_LINES.get(status)
+        if line is not None and (reason is None or reason == _reasons.get(status)):
+            return line
         if reason is None:
             reason = reason_phrase(status)
         return b"HTTP/1.1 %d %s\r\n" % (status, reason)

@@ -104,32 +104,40 @@ class AccessLog:
         self.logger = logger
         self._name = _json(logger.name)
         self._second = -1
+        self._ms = -1
         self._stamp = ""
+        self._stamp_ms = ""
 
     def _time(self) -> str:
-        """``datetime.isoformat(timespec="milliseconds")`` in UTC, formatted once per second."""
+        """``datetime.isoformat(timespec="milliseconds")`` in UTC, formatted once per ms."""
         now = _time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._stamp}.{int((now - second) * 1000):03d}+00:00"
+        ms = int(now * 1000)
+        if ms != self._ms:
+            self._ms = ms
+            second = ms // 1000
+            if second != self._second:
+                self._second = second
+                self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._stamp_ms = f"{self._stamp}.{ms % 1000:03d}+00:00"
+        return self._stamp_ms
 
     def log(self, request: Request, duration: float) -> None:
         """Log one finished request."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
+        esc = _escape
         path = request.target.partition("?")[0]
         status = request.status if request.started else 499
+        rid, remote, key_id, auth = request.request_id, request.remote, request.key_id, request.auth
         # Every string goes through json's own (C) escaping; only the layout is written here.
         self.batcher.add(
             f'{{"time":"{self._time()}","level":"info","logger":{self._name},'
-            f'"message":"request","request_id":{_json(request.request_id or None)},'
-            f'"remote":{_json(request.remote)},"method":{_json(request.method)},'
-            f'"path":{_json(path[:2048])},"status":{status},'
+            f'"message":"request","request_id":{esc(rid) if rid else "null"},'
+            f'"remote":{"null" if remote is None else esc(remote)},'
+            f'"method":{esc(request.method)},"path":{esc(path[:2048])},"status":{status},'
             f'"bytes":{request.body_bytes},"duration_ms":{round(duration * 1000, 3)!r},'
-            f'"route":{_json(request.route)},"key_id":{_json(request.key_id)},'
-            f'"auth":{_json(request.auth)}}}'
+            f'"route":{esc(request.route)},"key_id":{"null" if key_id is None else esc(key_id)},'
+            f'"auth":{"null" if auth is None else esc(auth)}}}'
         )
 
 
