@@ -10,9 +10,12 @@ status, a pre-encoded header block and a body, written with one ``transport.writ
 
 Per connection, requests are answered strictly in order (pipelining included); a request that
 the parser refuses gets a problem+json 400 (431 for an over-long line) after the answers already
-owed, and the connection closes. Idle keep-alive connections close after ``keepalive_timeout``;
-``close()`` drains: it stops accepting, closes idle connections, lets requests in flight finish
-(``Connection: close``), and cuts whatever is left when the timeout runs out.
+owed, and the connection closes. While the client does not read its answers, no more are made
+(and nothing more is read); a client that half-closes still gets every answer it asked for; a
+request asking to upgrade is answered as the connection's last. Idle keep-alive connections
+close after ``keepalive_timeout``; ``close()`` drains: it stops accepting, closes idle
+connections, lets requests in flight finish (``Connection: close``), and cuts whatever is left
+when the timeout runs out.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ __all__ = ["HttpServer", "Request", "date_header", "problem_body", "reason_phras
 log = logging.getLogger("auth_gateway")
 
 
-
 class Handler(Protocol):
     """What the server calls for each request, in order."""
 
@@ -52,6 +54,7 @@ class Handler(Protocol):
 
     def refused(self, status: int) -> None:
         """The parser refused a request; it was answered with ``status``."""
+
 
 _QUEUE_LIMIT = 16  # pipelined requests parsed ahead before reading pauses
 _READ_LIMIT = 2**16  # request body bytes buffered before reading pauses
