@@ -20,7 +20,7 @@ from .credentials import ID_HEADER, SECRET_HEADER, CredentialProblem, Credential
 from .errors import VerificationUnavailable
 from .headers import KEY_ID_OUT, KEY_NAME_OUT, header_safe
 from .httpserver import Request
-from .keystore import KeyStore
+from .keystore import Held, KeyStore
 from .metrics import Metrics
 from .problems import UNAUTHORIZED, Reply, problem
 
@@ -104,24 +104,18 @@ class Authenticator:
 
         None means only "not settled here": the caller must then call ``authenticate``.
         """
-        headers = request.headers
-        ids = headers.getall(ID_HEADER, ())
-        secrets = headers.getall(SECRET_HEADER, ())
-        if len(ids) != 1 or len(secrets) != 1:
+        remembered = self._remembered(request)
+        if remembered is None:
             return None
-        held = self._store.cached(ids[0])
-        if held is None:
-            return None
-        note = held.verified
-        if note is None or not held.record.active:
+        held = remembered[2]
+        if not held.record.active:
             return None
         failures = self._failures
         if not failures.all_clear_now() and not failures.clear_now(self.client_address(request)):
             return None
-        if not hmac.compare_digest(note[0], self._mac(secrets[0])):
-            return None
         self._metrics.fast_ok += 1  # an L1 hit and an "ok" verdict, counted when collected
-        identity: Identity = note[1]
+        assert held.verified is not None
+        identity: Identity = held.verified[1]
         return identity
 
     async def authenticate(self, request: Request) -> Identity | Denial:
@@ -137,14 +131,17 @@ class Authenticator:
         if wait is not None:
             return Denial("throttled", status=429, retry_after=wait)
         remembered = self._remembered(request)
+        known: tuple[KeyRecord, bytes] | None = None
         if remembered is not None:
-            creds, known = remembered
+            key_id, secret, held_before, digest = remembered
+            creds = Credentials(key_id=key_id, secret=secret)
+            known = (held_before.record, digest)
         else:
             found = read_credentials(request.headers)
             if isinstance(found, CredentialProblem):
                 await self._failures.record_failure(address)
                 return Denial(found.value)
-            creds, known = found, None
+            creds = found
         try:
             record = await self._store.lookup(creds.key_id)
         except VerificationUnavailable:
@@ -185,12 +182,10 @@ class Authenticator:
         mac.update(secret.encode("utf-8", "surrogatepass"))
         return mac.digest()
 
-    def _remembered(
-        self, request: Request,
-    ) -> tuple[Credentials, tuple[KeyRecord, bytes]] | None:
-        """The request's credentials when they are exactly a pair verified before, else None.
+    def _remembered(self, request: Request) -> tuple[str, str, Held, bytes] | None:
+        """Key ID and secret when they are exactly a pair verified before, else None.
 
-        With them, the record they verified against and their MAC.
+        With them, the key's L1 entry that carries the note, and the secret's MAC.
         """
         ids = request.headers.getall(ID_HEADER, ())
         secrets = request.headers.getall(SECRET_HEADER, ())
@@ -202,4 +197,4 @@ class Authenticator:
         digest = self._mac(secrets[0])
         if not hmac.compare_digest(held.verified[0], digest):
             return None
-        return Credentials(key_id=ids[0], secret=secrets[0]), (held.record, digest)
+        return ids[0], secrets[0], held, digest

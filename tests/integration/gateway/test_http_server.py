@@ -117,6 +117,16 @@ async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
     return await asyncio.open_connection("127.0.0.1", port)
 
 
+async def _ask(port: int, data: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """Send ``data`` on a new connection and read one response."""
+    reader, writer = await _connect(port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(_read_response(reader), 5)
+    finally:
+        writer.close()
+
+
 async def test_expect_100_continue_is_answered_only_after_authentication(
     gateway: Gateway,
 ) -> None:
@@ -171,14 +181,11 @@ async def test_http_1_0_clients_get_keep_alive_only_when_asked(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     ))
     gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
-    reader, writer = await _connect(gw.client.port)
-    writer.write(b"GET /raw/a HTTP/1.0\r\n\r\n")
-    status, headers, body = await asyncio.wait_for(_read_response(reader), 5)
+    status, headers, body = await _ask(gw.client.port, b"GET /raw/a HTTP/1.0\r\n\r\n")
     # A chunked upstream body reaches an HTTP/1.0 client delimited by the connection's end.
     assert status.startswith(b"HTTP/1.1 200")
     assert "transfer-encoding" not in headers
     assert body == b"abcde"
-    writer.close()
 
     reader, writer = await _connect(gw.client.port)
     for _ in range(2):
@@ -303,15 +310,12 @@ async def test_a_connection_header_cannot_change_how_the_body_is_framed_upstream
     gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
     smuggled = (b"GET /admin HTTP/1.1\r\nHost: up\r\nX-Authenticated-Key-Id: someone\r\n"
                 b"Content-Length: 0\r\n\r\n")
-    reader, writer = await _connect(gw.client.port)
-    writer.write(
+    status, _, body = await _ask(gw.client.port, (
         b"POST /raw/x HTTP/1.1\r\nHost: gw\r\nConnection: content-length, keep-alive\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled)
-    )
-    status, _, body = await asyncio.wait_for(_read_response(reader), 5)
+    ))
     assert status.startswith(b"HTTP/1.1 200")
     assert body == b"ok"
-    writer.close()
     resp = await gw.client.get("/raw/next")
     assert resp.status == 200
     assert len(upstream.heads) == 2  # the POST (with its body) and the next request: no third
@@ -326,14 +330,11 @@ async def test_a_chunked_body_goes_upstream_chunked_whatever_the_client_adds(
 ) -> None:
     upstream = await raw_upstream(lambda head: _OK)
     gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
-    reader, writer = await _connect(gw.client.port)
-    writer.write(
+    status, _, _ = await _ask(gw.client.port, (
         b"POST /raw/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n"
         b"Connection: transfer-encoding\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-    )
-    status, _, _ = await asyncio.wait_for(_read_response(reader), 5)
+    ))
     assert status.startswith(b"HTTP/1.1 200")
-    writer.close()
     assert b"transfer-encoding: chunked\r\n" in upstream.heads[0].lower()
     assert b"content-length" not in upstream.heads[0].lower()
 
@@ -372,12 +373,11 @@ async def test_forwarded_for_from_a_trusted_proxy_passes_as_received(
     make_gateway: GatewayFactory,
 ) -> None:
     gw = await make_gateway(GATEWAY_TRUSTED_PROXIES="127.0.0.1")
-    reader, writer = await _connect(gw.client.port)
-    writer.write(b"GET /public/x HTTP/1.1\r\nHost: gw\r\n"
-                 b"X-Forwarded-For: 203.0.113.9, \xe2\x82\xac, \xff\r\n\r\n")
-    status, _, _ = await asyncio.wait_for(_read_response(reader), 5)
+    status, _, _ = await _ask(gw.client.port, (
+        b"GET /public/x HTTP/1.1\r\nHost: gw\r\n"
+        b"X-Forwarded-For: 203.0.113.9, \xe2\x82\xac, \xff\r\n\r\n"
+    ))
     assert status.startswith(b"HTTP/1.1 200")
-    writer.close()
 
 
 async def test_a_204_from_the_upstream_loses_its_content_length(
@@ -387,12 +387,9 @@ async def test_a_204_from_the_upstream_loses_its_content_length(
     upstream = await raw_upstream(
         lambda head: b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
     gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
-    reader, writer = await _connect(gw.client.port)
-    writer.write(b"GET /raw/x HTTP/1.1\r\nHost: gw\r\n\r\n")
-    status, headers, _ = await asyncio.wait_for(_read_response(reader), 5)
+    status, headers, _ = await _ask(gw.client.port, b"GET /raw/x HTTP/1.1\r\nHost: gw\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 204")
     assert "content-length" not in headers
-    writer.close()
 
 
 class _Big(_Echo):
