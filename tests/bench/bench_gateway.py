@@ -69,8 +69,8 @@ class Options:
 def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_gateway",
                                      description=__doc__)
-    parser.add_argument("--duration", type=int, default=10, help="seconds measured per setup")
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--duration", type=int, default=24, help="seconds measured per setup")
+    parser.add_argument("--rounds", type=int, default=8,
                         help="interleaved rounds the measured seconds are split into")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per setup")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
