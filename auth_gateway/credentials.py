@@ -10,7 +10,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDictProxy, istr
 
 from apikeys_shared.keys import is_valid_key_id, is_valid_secret
 
@@ -22,8 +22,9 @@ __all__ = [
     "read_credentials",
 ]
 
-ID_HEADER = "X-AuthenticationKeyId"
-SECRET_HEADER = "X-AuthenticationKeyValue"  # noqa: S105 - a header name, not a secret
+# istr: multidict finds a case-insensitive name without folding its case on every lookup.
+ID_HEADER = istr("X-AuthenticationKeyId")
+SECRET_HEADER = istr("X-AuthenticationKeyValue")  # a header name, not a secret
 
 
 class CredentialProblem(enum.Enum):

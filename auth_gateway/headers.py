@@ -66,6 +66,22 @@ def _drop(raw: RawHeaders) -> frozenset[bytes]:
     return HOP_BY_HOP | named if named else HOP_BY_HOP
 
 
+def _never_forwarded(lower: bytes, drop: frozenset[bytes]) -> bool:
+    # Underscore spellings count as the dashed name (``lower`` has them replaced): WSGI/CGI
+    # backends and some proxies map both to the same variable, so X-Authenticated_Key_Id would
+    # pose as our identity header.
+    return lower in drop or lower in _REPLACED or lower.startswith(_IDENTITY_PREFIX)
+
+
+# What the loop below decided for each spelling of a header name it met, so that a name seen
+# before costs one lookup instead of lowercasing and three tests. The decision depends on the
+# name alone (Connection, whose tokens vary, is never cached); client-chosen names cannot grow
+# the maps past their bound, and a name met after that is simply decided again each time.
+_PASSED: set[bytes] = set()
+_DROPPED: set[bytes] = set()
+_NAMES_BOUND = 2048
+
+
 def upstream_header_block(
     raw: RawHeaders,
     *,
@@ -80,15 +96,30 @@ def upstream_header_block(
     ``identity`` is the authenticated key's header lines (``Identity.block``), empty on a route
     without authentication.
     """
-    drop = _drop(raw)
     out: list[bytes] = []
+    connection = False
     for name, value in raw:
-        # Underscore spellings count as the dashed name: WSGI/CGI backends and some proxies map
-        # both to the same variable, so X-Authenticated_Key_Id would pose as our identity header.
-        lower = name.lower().replace(b"_", b"-")
-        if lower in drop or lower in _REPLACED or lower.startswith(_IDENTITY_PREFIX):
+        if name in _PASSED:
+            out.append(b"%s: %s\r\n" % (name, value))
             continue
+        if name in _DROPPED:
+            continue
+        lower = name.lower().replace(b"_", b"-")
+        if lower == b"connection":
+            connection = True
+            continue
+        if _never_forwarded(lower, HOP_BY_HOP):
+            if len(_DROPPED) < _NAMES_BOUND:
+                _DROPPED.add(name)
+            continue
+        if len(_PASSED) < _NAMES_BOUND:
+            _PASSED.add(name)
         out.append(b"%s: %s\r\n" % (name, value))
+    if connection:
+        # Rare: names the client's Connection header lists are hop-by-hop too.
+        drop = _drop(raw)
+        out = [b"%s: %s\r\n" % (name, value) for name, value in raw
+               if not _never_forwarded(name.lower().replace(b"_", b"-"), drop)]
     # Values that came from headers go back as the bytes they were received as.
     out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (
         forwarded_for.encode("utf-8", "surrogateescape"),

@@ -115,6 +115,16 @@ class KeyStore:
         """What L1 holds for ``key_id`` (not counted as a lookup), or None."""
         return self._l1.get(key_id)
 
+    @property
+    def l1_entries(self) -> OrderedDict[str, tuple[float, Held]]:
+        """L1's own map (``TTLCache.entries``): read-only, for the authenticator's fast path."""
+        return self._l1.entries
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock L1's expiry times are on."""
+        return self._clock
+
     async def lookup(self, key_id: str) -> KeyRecord | None:
         """The verified record of ``key_id``; None when it does not exist.
 

@@ -107,6 +107,7 @@ class AccessLog:
         self._ms = -1
         self._stamp = ""
         self._stamp_ms = ""
+        self._escaped: dict[str, str] = {}
 
     def _time(self) -> str:
         """``datetime.isoformat(timespec="milliseconds")`` in UTC, formatted once per ms."""
@@ -129,6 +130,7 @@ class AccessLog:
         path = request.target.partition("?")[0]
         status = request.status if request.started else 499
         rid, remote, key_id, auth = request.request_id, request.remote, request.key_id, request.auth
+        escaped = self._escaped
         # Every string goes through json's own (C) escaping; only the layout is written here.
         self.batcher.add(
             f'{{"time":"{self._time()}","level":"info","logger":{self._name},'
@@ -136,12 +138,23 @@ class AccessLog:
             f'"remote":{"null" if remote is None else esc(remote)},'
             f'"method":{esc(request.method)},"path":{esc(path[:2048])},"status":{status},'
             f'"bytes":{request.body_bytes},"duration_ms":{round(duration * 1000, 3)!r},'
-            f'"route":{esc(request.route)},"key_id":{"null" if key_id is None else esc(key_id)},'
-            f'"auth":{"null" if auth is None else esc(auth)}}}'
+            f'"route":{esc(request.route)},'
+            f'"key_id":{"null" if key_id is None else escaped.get(key_id) or self._escape(key_id)},'
+            f'"auth":{"null" if auth is None else escaped.get(auth) or self._escape(auth)}}}'
         )
+
+    def _escape(self, value: str) -> str:
+        """``value`` as a JSON string, remembered: key IDs and verdicts recur on every request."""
+        literal = _escape(value)
+        if len(self._escaped) < _ESCAPED_BOUND:
+            self._escaped[value] = literal
+        return literal
 
 
 _escape = json.encoder.encode_basestring_ascii
+# Distinct key IDs and verdicts whose JSON form is remembered (a flood of made-up key IDs cannot
+# grow it further; past the bound they are escaped each time).
+_ESCAPED_BOUND = 10_000
 
 
 def _json(value: str | None) -> str:

@@ -123,3 +123,47 @@ def test_response_headers_keep_content_length_only_when_asked_and_report_a_date(
     block, had_date = response_header_block(raw[:1], keep_length=True)
     assert _parse(block) == CIMultiDict([("Content-Length", "3")])
     assert not had_date
+
+
+def test_remembered_name_decisions_give_the_same_headers_as_the_first_sight() -> None:
+    # Decisions per name are remembered across requests; a name passed before must still be
+    # dropped when a later request's Connection header lists it, and the reverse.
+    pairs = (("X-Private-2", "p"), ("X-AuthenticationKeyValue", "s"), ("Accept", "a"))
+    plain = _raw(*pairs)
+    listed = _raw(("Connection", "X-Private-2"), *pairs)
+
+    def forward(raw: tuple[tuple[bytes, bytes], ...]) -> CIMultiDict[str]:
+        return upstream_headers(raw, forwarded_for="1.2.3.4", forwarded_proto="http",
+                                forwarded_host=None, request_id="r", identity=None)
+
+    first = forward(plain)
+    assert forward(plain) == first
+    assert first.getall("X-Private-2") == ["p"]
+    assert "X-AuthenticationKeyValue" not in first
+    for _ in range(2):
+        out = forward(listed)
+        assert "X-Private-2" not in out
+        assert "Connection" not in out
+        assert "X-AuthenticationKeyValue" not in out
+        assert out.getall("Accept") == ["a"]
+    assert forward(plain).getall("X-Private-2") == ["p"]
+
+
+def test_remembered_name_decisions_stay_bounded() -> None:
+    from auth_gateway import headers
+
+    for number in range(headers._NAMES_BOUND + 100):
+        upstream_header_block(
+            _raw((f"X-Flood-{number}", "v"), (f"X-Authenticated-Flood-{number}", "v")),
+            forwarded_for="1.2.3.4", forwarded_proto="http", forwarded_host=None,
+            request_id="r",
+        )
+    assert len(headers._PASSED) <= headers._NAMES_BOUND
+    assert len(headers._DROPPED) <= headers._NAMES_BOUND
+    # Past the bound, names are still decided correctly, only not remembered.
+    out = _parse(upstream_header_block(
+        _raw(("X-Late-Name", "v"), ("X-Authenticated-Late", "spoof")), forwarded_for="1.2.3.4",
+        forwarded_proto="http", forwarded_host=None, request_id="r",
+    ))
+    assert out.getall("X-Late-Name") == ["v"]
+    assert "X-Authenticated-Late" not in out

@@ -98,3 +98,28 @@ def test_a_request_abandoned_before_an_answer_is_logged_as_499() -> None:
     stream = io.StringIO()
     _logger(stream).log(_request(0, started=False, body_bytes=0), 0.2)
     assert json.loads(stream.getvalue())["status"] == 499
+
+
+def test_remembered_key_ids_and_verdicts_log_as_the_first_time() -> None:
+    stream = io.StringIO()
+    access = _logger(stream)
+    odd = 'key"\u00e9\\1'
+    for _ in range(3):
+        access.log(_request(key_id=odd, auth="wrong_secret"), 0.0)
+        access.log(_request(key_id="key_2", auth="ok"), 0.0)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["key_id"], line["auth"]) for line in lines] == [
+        (odd, "wrong_secret"), ("key_2", "ok")] * 3
+    assert stream.getvalue().isascii()
+
+
+def test_remembered_escapes_stay_bounded() -> None:
+    from auth_gateway import logs
+
+    stream = io.StringIO()
+    access = _logger(stream)
+    for number in range(logs._ESCAPED_BOUND + 50):
+        access.log(_request(key_id=f"made-up-{number}", auth="unknown"), 0.0)
+    assert len(access._escaped) <= logs._ESCAPED_BOUND
+    last = json.loads(stream.getvalue().splitlines()[-1])
+    assert last["key_id"] == f"made-up-{logs._ESCAPED_BOUND + 49}"

@@ -1,0 +1,74 @@
+"""The failure counter's clear window: the authenticator's fast path trusts it without a call.
+
+``clear_from <= clock() < clear_until`` must hold exactly when no address is blocked here, no
+read of other processes' blocks is due and Redis is not paused, or the fast path would skip a
+throttle (or, the other way, never run).
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from auth_gateway.abuse import SYNC_SECONDS, FailureCounter
+from auth_gateway.redisclient import open_redis
+from tests.support.procs import free_port
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _clear(counter: FailureCounter, clock: Clock) -> bool:
+    # What the authenticator's fast path evaluates, next to the method it stands for.
+    inline = counter.clear_from <= clock() < counter.clear_until
+    assert inline == counter.all_clear_now()
+    return inline
+
+
+async def test_clear_only_between_syncs_and_while_nothing_is_blocked(
+    redis_client: aioredis.Redis, redis_prefix: str,
+) -> None:
+    clock = Clock()
+    counter = FailureCounter(redis_client, redis_prefix, threshold=2, window=60, clock=clock)
+    assert not _clear(counter, clock)  # the first read of other processes' blocks is due
+    assert await counter.retry_after("192.0.2.1") is None
+    assert _clear(counter, clock)
+    clock.now += SYNC_SECONDS
+    assert not _clear(counter, clock)  # due again
+    assert await counter.retry_after("192.0.2.1") is None
+    assert _clear(counter, clock)
+
+    await counter.record_failure("192.0.2.9")
+    assert _clear(counter, clock)  # one failure blocks nobody
+    await counter.record_failure("192.0.2.9")
+    assert not _clear(counter, clock)  # past the threshold: an address is blocked here
+    assert await counter.retry_after("192.0.2.9") is not None
+    assert not _clear(counter, clock)
+    assert counter.clear_now("192.0.2.1")  # the per-address check still lets others through
+    assert not counter.clear_now("192.0.2.9")
+
+    clock.now += 61  # the block is over (here and in Redis); the next slow-path check notices
+    await redis_client.zrem(counter.blocked_key, "192.0.2.9")
+    assert await counter.retry_after("192.0.2.9") is None
+    assert _clear(counter, clock)
+
+
+async def test_not_clear_while_redis_is_paused() -> None:
+    clock = Clock()
+    dead = open_redis(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    try:
+        counter = FailureCounter(dead, "t:none:", threshold=5, window=60, clock=clock)
+        assert await counter.retry_after("192.0.2.1") is None  # fails open on throttling only
+        assert not _clear(counter, clock)  # paused: the slow path counts locally meanwhile
+        clock.now += 0.5
+        assert not _clear(counter, clock)
+        clock.now += 1.0  # the pause is over, and the read it skipped is due: still the slow path
+        assert not _clear(counter, clock)
+        assert await counter.retry_after("192.0.2.1") is None  # Redis still away: paused again
+        assert not _clear(counter, clock)
+    finally:
+        await dead.aclose()
