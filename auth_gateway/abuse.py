@@ -5,7 +5,7 @@ the first failure. When a process sees the count reach the threshold it blocks t
 itself and adds it to the sorted set ``{prefix}blocked`` (scored by when the block ends), which
 every process reads a few times a second (see ``retry_after``), so that all of them block it:
 a blocked address gets 429 with ``Retry-After`` before any lookup, and the happy path costs no
-Redis round trip but that one every ``SYNC_SECONDS``.
+Redis round trip but that one every ``sync_seconds`` (0.25 s by default).
 A process that missed an entry learns the count from Redis at the address's next failure.
 While Redis is away, a per-process count stands in; authentication itself stays fail-closed
 either way.
@@ -26,7 +26,7 @@ from .redisclient import RedisClient
 __all__ = ["FailureCounter", "client_address", "is_trusted"]
 
 _PAUSE_SECONDS = 1.0
-# How often each process reads the blocks other processes made.
+# How often each process reads the blocks other processes made, unless configured.
 SYNC_SECONDS = 0.25
 _SYNC_BATCH = 1000
 _MAX_ADDRESSES = 100_000
@@ -37,9 +37,10 @@ class FailureCounter:
 
     def __init__(
         self, redis: RedisClient, prefix: str, threshold: int, window: int,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, sync_seconds: float = SYNC_SECONDS,
     ) -> None:
         self._redis = redis
+        self._sync_seconds = sync_seconds
         self._prefix = prefix
         self._threshold = threshold
         self._window = window
@@ -77,12 +78,13 @@ class FailureCounter:
     async def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or None when it is not blocked.
 
-        At most every ``SYNC_SECONDS`` one caller first reads the blocks other processes made
-        (inline rather than in a background task: one request in many pays one round trip).
+        At most every ``sync_seconds`` (``GATEWAY_FAILED_AUTH_SYNC``) one caller first reads
+        the blocks other processes made (inline rather than in a background task: one request
+        in many pays one round trip).
         """
         now = self._clock()
         if now >= self._next_sync and now >= self._paused_until:
-            self._next_sync = now + SYNC_SECONDS
+            self._next_sync = now + self._sync_seconds
             try:
                 self._synced_until = await self.sync_once(self._synced_until)
             except (TimeoutError, RedisError, OSError, ValueError):

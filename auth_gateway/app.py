@@ -109,6 +109,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     app[KEYSTORE] = store
     failures = FailureCounter(
         app[REDIS], config.redis_prefix, config.failed_auth_threshold, config.failed_auth_window,
+        sync_seconds=config.failed_auth_sync,
     )
     app[FAILURES] = failures
     app[AUTHENTICATOR] = Authenticator(

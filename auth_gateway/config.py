@@ -65,6 +65,7 @@ class GatewayConfig:
     negative_size: int = 10000
     failed_auth_threshold: int = 20
     failed_auth_window: int = 60
+    failed_auth_sync: float = 0.25
     unavailable_retry_after: int = 2
     trusted_proxies: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -154,6 +155,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         ),
         failed_auth_window=env.integer(
             "GATEWAY_FAILED_AUTH_WINDOW", 60, minimum=1, maximum=86400
+        ),
+        failed_auth_sync=env.number(
+            "GATEWAY_FAILED_AUTH_SYNC", 0.25, minimum=0.01, maximum=3600
         ),
         unavailable_retry_after=env.integer(
             "GATEWAY_RETRY_AFTER", 2, minimum=1, maximum=3600

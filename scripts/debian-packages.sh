@@ -3,9 +3,10 @@
 #   nginx      the forward-auth example and the benchmark's plain reverse proxy
 #   chromium   the Backoffice page's browser tests (Playwright drives /usr/bin/chromium)
 #   wrk        the benchmark's load generator (only with --bench)
+#   valgrind   callgrind, which counts the gateway's instructions per request (only with --bench)
 set -euo pipefail
 want=(nginx chromium fonts-dejavu-core)
-[[ "${1:-}" == "--bench" ]] && want+=(wrk)
+[[ "${1:-}" == "--bench" ]] && want+=(wrk valgrind)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

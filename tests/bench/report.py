@@ -39,6 +39,9 @@ class Report:
     info_tests: Mapping[str, RankTest]
     notes: Sequence[str] = ()
     failures: Mapping[str, str] | None = None
+    # label, instructions per request (callgrind); the note says how they were counted
+    instructions: Sequence[tuple[str, float]] = ()
+    instructions_note: str = ""
 
 
 def _num(value: float, digits: int = 2) -> str:
@@ -67,6 +70,13 @@ def render(report: Report) -> str:
     out += ["", "| aim | measured | target | verdict | same ratio by CPU/request |",
             "| --- | ---: | ---: | --- | ---: |"]
     out += [_aim_text(aim) for aim in report.aims]
+    if report.instructions:
+        out += ["", "### Instructions per request", "", report.instructions_note, "",
+                "| request class | instructions per request | relative to the first |",
+                "| --- | ---: | ---: |"]
+        first = report.instructions[0][1]
+        out += [f"| {label} | {_num(count, 0)} | {_num(count / first if first else math.nan)} |"
+                for label, count in report.instructions]
     out += ["", "### Revocation propagation", "", report.revocation_note, ""]
     if report.revocation is not None:
         rev = report.revocation

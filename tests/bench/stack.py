@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -125,8 +126,13 @@ class BenchStack:
         )
         return path
 
-    def start_gateway(self, routes: Path, *, workers: int, name: str) -> tuple[int, ServiceProcess]:
-        """Serve a gateway with ``workers`` processes on a fresh port; waits for ``/readyz``."""
+    def start_gateway(self, routes: Path, *, workers: int, name: str,
+                      wrapper: Sequence[str] = (), extra_env: Mapping[str, str] | None = None,
+                      ready_timeout: float = 60) -> tuple[int, ServiceProcess]:
+        """Serve a gateway with ``workers`` processes on a fresh port; waits for ``/readyz``.
+
+        ``wrapper`` is a command the gateway runs under (valgrind, say).
+        """
         port = free_port()
         env = {
             **self._common_env(),
@@ -137,14 +143,15 @@ class BenchStack:
             # The timing probe sends thousands of failing requests from one address on purpose;
             # the per-address lockout would otherwise answer 429 before any lookup.
             "GATEWAY_FAILED_AUTH_THRESHOLD": "1000000",
+            **(extra_env or {}),
         }
         proc = ServiceProcess(
             ["-m", "auth_gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--workers", str(workers)],
-            env, self.dir / f"gateway-{name}.log",
+            env, self.dir / f"gateway-{name}.log", wrapper=wrapper,
         )
         self._procs.append(proc)
-        self._wait(proc, f"http://127.0.0.1:{port}/readyz", f"gateway {name}")
+        self._wait(proc, f"http://127.0.0.1:{port}/readyz", f"gateway {name}", ready_timeout)
         return port, proc
 
     def stop_process(self, proc: ServiceProcess) -> None:
@@ -162,9 +169,9 @@ class BenchStack:
         nginx.start(ports)
         return nginx
 
-    def _wait(self, proc: ServiceProcess, url: str, what: str) -> None:
+    def _wait(self, proc: ServiceProcess, url: str, what: str, timeout: float = 60) -> None:
         try:
-            wait_http(url, timeout=60)
+            wait_http(url, timeout=timeout)
         except TimeoutError as exc:
             code = proc.proc.poll()
             state = "running" if code is None else f"exited {code}"

@@ -50,12 +50,13 @@ def wait_http(url: str, timeout: float = 30.0, expect: int = 200) -> None:
 class ServiceProcess:
     """A ``python -m <module> ...`` subprocess with its output kept in a log file."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path,
+                 wrapper: Sequence[str] = ()) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         full_env = {**os.environ, **env}
         self.proc = subprocess.Popen(
-            [sys.executable, *args], env=full_env, cwd=ROOT,
+            [*wrapper, sys.executable, *args], env=full_env, cwd=ROOT,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

@@ -72,3 +72,16 @@ async def test_not_clear_while_redis_is_paused() -> None:
         assert not _clear(counter, clock)
     finally:
         await dead.aclose()
+
+
+async def test_the_sync_interval_is_the_configured_one(
+    redis_client: aioredis.Redis, redis_prefix: str,
+) -> None:
+    clock = Clock()
+    counter = FailureCounter(redis_client, redis_prefix, threshold=2, window=60, clock=clock,
+                             sync_seconds=5.0)
+    assert await counter.retry_after("192.0.2.1") is None
+    clock.now += 4.9
+    assert _clear(counter, clock)
+    clock.now += 0.1
+    assert not _clear(counter, clock)

@@ -57,3 +57,13 @@ def test_half_right_secret_keeps_exactly_the_first_half_and_a_valid_checksum() -
         assert is_valid_secret(probe)
         assert probe[:32] == secret[:32]
         assert probe[32] != secret[32]
+
+
+def test_instructions_are_relative_to_the_first_class_and_absent_when_not_counted() -> None:
+    text = render(_report(instructions=[("open", 200_000.0), ("authenticated", 216_000.0)],
+                          instructions_note="Counted by callgrind."))
+    assert "### Instructions per request" in text
+    assert "Counted by callgrind." in text
+    assert "| open | 200,000 | 1.00 |" in text
+    assert "| authenticated | 216,000 | 1.08 |" in text
+    assert "Instructions per request" not in render(_report())

@@ -15,6 +15,7 @@ def test_defaults(secrets_env: dict[str, str]) -> None:
     assert config.redis_prefix == "apikeys:"
     assert config.exchange == "apikeys.events"
     assert config.feed_poll_interval == 2.0
+    assert config.failed_auth_sync == 0.25
     assert config.limits.max_body_bytes == 1024**3
     assert config.secrets.verifier is not None
     assert config.secrets.signer is None
@@ -31,6 +32,7 @@ def test_defaults(secrets_env: dict[str, str]) -> None:
         ("REDIS_URL", "http://x"),
         ("GATEWAY_L1_TTL", "-1"),
         ("GATEWAY_FAILED_AUTH_THRESHOLD", "0"),
+        ("GATEWAY_FAILED_AUTH_SYNC", "0"),
         ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8, nonsense"),
         ("GATEWAY_LOG_LEVEL", "chatty"),
         ("GATEWAY_UPSTREAM_TIMEOUT", "soon"),
