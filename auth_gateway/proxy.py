@@ -4,9 +4,10 @@ Bodies are never held whole: after a read-ahead of at most ``READ_AHEAD`` bytes 
 head in one write), the request body is read from the client in chunks as the upstream takes
 them (a separate task, so that an upstream answering early is heard), and the response body is
 written to the client as it arrives. A response whose Content-Length is at most
-``BUFFERED_BODY_LIMIT`` is read first and answered with one write. The time until the upstream's
-response head (the request body included) is bounded by the total timeout; while streaming, an
-upstream idle longer than that is cut. Failures before any byte went back: 502 (cannot connect,
+``BUFFERED_BODY_LIMIT`` is read first and answered with one write. The timeout bounds every wait:
+a pause in the request body (a stalled client: 408; an upstream that stops taking it: 504), the
+wait for the response head once the body is complete (504), and, while streaming the response,
+an upstream idle longer than that (cut). Failures before any byte went back: 502 (cannot connect,
 or the connection broke), 504 (too slow); after that, the client's connection is cut.
 """
 
@@ -56,7 +57,46 @@ class _ClientBodyFailed(Exception):
 
 
 class _TimedOut(Exception):
-    """No response head within the total timeout."""
+    """No response head within the timeout after the request went out."""
+
+
+class _ClientTooSlow(Exception):
+    """The client's body stopped arriving for longer than the timeout."""
+
+
+class _Deadline:
+    """The timeout of one exchange, pushed back by every step the request body makes.
+
+    A large upload is not a slow upstream: while the body flows (each piece read from the
+    client and taken by the upstream), the limit is on the pause between pieces, as nginx's
+    proxy_send_timeout; once the body is complete, the upstream has the whole timeout for its
+    response head. When it runs out, whoever was being waited for is blamed: the client
+    (408) while its body was awaited, else the upstream (504).
+    """
+
+    __slots__ = ("_loop", "_timeout", "_waiter", "at", "handle", "on_client")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float,
+                 waiter: asyncio.Future[Any]) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._waiter = waiter
+        self.on_client = False
+        self.at = loop.time() + timeout
+        self.handle = loop.call_at(self.at, self._fire)
+
+    def extend(self) -> None:
+        """Progress: the full timeout again from now (the timer is re-armed when it fires)."""
+        self.at = self._loop.time() + self._timeout
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+    def _fire(self) -> None:
+        if self._loop.time() < self.at:
+            self.handle = self._loop.call_at(self.at, self._fire)
+        elif not self._waiter.done():
+            self._waiter.set_exception(_ClientTooSlow() if self.on_client else _TimedOut())
 
 
 @dataclass(frozen=True)
@@ -153,26 +193,30 @@ class Forwarder:
         try:
             waiter = conn.begin(head_only=request.method == "HEAD")
             assert conn.transport is not None
+            timeout = self._limits.upstream_total_timeout
+            deadline: _Deadline | asyncio.TimerHandle
             if has_body:
-                sender = self._loop.create_task(self._send(request, conn, head))
+                deadline = _Deadline(self._loop, timeout, waiter)
+                sender = self._loop.create_task(self._send(request, conn, head, deadline))
                 sender.add_done_callback(lambda task: _body_failed(task, waiter))
             else:
                 conn.transport.write(head)
-            timer = self._loop.call_later(
-                self._limits.upstream_total_timeout, _expire, waiter,
-            )
+                deadline = self._loop.call_later(timeout, _expire, waiter)
             try:
                 message, payload = await waiter
             except _TimedOut:
                 self._metrics.upstream_errors.labels("timeout").inc()
                 return problem(504, "The upstream did not answer in time.")
+            except _ClientTooSlow:
+                request.close_after()
+                return problem(408, "The request body did not arrive in time.")
             except _BodyTooLarge:
                 request.close_after()
                 return problem(413, "The request body is larger than this gateway accepts.")
             except _ClientBodyFailed as exc:
                 raise ConnectionResetError("the client's body could not be read") from exc
             finally:
-                timer.cancel()
+                deadline.cancel()
             self._metrics.child(self._metrics.upstream_seconds, label).observe(
                 time.perf_counter() - started)
             answered = await self._relay(request, message, payload)
@@ -185,12 +229,14 @@ class Forwarder:
                 request.close_after()  # the rest of the client's body will not be read
             self._pool.release(conn, reusable=reusable)
 
-    async def _send(self, request: Request, conn: UpstreamConnection, head: bytes) -> None:
+    async def _send(self, request: Request, conn: UpstreamConnection, head: bytes,
+                    deadline: _Deadline) -> None:
         """Write the head and the client's body upstream, as the body arrives.
 
         Up to ``READ_AHEAD`` bytes of body are read before the head goes out, so that a small
         body travels with its head in one write, and a body over the limit that ends within
-        them is refused before the upstream hears of the request at all.
+        them is refused before the upstream hears of the request at all. Every piece read and
+        every drain pushes ``deadline`` back.
         """
         limit = self._limits.max_body_bytes
         chunked = request.chunked
@@ -198,7 +244,7 @@ class Forwarder:
         seen = 0
         ended = False
         while seen < READ_AHEAD:
-            chunk = await _read(request.payload)
+            chunk = await _read(request.payload, deadline)
             if not chunk:
                 ended = True
                 break
@@ -219,8 +265,9 @@ class Forwarder:
         if ended:
             return
         await conn.drain()
+        deadline.extend()
         while True:
-            chunk = await _read(request.payload)
+            chunk = await _read(request.payload, deadline)
             if not chunk:
                 break
             seen += len(chunk)
@@ -231,6 +278,7 @@ class Forwarder:
             else:
                 transport.write(chunk)
             await conn.drain()
+            deadline.extend()
         if chunked:
             transport.write(b"0\r\n\r\n")
 
@@ -286,19 +334,24 @@ class Forwarder:
         return None
 
 
-async def _read(payload: StreamReader) -> bytes:
-    """The next piece of the client's body (empty at its end)."""
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_TimedOut())
+
+
+async def _read(payload: StreamReader, deadline: _Deadline) -> bytes:
+    """The next piece of the client's body (empty at its end); the deadline moves with it."""
+    deadline.on_client = True
     try:
-        return await payload.readany()
+        chunk = await payload.readany()
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         raise _ClientBodyFailed(str(exc)) from exc
-
-
-def _expire(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_exception(_TimedOut())
+    finally:
+        deadline.on_client = False
+    deadline.extend()
+    return chunk
 
 
 def _body_failed(task: asyncio.Task[None], waiter: asyncio.Future[Any]) -> None:

@@ -345,3 +345,52 @@ async def test_a_remembered_pair_still_meets_every_check(gateway: Gateway) -> No
     await gateway.store.apply(gateway.keyring.signed(gateway.keyring.revoke(key)))
     assert (await gateway.client.get("/api/x", headers=key.headers)).status == 401
     assert gateway.backend_requests == 3
+
+
+async def test_a_slow_but_steady_upload_outlasts_the_timeout(gateway: Gateway) -> None:
+    # The timeout (2 s here) bounds pauses in the body, not the whole upload.
+    key = known(gateway)
+
+    async def trickle() -> Any:
+        for _ in range(8):
+            yield b"t" * 100_000
+            await asyncio.sleep(0.5)
+
+    resp = await gateway.client.post("/api/up", headers=key.headers, data=trickle())
+    assert resp.status == 200
+    assert (await resp.json())["body_length"] == 800_000
+
+
+async def test_a_stalled_upload_is_408_and_the_connection_closes(gateway: Gateway) -> None:
+    key = known(gateway)
+    head = (
+        "POST /api/up HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000000\r\n"
+        f"X-AuthenticationKeyId: {key.key_id}\r\nX-AuthenticationKeyValue: {key.secret}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.client.port)
+    try:
+        writer.write(head.encode() + b"s" * 200_000)  # then nothing more
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)  # read() to EOF: it closes
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout"
+    assert b"Connection: close" in rest
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["status"] == 408
+
+
+async def test_the_response_wait_starts_when_the_body_is_complete(gateway: Gateway) -> None:
+    # A body that took longer than the timeout does not use up the upstream's time, and an
+    # upstream slower than the timeout after the body is still a 504.
+    key = known(gateway)
+
+    async def trickle() -> Any:
+        for _ in range(5):
+            yield b"u" * 1000
+            await asyncio.sleep(0.6)
+
+    resp = await gateway.client.post("/api/x?_demo_delay=1", headers=key.headers, data=trickle())
+    assert resp.status == 200
+    resp = await gateway.client.post("/api/x?_demo_delay=5", headers=key.headers, data=trickle())
+    assert resp.status == 504
