@@ -9,8 +9,11 @@ its flow control. What it leaves out is everything the gateway does not need: a 
 status, a pre-encoded header block and a body, written with one ``transport.write``.
 
 Per connection, requests are answered strictly in order (pipelining included); a request that
-the parser refuses gets a problem+json 400 (431 for an over-long line) after the answers already
-owed, and the connection closes. While the client does not read its answers, no more are made
+the parser refuses gets a problem+json 400 (431 for an over-long line, or a head longer than
+``max_head_bytes`` in all, refused as soon as that many bytes arrived without its end) after
+the answers already owed, and the connection closes. Closing after a refusal is a lingering
+close: a FIN after the answer, and what the client still sends is read and dropped for a
+moment, so that a reset cannot destroy the answer before the client has read it. While the client does not read its answers, no more are made
 (and nothing more is read); a client that half-closes still gets every answer it asked for; a
 request asking to upgrade is answered as the connection's last. Idle keep-alive connections
 close after ``keepalive_timeout``; ``close()`` drains: it stops accepting, closes idle
@@ -59,6 +62,9 @@ class Handler(Protocol):
 _QUEUE_LIMIT = 16  # pipelined requests parsed ahead before reading pauses
 _READ_LIMIT = 2**16  # request body bytes buffered before reading pauses
 _SWEEP_SECONDS = 1.0
+# After refusing a request whose bytes may still be arriving: how long the rest is read and
+# thrown away before the connection really closes (see _Connection._linger).
+_LINGER_SECONDS = 2.0
 _NO_BODY = frozenset({204, 304})
 _PROBLEM = b"Content-Type: application/problem+json\r\nCache-Control: no-store\r\n"
 _reasons = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
@@ -267,6 +273,8 @@ class _Connection(BaseProtocol):
         self._last_message: RawRequestMessage | None = None  # answered, then the connection ends
         self._eof = False  # the client half-closed: answer what is queued, then close
         self.idle_since: float | None = None
+        self._head_bytes = 0  # received since the last complete request head, outside bodies
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._request_parser = HttpRequestParser(
             self, server.loop, _READ_LIMIT,
             max_line_size=server.max_line_size, max_field_size=server.max_line_size,
@@ -285,6 +293,8 @@ class _Connection(BaseProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
         self._server.connections.discard(self)
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         payload = self._payload
         if payload is not None and not payload.is_eof():
             payload.set_exception(ConnectionResetError("client closed the connection"))
@@ -295,20 +305,27 @@ class _Connection(BaseProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._stop_parsing:
-            return
+            return  # refused, or lingering: whatever still comes is read and dropped
+        payload = self._payload
+        if payload is not None and payload.is_eof():
+            payload = self._payload = None  # that body is complete
+        in_head = payload is None
+        if in_head:
+            self._head_bytes += len(data)
         try:
             messages, upgraded, _tail = self._request_parser.feed_data(data)
         except HttpProcessingError as exc:
-            self._stop_parsing = True
-            payload = self._payload
-            if payload is not None and not payload.is_eof():
-                payload.set_exception(exc)
-            self._queue.append(exc)
-            self._pause_transport_reading()
-            self._wake()
+            self._refuse(exc)
             return
         if not messages:
+            if in_head and self._head_bytes > self._server.max_head_bytes:
+                # Every line and the count of lines may be within the parser's limits while
+                # the whole head is not: refused before it ends, so that no connection makes
+                # the gateway hold more than this much of a request head.
+                self._refuse(LineTooLong("request head", str(self._server.max_head_bytes),
+                                         str(self._head_bytes)))
             return
+        self._head_bytes = 0
         for message, payload in messages:
             self._queue.append((message, payload))
             if not payload.is_eof():
@@ -323,7 +340,21 @@ class _Connection(BaseProtocol):
             self._pause_reading_for_buffer()
         self._wake()
 
+    def _refuse(self, exc: HttpProcessingError) -> None:
+        """The bytes received cannot be (or may not be) a request: answer 4xx after the
+        answers already owed, and read nothing more."""
+        self._stop_parsing = True
+        payload = self._payload
+        if payload is not None and not payload.is_eof():
+            payload.set_exception(exc)
+        self._queue.append(exc)
+        self._pause_transport_reading()
+        self._wake()
+
     def eof_received(self) -> bool:
+        if self._linger_timer is not None:
+            self._close()  # lingering, and the client is done sending: close now
+            return True
         try:
             self._request_parser.feed_eof()
         except HttpProcessingError as exc:
@@ -416,8 +447,9 @@ class _Connection(BaseProtocol):
             return False
         if request.payload is not EMPTY_PAYLOAD and not request.payload.is_eof():
             # The body was not read (an early refusal): what follows it on the connection
-            # cannot be parsed, so the connection ends here.
-            request.keep_alive = False
+            # cannot be parsed, so the connection ends here, once the client had the answer.
+            self._linger()
+            return False
         if not request.keep_alive or self.closing or (self._eof and not self._queue):
             self._close()
             return False
@@ -435,7 +467,7 @@ class _Connection(BaseProtocol):
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body), body,
         ]))
         self._server.handler.refused(status)
-        self._close()
+        self._linger()
 
     # -- writing ----------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -462,6 +494,26 @@ class _Connection(BaseProtocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def _linger(self) -> None:
+        """Close after a refusal while the client may still be sending (nginx's lingering close).
+
+        Closing a socket with unread bytes in it makes the kernel answer with a reset, which
+        can destroy the refusal (a 413 to a large upload, a 400 or 431) before the client has
+        read it. So: the answer goes out followed by a FIN, and whatever else arrives is read
+        and dropped until the client closes too, or for at most ``_LINGER_SECONDS``.
+        """
+        transport = self.transport
+        if transport is None or self._linger_timer is not None:
+            return
+        self._stop_parsing = True
+        self.idle_since = None  # not the keep-alive sweep's to close
+        if self._eof or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._linger_timer = self._loop.call_later(_LINGER_SECONDS, self._close)
+        self._resume_transport_reading()
+
     def begin_drain(self) -> None:
         """Server shutdown: close now when idle, else after the response in flight."""
         self.closing = True
@@ -473,10 +525,13 @@ class HttpServer:
     """Serves ``handler`` on a listening socket; see the module docstring."""
 
     def __init__(self, handler: Handler, *, max_line_size: int, max_headers: int,
-                 keepalive_timeout: float = 75.0) -> None:
+                 max_head_bytes: int | None = None, keepalive_timeout: float = 75.0) -> None:
         self.handler = handler
         self.max_line_size = max_line_size
         self.max_headers = max_headers
+        # The whole request head (request line and headers): by default room for a request
+        # line and a header block each as long as the longest line allowed.
+        self.max_head_bytes = max_line_size * 2 if max_head_bytes is None else max_head_bytes
         self.keepalive_timeout = keepalive_timeout
         self.loop = asyncio.get_running_loop()
         self.connections: set[_Connection] = set()

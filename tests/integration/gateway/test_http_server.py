@@ -441,3 +441,55 @@ async def test_a_pool_slot_given_up_by_a_cancelled_waiter_goes_to_the_next(
         assert second.cancelled()
     finally:
         await pool.close()
+
+
+async def test_an_endless_request_head_is_refused_before_it_is_complete(gateway: Gateway) -> None:
+    # Each line short and their count under the parser's own limits, yet more header bytes
+    # than any request may have: refused (431) without waiting for the head to end, so that a
+    # connection cannot make the gateway hold megabytes of headers.
+    reader, writer = await _connect(gateway.client.port)
+    try:
+        writer.write(b"GET /api/x HTTP/1.1\r\nHost: gw\r\n")
+        for number in range(150):
+            writer.write(b"X-Filler-%d: %s\r\n" % (number, b"f" * 1000))
+            await writer.drain()
+        status, headers, body = await asyncio.wait_for(_read_response(reader), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # and the connection closes
+    finally:
+        writer.close()
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert headers["connection"] == "close"
+    assert b"larger than this gateway accepts" in body
+    assert gateway.backend_requests == 0
+
+
+async def test_a_refused_upload_still_gets_its_413_while_the_client_keeps_sending(
+    make_gateway: GatewayFactory,
+) -> None:
+    # The client does not wait for an answer before sending its body (most don't): closing on
+    # it with megabytes unread would make the kernel reset the connection, destroying the 413.
+    gateway = await make_gateway(GATEWAY_MAX_BODY_BYTES="1000")
+    key = known(gateway)
+    reader, writer = await _connect(gateway.client.port)
+    try:
+        writer.write(
+            b"POST /api/up HTTP/1.1\r\nHost: gw\r\nContent-Length: 8000000\r\n"
+            b"X-AuthenticationKeyId: %s\r\nX-AuthenticationKeyValue: %s\r\n\r\n"
+            % (key.key_id.encode(), key.secret.encode()))
+
+        async def send_body() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(125):
+                    writer.write(b"b" * 64000)
+                    await writer.drain()
+
+        sending = asyncio.create_task(send_body())
+        status, headers, body = await asyncio.wait_for(_read_response(reader), 5)
+        await asyncio.wait_for(sending, 10)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed in good order
+    finally:
+        writer.close()
+    assert status == b"HTTP/1.1 413 Request Entity Too Large"
+    assert headers["connection"] == "close"
+    assert b"larger than this gateway accepts" in body
+    assert gateway.backend_requests == 0
