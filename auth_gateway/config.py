@@ -38,6 +38,7 @@ class Limits:
     upstream_connect_timeout: float = 5.0
     upstream_total_timeout: float = 60.0
     upstream_max_connections: int = 512
+    min_upload_rate: int = 1024  # bytes/s on average, after the first timeout's worth
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         ),
         upstream_max_connections=env.integer(
             "GATEWAY_UPSTREAM_MAX_CONNECTIONS", 512, minimum=1, maximum=100_000
+        ),
+        min_upload_rate=env.integer(
+            "GATEWAY_MIN_UPLOAD_RATE", 1024, minimum=0, maximum=1024**3
         ),
     )
     return GatewayConfig(

@@ -10,15 +10,16 @@ status, a pre-encoded header block and a body, written with one ``transport.writ
 
 Per connection, requests are answered strictly in order (pipelining included); a request that
 the parser refuses gets a problem+json 400 (431 for an over-long line, or a head longer than
-``max_head_bytes`` in all, refused as soon as that many bytes arrived without its end) after
-the answers already owed, and the connection closes. Closing after a refusal is a lingering
-close: a FIN after the answer, and what the client still sends is read and dropped for a
-moment, so that a reset cannot destroy the answer before the client has read it. While the client does not read its answers, no more are made
-(and nothing more is read); a client that half-closes still gets every answer it asked for; a
-request asking to upgrade is answered as the connection's last. Idle keep-alive connections
-close after ``keepalive_timeout``; ``close()`` drains: it stops accepting, closes idle
-connections, lets requests in flight finish (``Connection: close``), and cuts whatever is left
-when the timeout runs out.
+``max_head_bytes`` in all, refused once that many bytes arrived without its end, counted in
+pieces of at most 64 KiB) after the answers already owed, and the connection closes. Closing
+after a refusal is a lingering close: a FIN after the answer, and what the client still sends is
+read and dropped for a moment, so that a reset cannot destroy the answer before the client has
+read it. While the client does not read its answers, no more are made (and nothing more is
+read); a client that half-closes still gets every answer it asked for; a request asking to
+upgrade is answered as the connection's last. Idle keep-alive connections close after
+``keepalive_timeout``; ``close()`` drains: it stops accepting, closes idle connections, lets
+requests in flight finish (``Connection: close``), and cuts whatever is left when the timeout
+runs out.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ _SWEEP_SECONDS = 1.0
 # After refusing a request whose bytes may still be arriving: how long the rest is read and
 # thrown away before the connection really closes (see _Connection._linger).
 _LINGER_SECONDS = 2.0
+# Larger reads are fed to the parser in pieces of this size, so that bytes of a request head
+# arriving after a completed request (or a body's end) in the same read are counted against
+# the head bound with at most this much slack.
+_FEED_SLICE = 2**16
 _NO_BODY = frozenset({204, 304})
 _PROBLEM = b"Content-Type: application/problem+json\r\nCache-Control: no-store\r\n"
 _reasons = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
@@ -304,6 +309,13 @@ class _Connection(BaseProtocol):
         self._queue.clear()
 
     def data_received(self, data: bytes) -> None:
+        if len(data) <= _FEED_SLICE:
+            self._feed(data)
+            return
+        for start in range(0, len(data), _FEED_SLICE):
+            self._feed(data[start:start + _FEED_SLICE])
+
+    def _feed(self, data: bytes) -> None:
         if self._stop_parsing:
             return  # refused, or lingering: whatever still comes is read and dropped
         payload = self._payload
@@ -506,6 +518,7 @@ class _Connection(BaseProtocol):
         if transport is None or self._linger_timer is not None:
             return
         self._stop_parsing = True
+        self._queue.clear()  # nothing more is answered on this connection
         self.idle_since = None  # not the keep-alive sweep's to close
         if self._eof or not transport.can_write_eof():
             transport.close()

@@ -70,24 +70,40 @@ class _Deadline:
     A large upload is not a slow upstream: while the body flows (each piece read from the
     client and taken by the upstream), the limit is on the pause between pieces, as nginx's
     proxy_send_timeout; once the body is complete, the upstream has the whole timeout for its
-    response head. When it runs out, whoever was being waited for is blamed: the client
-    (408) while its body was awaited, else the upstream (504).
+    response head. A body trickling in (a byte a minute would otherwise hold an upstream
+    connection for as long as the body limit lasts) stops pushing it back once, a timeout's
+    worth of time after the start, it has come at less than ``min_rate`` bytes a second on
+    average. When it runs out, whoever was being waited for is blamed: the client (408) while
+    its body was awaited, else the upstream (504).
     """
 
-    __slots__ = ("_loop", "_timeout", "_waiter", "at", "handle", "on_client")
+    __slots__ = ("_loop", "_min_rate", "_started", "_timeout", "_waiter", "at", "handle",
+                 "on_client", "received")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float,
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, min_rate: int,
                  waiter: asyncio.Future[Any]) -> None:
         self._loop = loop
         self._timeout = timeout
+        self._min_rate = min_rate
         self._waiter = waiter
         self.on_client = False
-        self.at = loop.time() + timeout
+        self.received = 0
+        self._started = loop.time()
+        self.at = self._started + timeout
         self.handle = loop.call_at(self.at, self._fire)
 
     def extend(self) -> None:
-        """Progress: the full timeout again from now (the timer is re-armed when it fires)."""
+        """The full timeout again from now (the timer is re-armed when it fires)."""
         self.at = self._loop.time() + self._timeout
+
+    def progress(self, size: int) -> None:
+        """The body moved on by ``size`` bytes: extend, unless it is arriving too slowly."""
+        now = self._loop.time()
+        self.received += size
+        elapsed = now - self._started
+        if elapsed > self._timeout and self.received < self._min_rate * elapsed:
+            return
+        self.at = now + self._timeout
 
     def cancel(self) -> None:
         self.handle.cancel()
@@ -196,7 +212,7 @@ class Forwarder:
             timeout = self._limits.upstream_total_timeout
             deadline: _Deadline | asyncio.TimerHandle
             if has_body:
-                deadline = _Deadline(self._loop, timeout, waiter)
+                deadline = _Deadline(self._loop, timeout, self._limits.min_upload_rate, waiter)
                 sender = self._loop.create_task(self._send(request, conn, head, deadline))
                 sender.add_done_callback(lambda task: _body_failed(task, waiter))
             else:
@@ -265,7 +281,7 @@ class Forwarder:
         if ended:
             return
         await conn.drain()
-        deadline.extend()
+        deadline.progress(0)
         while True:
             chunk = await _read(request.payload, deadline)
             if not chunk:
@@ -278,7 +294,7 @@ class Forwarder:
             else:
                 transport.write(chunk)
             await conn.drain()
-            deadline.extend()
+            deadline.progress(0)
         if chunked:
             transport.write(b"0\r\n\r\n")
 
@@ -350,7 +366,10 @@ async def _read(payload: StreamReader, deadline: _Deadline) -> bytes:
         raise _ClientBodyFailed(str(exc)) from exc
     finally:
         deadline.on_client = False
-    deadline.extend()
+    if chunk:
+        deadline.progress(len(chunk))
+    else:
+        deadline.extend()  # the body is complete: the upstream's whole timeout starts now
     return chunk
 
 

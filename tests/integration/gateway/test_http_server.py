@@ -493,3 +493,26 @@ async def test_a_refused_upload_still_gets_its_413_while_the_client_keeps_sendin
     assert headers["connection"] == "close"
     assert b"larger than this gateway accepts" in body
     assert gateway.backend_requests == 0
+
+
+async def test_a_head_behind_a_complete_request_in_the_same_read_is_bounded_too(
+    gateway: Gateway,
+) -> None:
+    # The bytes after a finished request count against the next head's bound even when they
+    # arrive in the same read as it.
+    key = known(gateway)
+    first = (b"GET /api/x HTTP/1.1\r\nHost: gw\r\nX-AuthenticationKeyId: %s\r\n"
+             b"X-AuthenticationKeyValue: %s\r\n\r\n" % (key.key_id.encode(), key.secret.encode()))
+    second = b"GET /api/y HTTP/1.1\r\nHost: gw\r\n" + b"".join(
+        b"X-Filler-%d: %s\r\n" % (number, b"f" * 1000) for number in range(150))
+    reader, writer = await _connect(gateway.client.port)
+    try:
+        writer.write(first + second)  # and the second head never ends
+        status, _, _ = await asyncio.wait_for(_read_response(reader), 5)
+        assert status == b"HTTP/1.1 200 OK"
+        status, headers, _ = await asyncio.wait_for(_read_response(reader), 5)
+    finally:
+        writer.close()
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert headers["connection"] == "close"
+    assert gateway.backend_requests == 1

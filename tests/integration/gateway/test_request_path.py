@@ -394,3 +394,24 @@ async def test_the_response_wait_starts_when_the_body_is_complete(gateway: Gatew
     assert resp.status == 200
     resp = await gateway.client.post("/api/x?_demo_delay=5", headers=key.headers, data=trickle())
     assert resp.status == 504
+
+
+async def test_a_trickling_upload_is_cut_once_under_the_minimum_rate(
+    make_gateway: GatewayFactory,
+) -> None:
+    # Every pause is short, but on average the body comes far slower than the minimum rate:
+    # after a timeout's worth of grace (2 s here) it stops buying time, and the client gets 408.
+    gateway = await make_gateway(GATEWAY_MIN_UPLOAD_RATE="10000")
+    key = known(gateway)
+
+    async def trickle() -> Any:
+        for _ in range(40):
+            yield b"r" * 1000
+            await asyncio.sleep(0.25)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await gateway.client.post("/api/up", headers=key.headers, data=trickle())
+    assert resp.status == 408
+    assert (await resp.json())["status"] == 408
+    assert loop.time() - started < 8  # the whole trickle would have taken 10 s

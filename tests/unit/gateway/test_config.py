@@ -16,6 +16,7 @@ def test_defaults(secrets_env: dict[str, str]) -> None:
     assert config.exchange == "apikeys.events"
     assert config.feed_poll_interval == 2.0
     assert config.failed_auth_sync == 0.25
+    assert config.limits.min_upload_rate == 1024
     assert config.limits.max_body_bytes == 1024**3
     assert config.secrets.verifier is not None
     assert config.secrets.signer is None
@@ -33,6 +34,7 @@ def test_defaults(secrets_env: dict[str, str]) -> None:
         ("GATEWAY_L1_TTL", "-1"),
         ("GATEWAY_FAILED_AUTH_THRESHOLD", "0"),
         ("GATEWAY_FAILED_AUTH_SYNC", "0"),
+        ("GATEWAY_MIN_UPLOAD_RATE", "-1"),
         ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8, nonsense"),
         ("GATEWAY_LOG_LEVEL", "chatty"),
         ("GATEWAY_UPSTREAM_TIMEOUT", "soon"),
