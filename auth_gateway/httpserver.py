@@ -309,13 +309,10 @@ class _Connection(BaseProtocol):
         self._queue.clear()
 
     def data_received(self, data: bytes) -> None:
-        if len(data) <= _FEED_SLICE:
-            self._feed(data)
+        if len(data) > _FEED_SLICE:
+            for start in range(0, len(data), _FEED_SLICE):
+                self.data_received(data[start:start + _FEED_SLICE])
             return
-        for start in range(0, len(data), _FEED_SLICE):
-            self._feed(data[start:start + _FEED_SLICE])
-
-    def _feed(self, data: bytes) -> None:
         if self._stop_parsing:
             return  # refused, or lingering: whatever still comes is read and dropped
         payload = self._payload
