@@ -52,8 +52,10 @@ class FailureCounter:
         self._paused_until = 0.0
         self._next_sync = 0.0
         self._synced_until = time.time()
-        # all_clear_now() holds exactly while clear_from <= clock() < clear_until: kept up to
-        # date on every change, so that the authenticator's fast path asks without a call.
+        # The clear window: while clear_from <= clock() < clear_until, no address is blocked
+        # here, no read of other processes' blocks is due and Redis is not paused (the cheapest
+        # form of clear_now, asked first). Kept up to date on every change, so that the
+        # authenticator's fast path reads it without a call.
         self.clear_from = 0.0
         self.clear_until = 0.0
 
@@ -92,13 +94,6 @@ class FailureCounter:
         blocked = self._blocked_for(address, now)
         self._update_window()
         return blocked
-
-    def all_clear_now(self) -> bool:
-        """True when no address is blocked here and no read of other processes' blocks is due.
-
-        The cheapest form of ``clear_now``, asked first: usually nothing is blocked at all.
-        """
-        return self.clear_from <= self._clock() < self.clear_until
 
     def clear_now(self, address: str) -> bool:
         """True when ``address`` is not blocked and no read of other processes' blocks is due.

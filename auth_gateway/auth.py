@@ -108,9 +108,9 @@ class Authenticator:
 
         None means only "not settled here": the caller must then call ``authenticate``. This
         runs on nearly every authenticated request, so it reads L1's map and the failure
-        counter's clear window directly (what ``_remembered``, ``TTLCache.get`` and
-        ``FailureCounter.all_clear_now`` would do, without their calls: on a slow machine
-        each Python call is a measurable share of a request).
+        counter's clear window directly (what ``_remembered`` and ``TTLCache.get`` would do,
+        without their calls: on a slow machine each Python call is a measurable share of a
+        request).
         """
         headers = request.headers
         ids = headers.getall(ID_HEADER, ())

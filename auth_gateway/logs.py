@@ -130,7 +130,7 @@ class AccessLog:
         path = request.target.partition("?")[0]
         status = request.status if request.started else 499
         rid, remote, key_id, auth = request.request_id, request.remote, request.key_id, request.auth
-        escaped = self._escaped
+        escaped, remember = self._escaped, self._remember
         # Every string goes through json's own (C) escaping; only the layout is written here.
         self.batcher.add(
             f'{{"time":"{self._time()}","level":"info","logger":{self._name},'
@@ -139,11 +139,11 @@ class AccessLog:
             f'"method":{esc(request.method)},"path":{esc(path[:2048])},"status":{status},'
             f'"bytes":{request.body_bytes},"duration_ms":{round(duration * 1000, 3)!r},'
             f'"route":{esc(request.route)},'
-            f'"key_id":{"null" if key_id is None else escaped.get(key_id) or self._escape(key_id)},'
-            f'"auth":{"null" if auth is None else escaped.get(auth) or self._escape(auth)}}}'
+            f'"key_id":{"null" if key_id is None else escaped.get(key_id) or remember(key_id)},'
+            f'"auth":{"null" if auth is None else escaped.get(auth) or remember(auth)}}}'
         )
 
-    def _escape(self, value: str) -> str:
+    def _remember(self, value: str) -> str:
         """``value`` as a JSON string, remembered: key IDs and verdicts recur on every request."""
         literal = _escape(value)
         if len(self._escaped) < _ESCAPED_BOUND:

@@ -18,7 +18,7 @@ from auth_gateway.httpserver import HttpServer, Request
 from auth_gateway.upstream import Origin, UpstreamPool
 
 from .conftest import Gateway, GatewayFactory
-from .test_request_path import known
+from .test_request_path import credential_lines, known
 
 Respond = Callable[[bytes], bytes]
 
@@ -472,10 +472,8 @@ async def test_a_refused_upload_still_gets_its_413_while_the_client_keeps_sendin
     key = known(gateway)
     reader, writer = await _connect(gateway.client.port)
     try:
-        writer.write(
-            b"POST /api/up HTTP/1.1\r\nHost: gw\r\nContent-Length: 8000000\r\n"
-            b"X-AuthenticationKeyId: %s\r\nX-AuthenticationKeyValue: %s\r\n\r\n"
-            % (key.key_id.encode(), key.secret.encode()))
+        writer.write(b"POST /api/up HTTP/1.1\r\nHost: gw\r\nContent-Length: 8000000\r\n"
+                     + credential_lines(key) + b"\r\n")
 
         async def send_body() -> None:
             with contextlib.suppress(ConnectionError):
@@ -501,8 +499,7 @@ async def test_a_head_behind_a_complete_request_in_the_same_read_is_bounded_too(
     # The bytes after a finished request count against the next head's bound even when they
     # arrive in the same read as it.
     key = known(gateway)
-    first = (b"GET /api/x HTTP/1.1\r\nHost: gw\r\nX-AuthenticationKeyId: %s\r\n"
-             b"X-AuthenticationKeyValue: %s\r\n\r\n" % (key.key_id.encode(), key.secret.encode()))
+    first = b"GET /api/x HTTP/1.1\r\nHost: gw\r\n" + credential_lines(key) + b"\r\n"
     second = b"GET /api/y HTTP/1.1\r\nHost: gw\r\n" + b"".join(
         b"X-Filler-%d: %s\r\n" % (number, b"f" * 1000) for number in range(150))
     reader, writer = await _connect(gateway.client.port)

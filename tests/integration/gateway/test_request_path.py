@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,6 +27,19 @@ def known(gw: Gateway, name: str = "billing") -> IssuedKey:
     key = gw.keyring.issue(name)
     gw.key_service.put(gw.keyring.signed(key), key.key_id)
     return key
+
+
+def credential_lines(key: IssuedKey) -> bytes:
+    """The two credential header lines, for a request written by hand."""
+    return b"".join(b"%s: %s\r\n" % (name.encode(), value.encode())
+                    for name, value in key.headers.items())
+
+
+async def trickle(piece: bytes, count: int, pause: float) -> AsyncIterator[bytes]:
+    """A request body of ``count`` pieces with ``pause`` seconds after each."""
+    for _ in range(count):
+        yield piece
+        await asyncio.sleep(pause)
 
 
 def _names(echo: dict[str, Any]) -> dict[str, str]:
@@ -350,26 +364,19 @@ async def test_a_remembered_pair_still_meets_every_check(gateway: Gateway) -> No
 async def test_a_slow_but_steady_upload_outlasts_the_timeout(gateway: Gateway) -> None:
     # The timeout (2 s here) bounds pauses in the body, not the whole upload.
     key = known(gateway)
-
-    async def trickle() -> Any:
-        for _ in range(8):
-            yield b"t" * 100_000
-            await asyncio.sleep(0.5)
-
-    resp = await gateway.client.post("/api/up", headers=key.headers, data=trickle())
+    resp = await gateway.client.post(
+        "/api/up", headers=key.headers, data=trickle(b"t" * 100_000, 8, 0.5))
     assert resp.status == 200
     assert (await resp.json())["body_length"] == 800_000
 
 
 async def test_a_stalled_upload_is_408_and_the_connection_closes(gateway: Gateway) -> None:
     key = known(gateway)
-    head = (
-        "POST /api/up HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000000\r\n"
-        f"X-AuthenticationKeyId: {key.key_id}\r\nX-AuthenticationKeyValue: {key.secret}\r\n\r\n"
-    )
+    head = (b"POST /api/up HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000000\r\n"
+            + credential_lines(key) + b"\r\n")
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.client.port)
     try:
-        writer.write(head.encode() + b"s" * 200_000)  # then nothing more
+        writer.write(head + b"s" * 200_000)  # then nothing more
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), timeout=10)  # read() to EOF: it closes
     finally:
@@ -384,15 +391,11 @@ async def test_the_response_wait_starts_when_the_body_is_complete(gateway: Gatew
     # A body that took longer than the timeout does not use up the upstream's time, and an
     # upstream slower than the timeout after the body is still a 504.
     key = known(gateway)
-
-    async def trickle() -> Any:
-        for _ in range(5):
-            yield b"u" * 1000
-            await asyncio.sleep(0.6)
-
-    resp = await gateway.client.post("/api/x?_demo_delay=1", headers=key.headers, data=trickle())
+    resp = await gateway.client.post(
+        "/api/x?_demo_delay=1", headers=key.headers, data=trickle(b"u" * 1000, 5, 0.6))
     assert resp.status == 200
-    resp = await gateway.client.post("/api/x?_demo_delay=5", headers=key.headers, data=trickle())
+    resp = await gateway.client.post(
+        "/api/x?_demo_delay=5", headers=key.headers, data=trickle(b"u" * 1000, 5, 0.6))
     assert resp.status == 504
 
 
@@ -404,14 +407,10 @@ async def test_a_trickling_upload_is_cut_once_under_the_minimum_rate(
     gateway = await make_gateway(GATEWAY_MIN_UPLOAD_RATE="10000")
     key = known(gateway)
 
-    async def trickle() -> Any:
-        for _ in range(40):
-            yield b"r" * 1000
-            await asyncio.sleep(0.25)
-
     loop = asyncio.get_running_loop()
     started = loop.time()
-    resp = await gateway.client.post("/api/up", headers=key.headers, data=trickle())
+    resp = await gateway.client.post(
+        "/api/up", headers=key.headers, data=trickle(b"r" * 1000, 40, 0.25))
     assert resp.status == 408
     assert (await resp.json())["status"] == 408
     assert loop.time() - started < 8  # the whole trickle would have taken 10 s
