@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from dataclasses import replace
 
 from apikeys_shared.errors import ConfigError
 
-from .config import load_config
+from .config import load_config, unix_socket_path
 from .errors import RouteTableError
 from .routes import load_routes
 from .serve import run_supervisor, run_worker
+from .unixsocket import UnixSocket
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--workers", type=int, help="processes sharing the port (GATEWAY_WORKERS, default 1)"
     )
+    serve.add_argument(
+        "--unix", metavar="PATH",
+        help="also listen on a Unix socket at PATH (GATEWAY_UNIX_SOCKET, default none)",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # A worker started by the supervisor: the Unix socket the supervisor bound, as a descriptor.
+    serve.add_argument("--unix-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         config = load_config()
@@ -33,19 +41,34 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host or config.host,
             port=config.port if args.port is None else args.port,
             workers=config.workers if args.workers is None else args.workers,
+            unix_socket=(
+                config.unix_socket if args.unix is None
+                else unix_socket_path(args.unix, "--unix")
+            ),
         )
         if config.workers < 1:
             raise ConfigError("--workers must be at least 1")
         if config.workers > 1 and config.port == 0:
             raise ConfigError("--workers above 1 needs a fixed port, not 0")
         load_routes(config.routes_path)
+        if args.unix_fd is not None:
+            unix: UnixSocket | socket.socket | None = socket.socket(fileno=args.unix_fd)
+        elif config.unix_socket is not None:
+            unix = UnixSocket(config.unix_socket, config.unix_socket_mode)
+        else:
+            unix = None
     except (ConfigError, RouteTableError) as exc:
         print(f"auth_gateway: {exc}", file=sys.stderr)
         return 2
-    if config.workers == 1:
-        run_worker(config, reuse_port=args.reuse_port)
-        return 0
-    return run_supervisor(config)
+    try:
+        if config.workers == 1:
+            run_worker(config, reuse_port=args.reuse_port,
+                       unix=unix.sock if isinstance(unix, UnixSocket) else unix)
+            return 0
+        return run_supervisor(config, unix if isinstance(unix, UnixSocket) else None)
+    finally:
+        if unix is not None:
+            unix.close()
 
 
 if __name__ == "__main__":

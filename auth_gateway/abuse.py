@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from redis.exceptions import RedisError
 
 from .cache import TTLCache
+from .config import UNIX_PEER
 from .redisclient import RedisClient
 
 __all__ = ["FailureCounter", "client_address", "is_trusted"]
@@ -187,9 +188,16 @@ def _is_ip(value: str) -> bool:
 
 
 def is_trusted(address: str, trusted: Sequence[str]) -> bool:
-    """True when ``address`` lies in one of the ``trusted`` networks."""
+    """True when ``address`` lies in one of the ``trusted`` networks.
+
+    A peer on the gateway's Unix socket (``UNIX_PEER``) is trusted when ``trusted`` names it.
+    """
+    if address == UNIX_PEER:
+        return UNIX_PEER in trusted
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in ipaddress.ip_network(net, strict=False) for net in trusted)
+    return any(
+        ip in ipaddress.ip_network(net, strict=False) for net in trusted if net != UNIX_PEER
+    )

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import re
+import socket
 from collections.abc import AsyncIterator
 from itertools import chain
 
@@ -36,7 +37,7 @@ from .appkeys import (
     UPSTREAM_POOL,
 )
 from .auth import Authenticator, Denial, Identity
-from .config import GatewayConfig
+from .config import UNIX_PEER, GatewayConfig
 from .httpserver import HttpServer, Request
 from .keyservice import KeyServiceClient
 from .keystore import KeyStore
@@ -334,8 +335,12 @@ class RunningGateway:
         self.port = 0
         self._server: HttpServer | None = None
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
-        """Start the app's resources, then listen; the bound port."""
+    async def start(self, host: str, port: int, *, reuse_port: bool = False,
+                    unix: socket.socket | None = None) -> int:
+        """Start the app's resources, then listen; the bound port.
+
+        ``unix``, a bound and listening Unix socket, is served as well (every request alike).
+        """
         app = self.app
         # As aiohttp's AppRunner does: the cleanup contexts fill the app while it starts.
         app.pre_freeze()
@@ -349,6 +354,8 @@ class RunningGateway:
             handler, max_line_size=limits.max_header_bytes * 2, max_headers=limits.max_headers * 2,
         )
         self.port = await self._server.listen(host, port, reuse_port=reuse_port)
+        if unix is not None:
+            await self._server.listen_unix(unix, peer=UNIX_PEER)
         return self.port
 
     async def stop(self, timeout: float = 5.0) -> None:

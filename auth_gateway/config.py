@@ -23,9 +23,15 @@ from apikeys_shared.errors import ConfigError
 from apikeys_shared.events import EXCHANGE
 from apikeys_shared.redis_url import parse_redis_url
 
-__all__ = ["GatewayConfig", "Limits", "load_config"]
+__all__ = ["UNIX_PEER", "GatewayConfig", "Limits", "load_config", "unix_socket_path"]
 
 DEFAULT_KEY_SERVICE_URL = "http://127.0.0.1:8081"
+# How a peer on the Unix socket is named (its remote address in logs, its address for the
+# failure count) and how GATEWAY_TRUSTED_PROXIES trusts such peers: nginx's own spelling
+# ($remote_addr, set_real_ip_from).
+UNIX_PEER = "unix:"
+# sockaddr_un's sun_path holds 108 bytes, the terminating NUL included.
+_UNIX_PATH_MAX = 107
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    unix_socket: str | None = None
+    unix_socket_mode: int = 0o660
     key_service_url: str = DEFAULT_KEY_SERVICE_URL
     key_service_timeout: float = 2.0
     redis_url: str = DEFAULT_REDIS_URL
@@ -83,14 +91,42 @@ def _proxies(env: Env) -> tuple[str, ...]:
         item = item.strip()
         if not item:
             continue
+        if item == UNIX_PEER:
+            out.append(item)
+            continue
         try:
             ipaddress.ip_network(item, strict=False)
         except ValueError as exc:
             raise ConfigError(
-                f"GATEWAY_TRUSTED_PROXIES: {item!r} is not an IP address or network"
+                f"GATEWAY_TRUSTED_PROXIES: {item!r} is not an IP address or network "
+                f"(or {UNIX_PEER!r} for peers on the Unix socket)"
             ) from exc
         out.append(item)
     return tuple(out)
+
+
+def unix_socket_path(path: str, name: str = "GATEWAY_UNIX_SOCKET") -> str:
+    """``path`` if a Unix socket can be made there, else ConfigError naming ``name``."""
+    if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+        raise ConfigError(
+            f"{name}: {path!r} is longer than a Unix socket path may be ({_UNIX_PATH_MAX} bytes)"
+        )
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise ConfigError(f"{name}: the directory of {path!r} does not exist")
+    return path
+
+
+def _mode(env: Env) -> int:
+    raw = env.text("GATEWAY_UNIX_SOCKET_MODE", "660")
+    try:
+        mode = int(raw, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(
+            f"GATEWAY_UNIX_SOCKET_MODE must be octal permission bits such as 660, got {raw!r}"
+        )
+    return mode
 
 
 def _redis_url(env: Env) -> str:
@@ -105,6 +141,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
     env = Env(os.environ if environ is None else environ)
     prefix = env.text("GATEWAY_REDIS_PREFIX", "apikeys:")
     level = env.text("GATEWAY_LOG_LEVEL", "INFO").upper()
+    unix_socket = env.optional("GATEWAY_UNIX_SOCKET")
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"GATEWAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     limits = Limits(
@@ -132,6 +169,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         host=env.text("GATEWAY_HOST", "127.0.0.1"),
         port=env.integer("GATEWAY_PORT", 8080, minimum=0, maximum=65535),
         workers=env.integer("GATEWAY_WORKERS", 1, minimum=1, maximum=256),
+        unix_socket=None if unix_socket is None else unix_socket_path(unix_socket),
+        unix_socket_mode=_mode(env),
         key_service_url=env.url(
             "KEY_SERVICE_URL", DEFAULT_KEY_SERVICE_URL, ("http", "https")
         ).rstrip("/"),

@@ -29,6 +29,7 @@ import collections
 import contextlib
 import json
 import logging
+import socket
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -264,10 +265,11 @@ def problem_body(status: int, detail: str) -> bytes:
 class _Connection(BaseProtocol):
     """One client connection: parses requests and answers them in order."""
 
-    def __init__(self, server: HttpServer) -> None:
+    def __init__(self, server: HttpServer, peer: str | None = None) -> None:
         super().__init__(server.loop)
         self._server = server
-        self.remote: str | None = None
+        self._peer = peer  # the name of every peer of a Unix socket (they have no address)
+        self.remote: str | None = peer
         self.closing = False
         self._queue: collections.deque[tuple[RawRequestMessage, StreamReader] | Exception] = (
             collections.deque()
@@ -290,8 +292,9 @@ class _Connection(BaseProtocol):
     # -- asyncio protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        peer = transport.get_extra_info("peername")
-        self.remote = peer[0] if isinstance(peer, (tuple, list)) and peer else None
+        if self._peer is None:
+            peer = transport.get_extra_info("peername")
+            self.remote = peer[0] if isinstance(peer, (tuple, list)) and peer else None
         self.idle_since = self._loop.time()
         self._server.connections.add(self)
 
@@ -560,6 +563,15 @@ class HttpServer:
             self._sweeper = self.loop.create_task(self._sweep())
         sock = server.sockets[0]
         return int(sock.getsockname()[1])
+
+    async def listen_unix(self, sock: socket.socket, *, peer: str) -> None:
+        """Start accepting on ``sock``, a bound and listening Unix socket (possibly shared by
+        several processes); every peer on it is named ``peer``."""
+        sock.setblocking(False)
+        server = await self.loop.create_unix_server(lambda: _Connection(self, peer), sock=sock)
+        self._servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = self.loop.create_task(self._sweep())
 
     async def _sweep(self) -> None:
         while True:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import uvloop
 from .app import RunningGateway, create_app
 from .config import GatewayConfig
 from .logs import ACCESS_LINES, setup_logging
+from .unixsocket import UnixSocket
 
 __all__ = ["run_supervisor", "run_worker"]
 
@@ -31,7 +33,7 @@ log = logging.getLogger("auth_gateway")
 _MIN_UPTIME = 5.0
 
 
-async def _serve(config: GatewayConfig, reuse_port: bool) -> None:
+async def _serve(config: GatewayConfig, reuse_port: bool, unix: socket.socket | None) -> None:
     gateway = RunningGateway(create_app(config))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -40,9 +42,10 @@ async def _serve(config: GatewayConfig, reuse_port: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await gateway.start(config.host, config.port, reuse_port=reuse_port)
+        await gateway.start(config.host, config.port, reuse_port=reuse_port, unix=unix)
         log.info("gateway listening", extra={"fields": {
             "host": config.host, "port": gateway.port, "pid": os.getpid(),
+            "unix_socket": config.unix_socket if unix is not None else None,
         }})
         await stop.wait()
         log.info("draining", extra={"fields": {"pid": os.getpid()}})
@@ -53,31 +56,47 @@ async def _serve(config: GatewayConfig, reuse_port: bool) -> None:
         ACCESS_LINES.flush()
 
 
-def run_worker(config: GatewayConfig, *, reuse_port: bool) -> None:
-    """Serve in this process until SIGTERM / SIGINT, then drain."""
+def run_worker(config: GatewayConfig, *, reuse_port: bool,
+               unix: socket.socket | None = None) -> None:
+    """Serve in this process until SIGTERM / SIGINT, then drain.
+
+    ``unix``: a listening Unix socket to serve as well (bound by the caller, who owns it).
+    """
     setup_logging(config.log_level)
     # uvloop's C event loop and transports cost a fraction of asyncio's per request.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(config, reuse_port))
+        runner.run(_serve(config, reuse_port, unix))
     log.info("gateway stopped", extra={"fields": {"pid": os.getpid()}})
 
 
-def _spawn(config: GatewayConfig) -> subprocess.Popen[bytes]:
+def _spawn(config: GatewayConfig, unix: UnixSocket | None) -> subprocess.Popen[bytes]:
     args = [
         sys.executable, "-m", "auth_gateway", "serve", "--host", config.host,
         "--port", str(config.port), "--workers", "1", "--reuse-port",
     ]
-    return subprocess.Popen(args)
+    if unix is None:
+        return subprocess.Popen(args)
+    fd = unix.sock.fileno()
+    return subprocess.Popen([*args, "--unix-fd", str(fd)], pass_fds=(fd,))
 
 
-def run_supervisor(config: GatewayConfig) -> int:
-    """Start ``config.workers`` workers on one port and supervise them; the exit status."""
+def run_supervisor(config: GatewayConfig, unix: UnixSocket | None = None) -> int:
+    """Start ``config.workers`` workers on one port and supervise them; the exit status.
+
+    ``unix``: the Unix socket every worker accepts on as well (the caller bound it and removes
+    it after this returns).
+    """
     setup_logging(config.log_level)
     stopping = False
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
+        if unix is not None:
+            # The workers stop accepting as they begin to drain; without this copy open (and
+            # the file), a new connection is refused at once instead of waiting in a backlog
+            # that nobody reads any more.
+            unix.close()
         for proc in workers:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -87,7 +106,7 @@ def run_supervisor(config: GatewayConfig) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     for _ in range(config.workers):
-        workers.append(_spawn(replace(config, workers=1)))
+        workers.append(_spawn(replace(config, workers=1), unix))
         started.append(time.monotonic())
     status = 0
     while True:
@@ -107,7 +126,7 @@ def run_supervisor(config: GatewayConfig) -> int:
                 alive = True
                 continue
             log.warning("worker exited; restarting", extra={"fields": {"code": code}})
-            workers[index] = _spawn(config)
+            workers[index] = _spawn(config, unix)
             started[index] = time.monotonic()
             alive = True
         if stopping and not alive:

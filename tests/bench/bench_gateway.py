@@ -48,10 +48,13 @@ OUTPUT = ROOT / "artifacts" / "bench" / "gateway.md"
 GW_AUTH = "gateway, authenticated route (valid key)"
 GW_OPEN = 'gateway, unauthenticated route (auth = "none")'
 NGINX = "plain nginx reverse proxy (baseline)"
-NGINX_FA = "nginx + gateway forward-auth (deploy/nginx/forward-auth.conf)"
+NGINX_FA = ("nginx + gateway forward-auth (deploy/nginx/forward-auth.conf as shipped: verdicts "
+            "over the gateway's Unix socket)")
+NGINX_FA_TCP = ("for reference: the same forward-auth config with the gateway at a loopback TCP "
+                "address instead")
 UPSTREAM = "for reference: the upstream alone, no proxy"
 NGINX_FA_REF = ("for reference: the same nginx + forward-auth config, verdicts from nginx's own "
-                "`return 204` (a verdict service that costs nothing)")
+                "`return 204` on a Unix socket (a verdict service that costs nothing)")
 _NO_CPU = (UPSTREAM, NGINX_FA_REF)  # their servers are not among the proxies measured
 
 
@@ -133,23 +136,32 @@ def _machine(command: str, load_before: str) -> list[str]:
 
 
 def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_port: int,
-                verdict_port: int) -> tuple[dict[str, Measurement], int, ServiceProcess]:
+                verdict_socket: Path) -> tuple[dict[str, Measurement], int, ServiceProcess]:
     routes = stack.write_routes(upstream_port)
-    gw_port, gw_proc = stack.start_gateway(routes, workers=2, name="2-workers")
-    plain_port, fa_port, ref_port = free_port(), free_port(), free_port()
+    gw_socket = stack.socket_dir / "gateway.sock"
+    # As the forward-auth example asks: the gateway on a Unix socket nginx's workers may use.
+    gw_port, gw_proc = stack.start_gateway(routes, workers=2, name="2-workers", extra_env={
+        "GATEWAY_UNIX_SOCKET": str(gw_socket), "GATEWAY_UNIX_SOCKET_MODE": "666",
+        "GATEWAY_TRUSTED_PROXIES": "unix:",
+    })
+    plain_port, fa_port, tcp_port, ref_port = free_port(), free_port(), free_port(), free_port()
     front = stack.start_nginx(
         "front",
         proxy_server(plain_port, upstream_port)
-        + forward_auth_server(fa_port, upstream_port, gw_port)
-        + forward_auth_server(ref_port, upstream_port, verdict_port, name_suffix="_ref"),
+        + forward_auth_server(fa_port, upstream_port, f"unix:{gw_socket}")
+        + forward_auth_server(tcp_port, upstream_port, f"127.0.0.1:{gw_port}",
+                              name_suffix="_tcp")
+        + forward_auth_server(ref_port, upstream_port, f"unix:{verdict_socket}",
+                              name_suffix="_ref"),
         # Access log on, like the gateway's (always on): both proxies as they ship.
-        [plain_port, fa_port, ref_port], workers=2, access_log=True,
+        [plain_port, fa_port, tcp_port, ref_port], workers=2, access_log=True,
     )
     scenarios = [
         Scenario(NGINX, f"http://127.0.0.1:{plain_port}/bench", {}),
         Scenario(GW_OPEN, f"http://127.0.0.1:{gw_port}/open/bench", {}),
         Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
         Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
+        Scenario(NGINX_FA_TCP, f"http://127.0.0.1:{tcp_port}/bench", key.headers()),
         # What nginx's auth_request costs by itself: the ceiling for any verdict service.
         Scenario(NGINX_FA_REF, f"http://127.0.0.1:{ref_port}/bench", key.headers()),
         # Shows the upstream is not what limits the proxies measured above.
@@ -227,6 +239,9 @@ def _ceiling_note(results: dict[str, Measurement]) -> str:
         f"the same config), nginx + auth_request reaches {ceiling:.2f} times the plain proxy in "
         f"this run; with the gateway's verdicts, {measured:.2f}. The difference is what the "
         f"gateway's verdicts cost; the rest of the gap to 1.0 is nginx's subrequest itself."
+        + (f" Over loopback TCP instead of the gateway's Unix socket, the same config reaches "
+           f"{ratio(results[NGINX_FA_TCP].rps, results[NGINX].rps):.2f}."
+           if NGINX_FA_TCP in results else "")
     )
 
 
@@ -263,7 +278,9 @@ def run(options: Options) -> tuple[str, bool]:
     with BenchStack() as stack:
         upstream_port = free_port()
         verdict_port = free_port()
-        stack.start_nginx("upstream", upstream_server(upstream_port) + verdict_server(verdict_port),
+        verdict_socket = stack.socket_dir / "verdict.sock"
+        stack.start_nginx("upstream", upstream_server(upstream_port)
+                          + verdict_server(verdict_port, str(verdict_socket)),
                           [upstream_port, verdict_port], workers=2)
         print("  starting key_service ...", file=sys.stderr, flush=True)
         stack.start_key_service()
@@ -273,7 +290,7 @@ def run(options: Options) -> tuple[str, bool]:
             gw_proc: ServiceProcess | None = None
             try:
                 results, gw_port, gw_proc = _throughput(stack, options, key, upstream_port,
-                                                        verdict_port)
+                                                        verdict_socket)
                 print("  timing probe ...", file=sys.stderr, flush=True)
                 probe = run_probe(gw_port, key, per_class=options.probe_per_class,
                                   unknown=options.probe_unknown)

@@ -73,18 +73,23 @@ def proxy_server(listen_port: int, upstream_port: int) -> str:
 FORWARD_AUTH_EXAMPLE = (
     Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "forward-auth.conf"
 )
-# The addresses the shipped example uses, and which of the benchmark's ports each one becomes.
+# The addresses the shipped example uses, and what the benchmark puts in their place.
 _EXAMPLE_LISTEN = "127.0.0.1:8000"
-_EXAMPLE_GATEWAY = "127.0.0.1:8080"
+_EXAMPLE_GATEWAY = "server unix:/run/apikeys/gateway.sock;"
 _EXAMPLE_BACKEND = "127.0.0.1:8090"
 
 
-def verdict_server(port: int) -> str:
+def verdict_server(port: int, unix_path: str | None = None) -> str:
     """A stand-in verdict service that costs next to nothing: nginx's own 204 with identity
-    headers. In front of it, the forward-auth example shows what nginx alone can reach."""
+    headers. In front of it, the forward-auth example shows what nginx alone can reach.
+
+    ``unix_path``: listen on that Unix socket as well (as the gateway does in the example).
+    """
+    unix = f"listen unix:{unix_path};" if unix_path else ""
     return f"""
     server {{
         listen 127.0.0.1:{port} reuseport;
+        {unix}
         location / {{
             add_header X-Authenticated-Key-Id 00000000-0000-7000-8000-000000000000;
             add_header X-Authenticated-Key-Name reference;
@@ -94,9 +99,12 @@ def verdict_server(port: int) -> str:
 """
 
 
-def forward_auth_server(listen_port: int, upstream_port: int, gateway_port: int,
+def forward_auth_server(listen_port: int, upstream_port: int, gateway: str,
                         *, name_suffix: str = "") -> str:
-    """The shipped example (deploy/nginx/forward-auth.conf) with the benchmark's ports.
+    """The shipped example (deploy/nginx/forward-auth.conf) with the benchmark's addresses.
+
+    ``gateway`` is the verdict service's address as nginx's ``server`` takes it: the gateway's
+    Unix socket (``unix:/path``, as the example ships) or a TCP ``host:port``.
 
     Measuring the file users deploy, not a benchmark-only variant: nginx asks the gateway's
     ``/_auth/verify`` (auth_request) and proxies to the upstream. ``name_suffix`` renames the
@@ -113,7 +121,7 @@ def forward_auth_server(listen_port: int, upstream_port: int, gateway_port: int,
                 "port substitution in tests/bench/nginx.py"
             )
     text = (text.replace(_EXAMPLE_LISTEN, f"127.0.0.1:{listen_port}")
-            .replace(_EXAMPLE_GATEWAY, f"127.0.0.1:{gateway_port}")
+            .replace(_EXAMPLE_GATEWAY, f"server {gateway};")
             .replace(_EXAMPLE_BACKEND, f"127.0.0.1:{upstream_port}"))
     if name_suffix:
         for name in ("apikeys_gateway", "apikeys_backend"):

@@ -47,6 +47,10 @@ class BenchStack:
         self.rabbitmq_url = os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
         self.tag = f"bench-{uuid.uuid4().hex[:10]}"
         self.dir = Path(tempfile.mkdtemp(prefix="apikeys-bench-"))
+        # Unix sockets (the gateway's, the reference verdict service's) live apart from the
+        # rest: nginx's workers run as another user, and may pass through this directory only.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="apikeys-bench-sockets-"))
+        self.socket_dir.chmod(0o711)
         self.secrets = _secrets()
         self.exchange = f"{self.tag}.events"
         self.redis_prefix = f"{self.tag}:"
@@ -203,6 +207,7 @@ class BenchStack:
         with contextlib.suppress(Exception):
             asyncio.run(self._clean_services())
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     async def _clean_services(self) -> None:
         import aio_pika

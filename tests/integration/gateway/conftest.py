@@ -23,6 +23,7 @@ from auth_gateway.appkeys import KEYSTORE, METRICS
 from auth_gateway.config import load_config
 from auth_gateway.keystore import KeyStore
 from auth_gateway.sync import SYNCED
+from auth_gateway.unixsocket import UnixSocket
 from demo_backend.app import STATS
 from demo_backend.app import create_app as create_backend
 from key_service.app import create_app as create_key_service
@@ -166,7 +167,8 @@ async def make_gateway(
     ))
     fake, ks_server = key_service
 
-    async def make(sync: bool = True, **overrides: str) -> Gateway:
+    async def make(sync: bool = True, unix_socket: str | None = None,
+                   **overrides: str) -> Gateway:
         env = {
             **secrets_env,
             "GATEWAY_ROUTES": str(routes),
@@ -179,7 +181,12 @@ async def make_gateway(
         }
         app = create_app(load_config(env), with_sync=False)
         running = RunningGateway(app)
-        await running.start("127.0.0.1", 0)
+        unix = None
+        if unix_socket is not None:
+            # Anyone may connect: the nginx tests' workers run as another user.
+            unix = UnixSocket(unix_socket, 0o666)
+            sockets.append(unix)
+        await running.start("127.0.0.1", 0, unix=None if unix is None else unix.sock)
         client = GatewayClient(running)
         clients.append(client)
         if sync:
@@ -190,9 +197,12 @@ async def make_gateway(
         )
 
     clients: list[GatewayClient] = []
+    sockets: list[UnixSocket] = []
     yield make
     for client in clients:
         await client.close()
+    for unix in sockets:
+        unix.close()
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ of the demo backend, asking the gateway's forward-auth endpoint for every verdic
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from .test_request_path import known
 
 NGINX = Path("/usr/sbin/nginx")
 EXAMPLE = ROOT / "deploy" / "nginx" / "forward-auth.conf"
+EXAMPLE_GATEWAY = "unix:/run/apikeys/gateway.sock"
 
 MAIN_CONF = """
 daemon off;
@@ -43,12 +46,15 @@ http {{
 class Nginx:
     """A private nginx (own prefix, pid file, temp paths and port) run as a child process."""
 
-    def __init__(self, workdir: Path, gateway_port: int, backend_port: int) -> None:
+    def __init__(self, workdir: Path, gateway: str, backend_port: int) -> None:
+        """``gateway``: what the example's ``server unix:...`` line should name instead."""
         assert NGINX.exists(), "Debian's nginx is required at /usr/sbin/nginx (apt install nginx)"
         self.dir = workdir
         self.port = free_port()
         site = EXAMPLE.read_text()
-        for default, port in (("8080", gateway_port), ("8090", backend_port), ("8000", self.port)):
+        assert f"server {EXAMPLE_GATEWAY};" in site
+        site = site.replace(f"server {EXAMPLE_GATEWAY};", f"server {gateway};")
+        for default, port in (("8090", backend_port), ("8000", self.port)):
             assert f"127.0.0.1:{default}" in site
             site = site.replace(f"127.0.0.1:{default}", f"127.0.0.1:{port}")
         (workdir / "forward-auth.conf").write_text(site)
@@ -89,18 +95,40 @@ class Nginx:
         self.log.close()
 
 
+@pytest.fixture(params=["unix", "tcp"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """How nginx reaches the gateway: the example as shipped (its Unix socket), or over TCP."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def gw(make_gateway: GatewayFactory) -> Gateway:
+def socket_dir() -> Iterator[Path]:
+    # Outside pytest's private tmp tree: nginx's workers run as another user and must reach it.
+    path = Path(tempfile.mkdtemp(prefix="apikeys-nginx-"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def gw(make_gateway: GatewayFactory, transport: str, socket_dir: Path) -> Gateway:
+    # Trusted: nginx, on whichever transport it uses.
+    trusted = {"GATEWAY_TRUSTED_PROXIES": "unix:" if transport == "unix" else "127.0.0.1"}
     return await make_gateway(
-        GATEWAY_TRUSTED_PROXIES="127.0.0.1", GATEWAY_FAILED_AUTH_THRESHOLD="4"
+        unix_socket=str(socket_dir / "gw.sock") if transport == "unix" else None,
+        GATEWAY_FAILED_AUTH_THRESHOLD="4", **trusted,
     )
 
 
 @pytest.fixture
-def nginx(tmp_path: Path, gw: Gateway) -> Iterator[Nginx]:
+def nginx(tmp_path: Path, gw: Gateway, transport: str, socket_dir: Path) -> Iterator[Nginx]:
     workdir = tmp_path / "nginx"
     workdir.mkdir()
-    running = Nginx(workdir, gw.client.port, gw.backend.port)
+    gateway = (f"unix:{socket_dir / 'gw.sock'}" if transport == "unix"
+               else f"127.0.0.1:{gw.client.port}")
+    running = Nginx(workdir, gateway, gw.backend.port)
     try:
         yield running
     finally:
@@ -143,6 +171,9 @@ async def test_nginx_forward_auth(gw: Gateway, nginx: Nginx) -> None:
             assert resp.status == 429
             assert int(resp.headers["Retry-After"]) > 0
         assert gw.backend_requests == 1
+    # Counted against the client nginx named, never against the socket all verdicts come by.
+    assert await gw.redis.exists(f"{gw.prefix}fail:127.0.0.1") == 1
+    assert await gw.redis.exists(f"{gw.prefix}fail:unix:") == 0
 
 
 async def test_nginx_fails_closed_when_nothing_can_verify(gw: Gateway, nginx: Nginx) -> None:

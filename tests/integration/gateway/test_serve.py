@@ -8,6 +8,8 @@ import asyncio
 import hashlib
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -162,6 +164,77 @@ async def test_workers_share_the_port_stay_current_and_drain_on_sigterm(
     assert proc.proc.returncode == 0, proc.output()[-3000:]
     assert '"message":"request"' in proc.output()
     assert other["X-AuthenticationKeyValue"] not in proc.output()
+
+
+async def test_workers_share_a_unix_socket_that_replaces_a_stale_one_and_goes_at_stop(
+    gateway_env: dict[str, str], real_key_service: RealKeyService, tmp_path: Path,
+    demo_backend: str,
+    start_gateway: Callable[..., ServiceProcess], http: aiohttp.ClientSession,
+) -> None:
+    path = tmp_path / "gw.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # as a crashed gateway leaves it: the file, nobody listening
+    stale.close()
+    port = free_port()
+    env = {**gateway_env, "GATEWAY_UNIX_SOCKET": str(path), "GATEWAY_UNIX_SOCKET_MODE": "600"}
+    proc = start_gateway(env, "--port", str(port), "--workers", "2")
+    await _wait_ready(http, f"http://127.0.0.1:{port}", proc)
+    info = path.stat()
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == 0o600
+
+    async with aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=str(path), force_close=True),
+        timeout=aiohttp.ClientTimeout(total=30),
+    ) as unix:
+        pids: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:
+            async with unix.get("http://gateway/healthz") as resp:
+                pids.add((await resp.json())["pid"])
+        assert len(pids) == 2, "both workers should accept on the shared Unix socket"
+        key = await real_key_service.issue("over the socket")
+        assert await _status(unix, "http://gateway/x", key) == 200
+        async with unix.get("http://gateway/_auth/verify", headers=key) as resp:
+            assert resp.status == 204
+            assert resp.headers["X-Authenticated-Key-Id"] == key["X-AuthenticationKeyId"]
+        wrong = {**key, "X-AuthenticationKeyValue": "x" * 64}
+        assert await _status(unix, "http://gateway/x", wrong) == 401
+
+    # A second gateway on the same path refuses to start rather than steal it.
+    second = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "auth_gateway", "serve", "--port", "0",
+        env={**os.environ, **env}, cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(second.communicate(), 60)
+    assert second.returncode == 2
+    assert f"another process is listening on {str(path)!r}" in stderr.decode()
+    assert path.exists()
+
+    # Drain: a request in flight over the socket completes; a new connection is refused at
+    # once (not left waiting in a backlog nobody reads), and the file goes with the gateway.
+    async with aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=str(path)), timeout=aiohttp.ClientTimeout(total=30),
+    ) as unix:
+        seen = await _backend_requests(http, demo_backend)
+        slow = asyncio.create_task(_status(unix, "http://gateway/slow?_demo_delay=2", key))
+        while await _backend_requests(http, demo_backend) == seen:
+            await asyncio.sleep(0.02)
+        os.killpg(proc.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 1
+        while path.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        with pytest.raises((FileNotFoundError, ConnectionRefusedError)):
+            await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1)
+        assert not slow.done(), "refused while the drain was still under way"
+        assert await slow == 200
+    for _ in range(150):
+        if proc.proc.poll() is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert proc.proc.returncode == 0, proc.output()[-3000:]
+    assert '"remote":"unix:"' in proc.output()  # the access log names the socket's peers
+    assert not path.exists(), "the socket file should go with the gateway"
 
 
 def _peak_rss_kib(pid: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from apikeys_shared.errors import ConfigError
@@ -20,7 +22,34 @@ def test_defaults(secrets_env: dict[str, str]) -> None:
     assert config.limits.max_body_bytes == 1024**3
     assert config.secrets.verifier is not None
     assert config.secrets.signer is None
+    assert (config.unix_socket, config.unix_socket_mode) == (None, 0o660)
     assert "APIKEYS" not in repr(config)
+
+
+def test_unix_socket_settings(secrets_env: dict[str, str], tmp_path: Path) -> None:
+    config = load_config({
+        **secrets_env, "GATEWAY_ROUTES": "routes.toml",
+        "GATEWAY_UNIX_SOCKET": str(tmp_path / "gw.sock"), "GATEWAY_UNIX_SOCKET_MODE": "0666",
+        "GATEWAY_TRUSTED_PROXIES": "unix:, 10.0.0.0/8",
+    })
+    assert config.unix_socket == str(tmp_path / "gw.sock")
+    assert config.unix_socket_mode == 0o666
+    assert config.trusted_proxies == ("unix:", "10.0.0.0/8")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("/no/such/directory/gw.sock", "the directory of '/no/such/directory/gw.sock' does not"),
+        ("/tmp/" + "x" * 120, "longer than a Unix socket path may be"),
+    ],
+)
+def test_bad_unix_socket_paths_are_named(
+    secrets_env: dict[str, str], value: str, expected: str
+) -> None:
+    env = {**secrets_env, "GATEWAY_ROUTES": "routes.toml", "GATEWAY_UNIX_SOCKET": value}
+    with pytest.raises(ConfigError, match=f"GATEWAY_UNIX_SOCKET: .*{expected}"):
+        load_config(env)
 
 
 @pytest.mark.parametrize(
@@ -36,6 +65,10 @@ def test_defaults(secrets_env: dict[str, str]) -> None:
         ("GATEWAY_FAILED_AUTH_SYNC", "0"),
         ("GATEWAY_MIN_UPLOAD_RATE", "-1"),
         ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8, nonsense"),
+        ("GATEWAY_TRUSTED_PROXIES", "unix"),
+        ("GATEWAY_UNIX_SOCKET_MODE", "rw-rw----"),
+        ("GATEWAY_UNIX_SOCKET_MODE", "1777"),
+        ("GATEWAY_UNIX_SOCKET_MODE", "8"),
         ("GATEWAY_LOG_LEVEL", "chatty"),
         ("GATEWAY_UPSTREAM_TIMEOUT", "soon"),
     ],

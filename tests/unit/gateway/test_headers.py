@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from auth_gateway.abuse import client_address
+from auth_gateway.abuse import client_address, is_trusted
 from auth_gateway.auth import Identity
 from auth_gateway.headers import header_safe, response_header_block, upstream_header_block
 
@@ -93,6 +93,18 @@ def test_client_address_trusts_forwarded_for_only_from_trusted_peers() -> None:
     assert client_address("10.0.0.5", ["spoof, 2.2.2.2"], ("10.0.0.0/8",)) == "2.2.2.2"
     assert client_address("10.0.0.5", [], ("10.0.0.0/8",)) == "10.0.0.5"
     assert client_address("10.0.0.5", ["garbage"], ("10.0.0.0/8",)) == "10.0.0.5"
+
+
+def test_peers_on_the_unix_socket_are_trusted_only_when_named() -> None:
+    assert client_address("unix:", ["1.1.1.1"], ()) == "unix:"
+    assert client_address("unix:", ["1.1.1.1"], ("0.0.0.0/0",)) == "unix:"
+    assert client_address("unix:", ["1.1.1.1"], ("unix:",)) == "1.1.1.1"
+    assert client_address("unix:", ["1.1.1.1, 10.0.0.7"], ("unix:", "10.0.0.0/8")) == "1.1.1.1"
+    # A client cannot pose as the socket by writing its name into X-Forwarded-For.
+    assert client_address("9.9.9.9", ["unix:"], ("unix:",)) == "9.9.9.9"
+    assert is_trusted("unix:", ("unix:",))
+    assert not is_trusted("unix:", ("127.0.0.1",))
+    assert is_trusted("127.0.0.1", ("unix:", "127.0.0.0/8"))
 
 
 def test_underscore_spellings_of_identity_and_credential_headers_never_pass() -> None:
