@@ -51,19 +51,20 @@ def main(argv: list[str] | None = None) -> int:
         if config.workers > 1 and config.port == 0:
             raise ConfigError("--workers above 1 needs a fixed port, not 0")
         load_routes(config.routes_path)
+        unix: UnixSocket | socket.socket | None = None
         if args.unix_fd is not None:
-            unix: UnixSocket | socket.socket | None = socket.socket(fileno=args.unix_fd)
+            # A worker: the supervisor bound the socket and owns its file.
+            unix = socket.socket(fileno=args.unix_fd)
+            unix.set_inheritable(False)  # not for whatever this process may start
         elif config.unix_socket is not None:
-            unix = UnixSocket(config.unix_socket, config.unix_socket_mode)
-        else:
-            unix = None
+            unix = UnixSocket(config.unix_socket, config.unix_socket_mode,
+                              "GATEWAY_UNIX_SOCKET" if args.unix is None else "--unix")
     except (ConfigError, RouteTableError) as exc:
         print(f"auth_gateway: {exc}", file=sys.stderr)
         return 2
     try:
         if config.workers == 1:
-            run_worker(config, reuse_port=args.reuse_port,
-                       unix=unix.sock if isinstance(unix, UnixSocket) else unix)
+            run_worker(config, reuse_port=args.reuse_port, unix=unix)
             return 0
         return run_supervisor(config, unix if isinstance(unix, UnixSocket) else None)
     finally:

@@ -187,11 +187,28 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+# is_trusted's answers: it runs on every forwarded request once trusted proxies are configured,
+# and parsing an address costs more than the rest of that decision. Bounded (emptied when full),
+# since the addresses asked about are the clients'.
+_TRUSTED_SEEN: dict[tuple[str, tuple[str, ...]], bool] = {}
+_TRUSTED_SEEN_BOUND = 4096
+
+
 def is_trusted(address: str, trusted: Sequence[str]) -> bool:
     """True when ``address`` lies in one of the ``trusted`` networks.
 
     A peer on the gateway's Unix socket (``UNIX_PEER``) is trusted when ``trusted`` names it.
     """
+    key = (address, tuple(trusted))
+    seen = _TRUSTED_SEEN.get(key)
+    if seen is None:
+        if len(_TRUSTED_SEEN) >= _TRUSTED_SEEN_BOUND:
+            _TRUSTED_SEEN.clear()
+        seen = _TRUSTED_SEEN[key] = _is_trusted(address, trusted)
+    return seen
+
+
+def _is_trusted(address: str, trusted: Sequence[str]) -> bool:
     if address == UNIX_PEER:
         return UNIX_PEER in trusted
     try:

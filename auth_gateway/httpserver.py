@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import socket
+import sys
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -564,11 +565,17 @@ class HttpServer:
         sock = server.sockets[0]
         return int(sock.getsockname()[1])
 
-    async def listen_unix(self, sock: socket.socket, *, peer: str) -> None:
+    async def listen_unix(self, sock: socket.socket, *, peer: str,
+                          unix_backlog: int = 1024) -> None:
         """Start accepting on ``sock``, a bound and listening Unix socket (possibly shared by
         several processes); every peer on it is named ``peer``."""
         sock.setblocking(False)
-        server = await self.loop.create_unix_server(lambda: _Connection(self, peer), sock=sock)
+        # The backlog again (the default would shrink the shared socket's to 100), and the
+        # socket's file left to its owner (Python 3.13 and later would remove it on close).
+        cleanup: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
+        server = await self.loop.create_unix_server(
+            lambda: _Connection(self, peer), sock=sock, backlog=unix_backlog, **cleanup,
+        )
         self._servers.append(server)
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep())

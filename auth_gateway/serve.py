@@ -22,7 +22,7 @@ from types import FrameType
 import uvloop
 
 from .app import RunningGateway, create_app
-from .config import GatewayConfig
+from .config import UNIX_PEER, GatewayConfig
 from .logs import ACCESS_LINES, setup_logging
 from .unixsocket import UnixSocket
 
@@ -33,7 +33,8 @@ log = logging.getLogger("auth_gateway")
 _MIN_UPTIME = 5.0
 
 
-async def _serve(config: GatewayConfig, reuse_port: bool, unix: socket.socket | None) -> None:
+async def _serve(config: GatewayConfig, reuse_port: bool, unix: socket.socket | None,
+                 owner: UnixSocket | None) -> None:
     gateway = RunningGateway(create_app(config))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -49,6 +50,8 @@ async def _serve(config: GatewayConfig, reuse_port: bool, unix: socket.socket | 
         }})
         await stop.wait()
         log.info("draining", extra={"fields": {"pid": os.getpid()}})
+        if owner is not None:
+            owner.unlink()  # as the supervisor does: new connections are refused at once
     finally:
         # Stops accepting, lets in-flight requests finish (up to the shutdown timeout), then
         # runs the cleanup contexts: event consumer, sessions, Redis.
@@ -56,16 +59,30 @@ async def _serve(config: GatewayConfig, reuse_port: bool, unix: socket.socket | 
         ACCESS_LINES.flush()
 
 
+def _warn_if_untrusted(config: GatewayConfig) -> None:
+    if config.unix_socket is not None and UNIX_PEER not in config.trusted_proxies:
+        log.warning(
+            "peers on the Unix socket are not trusted proxies (GATEWAY_TRUSTED_PROXIES does not "
+            "name %r): every client of a proxy there counts as the one address %r for the limit "
+            "on failed attempts", UNIX_PEER, UNIX_PEER,
+        )
+
+
 def run_worker(config: GatewayConfig, *, reuse_port: bool,
-               unix: socket.socket | None = None) -> None:
+               unix: UnixSocket | socket.socket | None = None) -> None:
     """Serve in this process until SIGTERM / SIGINT, then drain.
 
-    ``unix``: a listening Unix socket to serve as well (bound by the caller, who owns it).
+    ``unix``: a listening Unix socket to serve as well: the one this process bound (whose file
+    goes when the drain begins; the caller closes it), or one passed on by the supervisor.
     """
+    owner = unix if isinstance(unix, UnixSocket) else None
+    sock = unix.sock if isinstance(unix, UnixSocket) else unix
     setup_logging(config.log_level)
+    if owner is not None:
+        _warn_if_untrusted(config)
     # uvloop's C event loop and transports cost a fraction of asyncio's per request.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(config, reuse_port, unix))
+        runner.run(_serve(config, reuse_port, sock, owner))
     log.info("gateway stopped", extra={"fields": {"pid": os.getpid()}})
 
 
@@ -77,7 +94,7 @@ def _spawn(config: GatewayConfig, unix: UnixSocket | None) -> subprocess.Popen[b
     if unix is None:
         return subprocess.Popen(args)
     fd = unix.sock.fileno()
-    return subprocess.Popen([*args, "--unix-fd", str(fd)], pass_fds=(fd,))
+    return subprocess.Popen([*args, "--unix", unix.path, "--unix-fd", str(fd)], pass_fds=(fd,))
 
 
 def run_supervisor(config: GatewayConfig, unix: UnixSocket | None = None) -> int:
@@ -87,19 +104,19 @@ def run_supervisor(config: GatewayConfig, unix: UnixSocket | None = None) -> int
     it after this returns).
     """
     setup_logging(config.log_level)
+    if unix is not None:
+        _warn_if_untrusted(config)
     stopping = False
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        if unix is not None:
-            # The workers stop accepting as they begin to drain; without this copy open (and
-            # the file), a new connection is refused at once instead of waiting in a backlog
-            # that nobody reads any more.
-            unix.close()
         for proc in workers:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+
+    def is_stopping() -> bool:
+        return stopping  # read again (a signal handler sets it at any moment)
 
     workers: list[subprocess.Popen[bytes]] = []
     started: list[float] = []
@@ -110,6 +127,11 @@ def run_supervisor(config: GatewayConfig, unix: UnixSocket | None = None) -> int
         started.append(time.monotonic())
     status = 0
     while True:
+        if stopping and unix is not None:
+            # The workers stop accepting as they begin to drain: without the file, a new
+            # connection is refused at once instead of waiting in a backlog nobody reads.
+            # (Here, not in the signal handler, which may interrupt a worker's restart.)
+            unix.unlink()
         alive = False
         for index, proc in enumerate(workers):
             code = proc.poll()
@@ -128,6 +150,8 @@ def run_supervisor(config: GatewayConfig, unix: UnixSocket | None = None) -> int
             log.warning("worker exited; restarting", extra={"fields": {"code": code}})
             workers[index] = _spawn(config, unix)
             started[index] = time.monotonic()
+            if is_stopping():  # the signal came while it started: it drains with the others
+                workers[index].send_signal(signal.SIGTERM)
             alive = True
         if stopping and not alive:
             return status

@@ -53,7 +53,10 @@ def _num(value: float, digits: int = 2) -> str:
 def _aim_text(aim: Aim) -> str:
     sign = "≥" if aim.at_least else "≤"
     cpu = "" if math.isnan(aim.by_cpu) else _num(aim.by_cpu)
-    return (f"| {aim.label} | {_num(aim.measured)} | {sign} {_num(aim.target)} | "
+    # A value that rounds to its target gets a third digit, so that 0.949 does not show as a
+    # "0.95" that is "not met".
+    digits = 3 if _num(aim.measured) == _num(aim.target) else 2
+    return (f"| {aim.label} | {_num(aim.measured, digits)} | {sign} {_num(aim.target)} | "
             f"{aim.verdict} | {cpu} |")
 
 

@@ -166,9 +166,10 @@ async def test_workers_share_the_port_stay_current_and_drain_on_sigterm(
     assert other["X-AuthenticationKeyValue"] not in proc.output()
 
 
-async def test_workers_share_a_unix_socket_that_replaces_a_stale_one_and_goes_at_stop(
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_unix_socket_replaces_a_stale_one_serves_every_worker_and_goes_at_drain(
     gateway_env: dict[str, str], real_key_service: RealKeyService, tmp_path: Path,
-    demo_backend: str,
+    demo_backend: str, workers: int,
     start_gateway: Callable[..., ServiceProcess], http: aiohttp.ClientSession,
 ) -> None:
     path = tmp_path / "gw.sock"
@@ -177,7 +178,7 @@ async def test_workers_share_a_unix_socket_that_replaces_a_stale_one_and_goes_at
     stale.close()
     port = free_port()
     env = {**gateway_env, "GATEWAY_UNIX_SOCKET": str(path), "GATEWAY_UNIX_SOCKET_MODE": "600"}
-    proc = start_gateway(env, "--port", str(port), "--workers", "2")
+    proc = start_gateway(env, "--port", str(port), "--workers", str(workers))
     await _wait_ready(http, f"http://127.0.0.1:{port}", proc)
     info = path.stat()
     assert stat.S_ISSOCK(info.st_mode)
@@ -189,10 +190,10 @@ async def test_workers_share_a_unix_socket_that_replaces_a_stale_one_and_goes_at
     ) as unix:
         pids: set[int] = set()
         deadline = time.monotonic() + 30
-        while len(pids) < 2 and time.monotonic() < deadline:
+        while len(pids) < workers and time.monotonic() < deadline:
             async with unix.get("http://gateway/healthz") as resp:
                 pids.add((await resp.json())["pid"])
-        assert len(pids) == 2, "both workers should accept on the shared Unix socket"
+        assert len(pids) == workers, "every worker should accept on the shared Unix socket"
         key = await real_key_service.issue("over the socket")
         assert await _status(unix, "http://gateway/x", key) == 200
         async with unix.get("http://gateway/_auth/verify", headers=key) as resp:
@@ -208,7 +209,7 @@ async def test_workers_share_a_unix_socket_that_replaces_a_stale_one_and_goes_at
     )
     _, stderr = await asyncio.wait_for(second.communicate(), 60)
     assert second.returncode == 2
-    assert f"another process is listening on {str(path)!r}" in stderr.decode()
+    assert f"another gateway is using {str(path)!r}" in stderr.decode()
     assert path.exists()
 
     # Drain: a request in flight over the socket completes; a new connection is refused at
@@ -234,7 +235,15 @@ async def test_workers_share_a_unix_socket_that_replaces_a_stale_one_and_goes_at
         await asyncio.sleep(0.1)
     assert proc.proc.returncode == 0, proc.output()[-3000:]
     assert '"remote":"unix:"' in proc.output()  # the access log names the socket's peers
+    assert "peers on the Unix socket are not trusted proxies" in proc.output()
     assert not path.exists(), "the socket file should go with the gateway"
+    # The path is free again: a successor takes it.
+    successor = start_gateway(env, "--port", str(free_port()))
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        assert successor.proc.poll() is None, successor.output()[-3000:]
+        await asyncio.sleep(0.05)
+    assert stat.S_ISSOCK(path.stat().st_mode)
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -280,6 +289,8 @@ async def test_large_upload_streams_with_bounded_memory(
         ({"APIKEYS_VERIFY_KEYS": ""}, "APIKEYS_VERIFY_KEYS"),
         ({"GATEWAY_PORT": "eighty"}, "GATEWAY_PORT must be an integer"),
         ({"GATEWAY_ROUTES": "BAD"}, "route #1 (prefix '/x'): auth must be"),
+        ({"GATEWAY_UNIX_SOCKET": "NOT_A_SOCKET"}, "exists and is not a socket"),
+        ({"GATEWAY_UNIX_SOCKET": "/no/such/dir/gw.sock"}, "GATEWAY_UNIX_SOCKET: the directory"),
     ],
 )
 def test_start_up_refused_naming_the_problem(
@@ -288,6 +299,8 @@ def test_start_up_refused_naming_the_problem(
     bad_routes = tmp_path / "bad.toml"
     bad_routes.write_text('[[route]]\nprefix = "/x"\nupstream = "http://h"\nauth = "sometimes"\n')
     env = {**os.environ, **secrets_env, "GATEWAY_ROUTES": str(bad_routes), **change}
+    if change.get("GATEWAY_UNIX_SOCKET") == "NOT_A_SOCKET":
+        env["GATEWAY_UNIX_SOCKET"] = str(bad_routes)  # a regular file stands there
     if change.get("GATEWAY_ROUTES") == "BAD":
         env["GATEWAY_ROUTES"] = str(bad_routes)
     elif "GATEWAY_ROUTES" not in change:

@@ -39,6 +39,14 @@ def test_render_has_one_row_per_setup_and_the_verdicts() -> None:
     assert "wrong secret vs unknown ID: p = 1e-09 (medians 900 µs vs 5,000 µs)" in text
 
 
+def test_a_value_that_rounds_to_its_target_shows_a_third_digit() -> None:
+    text = render(_report(aims=[Aim("close below", 0.9489, 0.95), Aim("close above", 0.9512, 0.95),
+                                Aim("far", 0.91, 0.95)]))
+    assert "| close below | 0.949 | ≥ 0.95 | not met |  |" in text
+    assert "| close above | 0.951 | ≥ 0.95 | met |  |" in text
+    assert "| far | 0.91 | ≥ 0.95 | not met |  |" in text
+
+
 def test_render_names_failures_and_missing_figures() -> None:
     text = render(_report(revocation=None, aims=[Aim("x", math.nan, 1.0)],
                           failures={"revocation propagation": "gateway did not start"}))

