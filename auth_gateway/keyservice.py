@@ -85,10 +85,17 @@ class KeyServiceClient:
         raw_events, last = obj.get("events"), obj.get("last_sequence")
         if not isinstance(raw_events, list) or not isinstance(last, int) or isinstance(last, bool):
             raise KeyServiceUnavailable("key_service event feed needs events[] and last_sequence")
-        try:
-            events = tuple(SignedEvent.from_json(item) for item in raw_events)
-        except EnvelopeError as exc:
-            raise KeyServiceUnavailable(
-                f"key_service event feed entry is malformed: {exc}"
-            ) from exc
-        return FeedPage(events=events, last_sequence=last)
+        return FeedPage(events=tuple(map(_feed_entry, raw_events)), last_sequence=last)
+
+
+# Stands for a feed entry that is not even shaped like a signed event: it fails verification
+# like a forged one, so it is counted and passed over by one sequence, instead of making the
+# whole page (and every later catch-up from there) unreadable.
+_UNREADABLE = SignedEvent(body=b"", signature="", signing_key="")
+
+
+def _feed_entry(item: object) -> SignedEvent:
+    try:
+        return SignedEvent.from_json(item)
+    except EnvelopeError:
+        return _UNREADABLE

@@ -145,7 +145,12 @@ class KeyStore:
             self._inflight[key_id] = task
             task.add_done_callback(functools.partial(self._forget_inflight, key_id))
         held = await asyncio.shield(task)
-        return None if held is None else held.record
+        if held is None:
+            return None
+        # A load that began before a revocation was applied (this lookup may have joined it
+        # later) must not hand out the record the revocation replaced.
+        held = self._overridden(held) or held
+        return held.record
 
     async def apply(self, signed: SignedEvent, origin: str = "event") -> bool:
         """Verify ``signed`` and store it if it supersedes what is held; True if Redis changed.
@@ -157,6 +162,11 @@ class KeyStore:
         event = self._verify(signed, origin)
         new = Held(event.sequence, event.record)
         key_id = new.record.key_id
+        if self._overridden(new) is not None:
+            # Older than what this process applied (a revocation above all): a replay, or a
+            # catch-up going over old ground. Nothing changes, not even an expired L1 entry.
+            self._metrics.records_applied.labels("stale").inc()
+            return False
         self._epoch += 1
         if new.record.active:
             self._negative.pop(key_id)
@@ -203,6 +213,17 @@ class KeyStore:
             self._metrics.rejected_records.labels(origin, "malformed").inc()
             raise RecordRejected(f"{origin} record is malformed: {exc}") from exc
 
+    def _overridden(self, held: Held) -> Held | None:
+        """What this process knows of ``held``'s key that must win over it, else None: a
+        revocation it applied (terminal) or a newer record it holds for Redis."""
+        current = self._known.get(held.record.key_id)
+        if current is None:
+            return None
+        known = current[0]
+        if (not known.record.active and held.record.active) or known.sequence > held.sequence:
+            return known
+        return None
+
     def _keep_known(self, new: Held, signed: SignedEvent) -> None:
         key_id = new.record.key_id
         current = self._known.get(key_id)
@@ -241,7 +262,10 @@ class KeyStore:
         return known
 
     def _remember(self, key_id: str, new: Held) -> None:
-        """Put ``new`` into L1 unless L1 already holds something that supersedes it."""
+        """Put ``new`` into L1 unless L1 already holds something that supersedes it, or this
+        process knows better (L1 forgets a revocation when its entry expires; ``_known`` not)."""
+        if self._overridden(new) is not None:
+            return
         current = self._l1.get(key_id)
         if _supersedes(new, current):
             self._l1.put(key_id, new)
@@ -280,6 +304,8 @@ class KeyStore:
 
     async def _write(self, signed: SignedEvent, new: Held) -> bool:
         """Compare-and-set in Redis under WATCH; True when the record was written."""
+        if self._overridden(new) is not None:
+            return False  # never put back what this process knows was superseded
         if not self._redis_available():
             raise StoreUnavailable("Redis paused after a recent error")
         key = self.redis_key(new.record.key_id)
@@ -321,6 +347,7 @@ class KeyStore:
             held = await self._ask_key_service(key_id, redis_error, epoch)
             if held is None:
                 return None
+        held = self._overridden(held) or held  # the awaits above may have let a revocation in
         if epoch == self._epoch:
             self._remember(key_id, held)
         return held

@@ -173,6 +173,9 @@ class Synchronizer:
         self._subscribed = False
         self._feed_healthy = True
         self._store_healthy = True
+        # Every event through this sequence has been applied in this process (L1 and the
+        # store's record of revocations), whether or not Redis took it.
+        self._in_process = 0
 
     # -- state the AMQP consumer reports ----------------------------------------------------
     @property
@@ -264,49 +267,75 @@ class Synchronizer:
     async def catch_up(self) -> bool:
         """Read the feed from the last sequence applied in order to its end, applying each event.
 
-        Returns False, leaving a catch-up pending, when an event could not be stored (so that
-        nothing is skipped); raises KeyServiceUnavailable when the feed cannot be read.
+        Returns False, leaving a catch-up pending, when an event could not be stored: the
+        cursor then stays before it (so that its Redis write is retried), but the rest of the
+        feed is still applied in this process, so that a revocation further on takes effect
+        now and not only once Redis is back. Raises KeyServiceUnavailable when the feed cannot
+        be read.
         """
         async with self._catch_up_lock:
             self._catch_up_pending = False
-            cursor = self.tracker.applied
+            fetch_after = self.tracker.applied
             limit = self._settings.feed_page_size
+            deferred = False
             while True:
-                page = await self._feed.fetch_events(after=cursor, limit=limit)
-                start = cursor
-                reached = await self._apply_page(page.events, cursor)
-                if reached is None:
-                    self.request_catch_up()
-                    return False
-                cursor = reached
-                if cursor == start:
+                page = await self._feed.fetch_events(after=fetch_after, limit=limit)
+                start = fetch_after
+                fetch_after, page_deferred = await self._apply_page(
+                    page.events, fetch_after, in_order=not deferred,
+                )
+                deferred = deferred or page_deferred
+                if fetch_after == start:
                     break
-                if cursor >= page.last_sequence and len(page.events) < limit:
+                if fetch_after >= page.last_sequence and len(page.events) < limit:
                     break
+            self._in_process = max(self._in_process, fetch_after)
+        if deferred:
+            self.request_catch_up()
+            return False
         if not self._synced.is_set():
             log.info("first catch-up done at sequence %d", self.tracker.applied)
             self._synced.set()
         return True
 
-    async def _apply_page(self, events: Sequence[SignedEvent], cursor: int) -> int | None:
-        """Apply a page of the feed, a few events at a time; the sequence it reached, or None
-        when an event could not be stored (what came before it in the page counts as done)."""
+    async def _apply_page(self, events: Sequence[SignedEvent], cursor: int,
+                          *, in_order: bool) -> tuple[int, bool]:
+        """Apply a page of the feed, a few events at a time.
+
+        Returns the sequence the page reached and whether an event could not be stored. The
+        tracker (where the next catch-up starts) moves only while ``in_order`` and only up to
+        the first event that could not be stored. Once one could not, events this process
+        already applied in an earlier catch-up are passed over (their Redis writes wait for
+        the next catch-up), so that a Redis outage does not mean re-verifying the whole feed on
+        every poll.
+        """
         step = CATCH_UP_CONCURRENCY
+        deferred = not in_order
         for first in range(0, len(events), step):
             chunk = events[first:first + step]
-            results = await asyncio.gather(*(self._apply(signed, "feed") for signed in chunk))
-            if any(outcome == "deferred" for outcome, _ in results):
-                return None
-            for signed, (_, sequence) in zip(chunk, results, strict=True):
+            todo = [
+                signed for signed in chunk
+                if not (deferred and (_unverified_sequence(signed) or 0) <= self._in_process)
+            ]
+            outcomes = dict(zip(
+                (id(signed) for signed in todo),
+                await asyncio.gather(*(self._apply(signed, "feed") for signed in todo)),
+                strict=True,
+            ))
+            for signed in chunk:
+                outcome, sequence = outcomes.get(id(signed), ("deferred", None))
                 if sequence is None:
-                    # A feed entry that does not verify is passed over by the sequence its
-                    # unverified body names, or one bad entry would stop every later
-                    # catch-up; it is counted, never applied.
-                    sequence = _unverified_sequence(signed) or cursor
+                    # Not applied (deferred, passed over, or not verifiable): it stands for the
+                    # next sequence, whatever its unverified body claims; sequences are dense,
+                    # so one bad entry cannot move the cursor past events it never saw.
+                    sequence = cursor + 1
+                if outcome == "deferred" and not deferred:
+                    deferred = True
                 cursor = max(cursor, sequence)
-            self.tracker.caught_up(cursor)
+                if not deferred:
+                    self.tracker.caught_up(cursor)
             self._metrics.last_sequence.set(self.tracker.applied)
-        return cursor
+        return cursor, deferred
 
     async def run_feed_loop(self) -> None:
         """Read the feed when asked, every poll interval while unsubscribed, and now and then."""

@@ -72,13 +72,16 @@ class Keyring:
 
 @dataclass
 class FakeKeyService:
-    """Serves ``/internal/v1/keys/{id}`` from a dict, counting calls; ``down`` answers 503."""
+    """Serves ``/internal/v1/keys/{id}`` from a dict, counting calls (``down`` answers 503),
+    and ``/internal/v1/events`` from a list."""
 
     token: str
     records: dict[str, SignedEvent] = field(default_factory=dict)
     calls: int = 0
     down: bool = False
     delay: float = 0.0
+    # What /internal/v1/events serves (its entries as JSON values, shaped right or not).
+    feed: list[object] = field(default_factory=list)
 
     def put(self, signed: SignedEvent, key_id: str) -> None:
         """Serve ``signed`` for ``key_id``."""
@@ -88,7 +91,13 @@ class FakeKeyService:
         """The aiohttp app to run with ``aiohttp_server``."""
         app = web.Application()
         app.router.add_get("/internal/v1/keys/{key_id}", self._key)
+        app.router.add_get("/internal/v1/events", self._events)
         return app
+
+    async def _events(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"title": "Unauthorized"}, status=401)
+        return web.json_response({"events": self.feed, "last_sequence": len(self.feed)})
 
     async def _key(self, request: web.Request) -> web.Response:
         self.calls += 1

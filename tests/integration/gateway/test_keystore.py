@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from apikeys_shared.config import Env, load_secrets
+from apikeys_shared.errors import SignatureError
 from apikeys_shared.signing import Signer, generate_signing_key
 from auth_gateway.errors import RecordRejected, StoreUnavailable, VerificationUnavailable
 from auth_gateway.keyservice import KeyServiceClient
@@ -230,3 +231,68 @@ async def test_a_replayed_older_record_does_not_revive_a_revoked_key(rig: Rig) -
     stored = await rig.redis.get(rig.store.redis_key(key.key_id))
     assert stored is not None
     assert b"apikey.revoked" in stored  # repaired
+
+
+async def test_a_replayed_issued_event_does_not_revive_a_revoked_key_once_l1_forgot_it(
+    rig: Rig,
+) -> None:
+    key = rig.keyring.issue()
+    issued = rig.keyring.signed(key)
+    assert await rig.store.apply(issued) is True
+    assert await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key))) is True
+    rig.store.evict(key.key_id)  # as when L1's TTL runs out
+    # The genuine, older "issued" event again (over RabbitMQ, or a catch-up going over old
+    # ground), with Redis emptied meanwhile (a flush, a failover): nothing changes.
+    await rig.redis.delete(rig.store.redis_key(key.key_id))
+    assert await rig.store.apply(issued) is False
+    assert await rig.redis.get(rig.store.redis_key(key.key_id)) is None
+    found = await rig.store.lookup(key.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+    # The same with Redis away: no error to retry, and still revoked.
+    rig.store.evict(key.key_id)
+    rig.redis_proxy.cut()
+    assert await rig.store.apply(issued) is False
+    found = await rig.store.lookup(key.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+
+
+async def test_a_lookup_that_joins_a_load_begun_before_a_revocation_sees_the_revocation(
+    rig: Rig,
+) -> None:
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    rig.fake.delay = 0.3  # a slow key_service answer, still carrying the old active record
+    first = asyncio.create_task(rig.store.lookup(key.key_id))
+    await asyncio.sleep(0.05)
+    assert await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key))) is True
+    rig.store.evict(key.key_id)  # L1 pushed it out (LRU): the next lookup joins the load
+    later = await rig.store.lookup(key.key_id)
+    assert later is not None
+    assert later.status == "revoked"
+    earlier = await first
+    assert earlier is not None
+    assert earlier.status == "revoked"
+    assert rig.fake.calls == 1
+
+
+async def test_an_unreadable_feed_entry_is_passed_over_not_the_whole_page(
+    rig: Rig, secrets_env: dict[str, str], aiohttp_server: AiohttpServer,
+) -> None:
+    first, second = rig.keyring.issue(), rig.keyring.issue()
+    rig.fake.feed = [rig.keyring.signed(first).to_json(), {"body": 5, "signature": None},
+                     rig.keyring.signed(second).to_json()]
+    secrets = load_secrets(Env(secrets_env), signer=False, verifier=True)
+    assert secrets.verifier is not None
+    server = await aiohttp_server(rig.fake.app())
+    async with aiohttp.ClientSession() as session:
+        client = KeyServiceClient(
+            session, str(server.make_url("/")), secrets.internal_token, timeout=2.0
+        )
+        page = await client.fetch_events(after=0)
+    assert len(page.events) == 3
+    assert page.events[0].verify(secrets.verifier).record == first.record
+    with pytest.raises(SignatureError):
+        page.events[1].verify(secrets.verifier)
+    assert page.events[2].verify(secrets.verifier).record == second.record

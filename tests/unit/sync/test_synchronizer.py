@@ -46,6 +46,9 @@ class FakeStore:
     """Verifies like the real store; ``down`` makes writes fail like Redis being away."""
 
     applied: list[int] = field(default_factory=list)
+    # What the real store takes in-process (L1, its record of revocations) even when the
+    # Redis write then fails.
+    seen: list[int] = field(default_factory=list)
     down: bool = False
 
     async def apply(self, signed: SignedEvent, origin: str = "event") -> bool:
@@ -53,6 +56,7 @@ class FakeStore:
             event = signed.verify(VERIFIER)
         except ApiKeysError as exc:
             raise RecordRejected(str(exc)) from exc
+        self.seen.append(event.sequence)
         if self.down:
             raise StoreUnavailable("Redis write failed")
         self.applied.append(event.sequence)
@@ -179,6 +183,43 @@ async def test_a_feed_entry_that_does_not_verify_is_passed_over_not_applied(rig:
     assert rig.store.applied == [1, 3]
     assert rig.sync.tracker.applied == 3
     assert rig.count("gateway_events", {"source": "feed", "outcome": "rejected"}) == 1
+
+
+async def test_a_store_outage_does_not_keep_later_revocations_from_taking_effect(
+    rig: Rig,
+) -> None:
+    # Redis away: every event is deferred. The feed must still be applied to its end in this
+    # process (a revocation at its end included), while the cursor stays at the first event
+    # Redis has not taken, so that every write is retried once Redis is back.
+    rig.feed.add(*(signed_event(n) for n in range(1, 20)), signed_event(20, revoked=True))
+    rig.store.down = True
+    assert not await rig.sync.catch_up()
+    assert rig.store.seen == list(range(1, 21))
+    assert rig.sync.tracker.applied == 0
+    assert rig.sync.catch_up_pending
+    # The next poll, Redis still away: one page tries Redis again, the events this process
+    # already took are passed over rather than verified again.
+    rig.store.seen.clear()
+    assert not await rig.sync.catch_up()
+    assert rig.store.seen == [1, 2, 3]
+    assert rig.sync.tracker.applied == 0
+    rig.store.down = False
+    assert await rig.sync.catch_up()
+    assert rig.store.applied == list(range(1, 21))
+    assert rig.sync.tracker.applied == 20
+    assert rig.synced.is_set()
+
+
+async def test_a_bad_feed_entry_moves_the_cursor_by_one_whatever_it_claims(rig: Rig) -> None:
+    rig.feed.add(signed_event(1))
+    # Not verifiable, and claiming a far-off sequence; it stands where the feed put it.
+    rig.feed.events.append((2, signed_event(999_999_999, signer=OTHER_SIGNER)))
+    rig.feed.add(*(signed_event(n) for n in (3, 4, 5)), signed_event(6, revoked=True))
+    assert await rig.sync.catch_up()
+    assert rig.store.applied == [1, 3, 4, 5, 6]
+    assert rig.sync.tracker.applied == 6
+    assert await rig.sync.catch_up()
+    assert rig.feed.calls[-1] == 6
 
 
 async def test_feed_loop_retries_until_key_service_answers(rig: Rig) -> None:
