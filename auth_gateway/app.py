@@ -46,7 +46,7 @@ from .metrics import Metrics
 from .problems import Reply, problem
 from .proxy import ForwardContext, Forwarder
 from .redisclient import open_redis
-from .routes import Route, is_safe_path, load_routes
+from .routes import Route, is_safe_path, load_routes, normalize_path
 from .sync import SYNCED, sync_ctx
 from .upstream import UpstreamPool
 
@@ -224,13 +224,14 @@ class GatewayHandler:
             return _send(request, problem(
                 400, "The request path holds dot segments, encoded separators or a fragment.",
                 close=True))
+        path = normalize_path(path)
         route = self._routes.match(path)
         if route is None:
             request.route = "_unmatched"
             return _send(request, problem(
                 404, "No route of this gateway matches the request path."))
         request.route = route.prefix
-        request.state = route
+        request.state = (route, path)
         declared = request.headers.get("Content-Length")
         if declared is not None and int(declared) > limits.max_body_bytes:
             return _send(request, problem(
@@ -274,7 +275,8 @@ class GatewayHandler:
 
     async def _proxy(self, request: Request) -> Reply | None:
         """Authenticate (on a route that needs it) and forward (DESIGN §4)."""
-        route: Route = request.state  # now() matched it
+        route: Route
+        route, path = request.state  # now() matched it on the normalised path
         authenticator = self._authenticator
         identity = b""
         if route.requires_auth:
@@ -294,7 +296,7 @@ class GatewayHandler:
             prior = ", ".join(request.headers.getall("X-Forwarded-For", ()))
             forwarded_for = f"{prior}, {remote}" if prior else remote
             proto = request.headers.get("X-Forwarded-Proto", proto)
-        path, _, query = request.target.partition("?")
+        query = request.target.partition("?")[2]
         ctx = ForwardContext(
             route=route, raw_path=path, raw_query=query, request_id=request.request_id,
             forwarded_for=forwarded_for, forwarded_proto=proto, identity=identity,

@@ -42,6 +42,16 @@ _REPLACED = frozenset({
     ID_HEADER.lower().encode(), SECRET_HEADER.lower().encode(),
 })
 _IDENTITY_PREFIX = b"x-authenticated-"
+# Other proxy-set headers a client must not be able to choose either: upstreams that trust the
+# gateway as their proxy read them for links and redirects (X-Forwarded-Prefix, -Port, -Ssl,
+# -Server ...: every X-Forwarded-* but the three the gateway sets), for the client's address,
+# or even for the path to serve (IIS, older Symfony and Zend honour X-Original-URL /
+# X-Rewrite-URL, which on an open route would reach handlers behind a required one).
+_FORWARDED_PREFIX = b"x-forwarded-"
+_PROXY_SET = frozenset({
+    b"x-original-url", b"x-rewrite-url", b"x-client-ip", b"true-client-ip",
+    b"cf-connecting-ip", b"x-cluster-client-ip", b"fastly-client-ip",
+})
 _TOKEN_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Printable ASCII except '%', which escapes everything else (UTF-8 percent-encoding).
 _NAME_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
@@ -60,7 +70,8 @@ def _drop(raw: RawHeaders) -> frozenset[bytes]:
     for name, value in raw:
         if name.lower() == b"connection":
             for token in value.split(b","):
-                token = token.strip().lower()
+                # Spelt as the names they are compared with (underscores as dashes).
+                token = token.strip().lower().replace(b"_", b"-")
                 if _TOKEN_RE.fullmatch(token):
                     named.add(token)
     return HOP_BY_HOP | named if named else HOP_BY_HOP
@@ -70,7 +81,10 @@ def _never_forwarded(lower: bytes, drop: frozenset[bytes]) -> bool:
     # Underscore spellings count as the dashed name (``lower`` has them replaced): WSGI/CGI
     # backends and some proxies map both to the same variable, so X-Authenticated_Key_Id would
     # pose as our identity header.
-    return lower in drop or lower in _REPLACED or lower.startswith(_IDENTITY_PREFIX)
+    return (
+        lower in drop or lower in _REPLACED or lower in _PROXY_SET
+        or lower.startswith(_IDENTITY_PREFIX) or lower.startswith(_FORWARDED_PREFIX)
+    )
 
 
 # What the loop below decided for each spelling of a header name it met, so that a name seen

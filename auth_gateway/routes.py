@@ -8,9 +8,13 @@ A TOML file (its path in ``GATEWAY_ROUTES``) with one ``[[route]]`` table per ro
     auth = "required"                     # "required" (the default) or "none"
     strip_prefix = false                  # drop the prefix before forwarding (default false)
 
-The longest matching prefix wins. Matching works on the raw (still percent-encoded) path, and
-paths with dot segments or encoded ``.``, ``/`` or ``\\`` are refused outright, so that the route
-chosen here and the path the upstream resolves can never disagree.
+The longest matching prefix wins. Paths with dot segments or encoded ``.``, ``/`` or ``\\`` are
+refused outright; the rest are normalised before matching and forwarded as normalised
+(``normalize_path``: percent-encoded unreserved characters decoded, RFC 3986 §6.2.2, and runs
+of slashes merged, as nginx does), so that ``/%61dmin`` or ``//admin`` cannot pass as something
+other than ``/admin``: the route chosen here and the path the upstream resolves cannot disagree.
+A prefix ending in ``/`` also matches the path without it (``/admin/`` matches ``/admin`` and
+``/admin;x``). Prefixes are case-sensitive, as paths are.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from urllib.parse import urlsplit
 
 from .errors import RouteTableError
 
-__all__ = ["Route", "RouteTable", "is_safe_path", "load_routes", "parse_routes"]
+__all__ = [
+    "Route", "RouteTable", "is_safe_path", "load_routes", "normalize_path", "parse_routes",
+]
 
 AuthMode = Literal["required", "none"]
 _KEYS = {"prefix", "upstream", "auth", "strip_prefix"}
@@ -34,6 +40,11 @@ _PREFIX_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
 # '.', '/' and '\', backslashes, and a fragment, which no client sends and which an upstream
 # would cut off after the gateway matched the route on it.
 _UNSAFE_PATH_RE = re.compile(r"(^|/)\.\.?(;[^/]*)?(/|$)|%2[ef]|%5c|\\|#", re.IGNORECASE)
+_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+_SLASHES_RE = re.compile(r"//+")
+# RFC 3986 unreserved characters, but '.', which an encoded form may not smuggle into a dot
+# segment (and which is_safe_path refuses encoded anyway).
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
 
 
 @dataclass(frozen=True)
@@ -56,20 +67,22 @@ class Route:
         ``;`` ends a segment too: Servlet containers read ``/admin;x`` as ``/admin``, so it must
         not slip past the ``/admin`` route to a broader one.
         """
-        if not path.startswith(self.prefix):
-            return False
-        return (
-            self.prefix.endswith("/")
-            or len(path) == len(self.prefix)
-            or path[len(self.prefix)] in "/;"
-        )
+        prefix = self.prefix
+        if not path.startswith(prefix):
+            # "/admin/" covers "/admin" and "/admin;x" too: an upstream serves them alike.
+            base = prefix[:-1]
+            return bool(base) and prefix[-1] == "/" and (
+                path == base or path.startswith(base + ";")
+            )
+        return prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] in "/;"
 
     def forward_path(self, raw_path: str) -> str:
         """The path to append to the upstream's base URL: ``raw_path``, minus the prefix when
         stripping (and then always starting with ``/``)."""
         if not self.strip_prefix:
             return raw_path
-        path = raw_path[len(self.prefix):]
+        prefix = self.prefix if raw_path.startswith(self.prefix) else self.prefix[:-1]
+        path = raw_path[len(prefix):]
         return path if path.startswith("/") else "/" + path
 
     def upstream_url(self, raw_path: str, raw_query: str) -> str:
@@ -92,6 +105,25 @@ class RouteTable:
             if route.matches(raw_path):
                 return route
         return None
+
+
+def normalize_path(raw_path: str) -> str:
+    """``raw_path`` with percent-encoded unreserved characters decoded (other escapes kept, in
+    upper case) and runs of slashes merged: the form routes are matched on and forwarded in.
+
+    Only for paths ``is_safe_path`` accepted. Cheap when there is nothing to do.
+    """
+    path = raw_path
+    if "%" in path:
+        path = _ESCAPE_RE.sub(_unescape_unreserved, path)
+    if "//" in path:
+        path = _SLASHES_RE.sub("/", path)
+    return path
+
+
+def _unescape_unreserved(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else "%" + match.group(1).upper()
 
 
 def is_safe_path(raw_path: str) -> bool:

@@ -146,6 +146,23 @@ async def test_unmatched_path_and_unsafe_path(gateway: Gateway) -> None:
     assert gateway.backend_requests == 0
 
 
+async def test_encoded_and_doubled_paths_are_matched_and_forwarded_normalised(
+    gateway: Gateway,
+) -> None:
+    base = str(gateway.client.make_url("")).rstrip("/")
+    # As written (yarl would normalise them): each is "/api/x" to an upstream, so each is the
+    # required /api/ route's, never a 404 (or a broader route's).
+    for raw in ("/%61pi/x", "//api/x", "/ap%69//x"):
+        resp = await gateway.client.session.get(URL(base + raw, encoded=True))
+        assert resp.status == 401, raw
+    key = known(gateway)
+    resp = await gateway.client.session.get(URL(base + "/%61pi//x", encoded=True),
+                                            headers=key.headers)
+    assert resp.status == 200
+    assert (await resp.json())["path"] == "/api/x"
+    assert gateway.backend_requests == 1
+
+
 @pytest.mark.parametrize("method", METHODS)
 async def test_methods_and_bodies_are_forwarded(gateway: Gateway, method: str) -> None:
     key = known(gateway)

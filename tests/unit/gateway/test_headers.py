@@ -62,6 +62,33 @@ def test_upstream_headers_drop_credentials_hop_by_hop_and_spoofed_identity() -> 
     assert out["X-Authenticated-Key-Name"] == "Billing %E2%80%93 %C3%BCn%C3%AFcode %25"
 
 
+def test_proxy_set_headers_a_client_sends_never_pass() -> None:
+    incoming = _raw(
+        ("Host", "gw.example"), ("X-Forwarded-Prefix", "/evil"), ("X-Forwarded-Port", "1"),
+        ("X-Forwarded-Ssl", "on"), ("x_forwarded_server", "evil"), ("X-Original-URL", "/admin/x"),
+        ("X-Rewrite-URL", "/admin/x"), ("X-Client-IP", "1.1.1.1"), ("True-Client-IP", "1.1.1.1"),
+        ("CF-Connecting-IP", "1.1.1.1"), ("Accept", "a"),
+    )
+    out = upstream_headers(
+        incoming, forwarded_for="1.2.3.4", forwarded_proto="http", forwarded_host=None,
+        request_id="rid", identity=None,
+    )
+    assert sorted(name for name, _ in out.items()) == [
+        "Accept", "X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id",
+    ]
+
+
+def test_names_a_connection_header_lists_are_dropped_whatever_their_spelling() -> None:
+    incoming = _raw(("Connection", "x_hop"), ("X_Hop", "1"), ("X-Hop", "2"), ("Accept", "a"))
+    out = upstream_headers(
+        incoming, forwarded_for="1.2.3.4", forwarded_proto="http", forwarded_host=None,
+        request_id="rid", identity=None,
+    )
+    assert "X_Hop" not in out
+    assert "X-Hop" not in out
+    assert "Accept" in out
+
+
 def test_unauthenticated_route_gets_no_identity_headers() -> None:
     out = upstream_headers(
         _raw(("X-Authenticated-Key-Id", "spoof")), forwarded_for="1.2.3.4",

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from auth_gateway.errors import RouteTableError
-from auth_gateway.routes import Route, RouteTable, is_safe_path, load_routes, parse_routes
+from auth_gateway.routes import (
+    Route,
+    RouteTable,
+    is_safe_path,
+    load_routes,
+    normalize_path,
+    parse_routes,
+)
 
 TABLE = """
 [[route]]
@@ -48,7 +55,9 @@ def test_parses_defaults_and_orders_longest_first() -> None:
         ("/api/", "/api/"),
         ("/public/a", "/public"),
         ("/publicity", None),
-        ("/api", None),
+        ("/api", "/api/"),  # "/api/" covers the path without its slash
+        ("/api;x/y", "/api/"),
+        ("/apix", None),
         ("/", None),
     ],
 )
@@ -133,3 +142,45 @@ def test_unsafe_paths(path: str, safe: bool) -> None:
 
 def test_empty_table_matches_nothing() -> None:
     assert RouteTable([]).match("/x") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("/admin/x", "/admin/x"),
+        ("/%61dmin/secret", "/admin/secret"),
+        ("/%41%44%4D%49%4E", "/ADMIN"),
+        ("/a%7e%2D%5f", "/a~-_"),
+        ("//admin///x", "/admin/x"),
+        ("/caf%c3%a9/%20x", "/caf%C3%A9/%20x"),  # not unreserved: kept, hex in upper case
+        ("/a%3bb", "/a%3Bb"),  # an encoded ';' stays encoded: no segment parameter appears
+    ],
+)
+def test_paths_are_normalised_before_matching(raw: str, normal: str) -> None:
+    assert normalize_path(raw) == normal
+
+
+def test_an_encoded_or_doubled_path_cannot_slip_past_a_required_route() -> None:
+    table = parse_routes("""
+[[route]]
+prefix = "/"
+upstream = "http://127.0.0.1:9000"
+auth = "none"
+
+[[route]]
+prefix = "/admin/"
+upstream = "http://127.0.0.1:9000"
+""")
+    for raw in ("/%61dmin/secret", "//admin/secret", "/admin", "/admin;x/secret",
+                "/adm%69n/secret"):
+        route = table.match(normalize_path(raw))
+        assert route is not None
+        assert route.prefix == "/admin/", raw
+        assert route.requires_auth, raw
+
+
+def test_strip_prefix_of_a_path_matched_without_its_slash() -> None:
+    route = Route("/api/", "http://u", "required", True)
+    assert route.forward_path("/api/x") == "/x"
+    assert route.forward_path("/api") == "/"
+    assert route.forward_path("/api;v=1") == "/;v=1"
