@@ -106,6 +106,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         redis=app[REDIS], key_service=client, verifier=secrets.verifier, metrics=metrics,
         prefix=config.redis_prefix, l1_size=config.l1_size, l1_ttl=config.l1_ttl,
         negative_size=config.negative_size, negative_ttl=config.negative_ttl,
+        synced=app[SYNCED],
     )
     app[KEYSTORE] = store
     failures = FailureCounter(

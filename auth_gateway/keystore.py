@@ -86,7 +86,11 @@ class KeyStore:
         negative_size: int = 10000,
         negative_ttl: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        synced: asyncio.Event | None = None,
     ) -> None:
+        """``synced``: set once the first catch-up from the feed is done; Redis is read only
+        from then on (None: from the start, for tests of the store alone)."""
+        self._synced = synced
         self._redis = redis
         self._key_service = key_service
         self._verifier = verifier
@@ -335,13 +339,19 @@ class KeyStore:
         """Redis, then key_service; fills the caches unless an apply/evict happened meanwhile."""
         redis_error: StoreUnavailable | None = None
         held: Held | None = None
-        try:
-            held = await self._read_redis(key_id)
-        except StoreUnavailable as exc:
-            redis_error = exc
-            self._metrics.cache_lookups.labels("redis", "error").inc()
+        if self._synced is not None and not self._synced.is_set():
+            # Before the first catch-up this process does not know the revocations yet, so a
+            # genuinely signed but older record put back into Redis could not be told from the
+            # current one: until then only key_service answers (and its answer goes to Redis).
+            self._metrics.cache_lookups.labels("redis", "skipped").inc()
         else:
-            self._metrics.cache_lookups.labels("redis", "hit" if held else "miss").inc()
+            try:
+                held = await self._read_redis(key_id)
+            except StoreUnavailable as exc:
+                redis_error = exc
+                self._metrics.cache_lookups.labels("redis", "error").inc()
+            else:
+                self._metrics.cache_lookups.labels("redis", "hit" if held else "miss").inc()
         held = await self._with_known(key_id, held, redis_error is None)
         if held is None:
             held = await self._ask_key_service(key_id, redis_error, epoch)

@@ -296,3 +296,36 @@ async def test_an_unreadable_feed_entry_is_passed_over_not_the_whole_page(
     with pytest.raises(SignatureError):
         page.events[1].verify(secrets.verifier)
     assert page.events[2].verify(secrets.verifier).record == second.record
+
+
+async def test_before_the_first_catch_up_only_key_service_answers(
+    rig: Rig, secrets_env: dict[str, str], redis_prefix: str,
+) -> None:
+    key = rig.keyring.issue()
+    issued = rig.keyring.signed(key)
+    revoked = rig.keyring.signed(rig.keyring.revoke(key))
+    # Someone with write access to Redis put the key's older "issued" record back; a process
+    # that has not read the feed yet does not know of the revocation.
+    await rig.redis.set(rig.store.redis_key(key.key_id), issued.to_text())
+    rig.fake.put(revoked, key.key_id)
+    synced = asyncio.Event()
+    secrets = load_secrets(Env(secrets_env), signer=False, verifier=True)
+    assert secrets.verifier is not None
+    store = KeyStore(
+        redis=rig.store._redis, key_service=rig.store._key_service, verifier=secrets.verifier,
+        metrics=Metrics(), prefix=redis_prefix, synced=synced,
+    )
+    found = await store.lookup(key.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+    assert rig.fake.calls == 1
+    stored = await rig.redis.get(rig.store.redis_key(key.key_id))
+    assert stored is not None
+    assert b"apikey.revoked" in stored  # key_service's answer, shared through Redis
+    # From the first catch-up on, Redis answers.
+    synced.set()
+    store.evict(key.key_id)
+    found = await store.lookup(key.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+    assert rig.fake.calls == 1
