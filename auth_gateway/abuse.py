@@ -1,6 +1,7 @@
 """Failed authentications counted per client address, shared by every gateway process.
 
-Each failure increments ``{prefix}fail:{address}`` in Redis; the counter expires a window after
+Each failure increments ``{prefix}fail:{address}`` in Redis (an IPv6 address counts as its /64,
+see ``failure_group``); the counter expires a window after
 the first failure. When a process sees the count reach the threshold it blocks the address
 itself and adds it to the sorted set ``{prefix}blocked`` (scored by when the block ends), which
 every process reads a few times a second (see ``retry_after``), so that all of them block it:
@@ -24,7 +25,7 @@ from .cache import TTLCache
 from .config import UNIX_PEER
 from .redisclient import RedisClient
 
-__all__ = ["FailureCounter", "client_address", "is_trusted"]
+__all__ = ["FailureCounter", "client_address", "failure_group", "is_trusted"]
 
 _PAUSE_SECONDS = 1.0
 # How often each process reads the blocks other processes made, unless configured.
@@ -177,6 +178,33 @@ def client_address(
         if not is_trusted(hop, trusted):
             return hop if _is_ip(hop) else peer
     return hops[0] if hops and _is_ip(hops[0]) else peer
+
+
+def failure_group(address: str) -> str:
+    """What ``address``'s failed attempts are counted against: for IPv6, its /64 (the block one
+    subscriber is usually given, so that walking through it earns no fresh attempts), for any
+    other address the address itself."""
+    group = _GROUPS.get(address)
+    if group is None:
+        if len(_GROUPS) >= _TRUSTED_SEEN_BOUND:
+            _GROUPS.clear()
+        group = _GROUPS[address] = _group(address)
+    return group
+
+
+_GROUPS: dict[str, str] = {}
+
+
+def _group(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address
 
 
 def _is_ip(value: str) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from apikeys_shared.events import KeyRecord
 from apikeys_shared.hashing import PepperSet
 
-from .abuse import FailureCounter, client_address
+from .abuse import FailureCounter, client_address, failure_group
 from .credentials import ID_HEADER, SECRET_HEADER, CredentialProblem, Credentials, read_credentials
 from .errors import VerificationUnavailable
 from .headers import KEY_ID_OUT, KEY_NAME_OUT, header_safe
@@ -98,10 +98,14 @@ class Authenticator:
         self._retry_after = unavailable_retry_after
 
     def client_address(self, request: Request) -> str:
-        """The address failures are counted against."""
+        """The client's address (the peer, or behind trusted proxies the nearest other hop)."""
         return client_address(
             request.remote, request.headers.getall("X-Forwarded-For", []), self._trusted
         )
+
+    def failure_address(self, request: Request) -> str:
+        """What the request's failed attempts are counted against (``failure_group``)."""
+        return failure_group(self.client_address(request))
 
     def verified_now(self, request: Request) -> Identity | None:
         """The identity of a pair verified before, when that can be settled without waiting.
@@ -132,7 +136,7 @@ class Authenticator:
             return None
         failures = self._failures
         if not (failures.clear_from <= now < failures.clear_until) and not failures.clear_now(
-            self.client_address(request)
+            self.failure_address(request)
         ):
             return None
         self._l1.move_to_end(key_id)  # a hit, as TTLCache.get counts one
@@ -148,7 +152,7 @@ class Authenticator:
         return verdict
 
     async def _verdict(self, request: Request) -> Identity | Denial:
-        address = self.client_address(request)
+        address = self.failure_address(request)
         wait = await self._failures.retry_after(address)
         if wait is not None:
             return Denial("throttled", status=429, retry_after=wait)

@@ -254,6 +254,22 @@ async def test_failed_auths_throttle_the_address_across_processes(
     assert await one.redis.ttl(f"{one.prefix}fail:127.0.0.1") > 0
 
 
+async def test_an_ipv6_client_walking_its_slash_64_is_throttled_as_one(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(GATEWAY_FAILED_AUTH_THRESHOLD="3", GATEWAY_TRUSTED_PROXIES="127.0.0.1")
+    key = known(gw)
+    bad = {"X-AuthenticationKeyId": key.key_id, "X-AuthenticationKeyValue": generate_secret()}
+    for host in ("1", "2", "3"):  # three addresses of one /64, behind a trusted proxy
+        headers = {**bad, "X-Forwarded-For": f"2001:db8:1:2::{host}"}
+        assert (await gw.client.get("/api/x", headers=headers)).status == 401
+    fourth = {**key.headers, "X-Forwarded-For": "2001:db8:1:2:ffff::9"}
+    assert (await gw.client.get("/api/x", headers=fourth)).status == 429
+    other = {**key.headers, "X-Forwarded-For": "2001:db8:1:3::1"}  # the next /64
+    assert (await gw.client.get("/api/x", headers=other)).status == 200
+    assert await gw.redis.ttl(f"{gw.prefix}fail:2001:db8:1:2::/64") > 0
+
+
 async def test_redis_down_keeps_verifying_then_503_when_key_service_is_down_too(
     gateway: Gateway,
 ) -> None:

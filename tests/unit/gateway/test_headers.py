@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from auth_gateway.abuse import client_address, is_trusted
+from auth_gateway.abuse import client_address, failure_group, is_trusted
 from auth_gateway.auth import Identity
 from auth_gateway.headers import header_safe, response_header_block, upstream_header_block
 
@@ -218,3 +218,13 @@ def test_remembered_name_decisions_stay_bounded() -> None:
     ))
     assert out.getall("X-Late-Name") == ["v"]
     assert "X-Authenticated-Late" not in out
+
+
+def test_failures_of_an_ipv6_client_count_against_its_slash_64() -> None:
+    assert failure_group("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert failure_group("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert failure_group("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert failure_group("::ffff:192.0.2.7") == "192.0.2.7"
+    assert failure_group("192.0.2.7") == "192.0.2.7"
+    assert failure_group("unix:") == "unix:"
+    assert failure_group("unknown") == "unknown"
