@@ -129,8 +129,9 @@ async def _exercise(key_service_port: int, forward_auth_port: int, lb_port: int)
             assert r.status == 401
         async with session.get(f"{front}/orders?page=2", headers=wrong) as r:
             assert r.status == 401
-        async with session.get(f"{front}/orders?page=2",
-                               headers={**good, "X-Authenticated-Key-Id": "spoofed"}) as r:
+        spoofed = {**good, "X-Authenticated-Key-Id": "spoofed", "X-Forwarded-Host": "evil",
+                   "X-Request-Id": "chosen-by-the-client"}
+        async with session.get(f"{front}/orders?page=2", headers=spoofed) as r:
             assert r.status == 200, await r.text()
             echoed = await r.json()
         assert echoed["path"] == "/orders"
@@ -140,6 +141,8 @@ async def _exercise(key_service_port: int, forward_auth_port: int, lb_port: int)
         assert seen["x-authenticated-key-name"] == "behind nginx"
         assert "x-authenticationkeyvalue" not in seen
         assert "x-authenticationkeyid" not in seen
+        assert seen["x-forwarded-host"] != "evil"
+        assert seen["x-request-id"] != "chosen-by-the-client"
         async with session.get(f"{front}/nginx-health") as r:
             assert r.status == 200
 
