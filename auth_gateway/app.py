@@ -47,7 +47,7 @@ from .problems import Reply, problem
 from .proxy import ForwardContext, Forwarder
 from .redisclient import open_redis
 from .routes import Route, is_safe_path, load_routes, normalize_path
-from .sync import SYNCED, sync_ctx
+from .sync import FEED_READ, SYNCED, sync_ctx
 from .upstream import UpstreamPool
 
 __all__ = ["VERIFY_PATH", "GatewayHandler", "RunningGateway", "create_app"]
@@ -106,7 +106,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         redis=app[REDIS], key_service=client, verifier=secrets.verifier, metrics=metrics,
         prefix=config.redis_prefix, l1_size=config.l1_size, l1_ttl=config.l1_ttl,
         negative_size=config.negative_size, negative_ttl=config.negative_ttl,
-        synced=app[SYNCED],
+        feed_read=app[FEED_READ],
     )
     app[KEYSTORE] = store
     failures = FailureCounter(
@@ -131,7 +131,8 @@ def create_app(config: GatewayConfig, *, with_sync: bool = True) -> web.Applicat
     """The gateway's resources; RouteTableError if the route table is invalid.
 
     ``with_sync=False`` leaves out the event consumer (``/readyz`` then stays 503 until
-    ``app[SYNCED]`` is set by hand): only for tests of the request path on its own.
+    ``app[SYNCED]`` and ``app[FEED_READ]`` are set by hand): only for tests of the request path
+    on its own.
     """
     app = web.Application()
     app[CONFIG] = config
@@ -140,6 +141,7 @@ def create_app(config: GatewayConfig, *, with_sync: bool = True) -> web.Applicat
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app[SYNCED] = asyncio.Event()
+    app[FEED_READ] = asyncio.Event()
     if with_sync:
         app.cleanup_ctx.append(sync_ctx)
     return app

@@ -86,11 +86,11 @@ class KeyStore:
         negative_size: int = 10000,
         negative_ttl: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
-        synced: asyncio.Event | None = None,
+        feed_read: asyncio.Event | None = None,
     ) -> None:
-        """``synced``: set once the first catch-up from the feed is done; Redis is read only
-        from then on (None: from the start, for tests of the store alone)."""
-        self._synced = synced
+        """``feed_read``: set once a catch-up has applied the whole feed in this process; Redis
+        is read only from then on (None: from the start, for tests of the store alone)."""
+        self._feed_read = feed_read
         self._redis = redis
         self._key_service = key_service
         self._verifier = verifier
@@ -339,7 +339,7 @@ class KeyStore:
         """Redis, then key_service; fills the caches unless an apply/evict happened meanwhile."""
         redis_error: StoreUnavailable | None = None
         held: Held | None = None
-        if self._synced is not None and not self._synced.is_set():
+        if self._feed_read is not None and not self._feed_read.is_set():
             # Before the first catch-up this process does not know the revocations yet, so a
             # genuinely signed but older record put back into Redis could not be told from the
             # current one: until then only key_service answers (and its answer goes to Redis).

@@ -39,7 +39,12 @@ _PREFIX_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
 # Dot segments (also with path parameters: "/..;x/" is "/../" to Servlet containers), encoded
 # '.', '/' and '\', backslashes, and a fragment, which no client sends and which an upstream
 # would cut off after the gateway matched the route on it.
-_UNSAFE_PATH_RE = re.compile(r"(^|/)\.\.?(;[^/]*)?(/|$)|%2[ef]|%5c|\\|#", re.IGNORECASE)
+# Also: path parameters on any segment but the last (Servlet containers drop them from every
+# segment, so "/;x/admin/x" and "/api;x/v1/x" are "/admin/x" and "/api/v1/x" to them, past the
+# route this gateway would match), and IIS's "%u0061" escapes.
+_UNSAFE_PATH_RE = re.compile(
+    r"(^|/)\.\.?(;[^/]*)?(/|$)|%2[ef]|%5c|%u|\\|#|;[^/]*/", re.IGNORECASE
+)
 _ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASHES_RE = re.compile(r"//+")
 # RFC 3986 unreserved characters, but '.', which an encoded form may not smuggle into a dot
@@ -69,12 +74,17 @@ class Route:
         """
         prefix = self.prefix
         if not path.startswith(prefix):
-            # "/admin/" covers "/admin" and "/admin;x" too: an upstream serves them alike.
-            base = prefix[:-1]
-            return bool(base) and prefix[-1] == "/" and (
-                path == base or path.startswith(base + ";")
-            )
+            return False
         return prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] in "/;"
+
+    def covers_bare(self, path: str) -> bool:
+        """True when the prefix ends in ``/`` and ``path`` is that prefix without it (also with
+        a path parameter): ``/admin/`` covers ``/admin`` and ``/admin;x``, which an upstream
+        serves alike. Asked only when no route matches ``path`` itself."""
+        base = self.prefix[:-1]
+        return bool(base) and self.prefix[-1] == "/" and (
+            path == base or path.startswith(base + ";")
+        )
 
     def forward_path(self, raw_path: str) -> str:
         """The path to append to the upstream's base URL: ``raw_path``, minus the prefix when
@@ -100,11 +110,20 @@ class RouteTable:
         )
 
     def match(self, raw_path: str) -> Route | None:
-        """The route with the longest prefix matching ``raw_path``, or None."""
-        for route in self.routes:
+        """The route with the longest prefix matching ``raw_path``, or None.
+
+        A prefix ``/p/`` covering the bare ``/p`` counts as ``/p`` long; at equal length a
+        route the path matches as written wins (``/admin`` over ``/admin/`` for ``/admin``).
+        """
+        bare: Route | None = None
+        for route in self.routes:  # longest first
             if route.matches(raw_path):
+                if bare is not None and len(bare.prefix) - 1 > len(route.prefix):
+                    return bare
                 return route
-        return None
+            if bare is None and route.covers_bare(raw_path):
+                bare = route
+        return bare
 
 
 def normalize_path(raw_path: str) -> str:

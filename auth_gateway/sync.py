@@ -31,6 +31,7 @@ from .errors import KeyServiceUnavailable, RecordRejected, StoreUnavailable
 from .metrics import Metrics
 
 __all__ = [
+    "FEED_READ",
     "SYNCED",
     "Arrival",
     "FeedSource",
@@ -46,6 +47,9 @@ log = logging.getLogger("auth_gateway.sync")
 
 # Set once the first catch-up from key_service's feed is done; /readyz waits for it.
 SYNCED = web.AppKey("synced", asyncio.Event)
+# Set once a catch-up has applied the whole feed in this process, even if Redis did not take
+# every record: from then on the key store knows every revocation, and may trust Redis.
+FEED_READ = web.AppKey("feed_read", asyncio.Event)
 
 Source = Literal["amqp", "feed"]
 Outcome = Literal["applied", "rejected", "deferred"]
@@ -159,8 +163,10 @@ class Synchronizer:
         settings: SyncSettings,
         metrics: Metrics,
         synced: asyncio.Event,
+        feed_read: asyncio.Event | None = None,
     ) -> None:
         self._sink = sink
+        self._feed_read = feed_read
         self._feed = feed
         self._settings = settings
         self._metrics = metrics
@@ -289,7 +295,12 @@ class Synchronizer:
                     break
                 if fetch_after >= page.last_sequence and len(page.events) < limit:
                     break
+                if deferred:
+                    # What this process already took would only be passed over: not fetched.
+                    fetch_after = max(fetch_after, self._in_process)
             self._in_process = max(self._in_process, fetch_after)
+        if self._feed_read is not None:
+            self._feed_read.set()
         if deferred:
             self.request_catch_up()
             return False
@@ -391,7 +402,7 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     sync = Synchronizer(
         sink=app[KEYSTORE], feed=app[KEY_SERVICE], settings=settings, metrics=app[METRICS],
-        synced=app[SYNCED],
+        synced=app[SYNCED], feed_read=app[FEED_READ],
     )
     consumer = EventConsumer(
         sync, url=settings.rabbitmq_url, exchange=settings.exchange,

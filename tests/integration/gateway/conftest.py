@@ -22,7 +22,7 @@ from auth_gateway.app import RunningGateway, create_app
 from auth_gateway.appkeys import KEYSTORE, METRICS
 from auth_gateway.config import load_config
 from auth_gateway.keystore import KeyStore
-from auth_gateway.sync import SYNCED
+from auth_gateway.sync import FEED_READ, SYNCED
 from auth_gateway.unixsocket import UnixSocket
 from demo_backend.app import STATS
 from demo_backend.app import create_app as create_backend
@@ -191,6 +191,7 @@ async def make_gateway(
         clients.append(client)
         if sync:
             app[SYNCED].set()
+            app[FEED_READ].set()
         return Gateway(
             client=client, app=app, backend=backend, keyring=Keyring(secrets_env),
             key_service=fake, redis_proxy=redis_proxy, redis=redis_client, prefix=redis_prefix,

@@ -308,12 +308,12 @@ async def test_before_the_first_catch_up_only_key_service_answers(
     # that has not read the feed yet does not know of the revocation.
     await rig.redis.set(rig.store.redis_key(key.key_id), issued.to_text())
     rig.fake.put(revoked, key.key_id)
-    synced = asyncio.Event()
+    feed_read = asyncio.Event()
     secrets = load_secrets(Env(secrets_env), signer=False, verifier=True)
     assert secrets.verifier is not None
     store = KeyStore(
         redis=rig.store._redis, key_service=rig.store._key_service, verifier=secrets.verifier,
-        metrics=Metrics(), prefix=redis_prefix, synced=synced,
+        metrics=Metrics(), prefix=redis_prefix, feed_read=feed_read,
     )
     found = await store.lookup(key.key_id)
     assert found is not None
@@ -323,7 +323,7 @@ async def test_before_the_first_catch_up_only_key_service_answers(
     assert stored is not None
     assert b"apikey.revoked" in stored  # key_service's answer, shared through Redis
     # From the first catch-up on, Redis answers.
-    synced.set()
+    feed_read.set()
     store.evict(key.key_id)
     found = await store.lookup(key.key_id)
     assert found is not None

@@ -171,12 +171,44 @@ auth = "none"
 prefix = "/admin/"
 upstream = "http://127.0.0.1:9000"
 """)
-    for raw in ("/%61dmin/secret", "//admin/secret", "/admin", "/admin;x/secret",
+    for raw in ("/%61dmin/secret", "//admin/secret", "/admin", "/admin;x",
                 "/adm%69n/secret"):
         route = table.match(normalize_path(raw))
         assert route is not None
         assert route.prefix == "/admin/", raw
         assert route.requires_auth, raw
+
+
+def test_a_bare_path_goes_to_the_longest_route_covering_it_and_an_exact_one_first() -> None:
+    table = parse_routes("""
+[[route]]
+prefix = "/a"
+upstream = "http://127.0.0.1:9000"
+auth = "none"
+
+[[route]]
+prefix = "/a/b/"
+upstream = "http://127.0.0.1:9000"
+
+[[route]]
+prefix = "/admin"
+upstream = "http://127.0.0.1:9000"
+
+[[route]]
+prefix = "/admin/"
+upstream = "http://127.0.0.1:9000"
+auth = "none"
+""")
+    for path, prefix in (("/a/b", "/a/b/"), ("/a/b;x", "/a/b/"), ("/a/c", "/a"),
+                         ("/admin", "/admin"), ("/admin;x", "/admin"), ("/admin/x", "/admin/")):
+        route = table.match(path)
+        assert route is not None
+        assert route.prefix == prefix, path
+
+
+@pytest.mark.parametrize("raw", ["/;/admin/x", "/;x/admin/x", "/api;x/v1/secret", "/%u0061dmin"])
+def test_parameters_before_the_last_segment_and_iis_escapes_are_refused(raw: str) -> None:
+    assert not is_safe_path(raw)
 
 
 def test_strip_prefix_of_a_path_matched_without_its_slash() -> None:

@@ -97,6 +97,7 @@ class Rig:
     feed: FakeFeed
     synced: asyncio.Event
     metrics: Metrics
+    feed_read: asyncio.Event
 
     def count(self, name: str, labels: dict[str, str]) -> float:
         return self.metrics.registry.get_sample_value(f"{name}_total", labels) or 0.0
@@ -109,8 +110,10 @@ def rig() -> Rig:
         rabbitmq_url="amqp://unused/", exchange="x", queue_prefix="q", feed_poll_interval=0.01,
         safety_poll_interval=0.01, feed_page_size=3,
     )
-    sync = Synchronizer(sink=store, feed=feed, settings=settings, metrics=metrics, synced=synced)
-    return Rig(sync, store, feed, synced, metrics)
+    feed_read = asyncio.Event()
+    sync = Synchronizer(sink=store, feed=feed, settings=settings, metrics=metrics, synced=synced,
+                        feed_read=feed_read)
+    return Rig(sync, store, feed, synced, metrics, feed_read)
 
 
 async def test_catch_up_pages_through_the_feed_and_sets_synced(rig: Rig) -> None:
@@ -197,11 +200,17 @@ async def test_a_store_outage_does_not_keep_later_revocations_from_taking_effect
     assert rig.store.seen == list(range(1, 21))
     assert rig.sync.tracker.applied == 0
     assert rig.sync.catch_up_pending
-    # The next poll, Redis still away: one page tries Redis again, the events this process
-    # already took are passed over rather than verified again.
+    # Every revocation is known in-process now: the store may trust Redis again; but the
+    # process is not ready (its Redis writes are owed).
+    assert rig.feed_read.is_set()
+    assert not rig.synced.is_set()
+    # The next poll, Redis still away: one page tries Redis again; the events this process
+    # already took are neither verified again nor even fetched.
     rig.store.seen.clear()
+    rig.feed.calls.clear()
     assert not await rig.sync.catch_up()
     assert rig.store.seen == [1, 2, 3]
+    assert rig.feed.calls == [0, 20]
     assert rig.sync.tracker.applied == 0
     rig.store.down = False
     assert await rig.sync.catch_up()
