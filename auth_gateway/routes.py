@@ -14,7 +14,8 @@ refused outright; the rest are normalised before matching and forwarded as norma
 of slashes merged, as nginx does), so that ``/%61dmin`` or ``//admin`` cannot pass as something
 other than ``/admin``: the route chosen here and the path the upstream resolves cannot disagree.
 A prefix ending in ``/`` also matches the path without it (``/admin/`` matches ``/admin`` and
-``/admin;x``). Prefixes are case-sensitive, as paths are.
+``/admin;x``). Prefixes are case-sensitive, as paths are, except that a path which in lower case
+falls under a route requiring a key is never given a route that does not.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -108,22 +109,43 @@ class RouteTable:
         self.routes: tuple[Route, ...] = tuple(
             sorted(routes, key=lambda r: len(r.prefix), reverse=True)
         )
+        self._as_written = tuple((route, route) for route in self.routes)
+        # The same routes with their prefixes in lower case, for upstreams that ignore case.
+        self._folded = tuple(
+            (replace(route, prefix=route.prefix.lower()), route) for route in self.routes
+        )
 
     def match(self, raw_path: str) -> Route | None:
         """The route with the longest prefix matching ``raw_path``, or None.
 
         A prefix ``/p/`` covering the bare ``/p`` counts as ``/p`` long; at equal length a
         route the path matches as written wins (``/admin`` over ``/admin/`` for ``/admin``).
+        Prefixes are compared as written; but when the path in lower case would fall under a
+        route that requires a key while the path as written does not, that route is taken:
+        an upstream that ignores case (Express, IIS) serves ``/ADMIN/x`` as ``/admin/x``.
         """
-        bare: Route | None = None
-        for route in self.routes:  # longest first
-            if route.matches(raw_path):
-                if bare is not None and len(bare.prefix) - 1 > len(route.prefix):
-                    return bare
-                return route
-            if bare is None and route.covers_bare(raw_path):
-                bare = route
-        return bare
+        route = _longest(self._as_written, raw_path)
+        if route is not None and route.requires_auth:
+            return route
+        lower = raw_path.lower()
+        if lower == raw_path:
+            return route
+        folded = _longest(self._folded, lower)
+        return folded if folded is not None and folded.requires_auth else route
+
+
+def _longest(routes: tuple[tuple[Route, Route], ...], path: str) -> Route | None:
+    """Of ``(matched on, answered)`` pairs, longest prefix first, the answer for ``path``."""
+    bare: Route | None = None
+    bare_length = 0
+    for candidate, answer in routes:
+        if candidate.matches(path):
+            if bare is not None and bare_length > len(candidate.prefix):
+                return bare
+            return answer
+        if bare is None and candidate.covers_bare(path):
+            bare, bare_length = answer, len(candidate.prefix) - 1
+    return bare
 
 
 def normalize_path(raw_path: str) -> str:

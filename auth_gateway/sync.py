@@ -163,7 +163,7 @@ class Synchronizer:
         settings: SyncSettings,
         metrics: Metrics,
         synced: asyncio.Event,
-        feed_read: asyncio.Event | None = None,
+        feed_read: asyncio.Event,
     ) -> None:
         self._sink = sink
         self._feed_read = feed_read
@@ -299,8 +299,7 @@ class Synchronizer:
                     # What this process already took would only be passed over: not fetched.
                     fetch_after = max(fetch_after, self._in_process)
             self._in_process = max(self._in_process, fetch_after)
-        if self._feed_read is not None:
-            self._feed_read.set()
+        self._feed_read.set()
         if deferred:
             self.request_catch_up()
             return False

@@ -180,7 +180,8 @@ async def rig(
             prefix=redis_prefix,
         )
         sync = Synchronizer(
-            sink=store, feed=client, settings=settings, metrics=metrics, synced=asyncio.Event()
+            sink=store, feed=client, settings=settings, metrics=metrics, synced=asyncio.Event(),
+            feed_read=asyncio.Event(),
         )
         consumer = EventConsumer(
             sync, url=settings.rabbitmq_url, exchange=settings.exchange,
@@ -360,7 +361,7 @@ async def test_a_revocation_not_yet_stored_is_not_undone_by_the_stale_redis_reco
     # run, so the window between Redis coming back and the catch-up stays open.
     own = Synchronizer(
         sink=rig.store, feed=rig.feed_client, settings=rig.settings, metrics=rig.metrics,
-        synced=asyncio.Event(),
+        synced=asyncio.Event(), feed_read=asyncio.Event(),
     )
     issued = rig.record()
     key_id = Event.from_bytes(issued.body).record.key_id
@@ -390,7 +391,7 @@ async def test_rejected_messages_go_to_the_dead_letter_exchange_when_one_is_set(
     await dead.bind(dlx)
     own = Synchronizer(
         sink=rig.store, feed=rig.feed_client, settings=rig.settings, metrics=rig.metrics,
-        synced=asyncio.Event(),
+        synced=asyncio.Event(), feed_read=asyncio.Event(),
     )
     consumer = EventConsumer(
         own, url=rabbitmq_url, exchange=amqp_names.exchange,
@@ -429,7 +430,7 @@ async def test_a_silent_broker_is_noticed_and_the_feed_takes_over(
     # path): only the AMQP heartbeat can tell, here one second.
     own = Synchronizer(
         sink=rig.store, feed=rig.feed_client, settings=rig.settings, metrics=rig.metrics,
-        synced=asyncio.Event(),
+        synced=asyncio.Event(), feed_read=asyncio.Event(),
     )
     consumer = EventConsumer(
         own, url=f"{rig.settings.rabbitmq_url}?heartbeat=1", exchange=amqp_names.exchange,

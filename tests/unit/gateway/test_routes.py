@@ -206,6 +206,32 @@ auth = "none"
         assert route.prefix == prefix, path
 
 
+def test_a_path_that_folds_into_a_required_route_is_never_given_an_open_one() -> None:
+    table = parse_routes("""
+[[route]]
+prefix = "/"
+upstream = "http://127.0.0.1:9000"
+auth = "none"
+
+[[route]]
+prefix = "/admin/"
+upstream = "http://127.0.0.1:9001"
+
+[[route]]
+prefix = "/Docs/"
+upstream = "http://127.0.0.1:9002"
+auth = "none"
+""")
+    for path in ("/ADMIN/secret", normalize_path("/%41dmin/secret"), "/ADMIN", "/aDmIn;x"):
+        route = table.match(path)
+        assert route is not None
+        assert route.prefix == "/admin/", path
+    for path, prefix in (("/Docs/x", "/Docs/"), ("/docs/x", "/"), ("/Administrator", "/")):
+        route = table.match(path)
+        assert route is not None
+        assert route.prefix == prefix, path
+
+
 @pytest.mark.parametrize("raw", ["/;/admin/x", "/;x/admin/x", "/api;x/v1/secret", "/%u0061dmin"])
 def test_parameters_before_the_last_segment_and_iis_escapes_are_refused(raw: str) -> None:
     assert not is_safe_path(raw)
