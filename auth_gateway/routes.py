@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -61,11 +61,12 @@ class Route:
     upstream: str
     auth: AuthMode = "required"
     strip_prefix: bool = False
+    # True unless the route is explicitly ``auth = "none"`` (a field, not a property: it is
+    # read on every request).
+    requires_auth: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def requires_auth(self) -> bool:
-        """True unless the route is explicitly ``auth = "none"``."""
-        return self.auth == "required"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "requires_auth", self.auth == "required")
 
     def matches(self, path: str) -> bool:
         """True when ``path`` is the prefix or lies under it on a segment boundary.
@@ -77,15 +78,6 @@ class Route:
         if not path.startswith(prefix):
             return False
         return prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] in "/;"
-
-    def covers_bare(self, path: str) -> bool:
-        """True when the prefix ends in ``/`` and ``path`` is that prefix without it (also with
-        a path parameter): ``/admin/`` covers ``/admin`` and ``/admin;x``, which an upstream
-        serves alike. Asked only when no route matches ``path`` itself."""
-        base = self.prefix[:-1]
-        return bool(base) and self.prefix[-1] == "/" and (
-            path == base or path.startswith(base + ";")
-        )
 
     def forward_path(self, raw_path: str) -> str:
         """The path to append to the upstream's base URL: ``raw_path``, minus the prefix when
@@ -109,10 +101,12 @@ class RouteTable:
         self.routes: tuple[Route, ...] = tuple(
             sorted(routes, key=lambda r: len(r.prefix), reverse=True)
         )
-        self._as_written = tuple((route, route) for route in self.routes)
-        # The same routes with their prefixes in lower case, for upstreams that ignore case.
-        self._folded = tuple(
-            (replace(route, prefix=route.prefix.lower()), route) for route in self.routes
+        self._written = _Prefixes(self.routes, fold=False)
+        # The same routes with their prefixes in lower case, for upstreams that ignore case;
+        # only asked when some route requires a key.
+        self._folded = (
+            _Prefixes(self.routes, fold=True) if any(r.requires_auth for r in self.routes)
+            else None
         )
 
     def match(self, raw_path: str) -> Route | None:
@@ -124,28 +118,46 @@ class RouteTable:
         route that requires a key while the path as written does not, that route is taken:
         an upstream that ignores case (Express, IIS) serves ``/ADMIN/x`` as ``/admin/x``.
         """
-        route = _longest(self._as_written, raw_path)
-        if route is not None and route.requires_auth:
+        route = self._written.longest(raw_path)
+        if (route is not None and route.requires_auth) or self._folded is None:
+            return route
+        if raw_path.islower():
             return route
         lower = raw_path.lower()
-        if lower == raw_path:
+        if lower == raw_path:  # nothing to fold ("/123")
             return route
-        folded = _longest(self._folded, lower)
+        folded = self._folded.longest(lower)
         return folded if folded is not None and folded.requires_auth else route
 
 
-def _longest(routes: tuple[tuple[Route, Route], ...], path: str) -> Route | None:
-    """Of ``(matched on, answered)`` pairs, longest prefix first, the answer for ``path``."""
-    bare: Route | None = None
-    bare_length = 0
-    for candidate, answer in routes:
-        if candidate.matches(path):
-            if bare is not None and bare_length > len(candidate.prefix):
+class _Prefixes:
+    """Longest-prefix lookup over one spelling (as written, or folded) of the routes' prefixes."""
+
+    def __init__(self, routes: tuple[Route, ...], *, fold: bool) -> None:
+        # (prefix, ends with "/", route), longest first
+        self._literal = tuple(
+            (r.prefix.lower() if fold else r.prefix, r.prefix.endswith("/"), r) for r in routes
+        )
+        # "/p" -> the route of prefix "/p/": it covers the bare path too
+        self._bare = {
+            (r.prefix.lower() if fold else r.prefix)[:-1]: r
+            for r in reversed(routes) if len(r.prefix) > 1 and r.prefix.endswith("/")
+        }
+
+    def longest(self, path: str) -> Route | None:
+        found: Route | None = None
+        for prefix, slash, route in self._literal:
+            if path.startswith(prefix) and (
+                slash or len(path) == len(prefix) or path[len(prefix)] in "/;"
+            ):
+                found = route
+                break
+        if self._bare:
+            base = path.partition(";")[0]
+            bare = self._bare.get(base)
+            if bare is not None and (found is None or len(base) > len(found.prefix)):
                 return bare
-            return answer
-        if bare is None and candidate.covers_bare(path):
-            bare, bare_length = answer, len(candidate.prefix) - 1
-    return bare
+        return found
 
 
 def normalize_path(raw_path: str) -> str:
