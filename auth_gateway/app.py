@@ -180,6 +180,7 @@ class GatewayHandler:
         config = app[CONFIG]
         self._limits = config.limits
         self._trusted = config.trusted_proxies
+        self._metrics_allow = config.metrics_allow
         self._routes = app[ROUTES]
         self._metrics = app[METRICS]
         self._authenticator = app[AUTHENTICATOR]
@@ -213,6 +214,12 @@ class GatewayHandler:
             if path == "/healthz":
                 return _send(request, Reply(200, _JSON, b'{"status":"ok","pid":%d}' % os.getpid()))
             if path == "/metrics":
+                allow = self._metrics_allow
+                # The connecting peer, never X-Forwarded-For: a client cannot name itself in.
+                if allow is not None and not is_trusted(request.remote or "", allow):
+                    return _send(request, problem(
+                        403, "/metrics is served only to the addresses GATEWAY_METRICS_ALLOW "
+                             "names."))
                 body = generate_latest(self._metrics.registry)
                 return _send(request, Reply(200, _METRICS_TYPE, body))
             return False  # /readyz asks Redis

@@ -77,13 +77,14 @@ class GatewayConfig:
     failed_auth_sync: float = 0.25
     unavailable_retry_after: int = 2
     trusted_proxies: tuple[str, ...] = ()
+    metrics_allow: tuple[str, ...] | None = None  # None: /metrics for every peer
     limits: Limits = field(default_factory=Limits)
     shutdown_timeout: float = 30.0
     log_level: str = "INFO"
 
 
-def _proxies(env: Env) -> tuple[str, ...]:
-    raw = env.optional("GATEWAY_TRUSTED_PROXIES")
+def _proxies(env: Env, name: str = "GATEWAY_TRUSTED_PROXIES") -> tuple[str, ...]:
+    raw = env.optional(name)
     if raw is None:
         return ()
     out: list[str] = []
@@ -98,7 +99,7 @@ def _proxies(env: Env) -> tuple[str, ...]:
             ipaddress.ip_network(item, strict=False)
         except ValueError as exc:
             raise ConfigError(
-                f"GATEWAY_TRUSTED_PROXIES: {item!r} is not an IP address or network "
+                f"{name}: {item!r} is not an IP address or network "
                 f"(or {UNIX_PEER!r} for peers on the Unix socket)"
             ) from exc
         out.append(item)
@@ -206,6 +207,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
             "GATEWAY_RETRY_AFTER", 2, minimum=1, maximum=3600
         ),
         trusted_proxies=_proxies(env),
+        metrics_allow=(
+            None if env.optional("GATEWAY_METRICS_ALLOW") is None
+            else _proxies(env, "GATEWAY_METRICS_ALLOW")
+        ),
         limits=limits,
         shutdown_timeout=env.number("GATEWAY_SHUTDOWN_TIMEOUT", 30.0, minimum=0, maximum=3600),
         log_level=level,

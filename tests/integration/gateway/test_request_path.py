@@ -360,6 +360,21 @@ async def test_ops_endpoints(make_gateway: GatewayFactory) -> None:
     assert key.secret not in text
 
 
+async def test_metrics_only_for_the_allowed_peers(make_gateway: GatewayFactory) -> None:
+    closed = await make_gateway(GATEWAY_METRICS_ALLOW="10.0.0.0/8",
+                                GATEWAY_TRUSTED_PROXIES="127.0.0.1")
+    # The peer decides, never X-Forwarded-For (even from a trusted proxy).
+    resp = await closed.client.get("/metrics", headers={"X-Forwarded-For": "10.1.2.3"})
+    assert resp.status == 403
+    assert resp.content_type == "application/problem+json"
+    assert "GATEWAY_METRICS_ALLOW" in (await resp.json())["detail"]
+    assert (await closed.client.get("/healthz")).status == 200
+    opened = await make_gateway(GATEWAY_METRICS_ALLOW="10.0.0.0/8, 127.0.0.1")
+    resp = await opened.client.get("/metrics")
+    assert resp.status == 200
+    assert "gateway_http_requests_total" in await resp.text()
+
+
 @pytest.mark.parametrize("size", [0, 1, 65536, 65537, 300000])
 async def test_responses_each_side_of_the_buffering_limit_arrive_whole(
     gateway: Gateway, size: int,

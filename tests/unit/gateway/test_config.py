@@ -23,6 +23,7 @@ def test_defaults(secrets_env: dict[str, str]) -> None:
     assert config.secrets.verifier is not None
     assert config.secrets.signer is None
     assert (config.unix_socket, config.unix_socket_mode) == (None, 0o660)
+    assert config.metrics_allow is None
     assert "APIKEYS" not in repr(config)
 
 
@@ -66,6 +67,7 @@ def test_bad_unix_socket_paths_are_named(
         ("GATEWAY_MIN_UPLOAD_RATE", "-1"),
         ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8, nonsense"),
         ("GATEWAY_TRUSTED_PROXIES", "unix"),
+        ("GATEWAY_METRICS_ALLOW", "10.0.0.0/8, prometheus"),
         ("GATEWAY_UNIX_SOCKET_MODE", "rw-rw----"),
         ("GATEWAY_UNIX_SOCKET_MODE", "1777"),
         ("GATEWAY_UNIX_SOCKET_MODE", "8"),
