@@ -154,8 +154,10 @@ class UpstreamConnection(BaseProtocol):
             return
         payload = self.payload
         if payload is not None and not payload.is_eof():
-            # A body delimited by the connection's end is complete now; any other is cut short.
-            if self._response_parser is not None:
+            # A body delimited by the connection's end is complete at an orderly close (FIN);
+            # a reset (exc set) cuts any body short, that one too, so that a truncated response
+            # never reaches the client looking complete.
+            if exc is None and self._response_parser is not None:
                 with contextlib.suppress(HttpProcessingError):
                     self._response_parser.feed_eof()
             if not payload.is_eof():

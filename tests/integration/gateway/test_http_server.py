@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -239,6 +241,37 @@ async def test_an_invalid_upstream_response_is_a_502_and_the_connection_is_dropp
     resp = await gw.client.get("/raw/x")
     assert resp.status == 502
     assert resp.content_type == "application/problem+json"
+
+
+async def test_a_body_cut_by_an_upstream_reset_never_looks_complete(
+    make_gateway: GatewayFactory, tmp_path: Path,
+) -> None:
+    async def resetting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        # No length: the body is delimited by the connection's end, which here is a reset.
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial-body")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(resetting, "127.0.0.1", 0)
+    try:
+        gw = await _gateway_to(make_gateway, tmp_path, server.sockets[0].getsockname()[1])
+        reader, writer = await _connect(gw.client.port)
+        writer.write(b"GET /raw/x HTTP/1.1\r\nHost: gw\r\n\r\n")
+        received = b""
+        with contextlib.suppress(ConnectionError, TimeoutError):  # a kept-open connection
+            while chunk := await asyncio.wait_for(reader.read(65536), 2):
+                received += chunk
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert b"partial-body" in received
+    # Cut short: the connection ends without the last chunk, so the client knows.
+    assert not received.endswith(b"0\r\n\r\n"), received
 
 
 async def test_a_request_line_the_parser_refuses_gets_400_and_a_closed_connection(
