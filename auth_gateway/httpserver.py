@@ -11,11 +11,13 @@ status, a pre-encoded header block and a body, written with one ``transport.writ
 Per connection, requests are answered strictly in order (pipelining included); a request that
 the parser refuses gets a problem+json 400 (431 for an over-long line, or a head longer than
 ``max_head_bytes`` in all, refused once that many bytes arrived without its end, counted in
-pieces of at most 64 KiB) after the answers already owed, and the connection closes. Closing
+pieces of at most 16 KiB) after the answers already owed, and the connection closes. Closing
 after a refusal is a lingering close: a FIN after the answer, and what the client still sends is
 read and dropped for a moment, so that a reset cannot destroy the answer before the client has
 read it. While the client does not read its answers, no more are made (and nothing more is
-read); a client that half-closes still gets every answer it asked for; a request asking to
+read); requests are parsed at most 16 ahead of the one being answered (the rest of what
+arrived is held back unparsed, and reading pauses); a client that half-closes still gets every
+answer it asked for; a request asking to
 upgrade is answered as the connection's last. Idle keep-alive connections close after
 ``keepalive_timeout``; ``close()`` drains: it stops accepting, closes idle connections, lets
 requests in flight finish (``Connection: close``), and cuts whatever is left when the timeout
@@ -68,10 +70,12 @@ _SWEEP_SECONDS = 1.0
 # After refusing a request whose bytes may still be arriving: how long the rest is read and
 # thrown away before the connection really closes (see _Connection._linger).
 _LINGER_SECONDS = 2.0
-# Larger reads are fed to the parser in pieces of this size, so that bytes of a request head
+# Reads are fed to the parser in pieces of at most this size, so that bytes of a request head
 # arriving after a completed request (or a body's end) in the same read are counted against
-# the head bound with at most this much slack.
-_FEED_SLICE = 2**16
+# the head bound with at most this much slack, and so that one piece of tiny pipelined
+# requests cannot queue more than some hundreds of them: once _QUEUE_LIMIT are waiting, the
+# rest of a read is held back unparsed (and reading paused) until they are answered.
+_FEED_SLICE = 2**14
 _NO_BODY = frozenset({204, 304})
 _PROBLEM = b"Content-Type: application/problem+json\r\nCache-Control: no-store\r\n"
 _reasons = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
@@ -282,6 +286,8 @@ class _Connection(BaseProtocol):
         self._eof = False  # the client half-closed: answer what is queued, then close
         self.idle_since: float | None = None
         self._head_bytes = 0  # received since the last complete request head, outside bodies
+        self._unfed = b""  # received, held back unparsed while enough requests are queued
+        self._eof_held = False  # the client's EOF came behind held-back bytes
         self._linger_timer: asyncio.TimerHandle | None = None
         self._request_parser = HttpRequestParser(
             self, server.loop, _READ_LIMIT,
@@ -311,14 +317,35 @@ class _Connection(BaseProtocol):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._queue.clear()
+        self._unfed = b""
 
     def data_received(self, data: bytes) -> None:
-        if len(data) > _FEED_SLICE:
-            for start in range(0, len(data), _FEED_SLICE):
-                self.data_received(data[start:start + _FEED_SLICE])
-            return
         if self._stop_parsing:
             return  # refused, or lingering: whatever still comes is read and dropped
+        if self._unfed:
+            self._unfed += data  # reading is paused; a read already under way may still land
+            return
+        self._feed(data)
+        if self._queue:
+            # Only when a request is complete: a head arriving bit by bit must not count as
+            # activity that keeps an idle keep-alive connection open.
+            self._wake()
+
+    def _feed(self, data: bytes) -> None:
+        """Parse ``data`` piece by piece; hold the rest back once enough requests wait."""
+        if len(data) <= _FEED_SLICE and len(self._queue) <= _QUEUE_LIMIT:
+            self._feed_slice(data)
+            return
+        for start in range(0, len(data), _FEED_SLICE):
+            if self._stop_parsing:
+                return
+            if len(self._queue) > _QUEUE_LIMIT:
+                self._unfed = data[start:]
+                self._pause_reading_for_buffer()
+                return
+            self._feed_slice(data[start:start + _FEED_SLICE])
+
+    def _feed_slice(self, data: bytes) -> None:
         payload = self._payload
         if payload is not None and payload.is_eof():
             payload = self._payload = None  # that body is complete
@@ -351,12 +378,12 @@ class _Connection(BaseProtocol):
             self._pause_transport_reading()
         elif len(self._queue) > _QUEUE_LIMIT:
             self._pause_reading_for_buffer()
-        self._wake()
 
     def _refuse(self, exc: HttpProcessingError) -> None:
         """The bytes received cannot be (or may not be) a request: answer 4xx after the
         answers already owed, and read nothing more."""
         self._stop_parsing = True
+        self._unfed = b""
         payload = self._payload
         if payload is not None and not payload.is_eof():
             payload.set_exception(exc)
@@ -367,6 +394,9 @@ class _Connection(BaseProtocol):
     def eof_received(self) -> bool:
         if self._linger_timer is not None:
             self._close()  # lingering, and the client is done sending: close now
+            return True
+        if self._unfed:
+            self._eof_held = True  # taken in once the held-back bytes are parsed
             return True
         try:
             self._request_parser.feed_eof()
@@ -384,7 +414,7 @@ class _Connection(BaseProtocol):
     def resume_writing(self) -> None:
         super().resume_writing()
         # The client reads its answers again: go on with the requests it queued meanwhile.
-        if self._task is None and self._queue and self.transport is not None:
+        if self._task is None and (self._queue or self._unfed) and self.transport is not None:
             self._wake()
 
     # -- serving ----------------------------------------------------------------------------
@@ -395,7 +425,12 @@ class _Connection(BaseProtocol):
         self.idle_since = None
         handler = self._server.handler
         loop = self._loop
-        while self._queue:
+        while self._queue or (self._unfed and not self._paused):
+            if not self._queue:
+                # Every queued request is answered: parse what was held back.
+                data, self._unfed = self._unfed, b""
+                self._feed(data)
+                continue
             if self._paused:
                 # The client does not read its answers: stop answering (and reading) until it
                 # does, so that its pipelined requests cannot pile up responses in memory.
@@ -420,8 +455,12 @@ class _Connection(BaseProtocol):
                 return
             if not self._done(request, started):
                 return
+        if self._eof_held and not self._unfed:
+            self._eof_held = False
+            self.eof_received()
+            return
         self.idle_since = loop.time()
-        if self._buffer_paused and not self._stop_parsing:
+        if self._buffer_paused and not self._stop_parsing and not self._unfed:
             self._resume_reading_for_buffer()
 
     async def _later(self, request: Request, started: float) -> None:
@@ -520,6 +559,7 @@ class _Connection(BaseProtocol):
             return
         self._stop_parsing = True
         self._queue.clear()  # nothing more is answered on this connection
+        self._unfed = b""
         self.idle_since = None  # not the keep-alive sweep's to close
         if self._eof or not transport.can_write_eof():
             transport.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from auth_gateway.httpserver import HttpServer, Request
+from auth_gateway.httpserver import _FEED_SLICE, _QUEUE_LIMIT, HttpServer, Request
 from auth_gateway.upstream import Origin, UpstreamPool
 
 from .conftest import Gateway, GatewayFactory
@@ -454,6 +454,25 @@ async def test_a_client_that_does_not_read_cannot_pile_up_answers() -> None:
         writer.close()
     finally:
         await server.close(0.5)
+
+
+async def test_pipelined_requests_behind_a_slow_one_are_held_back_unparsed(
+    gateway: Gateway,
+) -> None:
+    key = known(gateway)
+    tiny = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    # One request waits on an upstream that never answers; thousands more follow it in one go.
+    first = b"GET /hung/x HTTP/1.1\r\nHost: a\r\n" + credential_lines(key) + b"\r\n"
+    _reader, writer = await _connect(gateway.client.port)
+    writer.write(first + tiny * 3000)
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    connections = list(gateway.client.running._server.connections)  # type: ignore[union-attr]
+    queued = max(len(conn._queue) for conn in connections)
+    # At most the queue limit, plus what one parsed piece of the input can hold.
+    assert queued <= _QUEUE_LIMIT + _FEED_SLICE // len(tiny) + 1, queued
+    assert any(conn._unfed for conn in connections)
+    writer.close()
 
 
 async def test_a_pool_slot_given_up_by_a_cancelled_waiter_goes_to_the_next(
