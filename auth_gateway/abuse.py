@@ -14,6 +14,7 @@ either way.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
@@ -180,22 +181,16 @@ def client_address(
     return hops[0] if hops and _is_ip(hops[0]) else peer
 
 
+# Both decisions below run per request and are remembered (bounded by an LRU, since the
+# addresses asked about are the clients'): parsing an address costs more than the rest.
+_REMEMBERED = 4096
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
 def failure_group(address: str) -> str:
     """What ``address``'s failed attempts are counted against: for IPv6, its /64 (the block one
     subscriber is usually given, so that walking through it earns no fresh attempts), for any
     other address the address itself."""
-    group = _GROUPS.get(address)
-    if group is None:
-        if len(_GROUPS) >= _TRUSTED_SEEN_BOUND:
-            _GROUPS.clear()
-        group = _GROUPS[address] = _group(address)
-    return group
-
-
-_GROUPS: dict[str, str] = {}
-
-
-def _group(address: str) -> str:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -215,28 +210,16 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-# is_trusted's answers: it runs on every forwarded request once trusted proxies are configured,
-# and parsing an address costs more than the rest of that decision. Bounded (emptied when full),
-# since the addresses asked about are the clients'.
-_TRUSTED_SEEN: dict[tuple[str, tuple[str, ...]], bool] = {}
-_TRUSTED_SEEN_BOUND = 4096
-
-
 def is_trusted(address: str, trusted: Sequence[str]) -> bool:
     """True when ``address`` lies in one of the ``trusted`` networks.
 
     A peer on the gateway's Unix socket (``UNIX_PEER``) is trusted when ``trusted`` names it.
     """
-    key = (address, tuple(trusted))
-    seen = _TRUSTED_SEEN.get(key)
-    if seen is None:
-        if len(_TRUSTED_SEEN) >= _TRUSTED_SEEN_BOUND:
-            _TRUSTED_SEEN.clear()
-        seen = _TRUSTED_SEEN[key] = _is_trusted(address, trusted)
-    return seen
+    return _is_trusted(address, tuple(trusted))
 
 
-def _is_trusted(address: str, trusted: Sequence[str]) -> bool:
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
     if address == UNIX_PEER:
         return UNIX_PEER in trusted
     try:

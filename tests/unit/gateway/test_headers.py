@@ -135,14 +135,16 @@ def test_peers_on_the_unix_socket_are_trusted_only_when_named() -> None:
 def test_trust_decisions_are_remembered_per_address_and_list_within_a_bound() -> None:
     from auth_gateway import abuse
 
-    abuse._TRUSTED_SEEN.clear()
+    remembered = abuse._is_trusted
+    remembered.cache_clear()
     assert is_trusted("10.0.0.5", ("10.0.0.0/8",))
     assert not is_trusted("10.0.0.5", ("192.168.0.0/16",))  # another list, another answer
     assert not is_trusted("not an address", ("10.0.0.0/8",))
-    assert abuse._TRUSTED_SEEN[("10.0.0.5", ("10.0.0.0/8",))] is True
-    for n in range(abuse._TRUSTED_SEEN_BOUND + 10):
+    assert is_trusted("10.0.0.5", ["10.0.0.0/8"])  # remembered, whatever sequence names the list
+    assert remembered.cache_info().hits == 1
+    for n in range(abuse._REMEMBERED + 10):
         is_trusted(f"10.1.{n // 256}.{n % 256}", ("10.0.0.0/8",))
-    assert len(abuse._TRUSTED_SEEN) <= abuse._TRUSTED_SEEN_BOUND
+    assert remembered.cache_info().currsize <= abuse._REMEMBERED
     assert is_trusted("10.1.0.1", ("10.0.0.0/8",))
 
 

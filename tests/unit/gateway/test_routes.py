@@ -144,6 +144,14 @@ def test_empty_table_matches_nothing() -> None:
     assert RouteTable([]).match("/x") is None
 
 
+def _table(*routes: tuple[str, str]) -> RouteTable:
+    """A route table of ``(prefix, auth)`` entries, all to one upstream."""
+    return parse_routes("".join(
+        f'[[route]]\nprefix = "{prefix}"\nupstream = "http://127.0.0.1:9000"\nauth = "{auth}"\n\n'
+        for prefix, auth in routes
+    ))
+
+
 @pytest.mark.parametrize(
     ("raw", "normal"),
     [
@@ -161,16 +169,7 @@ def test_paths_are_normalised_before_matching(raw: str, normal: str) -> None:
 
 
 def test_an_encoded_or_doubled_path_cannot_slip_past_a_required_route() -> None:
-    table = parse_routes("""
-[[route]]
-prefix = "/"
-upstream = "http://127.0.0.1:9000"
-auth = "none"
-
-[[route]]
-prefix = "/admin/"
-upstream = "http://127.0.0.1:9000"
-""")
+    table = _table(("/", "none"), ("/admin/", "required"))
     for raw in ("/%61dmin/secret", "//admin/secret", "/admin", "/admin;x",
                 "/adm%69n/secret"):
         route = table.match(normalize_path(raw))
@@ -180,25 +179,8 @@ upstream = "http://127.0.0.1:9000"
 
 
 def test_a_bare_path_goes_to_the_longest_route_covering_it_and_an_exact_one_first() -> None:
-    table = parse_routes("""
-[[route]]
-prefix = "/a"
-upstream = "http://127.0.0.1:9000"
-auth = "none"
-
-[[route]]
-prefix = "/a/b/"
-upstream = "http://127.0.0.1:9000"
-
-[[route]]
-prefix = "/admin"
-upstream = "http://127.0.0.1:9000"
-
-[[route]]
-prefix = "/admin/"
-upstream = "http://127.0.0.1:9000"
-auth = "none"
-""")
+    table = _table(("/a", "none"), ("/a/b/", "required"), ("/admin", "required"),
+                   ("/admin/", "none"))
     for path, prefix in (("/a/b", "/a/b/"), ("/a/b;x", "/a/b/"), ("/a/c", "/a"),
                          ("/admin", "/admin"), ("/admin;x", "/admin"), ("/admin/x", "/admin/")):
         route = table.match(path)
@@ -207,21 +189,7 @@ auth = "none"
 
 
 def test_a_path_that_folds_into_a_required_route_is_never_given_an_open_one() -> None:
-    table = parse_routes("""
-[[route]]
-prefix = "/"
-upstream = "http://127.0.0.1:9000"
-auth = "none"
-
-[[route]]
-prefix = "/admin/"
-upstream = "http://127.0.0.1:9001"
-
-[[route]]
-prefix = "/Docs/"
-upstream = "http://127.0.0.1:9002"
-auth = "none"
-""")
+    table = _table(("/", "none"), ("/admin/", "required"), ("/Docs/", "none"))
     for path in ("/ADMIN/secret", normalize_path("/%41dmin/secret"), "/ADMIN", "/aDmIn;x"):
         route = table.match(path)
         assert route is not None
