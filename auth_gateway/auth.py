@@ -26,6 +26,9 @@ from .problems import UNAUTHORIZED, Reply, problem
 
 __all__ = ["Authenticator", "Denial", "Identity"]
 
+_compare_digest = hmac.compare_digest
+_NO_VALUES: tuple[str, ...] = ()
+
 
 class Identity:
     """Who a request authenticated as, with the headers that tell the upstream."""
@@ -69,8 +72,8 @@ class Authenticator:
 
     The peppered hash (and the secret's checksum) cost more than anything else in
     authentication, so a pair that verified once is remembered on the key's L1 entry
-    (``Held.verified``) as a BLAKE2b MAC of the secret under a random key of this process, with
-    the identity it gave. A request whose secret has that MAC (compared in constant time)
+    (``Held.verified``) as a BLAKE2b MAC of the secret under a random prefix of this process,
+    with the identity it gave. A request whose secret has that MAC (compared in constant time)
     skips the peppered hash; everything else (header checks, the throttle, the lookup of the
     current record, the active check) runs every time, so revocation and failures work exactly
     as without it: a new record for the key is a new L1 entry, without the note. A wrong secret
@@ -90,7 +93,11 @@ class Authenticator:
             raise ValueError("the key store and the failure counter must share one clock")
         self._clock = store.clock
         self._l1 = store.l1_entries
-        self._mac_base = hashlib.blake2b(key=os.urandom(32), digest_size=32)
+        # The note's MAC: BLAKE2b-256 of a random prefix of this process, then the secret.
+        # BLAKE2 has no length extension, so a secret prefix makes it a MAC; its keyed mode
+        # would pad the key to a whole 128-byte block and cost a second compression, while
+        # prefix and secret (32 + 64 bytes) fit in one.
+        self._mac_base = hashlib.blake2b(os.urandom(32), digest_size=32)
         self._peppers = peppers
         self._failures = failures
         self._metrics = metrics
@@ -117,32 +124,38 @@ class Authenticator:
         request).
         """
         headers = request.headers
-        ids = headers.getall(ID_HEADER, ())
-        secrets = headers.getall(SECRET_HEADER, ())
-        if len(ids) != 1 or len(secrets) != 1:
+        try:
+            # Exactly one of each, or not settled here (duplicates are refused on the full path).
+            (key_id,) = headers.getall(ID_HEADER, _NO_VALUES)
+            (secret,) = headers.getall(SECRET_HEADER, _NO_VALUES)
+            # The same bytes as _mac's for every text this can encode; a text it cannot (a
+            # lone surrogate) was never verified either.
+            secret_bytes = secret.encode()
+        except (ValueError, UnicodeEncodeError):
             return None
-        key_id = ids[0]
-        entry = self._l1.get(key_id)
+        l1 = self._l1
+        entry = l1.get(key_id)
         if entry is None:
             return None
         expires, held = entry
         verified = held.verified
         now = self._clock()
-        if verified is None or now >= expires or not held.record.active:
+        # (A note is only ever made on an active record, and a Held's record never changes:
+        # the status test is a second line of defence, written out rather than the property.)
+        if verified is None or now >= expires or held.record.status != "active":
             return None
         mac = self._mac_base.copy()
-        mac.update(secrets[0].encode("utf-8", "surrogatepass"))  # as _mac does
-        if not hmac.compare_digest(verified[0], mac.digest()):
+        mac.update(secret_bytes)
+        if not _compare_digest(verified[0], mac.digest()):
             return None
         failures = self._failures
         if not (failures.clear_from <= now < failures.clear_until) and not failures.clear_now(
             self.failure_address(request)
         ):
             return None
-        self._l1.move_to_end(key_id)  # a hit, as TTLCache.get counts one
+        l1.move_to_end(key_id)  # a hit, as TTLCache.get counts one
         self._metrics.fast_ok += 1  # an L1 hit and an "ok" verdict, counted when collected
-        identity: Identity = verified[1]
-        return identity
+        return verified[1]  # type: ignore[no-any-return]
 
     async def authenticate(self, request: Request) -> Identity | Denial:
         """Verify the request's credentials; see the module docstring."""

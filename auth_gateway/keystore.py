@@ -50,7 +50,7 @@ KNOWN_LIMIT = 1_000_000
 class Held:
     """A verified record and the sequence of the event that carried it.
 
-    ``verified`` is the authenticator's note on this record: the MAC (under a random key of
+    ``verified`` is the authenticator's note on this record: the MAC (under a random prefix of
     this process) of a secret that matched the record's hash, and the identity it gave. It
     lives and dies with this object, so a new record for the key (an event, a reload) never
     inherits it.

@@ -404,6 +404,17 @@ async def test_a_remembered_pair_still_meets_every_check(gateway: Gateway) -> No
     assert (await gateway.client.get("/api/x", headers=wrong)).status == 401
     doubled = [*key.headers.items(), ("X-AuthenticationKeyValue", key.secret)]
     assert (await gateway.client.get("/api/x", headers=doubled)).status == 401
+    doubled = [*key.headers.items(), ("X-AuthenticationKeyId", key.key_id)]
+    assert (await gateway.client.get("/api/x", headers=doubled)).status == 401
+    # A secret that is not even text (its last byte replaced by 0xff) is refused, not an error.
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.client.port)
+    try:
+        writer.write(b"GET /api/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+                     + credential_lines(key)[:-3] + b"\xff\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 ")
     await gateway.store.apply(gateway.keyring.signed(gateway.keyring.revoke(key)))
     assert (await gateway.client.get("/api/x", headers=key.headers)).status == 401
     assert gateway.backend_requests == 3
