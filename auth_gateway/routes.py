@@ -14,8 +14,9 @@ refused outright; the rest are normalised before matching and forwarded as norma
 of slashes merged, as nginx does), so that ``/%61dmin`` or ``//admin`` cannot pass as something
 other than ``/admin``: the route chosen here and the path the upstream resolves cannot disagree.
 A prefix ending in ``/`` also matches the path without it (``/admin/`` matches ``/admin`` and
-``/admin;x``). Prefixes are case-sensitive, as paths are, except that a path which in lower case
-falls under a route requiring a key is never given a route that does not.
+``/admin;x``). Prefixes are case-sensitive, as paths are, except that a path which in lower case,
+with the dots and spaces that end a segment dropped (as Windows and IIS drop them), falls under
+a route requiring a key is never given a route that does not.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ _PREFIX_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
 # would cut off after the gateway matched the route on it.
 # Also: path parameters on any segment but the last (Servlet containers drop them from every
 # segment, so "/;x/admin/x" and "/api;x/v1/x" are "/admin/x" and "/api/v1/x" to them, past the
-# route this gateway would match), and IIS's "%u0061" escapes.
+# route this gateway would match), IIS's "%u0061" escapes, and an encoded '%' before two hex
+# digits: to an upstream that decodes twice, "/%2561dmin" is "/admin" and "%252e" a '.'.
 _UNSAFE_PATH_RE = re.compile(
-    r"(^|/)\.\.?(;[^/]*)?(/|$)|%2[ef]|%5c|%u|\\|#|;[^/]*/", re.IGNORECASE
+    r"(^|/)\.\.?(;[^/]*)?(/|$)|%2[ef]|%5c|%u|%25[0-9a-f]{2}|\\|#|;[^/]*/", re.IGNORECASE
 )
+# Dots and (encoded) spaces that end a segment, which Windows and IIS drop: "/admin./x" and
+# "/admin%20/x" are "/admin/x" there.
+_SEGMENT_END_RE = re.compile(r"(?:\.|%20)+(?=[/;]|$)")
 _ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASHES_RE = re.compile(r"//+")
 # RFC 3986 unreserved characters, but '.', which an encoded form may not smuggle into a dot
@@ -84,8 +89,19 @@ class Route:
         stripping (and then always starting with ``/``)."""
         if not self.strip_prefix:
             return raw_path
-        prefix = self.prefix if raw_path.startswith(self.prefix) else self.prefix[:-1]
-        path = raw_path[len(prefix):]
+        prefix = self.prefix
+        bare = len(prefix) - 1  # "/p/" covering "/p" or "/p;x"
+        if raw_path.startswith(prefix):
+            path = raw_path[len(prefix):]
+        elif raw_path.startswith(prefix[:-1]) and raw_path[bare:bare + 1] in ("", ";"):
+            path = raw_path[bare:]
+        else:
+            # Matched only as folded (``/ADMIN/x``, ``/admin./x``): as many whole segments as
+            # the prefix has are dropped, so that nothing of them (a dot, say) is left to
+            # begin the forwarded path.
+            depth = prefix.rstrip("/").count("/")
+            parts = raw_path.split("/", depth + 1)
+            path = parts[depth + 1] if len(parts) > depth + 1 else ""
         return path if path.startswith("/") else "/" + path
 
     def upstream_url(self, raw_path: str, raw_query: str) -> str:
@@ -114,19 +130,23 @@ class RouteTable:
 
         A prefix ``/p/`` covering the bare ``/p`` counts as ``/p`` long; at equal length a
         route the path matches as written wins (``/admin`` over ``/admin/`` for ``/admin``).
-        Prefixes are compared as written; but when the path in lower case would fall under a
-        route that requires a key while the path as written does not, that route is taken:
-        an upstream that ignores case (Express, IIS) serves ``/ADMIN/x`` as ``/admin/x``.
+        Prefixes are compared as written; but when the path in lower case, without the dots
+        and spaces that end its segments, would fall under a route that requires a key while
+        the path as written does not, that route is taken: an upstream that ignores case
+        (Express, IIS) serves ``/ADMIN/x`` as ``/admin/x``, and IIS serves ``/admin./x`` and
+        ``/admin%20/x`` as ``/admin/x`` too.
         """
         route = self._written.longest(raw_path)
         if (route is not None and route.requires_auth) or self._folded is None:
             return route
-        if raw_path.islower():
+        shadow = raw_path if raw_path.islower() else raw_path.lower()
+        if "." in shadow or "%20" in shadow:
+            shadow = _SEGMENT_END_RE.sub("", shadow)
+            if "//" in shadow:
+                shadow = _SLASHES_RE.sub("/", shadow)
+        if shadow == raw_path:  # nothing to fold ("/123", "/admin/x.json")
             return route
-        lower = raw_path.lower()
-        if lower == raw_path:  # nothing to fold ("/123")
-            return route
-        folded = self._folded.longest(lower)
+        folded = self._folded.longest(shadow)
         return folded if folded is not None and folded.requires_auth else route
 
 

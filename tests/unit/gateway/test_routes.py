@@ -134,6 +134,10 @@ def test_load_routes_names_a_missing_file(tmp_path: Path) -> None:
         ("/api/.;x/admin", False),
         ("/api/x;v=1", True),
         ("/api/%41", True),
+        ("/%2561dmin/x", False),  # "/%61dmin", then "/admin", to an upstream decoding twice
+        ("/api/%252e%252e/admin", False),
+        ("/api/100%25", True),
+        ("/api/100%25x", True),
     ],
 )
 def test_unsafe_paths(path: str, safe: bool) -> None:
@@ -200,6 +204,21 @@ def test_a_path_that_folds_into_a_required_route_is_never_given_an_open_one() ->
         assert route.prefix == prefix, path
 
 
+def test_a_path_whose_segment_ends_iis_drops_falls_under_the_required_route() -> None:
+    # IIS (and Windows) drop dots and spaces that end a segment: "/admin./x" is "/admin/x".
+    table = _table(("/", "none"), ("/admin/", "required"), ("/Docs/", "none"))
+    for raw in ("/admin./secret", "/admin%20/secret", "/ADMIN.%20./secret", "/admin.",
+                "/admin..;x", "/admin.//secret"):
+        route = table.match(normalize_path(raw))
+        assert route is not None
+        assert route.prefix == "/admin/", raw
+    for path, prefix in (("/admin.json", "/"), ("/adminx./y", "/"), ("/Docs./x", "/"),
+                         ("/x/admin./y", "/"), ("/static/app.js", "/")):
+        route = table.match(path)
+        assert route is not None
+        assert route.prefix == prefix, path
+
+
 @pytest.mark.parametrize("raw", ["/;/admin/x", "/;x/admin/x", "/api;x/v1/secret", "/%u0061dmin"])
 def test_parameters_before_the_last_segment_and_iis_escapes_are_refused(raw: str) -> None:
     assert not is_safe_path(raw)
@@ -210,3 +229,10 @@ def test_strip_prefix_of_a_path_matched_without_its_slash() -> None:
     assert route.forward_path("/api/x") == "/x"
     assert route.forward_path("/api") == "/"
     assert route.forward_path("/api;v=1") == "/;v=1"
+    # Matched only as folded: the prefix's segments go whole, whatever their spelling.
+    assert route.forward_path("/API/x") == "/x"
+    assert route.forward_path("/api../x") == "/x"
+    assert route.forward_path("/api%20/x/y") == "/x/y"
+    assert route.forward_path("/api.") == "/"
+    deep = Route("/a/b/", "http://u/base/", "required", True)
+    assert deep.forward_path("/A/b./c") == "/c"
