@@ -229,12 +229,13 @@ class GatewayHandler:
             if identity is None:
                 return False
             return _verified(request, identity)
-        if not is_safe_path(path):
+        normal = normalize_path(path) if is_safe_path(path) else None
+        if normal is None or (normal is not path and not is_safe_path(normal)):
             request.route = "_refused"
             return _send(request, problem(
-                400, "The request path holds dot segments, encoded separators or a fragment.",
-                close=True))
-        path = normalize_path(path)
+                400, "The request path holds dot segments, encoded separators, ambiguous "
+                     "escapes or a fragment.", close=True))
+        path = normal
         route = self._routes.match(path)
         if route is None:
             request.route = "_unmatched"

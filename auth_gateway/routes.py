@@ -38,15 +38,19 @@ __all__ = [
 AuthMode = Literal["required", "none"]
 _KEYS = {"prefix", "upstream", "auth", "strip_prefix"}
 _PREFIX_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
-# Dot segments (also with path parameters: "/..;x/" is "/../" to Servlet containers), encoded
-# '.', '/' and '\', backslashes, and a fragment, which no client sends and which an upstream
-# would cut off after the gateway matched the route on it.
+# Dot segments, and segments of dots and (encoded) spaces that Windows and IIS read as dot or
+# empty segments ("/.../", "/..%20/"), also with path parameters ("/..;x/" is "/../" to Servlet
+# containers); encoded '.', '/' and '\\', backslashes, and a fragment, which no client sends and
+# which an upstream would cut off after the gateway matched the route on it.
 # Also: path parameters on any segment but the last (Servlet containers drop them from every
 # segment, so "/;x/admin/x" and "/api;x/v1/x" are "/admin/x" and "/api/v1/x" to them, past the
-# route this gateway would match), IIS's "%u0061" escapes, and an encoded '%' before two hex
-# digits: to an upstream that decodes twice, "/%2561dmin" is "/admin" and "%252e" a '.'.
+# route this gateway would match), IIS's "%u0061" escapes, a '%' that does not begin an escape
+# (normalising "%%36%31" would make one), and an encoded '%' before two hex digits or a 'u':
+# to an upstream that decodes twice, "/%2561dmin" is "/admin" and "%252e" a '.'.
 _UNSAFE_PATH_RE = re.compile(
-    r"(^|/)\.\.?(;[^/]*)?(/|$)|%2[ef]|%5c|%u|%25[0-9a-f]{2}|\\|#|;[^/]*/", re.IGNORECASE
+    r"(^|/)(?:\.|%20)+(;[^/]*)?(/|$)|%2[ef]|%5c|%u|%(?![0-9a-f]{2})|%25(?:[0-9a-f]{2}|u)"
+    r"|\\|#|;[^/]*/",
+    re.IGNORECASE,
 )
 # Dots and (encoded) spaces that end a segment, which Windows and IIS drop: "/admin./x" and
 # "/admin%20/x" are "/admin/x" there.
@@ -91,9 +95,10 @@ class Route:
             return raw_path
         prefix = self.prefix
         bare = len(prefix) - 1  # "/p/" covering "/p" or "/p;x"
-        if raw_path.startswith(prefix):
+        if self.matches(raw_path):
             path = raw_path[len(prefix):]
-        elif raw_path.startswith(prefix[:-1]) and raw_path[bare:bare + 1] in ("", ";"):
+        elif (prefix.endswith("/") and raw_path.startswith(prefix[:-1])
+              and raw_path[bare:bare + 1] in ("", ";")):
             path = raw_path[bare:]
         else:
             # Matched only as folded (``/ADMIN/x``, ``/admin./x``): as many whole segments as
@@ -139,11 +144,7 @@ class RouteTable:
         route = self._written.longest(raw_path)
         if (route is not None and route.requires_auth) or self._folded is None:
             return route
-        shadow = raw_path if raw_path.islower() else raw_path.lower()
-        if "." in shadow or "%20" in shadow:
-            shadow = _SEGMENT_END_RE.sub("", shadow)
-            if "//" in shadow:
-                shadow = _SLASHES_RE.sub("/", shadow)
+        shadow = _fold(raw_path)
         if shadow == raw_path:  # nothing to fold ("/123", "/admin/x.json")
             return route
         folded = self._folded.longest(shadow)
@@ -156,11 +157,11 @@ class _Prefixes:
     def __init__(self, routes: tuple[Route, ...], *, fold: bool) -> None:
         # (prefix, ends with "/", route), longest first
         self._literal = tuple(
-            (r.prefix.lower() if fold else r.prefix, r.prefix.endswith("/"), r) for r in routes
+            (_fold(r.prefix) if fold else r.prefix, r.prefix.endswith("/"), r) for r in routes
         )
         # "/p" -> the route of prefix "/p/": it covers the bare path too
         self._bare = {
-            (r.prefix.lower() if fold else r.prefix)[:-1]: r
+            (_fold(r.prefix) if fold else r.prefix)[:-1]: r
             for r in reversed(routes) if len(r.prefix) > 1 and r.prefix.endswith("/")
         }
 
@@ -180,11 +181,23 @@ class _Prefixes:
         return found
 
 
+def _fold(path: str) -> str:
+    """``path`` as an upstream that ignores case and drops the dots and spaces that end a
+    segment (IIS) reads it. Never empties a segment: is_safe_path refuses segments of only
+    dots and spaces."""
+    folded = path if path.islower() else path.lower()
+    if "." in folded or "%20" in folded:
+        folded = _SEGMENT_END_RE.sub("", folded)
+    return folded
+
+
 def normalize_path(raw_path: str) -> str:
     """``raw_path`` with percent-encoded unreserved characters decoded (other escapes kept, in
     upper case) and runs of slashes merged: the form routes are matched on and forwarded in.
 
-    Only for paths ``is_safe_path`` accepted. Cheap when there is nothing to do.
+    Only for paths ``is_safe_path`` accepted; and decoding can bring escapes together
+    ("%25%36%31" is "%2561"), so a path this changed must pass ``is_safe_path`` again. Returns
+    ``raw_path`` itself when there is nothing to do.
     """
     path = raw_path
     if "%" in path:

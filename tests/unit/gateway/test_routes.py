@@ -138,10 +138,27 @@ def test_load_routes_names_a_missing_file(tmp_path: Path) -> None:
         ("/api/%252e%252e/admin", False),
         ("/api/100%25", True),
         ("/api/100%25x", True),
+        ("/%25u0061dmin/x", False),  # "%u0061dmin" to an upstream decoding twice
+        ("/%%36%31dmin/x", False),  # a '%' that begins no escape ("%61" once normalised)
+        ("/public/%2%65%2%65/api/x", False),
+        ("/api/100%", False),
+        ("/public/.../api/x", False),  # dots and spaces only: ".." to Windows and IIS
+        ("/public/..%20/api/x", False),
+        ("/public/%20/x", False),
+        ("/api/x.%20y", True),
+        ("/api/...x", True),
     ],
 )
 def test_unsafe_paths(path: str, safe: bool) -> None:
     assert is_safe_path(path) is safe
+
+
+@pytest.mark.parametrize("raw", ["/%25%36%31dmin/x", "/api/%25%32%65%25%32%65/x",
+                                 "/%25%75%30%30%36%31dmin"])
+def test_escapes_that_normalising_brings_together_are_refused(raw: str) -> None:
+    # Safe as received, but decoding makes "%2561": the path is checked again once normalised.
+    assert is_safe_path(raw)
+    assert not is_safe_path(normalize_path(raw))
 
 
 def test_empty_table_matches_nothing() -> None:
@@ -212,6 +229,12 @@ def test_a_path_whose_segment_ends_iis_drops_falls_under_the_required_route() ->
         route = table.match(normalize_path(raw))
         assert route is not None
         assert route.prefix == "/admin/", raw
+    # A prefix is folded alike: "/ETC./x" is "/etc./x" to a case-blind upstream.
+    table2 = _table(("/", "none"), ("/etc./", "required"))
+    for path in ("/ETC./x", "/Etc%20./x"):
+        route = table2.match(path)
+        assert route is not None
+        assert route.prefix == "/etc./", path
     for path, prefix in (("/admin.json", "/"), ("/adminx./y", "/"), ("/Docs./x", "/"),
                          ("/x/admin./y", "/"), ("/static/app.js", "/")):
         route = table.match(path)
@@ -236,3 +259,9 @@ def test_strip_prefix_of_a_path_matched_without_its_slash() -> None:
     assert route.forward_path("/api.") == "/"
     deep = Route("/a/b/", "http://u/base/", "required", True)
     assert deep.forward_path("/A/b./c") == "/c"
+    # A prefix without its slash, met by a longer segment that folds into it.
+    raw = Route("/raw", "http://u/base", "required", True)
+    assert raw.forward_path("/raw../x") == "/x"
+    assert raw.forward_path("/raw..") == "/"
+    assert raw.forward_path("/raw/x") == "/x"
+    assert raw.forward_path("/raw;v=1") == "/;v=1"
