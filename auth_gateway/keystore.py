@@ -178,7 +178,7 @@ class KeyStore:
         if not new.record.active:
             self._keep_known(new, signed)
         try:
-            changed = await self._write(signed, new)
+            changed = await self._write(signed, new, likely_stored=origin == "feed")
         except StoreUnavailable:
             self._metrics.records_applied.labels("redis_error").inc()
             self._keep_known(new, signed)
@@ -306,14 +306,27 @@ class KeyStore:
             raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
         return self._parse_held(raw, key_id, "redis")
 
-    async def _write(self, signed: SignedEvent, new: Held) -> bool:
-        """Compare-and-set in Redis under WATCH; True when the record was written."""
+    async def _write(self, signed: SignedEvent, new: Held, *, likely_stored: bool = False) -> bool:
+        """Compare-and-set in Redis under WATCH; True when the record was written.
+
+        ``likely_stored``: Redis probably holds this very record already (a catch-up).
+        """
         if self._overridden(new) is not None:
             return False  # never put back what this process knows was superseded
         if not self._redis_available():
             raise StoreUnavailable("Redis paused after a recent error")
         key = self.redis_key(new.record.key_id)
+        text = signed.to_text()
         try:
+            if likely_stored:
+                # A catch-up mostly brings records Redis holds already (after a restart): one
+                # read settles those, with no WATCH and no verifying, and an empty key takes
+                # the record with one SET NX. Anything else goes the WATCH way below.
+                current = await self._redis.get(key)
+                if current == text.encode():
+                    return False
+                if current is None and await self._redis.set(key, text, nx=True):
+                    return True
             async with self._redis.pipeline(transaction=True) as pipe:
                 for _ in range(_WATCH_RETRIES):
                     try:
@@ -325,7 +338,7 @@ class KeyStore:
                                 self._remember(new.record.key_id, held)
                             return False
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.set(key, signed.to_text())
+                        pipe.set(key, text)
                         await pipe.execute()
                         return True
                     except WatchError:

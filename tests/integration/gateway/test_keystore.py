@@ -34,6 +34,9 @@ class Rig:
     metrics: Metrics
     redis: aioredis.Redis
     redis_proxy: FaultProxy
+    # Another process's store on the same Redis (straight, not through the fault proxy), whose
+    # signature checks are counted.
+    other_store: Callable[[], tuple[KeyStore, list[bytes]]]
 
     def sample(self, name: str, *labels: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -74,7 +77,24 @@ async def rig(
             redis=redis, key_service=client, verifier=secrets.verifier, metrics=metrics,
             prefix=redis_prefix, negative_ttl=60.0,
         )
-        yield Rig(store, keyring, fake, metrics, redis_client, proxy)
+
+        def other_store() -> tuple[KeyStore, list[bytes]]:
+            verifier = secrets.verifier
+            assert verifier is not None
+            checked: list[bytes] = []
+
+            class Counting(type(verifier)):  # type: ignore[misc]
+                def verify(self, body: bytes, signature: str, signing_key: str) -> None:
+                    checked.append(body)
+                    verifier.verify(body, signature, signing_key)
+
+            other = KeyStore(
+                redis=redis_client, key_service=client, verifier=Counting(verifier._keys),
+                metrics=Metrics(), prefix=redis_prefix, negative_ttl=60.0,
+            )
+            return other, checked
+
+        yield Rig(store, keyring, fake, metrics, redis_client, proxy, other_store)
     await redis.aclose()
 
 
@@ -120,6 +140,28 @@ async def test_apply_only_newer_and_revoked_is_terminal(rig: Rig) -> None:
     assert found is not None
     assert found.status == "revoked"
     assert rig.fake.calls == 0
+
+
+async def test_a_catch_up_settles_records_redis_holds_with_one_read(rig: Rig) -> None:
+    key, other = rig.keyring.issue(), rig.keyring.issue()
+    issued, revoked = rig.keyring.signed(key), rig.keyring.signed(rig.keyring.revoke(key))
+    fresh = rig.keyring.signed(other)
+    assert await rig.store.apply(revoked) is True  # stored by a process running all along
+    replay, checked = rig.other_store()  # a restarted process replays the feed
+    assert await replay.apply(issued, "feed") is False  # older than what Redis holds
+    assert await replay.apply(fresh, "feed") is True  # nothing there: taken
+    checked.clear()
+    assert await replay.apply(revoked, "feed") is False  # this very record: nothing to do
+    assert checked == [revoked.body]  # the event itself, not Redis's copy of it again
+    assert await rig.redis.get(rig.store.redis_key(key.key_id)) == revoked.to_text().encode()
+    assert await rig.redis.get(rig.store.redis_key(other.key_id)) == fresh.to_text().encode()
+    # What Redis holds is compared byte for byte or verified, never trusted as it is: a record
+    # whose signature does not verify is replaced.
+    await rig.redis.set(rig.store.redis_key(other.key_id), fresh.to_text().replace(
+        '"signature":"', '"signature":"A'))
+    again, _ = rig.other_store()
+    assert await again.apply(fresh, "feed") is True
+    assert await rig.redis.get(rig.store.redis_key(other.key_id)) == fresh.to_text().encode()
 
 
 async def test_revocation_replaces_active_in_redis_and_l1(rig: Rig) -> None:
