@@ -89,6 +89,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = UpstreamPool(
         max_connections=limits.upstream_max_connections,
         connect_timeout=limits.upstream_connect_timeout,
+        idle_timeout=limits.upstream_idle_timeout,
     )
     ks_session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),

@@ -7,9 +7,11 @@ that none of ``ClientSession``'s per-request machinery (URL objects, header merg
 cookies) is paid on the hot path.
 
 A connection goes back to the pool only when its response was read to the end, the upstream
-did not ask to close, and the request body was sent whole; anything else closes it. Connections
-idle longer than ``idle_timeout`` are closed by a sweep. At most ``max_connections`` are in use
-at once; further requests wait for one to come back.
+did not ask to close, and the request body was sent whole; anything else closes it. A
+connection idle for ``idle_timeout`` is never used again (a sweep closes it): an upstream closes
+idle connections after its own keep-alive timeout, and a request written at that moment would
+meet the close, so the gateway's must be the shorter. At most ``max_connections`` are in use at
+once; further requests wait for one to come back.
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ class UpstreamPool:
     """Keep-alive connections per origin, at most ``max_connections`` in use at once."""
 
     def __init__(self, *, max_connections: int, connect_timeout: float,
-                 idle_timeout: float = 30.0) -> None:
+                 idle_timeout: float = 4.0) -> None:
         self._loop = asyncio.get_running_loop()
         self._max = max_connections
         self._connect_timeout = connect_timeout
@@ -220,11 +222,15 @@ class UpstreamPool:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
         idle = self._idle.get(origin)
-        while idle and not fresh:
-            conn = idle.pop()
-            if conn.transport is not None and not conn.transport.is_closing():
-                self._busy += 1
-                return conn
+        if idle and not fresh:
+            fresh_since = self._loop.time() - self._idle_timeout
+            while idle:
+                conn = idle.pop()  # the most recently used first
+                if (conn.idle_since > fresh_since and conn.transport is not None
+                        and not conn.transport.is_closing()):
+                    self._busy += 1
+                    return conn
+                conn.close()
         self._busy += 1
         try:
             return await self._connect(origin)
@@ -280,7 +286,7 @@ class UpstreamPool:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(_SWEEP_SECONDS)
+            await asyncio.sleep(min(_SWEEP_SECONDS, self._idle_timeout))
             deadline = self._loop.time() - self._idle_timeout
             for origin, idle in list(self._idle.items()):
                 keep = [c for c in idle if c.idle_since >= deadline and c.transport is not None]

@@ -232,6 +232,27 @@ async def test_upstream_connections_are_reused(
     assert b"x-forwarded-for: 127.0.0.1\r\n" in head
 
 
+async def test_a_connection_idle_past_the_idle_timeout_is_never_used_again(
+    make_gateway: GatewayFactory, tmp_path: Path,
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    # An upstream closes idle connections after its own keep-alive timeout; a request sent on
+    # one at that moment meets the close. The gateway gives up its idle ones first.
+    upstream = await raw_upstream(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    routes = tmp_path / "raw-routes.toml"
+    routes.write_text(
+        f'[[route]]\nprefix = "/raw/"\nupstream = "http://127.0.0.1:{upstream.port}"\n'
+        'auth = "none"\n'
+    )
+    gw = await make_gateway(GATEWAY_ROUTES=str(routes), GATEWAY_UPSTREAM_IDLE_TIMEOUT="0.3")
+    for pause in (0.0, 0.05, 0.6, 0.05):
+        await asyncio.sleep(pause)
+        resp = await gw.client.post("/raw/x", data=b"body")  # not retried: must not meet a close
+        assert resp.status == 200
+        assert await resp.read() == b"ok"
+    assert upstream.connections == 2  # a new one only after the long pause
+
+
 async def test_an_invalid_upstream_response_is_a_502_and_the_connection_is_dropped(
     make_gateway: GatewayFactory, tmp_path: Path,
     raw_upstream: Callable[..., Awaitable[RawUpstream]],
