@@ -33,8 +33,9 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = engine
     app[SESSIONMAKER] = sessionmaker
     app[THROTTLE] = LoginThrottler(
-        sessionmaker, per_user=config.login_max_failures,
+        sessionmaker, per_pair=config.login_max_failures,
         per_address=config.login_max_failures_per_address,
+        per_user=config.login_max_failures_per_user,
         window_seconds=config.login_throttle_window_seconds,
     )
     try:

@@ -33,8 +33,9 @@ class KeyServiceConfig:
     trusted_proxies: tuple[str, ...] = ()
     log_level: str = "INFO"
     # Failed logins allowed per username / per client address in one window before 429.
-    login_max_failures: int = 5
+    login_max_failures: int = 5  # per username from one address
     login_max_failures_per_address: int = 20
+    login_max_failures_per_user: int = 100  # per username from every address together
     login_throttle_window_seconds: int = 900
 
 
@@ -89,6 +90,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
         ),
         login_max_failures_per_address=env.integer(
             "KEY_SERVICE_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1, maximum=100000
+        ),
+        login_max_failures_per_user=env.integer(
+            "KEY_SERVICE_LOGIN_MAX_FAILURES_PER_USER", 100, minimum=1, maximum=100000
         ),
         login_throttle_window_seconds=env.integer(
             "KEY_SERVICE_LOGIN_THROTTLE_WINDOW", 900, minimum=1, maximum=86400

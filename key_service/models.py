@@ -87,14 +87,14 @@ class Session(Base):
 
 
 class LoginThrottle(Base):
-    """Failed logins in the current window, per username or client address.
+    """Failed logins in the current window, per username and address, address, or username.
 
     Kept in the database (not in memory) so that every replica sees the same count.
     """
 
     __tablename__ = "login_throttle"
 
-    scope: Mapped[str] = mapped_column(String(8), primary_key=True)  # "user" | "address"
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)  # "pair" | "address" | "user"
     subject: Mapped[str] = mapped_column(String(128), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,8 +1,14 @@
-"""Login throttling per username and per client address, shared by replicas via the database.
+"""Login throttling, shared by replicas via the database.
 
-Failures are counted in a fixed window that opens at the first failure; once a subject reaches
-its limit, logins for it get 429 until the window closes. A success clears the username's count
-(not the address's: one good account must not launder guesses against others).
+Failures are counted in a fixed window that opens at the first failure, against three subjects:
+a username from one client address (a small limit: guessing one account's password from one
+place), a client address (guessing across accounts), and a username from every address
+together (a distributed guess; a large limit, NIST SP 800-63B's 100 by default). Once a
+subject reaches its limit, logins for it get 429 until the window closes. So a stranger's
+wrong passwords lock an account only for the stranger's own address; locking it for everyone
+takes the large limit, from at least that many over the small one addresses. A success clears
+the username's counts (not the address's: one good account must not launder guesses against
+others).
 
 Every attempt is counted as a failure *before* its password is checked (``reserve``), in one
 write transaction that also reads the new counts: checking first and counting after the slow
@@ -32,16 +38,18 @@ class LoginThrottler:
     """Counts failed logins and refuses logins past the limits."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], *, per_user: int,
-        per_address: int, window_seconds: int,
+        self, sessionmaker: async_sessionmaker[AsyncSession], *, per_pair: int,
+        per_address: int, per_user: int, window_seconds: int,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._limits = {"user": per_user, "address": per_address}
+        self._limits = {"pair": per_pair, "address": per_address, "user": per_user}
         self._window = timedelta(seconds=window_seconds)
 
     @staticmethod
     def _subjects(username: str, address: str | None) -> list[tuple[str, str]]:
-        subjects = [("user", username.lower()[:128])]
+        user = username.lower()
+        # Without an address (never over TCP) the pair is the username alone: the small limit.
+        subjects = [("pair", f"{(address or '')[:64]} {user}"[:128]), ("user", user[:128])]
         if address:
             subjects.append(("address", address[:128]))
         return subjects
@@ -89,11 +97,6 @@ class LoginThrottler:
             )
             await session.execute(stmt)
 
-    async def failed(self, username: str, address: str | None) -> None:
-        """Count one failed login against the username and the address."""
-        async with write_session(self._sessionmaker) as session:
-            await self._count(session, username, address)
-
     async def reserve(self, username: str, address: str | None) -> None:
         """Count this attempt as a failure now; TooManyRequests if that goes past a limit.
 
@@ -120,9 +123,10 @@ class LoginThrottler:
     async def succeeded(self, username: str, address: str | None = None) -> None:
         """Clear the username's failures after a good login, and take back the address's
         reservation (see ``reserve``)."""
+        pair, user = self._subjects(username, address)[:2]
         async with write_session(self._sessionmaker) as session:
             await session.execute(delete(LoginThrottle).where(
-                LoginThrottle.scope == "user", LoginThrottle.subject == username.lower()[:128]
+                tuple_(LoginThrottle.scope, LoginThrottle.subject).in_([pair, user])
             ))
             if address:
                 await session.execute(

@@ -189,6 +189,36 @@ async def test_failed_logins_are_throttled_per_address(anon: Client) -> None:
     assert int(resp.headers["Retry-After"]) >= 1
 
 
+async def test_a_strangers_guesses_lock_an_account_only_for_the_stranger(
+    ks_env: dict[str, str], aiohttp_client: AiohttpClient,
+) -> None:
+    # Behind a trusted proxy, so that X-Forwarded-For names the client. 3 failures per
+    # username and address, 6 per address (the fixture's), 5 per username from anywhere.
+    config = load_config({**ks_env, "KEY_SERVICE_TRUSTED_PROXIES": "127.0.0.1",
+                          "KEY_SERVICE_LOGIN_MAX_FAILURES_PER_USER": "5"})
+    await migrate_async(config.database_url)
+    client = Client(await aiohttp_client(create_app(config)))
+    await add_user(client, "hank", ADMIN_ROLE)
+
+    async def login(password: str, address: str) -> int:
+        resp = await client.http.post(
+            "/api/v1/session", json={"username": "hank", "password": password},
+            headers={"X-Forwarded-For": address},
+        )
+        await resp.read()
+        return resp.status
+
+    stranger, owner, others = "198.51.100.7", "203.0.113.5", ["192.0.2.1", "192.0.2.2"]
+    assert [await login("x", stranger) for _ in range(4)] == [401, 401, 401, 429]
+    assert await login(PASSWORD, stranger) == 429  # locked for the stranger
+    assert await login(PASSWORD, owner) == 200  # not for the owner
+    # A guess spread over addresses meets the per-username limit, for everyone; the owner's
+    # login above cleared the username's count, so it takes five failures from here.
+    assert [await login("x", a) for a in others for _ in range(2)] == [401] * 4
+    assert await login("x", "192.0.2.3") == 401
+    assert await login(PASSWORD, owner) == 429
+
+
 async def test_a_good_login_clears_the_username_count(anon: Client) -> None:
     await add_user(anon, "frank", ADMIN_ROLE)
     for _ in range(2):

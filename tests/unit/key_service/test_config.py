@@ -19,7 +19,8 @@ def test_defaults() -> None:
     assert (config.host, config.port) == ("127.0.0.1", 8081)
     assert config.cookie_secure is False
     assert config.login_concurrency == 2
-    assert (config.login_max_failures, config.login_max_failures_per_address) == (5, 20)
+    assert (config.login_max_failures, config.login_max_failures_per_address,
+            config.login_max_failures_per_user) == (5, 20, 100)
     assert config.login_throttle_window_seconds == 900
     assert config.trusted_proxies == ()
     assert load_database_url({"KEY_SERVICE_DATA_DIR": "/srv/ks"}) == config.database_url
@@ -35,7 +36,8 @@ def test_trusted_proxies_are_checked() -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [("KEY_SERVICE_LOGIN_MAX_FAILURES", "0"), ("KEY_SERVICE_LOGIN_THROTTLE_WINDOW", "soon"),
-     ("KEY_SERVICE_LOGIN_MAX_FAILURES_PER_ADDRESS", "-1"), ("KEY_SERVICE_COOKIE_SECURE", "maybe"),
+     ("KEY_SERVICE_LOGIN_MAX_FAILURES_PER_ADDRESS", "-1"),
+     ("KEY_SERVICE_LOGIN_MAX_FAILURES_PER_USER", "0"), ("KEY_SERVICE_COOKIE_SECURE", "maybe"),
      ("KEY_SERVICE_DATABASE_URL", "mysql://db/keys")],
 )
 def test_bad_values_are_named(name: str, value: str) -> None:
