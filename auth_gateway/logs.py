@@ -130,21 +130,24 @@ class AccessLog:
         path = request.target.partition("?")[0]
         status = request.status if request.started else 499
         rid, remote, key_id, auth = request.request_id, request.remote, request.key_id, request.auth
+        method, route = request.method, request.route
         escaped, remember = self._escaped, self._remember
         # Every string goes through json's own (C) escaping; only the layout is written here.
         self.batcher.add(
             f'{{"time":"{self._time()}","level":"info","logger":{self._name},'
             f'"message":"request","request_id":{esc(rid) if rid else "null"},'
             f'"remote":{"null" if remote is None else esc(remote)},'
-            f'"method":{esc(request.method)},"path":{esc(path[:2048])},"status":{status},'
-            f'"bytes":{request.body_bytes},"duration_ms":{round(duration * 1000, 3)!r},'
-            f'"route":{esc(request.route)},'
+            f'"method":{escaped.get(method) or remember(method)},"path":{esc(path[:2048])},'
+            f'"status":{status},"bytes":{request.body_bytes},'
+            f'"duration_ms":{round(duration * 1000, 3)!r},'
+            f'"route":{escaped.get(route) or remember(route)},'
             f'"key_id":{"null" if key_id is None else escaped.get(key_id) or remember(key_id)},'
             f'"auth":{"null" if auth is None else escaped.get(auth) or remember(auth)}}}'
         )
 
     def _remember(self, value: str) -> str:
-        """``value`` as a JSON string, remembered: key IDs and verdicts recur on every request."""
+        """``value`` as a JSON string, remembered: methods, routes, key IDs and verdicts recur
+        on every request."""
         literal = _escape(value)
         if len(self._escaped) < _ESCAPED_BOUND:
             self._escaped[value] = literal
@@ -152,8 +155,8 @@ class AccessLog:
 
 
 _escape = json.encoder.encode_basestring_ascii
-# Distinct key IDs and verdicts whose JSON form is remembered (a flood of made-up key IDs cannot
-# grow it further; past the bound they are escaped each time).
+# Distinct methods, routes, key IDs and verdicts whose JSON form is remembered (a flood of
+# made-up key IDs or methods cannot grow it further; past the bound they are escaped each time).
 _ESCAPED_BOUND = 10_000
 
 
