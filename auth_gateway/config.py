@@ -44,7 +44,7 @@ class Limits:
     upstream_connect_timeout: float = 5.0
     upstream_total_timeout: float = 60.0
     upstream_max_connections: int = 512
-    upstream_idle_timeout: float = 4.0
+    upstream_idle_timeout: float = 1.5
     min_upload_rate: int = 1024  # bytes/s on average, after the first timeout's worth
 
 
@@ -162,7 +162,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
             "GATEWAY_UPSTREAM_MAX_CONNECTIONS", 512, minimum=1, maximum=100_000
         ),
         upstream_idle_timeout=env.number(
-            "GATEWAY_UPSTREAM_IDLE_TIMEOUT", 4.0, minimum=0.1, maximum=3600
+            "GATEWAY_UPSTREAM_IDLE_TIMEOUT", 1.5, minimum=0.1, maximum=3600
         ),
         min_upload_rate=env.integer(
             "GATEWAY_MIN_UPLOAD_RATE", 1024, minimum=0, maximum=1024**3

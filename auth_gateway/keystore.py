@@ -156,12 +156,14 @@ class KeyStore:
         held = self._overridden(held) or held
         return held.record
 
-    async def apply(self, signed: SignedEvent, origin: str = "event") -> bool:
+    async def apply(self, signed: SignedEvent, origin: str = "event", *,
+                    likely_stored: bool = False) -> bool:
         """Verify ``signed`` and store it if it supersedes what is held; True if Redis changed.
 
         Raises RecordRejected for a forged or malformed record (counted under ``origin``), and
         StoreUnavailable when Redis cannot be written: L1 is updated either way, but the caller
-        must retry later so that Redis does not keep a stale record.
+        must retry later so that Redis does not keep a stale record. ``likely_stored``: see
+        ``_write``.
         """
         event = self._verify(signed, origin)
         new = Held(event.sequence, event.record)
@@ -178,7 +180,7 @@ class KeyStore:
         if not new.record.active:
             self._keep_known(new, signed)
         try:
-            changed = await self._write(signed, new, likely_stored=origin == "feed")
+            changed = await self._write(signed, new, likely_stored=likely_stored)
         except StoreUnavailable:
             self._metrics.records_applied.labels("redis_error").inc()
             self._keep_known(new, signed)

@@ -14,9 +14,11 @@ refused outright; the rest are normalised before matching and forwarded as norma
 of slashes merged, as nginx does), so that ``/%61dmin`` or ``//admin`` cannot pass as something
 other than ``/admin``: the route chosen here and the path the upstream resolves cannot disagree.
 A prefix ending in ``/`` also matches the path without it (``/admin/`` matches ``/admin`` and
-``/admin;x``). Prefixes are case-sensitive, as paths are, except that a path which in lower case,
-with the dots and spaces that end a segment dropped (as Windows and IIS drop them), falls under
-a route requiring a key is never given a route that does not.
+``/admin;x``). Prefixes are case-sensitive, as paths are, except that a path which, read as the
+most lenient upstream reads it (``_fold``: case ignored, also for the non-ASCII letters that
+.NET and Java fold to ASCII; the dots and spaces that end a segment dropped, as IIS drops them;
+the last segment's suffix dropped, as Rails and Spring's suffix matching do), falls under a
+route requiring a key is never given a route that does not.
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ _UNSAFE_PATH_RE = re.compile(
 # Dots and (encoded) spaces that end a segment, which Windows and IIS drop: "/admin./x" and
 # "/admin%20/x" are "/admin/x" there.
 _SEGMENT_END_RE = re.compile(r"(?:\.|%20)+(?=[/;]|$)")
+# The last segment's suffix from its first dot, before any path parameters.
+_SUFFIX_RE = re.compile(r"\.[^/;]*(?=(?:;[^/]*)?$)")
+# Escaped (lower-cased) UTF-8 of the letters whose case mapping is ASCII: dotless i, long s,
+# the Kelvin sign.
+_ASCII_CASE = {"%c4%b1": "i", "%c5%bf": "s", "%e2%84%aa": "k"}
+_ASCII_CASE_RE = re.compile("|".join(_ASCII_CASE))
 _ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASHES_RE = re.compile(r"//+")
 # RFC 3986 unreserved characters, but '.', which an encoded form may not smuggle into a dot
@@ -138,17 +146,17 @@ class RouteTable:
 
         A prefix ``/p/`` covering the bare ``/p`` counts as ``/p`` long; at equal length a
         route the path matches as written wins (``/admin`` over ``/admin/`` for ``/admin``).
-        Prefixes are compared as written; but when the path in lower case, without the dots
-        and spaces that end its segments, would fall under a route that requires a key while
-        the path as written does not, that route is taken: an upstream that ignores case
-        (Express, IIS) serves ``/ADMIN/x`` as ``/admin/x``, and IIS serves ``/admin./x`` and
-        ``/admin%20/x`` as ``/admin/x`` too.
+        Prefixes are compared as written; but when the path as ``_fold`` reads it would fall
+        under a route that requires a key while the path as written does not, that route is
+        taken: an upstream that ignores case (Express, IIS) serves ``/ADMIN/x`` as
+        ``/admin/x``, IIS serves ``/admin./x``, ``/admin%20/x`` and ``/adm%C4%B1n/x`` as
+        ``/admin/x``, and Rails serves ``/admin.json`` as ``/admin``.
         """
         route = self._written.longest(raw_path)
         if (route is not None and route.requires_auth) or self._folded is None:
             return route
-        if raw_path.islower() and "." not in raw_path and "%20" not in raw_path:
-            return route  # nothing to fold (_fold's test, without the call: most paths)
+        if raw_path.islower() and "." not in raw_path and "%" not in raw_path:
+            return route  # nothing to fold (_fold's tests, without the call: most paths)
         shadow = _fold(raw_path)
         if shadow == raw_path:  # still nothing ("/123", "/admin/x.json")
             return route
@@ -162,11 +170,12 @@ class _Prefixes:
     def __init__(self, routes: tuple[Route, ...], *, fold: bool) -> None:
         # (prefix, ends with "/", route), longest first
         self._literal = tuple(
-            (_fold(r.prefix) if fold else r.prefix, r.prefix.endswith("/"), r) for r in routes
+            (_fold_prefix(r.prefix) if fold else r.prefix, r.prefix.endswith("/"), r)
+            for r in routes
         )
         # "/p" -> the route of prefix "/p/": it covers the bare path too
         self._bare = {
-            (_fold(r.prefix) if fold else r.prefix)[:-1]: r
+            (_fold_prefix(r.prefix) if fold else r.prefix)[:-1]: r
             for r in reversed(routes) if len(r.prefix) > 1 and r.prefix.endswith("/")
         }
 
@@ -186,14 +195,35 @@ class _Prefixes:
         return found
 
 
-def _fold(path: str) -> str:
-    """``path`` as an upstream that ignores case and drops the dots and spaces that end a
-    segment (IIS) reads it. Never empties a segment: is_safe_path refuses segments of only
-    dots and spaces."""
+def _fold_prefix(path: str) -> str:
+    """``path`` in lower case, without the dots and spaces that end its segments (IIS drops
+    them). Never empties a segment: is_safe_path refuses segments of only dots and spaces."""
     folded = path if path.islower() else path.lower()
     if "." in folded or "%20" in folded:
         folded = _SEGMENT_END_RE.sub("", folded)
     return folded
+
+
+def _fold(path: str) -> str:
+    """``path`` as the most lenient upstream reads it, for comparing with folded prefixes.
+
+    Beyond ``_fold_prefix``: the escapes of the non-ASCII letters whose case mapping is an
+    ASCII one (.NET and Java compare "adm\u0131n" and "ADMIN" equal ignoring case), and the last
+    segment's suffix from its first dot (Rails' ``(.:format)`` and Spring's suffix pattern
+    matching serve ``/admin.json`` as ``/admin``).
+    """
+    folded = path if path.islower() else path.lower()
+    if "%" in folded:
+        folded = _ASCII_CASE_RE.sub(_ascii_case, folded)
+    if "." in folded or "%20" in folded:
+        folded = _SEGMENT_END_RE.sub("", folded)
+        if "." in folded:
+            folded = _SUFFIX_RE.sub("", folded)
+    return folded
+
+
+def _ascii_case(match: re.Match[str]) -> str:
+    return _ASCII_CASE[match.group(0)]
 
 
 def normalize_path(raw_path: str) -> str:

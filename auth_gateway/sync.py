@@ -116,8 +116,13 @@ class RecordSink(Protocol):
     the record could not be written to Redis.
     """
 
-    async def apply(self, signed: SignedEvent, origin: str = "event") -> bool:
-        """Verify ``signed``, keep it if it supersedes the record held, evict the L1 copy."""
+    async def apply(self, signed: SignedEvent, origin: str = "event", *,
+                    likely_stored: bool = False) -> bool:
+        """Verify ``signed``, keep it if it supersedes the record held, evict the L1 copy.
+
+        ``likely_stored``: Redis probably holds this very record already (the first catch-up
+        of a process that starts while others run).
+        """
 
 
 class FeedPageLike(Protocol):
@@ -230,7 +235,10 @@ class Synchronizer:
 
     async def _apply_one(self, signed: SignedEvent, source: Source) -> tuple[Outcome, int | None]:
         try:
-            await self._sink.apply(signed, _ORIGIN[source])
+            await self._sink.apply(
+                signed, _ORIGIN[source],
+                likely_stored=source == "feed" and not self._synced.is_set(),
+            )
         except RecordRejected:
             # Counted by the store under its origin and reason; never applied.
             self._metrics.events.labels(source, "rejected").inc()

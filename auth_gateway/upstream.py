@@ -91,6 +91,7 @@ class UpstreamConnection(BaseProtocol):
         self.reusable = True
         self.got_data = False
         self.idle_since = 0.0
+        self.head_at = 0.0  # when the last response's head arrived
         self.payload: StreamReader | None = None
         self._head: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
         self._response_parser: HttpResponseParser | None = None
@@ -132,6 +133,7 @@ class UpstreamConnection(BaseProtocol):
                 self._broken(UpstreamBroken("unexpected response from the upstream"))
                 return
             self.payload = payload
+            self.head_at = self._loop.time()
             head.set_result((message, payload))
         if upgraded:
             self._broken(UpstreamBroken("the upstream switched protocols"))
@@ -180,7 +182,10 @@ class UpstreamConnection(BaseProtocol):
         self._parser = self._response_parser = None
         self._head = None
         self.payload = None
-        self.idle_since = self._loop.time()
+        # Idle since the response's head came, not since its end was relayed: the upstream's
+        # keep-alive clock starts once it has written the response, which (with a slow client
+        # holding the tail back in the buffers) may be long before the gateway reads it all.
+        self.idle_since = self.head_at
 
     def close(self) -> None:
         self.reusable = False
@@ -192,7 +197,7 @@ class UpstreamPool:
     """Keep-alive connections per origin, at most ``max_connections`` in use at once."""
 
     def __init__(self, *, max_connections: int, connect_timeout: float,
-                 idle_timeout: float = 4.0) -> None:
+                 idle_timeout: float = 1.5) -> None:
         self._loop = asyncio.get_running_loop()
         self._max = max_connections
         self._connect_timeout = connect_timeout

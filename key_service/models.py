@@ -94,7 +94,8 @@ class LoginThrottle(Base):
 
     __tablename__ = "login_throttle"
 
-    scope: Mapped[str] = mapped_column(String(8), primary_key=True)  # "pair" | "address" | "user"
+    # "pair" (username and address), "address", "user", or "known": a pair that logged in
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
     subject: Mapped[str] = mapped_column(String(128), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime())

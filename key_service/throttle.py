@@ -6,9 +6,10 @@ place), a client address (guessing across accounts), and a username from every a
 together (a distributed guess; a large limit, NIST SP 800-63B's 100 by default). Once a
 subject reaches its limit, logins for it get 429 until the window closes. So a stranger's
 wrong passwords lock an account only for the stranger's own address; locking it for everyone
-takes the large limit, from at least that many over the small one addresses. A success clears
-the username's counts (not the address's: one good account must not launder guesses against
-others).
+takes the large limit, from at least that many over the small one addresses, and even then not
+from an address the username logged in from lately (a success marks the pair "known" for 30
+days). IPv6 addresses count by their /64. A success clears the username's counts (not the
+address's: one good account must not launder guesses against others).
 
 Every attempt is counted as a failure *before* its password is checked (``reserve``), in one
 write transaction that also reads the new counts: checking first and counting after the slow
@@ -18,6 +19,7 @@ A success then takes its reservation back (``succeeded``).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from datetime import timedelta
 
@@ -32,6 +34,23 @@ from .models import LoginThrottle, UTCDateTime, utcnow
 __all__ = ["LoginThrottler"]
 
 _T = LoginThrottle.__table__
+# How long a username's successful login from an address exempts that pair from the
+# per-username limit.
+_KNOWN_FOR = timedelta(days=30)
+
+
+def _group(address: str) -> str:
+    """What failures from ``address`` count against: the address, or for IPv6 its /64 (one
+    subscriber's allocation: a client may hold every address in it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class LoginThrottler:
@@ -47,23 +66,40 @@ class LoginThrottler:
 
     @staticmethod
     def _subjects(username: str, address: str | None) -> list[tuple[str, str]]:
+        """The subjects an attempt counts against: pair, user, and (with an address) address."""
         user = username.lower()
+        where = _group(address) if address else ""
         # Without an address (never over TCP) the pair is the username alone: the small limit.
-        subjects = [("pair", f"{(address or '')[:64]} {user}"[:128]), ("user", user[:128])]
-        if address:
-            subjects.append(("address", address[:128]))
+        subjects = [("pair", f"{where} {user}"[:128]), ("user", user[:128])]
+        if where:
+            subjects.append(("address", where[:128]))
         return subjects
 
+    async def _rows(
+        self, session: AsyncSession, subjects: list[tuple[str, str]],
+    ) -> list[LoginThrottle]:
+        """The subjects' rows, less the username's own when this pair logged in lately: the
+        per-username limit stops a guess spread over many addresses, but must not lock the
+        account's owner out from where the owner logs in."""
+        known = ("known", subjects[0][1])
+        rows = (await session.scalars(
+            select(LoginThrottle).where(
+                tuple_(LoginThrottle.scope, LoginThrottle.subject).in_([*subjects, known])
+            )
+        )).all()
+        trusted = any(
+            row.scope == "known" and row.window_start > utcnow() - _KNOWN_FOR for row in rows
+        )
+        return [
+            row for row in rows
+            if row.scope != "known" and not (trusted and row.scope == "user")
+        ]
+
     async def check(self, username: str, address: str | None) -> None:
-        """Raise TooManyRequests (with Retry-After) when either subject is over its limit."""
+        """Raise TooManyRequests (with Retry-After) when a subject is over its limit."""
         now = utcnow()
-        subjects = self._subjects(username, address)
         async with read_session(self._sessionmaker) as session:
-            rows = (await session.scalars(
-                select(LoginThrottle).where(
-                    tuple_(LoginThrottle.scope, LoginThrottle.subject).in_(subjects)
-                )
-            )).all()
+            rows = await self._rows(session, self._subjects(username, address))
         wait = 0.0
         for row in rows:
             ends = row.window_start + self._window
@@ -108,11 +144,7 @@ class LoginThrottler:
         subjects = self._subjects(username, address)
         async with write_session(self._sessionmaker) as session:
             await self._count(session, username, address)
-            rows = (await session.scalars(
-                select(LoginThrottle).where(
-                    tuple_(LoginThrottle.scope, LoginThrottle.subject).in_(subjects)
-                )
-            )).all()
+            rows = await self._rows(session, subjects)
         over = [row for row in rows if row.failures > self._limits[row.scope]]
         if over:
             wait = max((row.window_start + self._window - now).total_seconds() for row in over)
@@ -123,17 +155,30 @@ class LoginThrottler:
     async def succeeded(self, username: str, address: str | None = None) -> None:
         """Clear the username's failures after a good login, and take back the address's
         reservation (see ``reserve``)."""
-        pair, user = self._subjects(username, address)[:2]
+        subjects = self._subjects(username, address)
+        pair, user = subjects[:2]
+        now = utcnow()
         async with write_session(self._sessionmaker) as session:
             await session.execute(delete(LoginThrottle).where(
                 tuple_(LoginThrottle.scope, LoginThrottle.subject).in_([pair, user])
             ))
-            if address:
+            # Where this username logs in from: exempt from the per-username limit for a while.
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            await session.execute(
+                insert(LoginThrottle)
+                .values(scope="known", subject=pair[1], failures=0, window_start=now)
+                .on_conflict_do_update(
+                    index_elements=["scope", "subject"],
+                    set_={"window_start": literal(now, UTCDateTime())},
+                )
+            )
+            if len(subjects) > 2:
                 await session.execute(
                     update(LoginThrottle)
                     .where(
                         LoginThrottle.scope == "address",
-                        LoginThrottle.subject == address[:128],
+                        LoginThrottle.subject == subjects[2][1],
                         LoginThrottle.failures > 0,
                     )
                     .values(failures=LoginThrottle.failures - 1)

@@ -212,11 +212,18 @@ async def test_a_strangers_guesses_lock_an_account_only_for_the_stranger(
     assert [await login("x", stranger) for _ in range(4)] == [401, 401, 401, 429]
     assert await login(PASSWORD, stranger) == 429  # locked for the stranger
     assert await login(PASSWORD, owner) == 200  # not for the owner
-    # A guess spread over addresses meets the per-username limit, for everyone; the owner's
-    # login above cleared the username's count, so it takes five failures from here.
+    # A guess spread over addresses meets the per-username limit (the owner's login above
+    # cleared the username's count, so it takes five failures from here): the account is
+    # locked everywhere but where it logged in from lately.
     assert [await login("x", a) for a in others for _ in range(2)] == [401] * 4
     assert await login("x", "192.0.2.3") == 401
-    assert await login(PASSWORD, owner) == 429
+    assert await login(PASSWORD, "192.0.2.4") == 429
+    assert await login(PASSWORD, owner) == 200
+    # IPv6 addresses count by their /64: one client may hold all of it.
+    spray = [f"2001:db8:0:1::{n:x}" for n in range(1, 5)]
+    assert [await login("x", a) for a in spray] == [401, 401, 401, 429]
+    assert await login(PASSWORD, "2001:db8:0:1::abc") == 429
+    assert await login(PASSWORD, "2001:db8:0:2::1") == 200  # another /64: counted apart
 
 
 async def test_a_good_login_clears_the_username_count(anon: Client) -> None:

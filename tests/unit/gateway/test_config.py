@@ -20,7 +20,7 @@ def test_defaults(secrets_env: dict[str, str]) -> None:
     assert config.failed_auth_sync == 0.25
     assert config.limits.min_upload_rate == 1024
     assert config.limits.max_body_bytes == 1024**3
-    assert config.limits.upstream_idle_timeout == 4.0
+    assert config.limits.upstream_idle_timeout == 1.5
     assert config.secrets.verifier is not None
     assert config.secrets.signer is None
     assert (config.unix_socket, config.unix_socket_mode) == (None, 0o660)

@@ -235,11 +235,32 @@ def test_a_path_whose_segment_ends_iis_drops_falls_under_the_required_route() ->
         route = table2.match(path)
         assert route is not None
         assert route.prefix == "/etc./", path
-    for path, prefix in (("/admin.json", "/"), ("/adminx./y", "/"), ("/Docs./x", "/"),
+    for path, prefix in (("/adminx./y", "/"), ("/Docs./x", "/"),
                          ("/x/admin./y", "/"), ("/static/app.js", "/")):
         route = table.match(path)
         assert route is not None
         assert route.prefix == prefix, path
+
+
+def test_format_suffixes_and_non_ascii_case_fold_into_the_required_route() -> None:
+    # Rails ("/admin(.:format)") and Spring's suffix matching serve /admin.json as /admin;
+    # .NET and Java fold the dotless i, the long s and the Kelvin sign to ASCII ignoring case.
+    table = _table(("/", "none"), ("/admin/", "required"), ("/sec", "required"),
+                   ("/key/", "required"))
+    for raw in ("/admin.json", "/ADMIN.tar.gz", "/admin.json;x", "/adm%C4%B1n/x",
+                "/%C5%BFec", "/ADM%c4%b1N.xml", "/sec.json", "/%E2%84%AAey/x"):
+        route = table.match(normalize_path(raw))
+        assert route is not None
+        assert route.requires_auth, raw
+    for path in ("/admins.json", "/static/admin.js", "/adm%C4%B0n/x", "/a.b/admin"):
+        route = table.match(path)
+        assert route is not None
+        assert route.prefix == "/", path
+    # A prefix's own dots are kept: "/files.zip" does not cover "/files/x".
+    table2 = _table(("/", "none"), ("/files.zip", "required"))
+    route = table2.match("/files/x")
+    assert route is not None
+    assert route.prefix == "/"
 
 
 @pytest.mark.parametrize("raw", ["/;/admin/x", "/;x/admin/x", "/api;x/v1/secret", "/%u0061dmin"])

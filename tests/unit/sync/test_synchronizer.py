@@ -51,7 +51,8 @@ class FakeStore:
     seen: list[int] = field(default_factory=list)
     down: bool = False
 
-    async def apply(self, signed: SignedEvent, origin: str = "event") -> bool:
+    async def apply(self, signed: SignedEvent, origin: str = "event", *,
+                    likely_stored: bool = False) -> bool:
         try:
             event = signed.verify(VERIFIER)
         except ApiKeysError as exc:
