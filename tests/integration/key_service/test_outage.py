@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import make_url
 
 from apikeys_shared.config import generate_secrets
@@ -16,6 +18,12 @@ from tests.integration.key_service.conftest import AiohttpClient
 from tests.support.faultproxy import FaultProxy
 
 
+# asyncpg can leave a socket transport unclosed when the fault proxy cuts a connection attempt
+# mid-way ("unclosed transport <_SelectorSocketTransport ...>", seen in 2 of some 30 runs); the
+# ResourceWarning comes whenever the garbage collector finds it and is not what this test is
+# about, so this test alone lets unraisable-exception warnings pass, and collects garbage before
+# it ends so that none is reported against a later test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_readyz_is_503_while_postgres_is_cut(
     postgres_url: str, fault_proxy: Callable[[str, int], FaultProxy],
     aiohttp_client: AiohttpClient, tmp_path: Path, amqp_names: AmqpNames,
@@ -40,3 +48,4 @@ async def test_readyz_is_503_while_postgres_is_cut(
     assert resp.content_type == "application/problem+json"
     proxy.restore()
     assert (await client.get("/readyz")).status == 200
+    gc.collect()
