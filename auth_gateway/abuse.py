@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 
 from redis.exceptions import RedisError
 
+from apikeys_shared.addresses import address_group
+
 from .cache import TTLCache
 from .config import UNIX_PEER
 from .redisclient import RedisClient
@@ -188,18 +190,8 @@ _REMEMBERED = 4096
 
 @functools.lru_cache(maxsize=_REMEMBERED)
 def failure_group(address: str) -> str:
-    """What ``address``'s failed attempts are counted against: for IPv6, its /64 (the block one
-    subscriber is usually given, so that walking through it earns no fresh attempts), for any
-    other address the address itself."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return address
+    """``address_group``, remembered: what ``address``'s failed attempts are counted against."""
+    return address_group(address)
 
 
 def _is_ip(value: str) -> bool:

@@ -19,13 +19,14 @@ A success then takes its reservation back (``succeeded``).
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from datetime import timedelta
 
 from sqlalchemy import case, delete, literal, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from apikeys_shared.addresses import address_group
 
 from .db import read_session, write_session
 from .errors import TooManyRequests
@@ -37,20 +38,6 @@ _T = LoginThrottle.__table__
 # How long a username's successful login from an address exempts that pair from the
 # per-username limit.
 _KNOWN_FOR = timedelta(days=30)
-
-
-def _group(address: str) -> str:
-    """What failures from ``address`` count against: the address, or for IPv6 its /64 (one
-    subscriber's allocation: a client may hold every address in it)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
 
 
 class LoginThrottler:
@@ -68,7 +55,7 @@ class LoginThrottler:
     def _subjects(username: str, address: str | None) -> list[tuple[str, str]]:
         """The subjects an attempt counts against: pair, user, and (with an address) address."""
         user = username.lower()
-        where = _group(address) if address else ""
+        where = address_group(address) if address else ""
         # Without an address (never over TCP) the pair is the username alone: the small limit.
         subjects = [("pair", f"{where} {user}"[:128]), ("user", user[:128])]
         if where:
