@@ -85,17 +85,6 @@ class Route:
     def __post_init__(self) -> None:
         object.__setattr__(self, "requires_auth", self.auth == "required")
 
-    def matches(self, path: str) -> bool:
-        """True when ``path`` is the prefix or lies under it on a segment boundary.
-
-        ``;`` ends a segment too: Servlet containers read ``/admin;x`` as ``/admin``, so it must
-        not slip past the ``/admin`` route to a broader one.
-        """
-        prefix = self.prefix
-        if not path.startswith(prefix):
-            return False
-        return prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] in "/;"
-
     def forward_path(self, raw_path: str) -> str:
         """The path to append to the upstream's base URL: ``raw_path``, minus the prefix when
         stripping (and then always starting with ``/``)."""
@@ -106,7 +95,7 @@ class Route:
         bare = size - 1  # "/p/" covering "/p" or "/p;x"
         if raw_path.startswith(prefix) and (
             prefix[-1] == "/" or raw_path[size:size + 1] in ("", "/", ";")
-        ):  # matches(), written out: this runs on every request of a stripping route
+        ):  # under the prefix on a segment boundary (';' ends a segment, as in _Prefixes)
             path = raw_path[size:]
         elif (prefix.endswith("/") and raw_path.startswith(prefix[:-1])
               and raw_path[bare:bare + 1] in ("", ";")):
