@@ -200,8 +200,11 @@ class GatewayHandler:
             return _send(request, problem(400, framing, close=True))
         limits = self._limits
         raw = request.raw_headers
+        # Each header line holds its name and value and at least 2 more bytes (":" and an end
+        # of line), so when the whole head is short enough the lengths need not be added up.
         if len(raw) > limits.max_headers or (
-            sum(map(len, chain.from_iterable(raw))) + 4 * len(raw) > limits.max_header_bytes
+            request.head_bound + 2 * len(raw) > limits.max_header_bytes
+            and sum(map(len, chain.from_iterable(raw))) + 4 * len(raw) > limits.max_header_bytes
         ):
             request.route = "_refused"
             return _send(request, problem(

@@ -121,6 +121,7 @@ class Request:
         "body_bytes",
         "chunked",
         "finished",
+        "head_bound",
         "headers",
         "keep_alive",
         "key_id",
@@ -138,8 +139,12 @@ class Request:
     )
 
     def __init__(self, conn: _Connection, message: RawRequestMessage,
-                 payload: StreamReader) -> None:
+                 payload: StreamReader, head_bound: int) -> None:
         self._conn = conn
+        # The head (request line and header lines) is at most this many bytes long: all that
+        # arrived since the previous request's head was complete. Often small enough to settle
+        # a limit on the headers' size without adding up their lengths.
+        self.head_bound = head_bound
         self.method: str = message.method
         self.target: str = message.path
         self.version = message.version
@@ -276,9 +281,9 @@ class _Connection(BaseProtocol):
         self._peer = peer  # the name of every peer of a Unix socket (they have no address)
         self.remote: str | None = peer
         self.closing = False
-        self._queue: collections.deque[tuple[RawRequestMessage, StreamReader] | Exception] = (
-            collections.deque()
-        )
+        self._queue: collections.deque[
+            tuple[RawRequestMessage, StreamReader, int] | Exception
+        ] = collections.deque()
         self._task: asyncio.Task[None] | None = None
         self._payload: StreamReader | None = None  # the body being received, if any
         self._stop_parsing = False
@@ -286,6 +291,7 @@ class _Connection(BaseProtocol):
         self._eof = False  # the client half-closed: answer what is queued, then close
         self.idle_since: float | None = None
         self._head_bytes = 0  # received since the last complete request head, outside bodies
+        self._fed = 0  # fed to the parser since the last complete request head, bodies included
         self._unfed = b""  # received, held back unparsed while enough requests are queued
         self._eof_held = False  # the client's EOF came behind held-back bytes
         self._linger_timer: asyncio.TimerHandle | None = None
@@ -352,6 +358,7 @@ class _Connection(BaseProtocol):
         in_head = payload is None
         if in_head:
             self._head_bytes += len(data)
+        self._fed += len(data)
         try:
             messages, upgraded, _tail = self._request_parser.feed_data(data)
         except HttpProcessingError as exc:
@@ -366,8 +373,10 @@ class _Connection(BaseProtocol):
                                          str(self._head_bytes)))
             return
         self._head_bytes = 0
+        # Every head completed now lies within what was fed since the last one completed.
+        bound, self._fed = self._fed, 0
         for message, payload in messages:
-            self._queue.append((message, payload))
+            self._queue.append((message, payload, bound))
             if not payload.is_eof():
                 self._payload = payload
         if upgraded:
@@ -441,8 +450,8 @@ class _Connection(BaseProtocol):
             if isinstance(item, Exception):
                 self._bad_request(item)
                 return
-            message, payload = item
-            request = Request(self, message, payload)
+            message, payload, bound = item
+            request = Request(self, message, payload, bound)
             if message is self._last_message:
                 request.keep_alive = False
             started = loop.time()
