@@ -87,22 +87,24 @@ def reason_phrase(status: int) -> bytes:
     return _reasons.get(status, b"")
 
 
-class _DateCache:
-    """``Date: ...\\r\\n`` (RFC 9110 §6.6.1), formatted once per second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._line = b""
-
-    def __call__(self) -> bytes:
-        second = int(time.time())
-        if second != self._second:
-            self._second = second
-            self._line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
-        return self._line
+_date_line = b""
+_date_until = 0.0  # the time.time() at which _date_line goes stale
 
 
-date_header = _DateCache()
+def date_header() -> bytes:
+    """``Date: ...\r\n`` (RFC 9110 §6.6.1), formatted once per second.
+
+    A plain function and one chained comparison on the common path: it runs for every
+    response. (Within the second it was made for: a clock stepped back gets a new line too.)
+    """
+    global _date_line, _date_until
+    now = time.time()
+    if _date_until - 1.0 <= now < _date_until:
+        return _date_line
+    second = int(now)
+    _date_until = second + 1.0
+    _date_line = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+    return _date_line
 
 
 class Request:

@@ -104,7 +104,7 @@ class AccessLog:
         self.logger = logger
         self._name = _json(logger.name)
         self._second = -1
-        self._ms = -1
+        self._ms_from = self._ms_until = 0.0  # the time.time() range _stamp_ms is right for
         self._stamp = ""
         self._stamp_ms = ""
         self._escaped: dict[str, str] = {}
@@ -112,14 +112,15 @@ class AccessLog:
     def _time(self) -> str:
         """``datetime.isoformat(timespec="milliseconds")`` in UTC, formatted once per ms."""
         now = _time.time()
+        if self._ms_from <= now < self._ms_until:
+            return self._stamp_ms
         ms = int(now * 1000)
-        if ms != self._ms:
-            self._ms = ms
-            second = ms // 1000
-            if second != self._second:
-                self._second = second
-                self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._stamp_ms = f"{self._stamp}.{ms % 1000:03d}+00:00"
+        self._ms_from, self._ms_until = ms / 1000, (ms + 1) / 1000
+        second = ms // 1000
+        if second != self._second:
+            self._second = second
+            self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        self._stamp_ms = f"{self._stamp}.{ms % 1000:03d}+00:00"
         return self._stamp_ms
 
     def log(self, request: Request, duration: float) -> None:
