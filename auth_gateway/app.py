@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 from itertools import chain
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import istr
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
@@ -57,6 +58,8 @@ log = logging.getLogger("auth_gateway")
 VERIFY_PATH = "/_auth/verify"
 _VERIFY_SUB = VERIFY_PATH + "/"
 _OPS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Header names looked up on every request, as istr: multidict then skips folding their case.
+_X_REQUEST_ID = istr("X-Request-Id")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Request IDs only correlate log lines; they guard nothing, so a seeded PRNG (fresh per process,
 # re-seeded after a fork) serves instead of a getrandom() system call per request. Random rather
@@ -158,10 +161,10 @@ def _framing_problem(request: Request) -> str | None:
     if request.version not in ((1, 0), (1, 1)):
         return "Only HTTP/1.0 and HTTP/1.1 requests are accepted."
     headers = request.headers
-    if len(headers.getall("Host", ())) > 1:
+    if len(headers.getall(hdrs.HOST, ())) > 1:
         return "The request has more than one Host header."
-    if "Transfer-Encoding" in headers:
-        encodings = headers.getall("Transfer-Encoding")
+    if hdrs.TRANSFER_ENCODING in headers:
+        encodings = headers.getall(hdrs.TRANSFER_ENCODING)
         if request.version < (1, 1):
             return "Transfer-Encoding is not allowed in an HTTP/1.0 request."
         if len(encodings) > 1 or encodings[0].strip().lower() != "chunked":
@@ -191,7 +194,7 @@ class GatewayHandler:
     # -- dispatch --------------------------------------------------------------------------
     def now(self, request: Request) -> bool:
         """Answer without waiting when possible; False leaves ``request`` to ``later``."""
-        incoming = request.headers.getall("X-Request-Id", ())
+        incoming = request.headers.getall(_X_REQUEST_ID, ())
         rid = incoming[0] if len(incoming) == 1 and _REQUEST_ID_RE.fullmatch(incoming[0]) else ""
         request.request_id = rid or _new_request_id()
         framing = _framing_problem(request)
@@ -247,7 +250,7 @@ class GatewayHandler:
                 404, "No route of this gateway matches the request path."))
         request.route = route.prefix
         request.state = (route, path)
-        declared = request.headers.get("Content-Length")
+        declared = request.headers.get(hdrs.CONTENT_LENGTH)
         if declared is not None and int(declared) > limits.max_body_bytes:
             return _send(request, problem(
                 413, "The request body is larger than this gateway accepts.", close=True))
@@ -308,9 +311,9 @@ class GatewayHandler:
         proto = "http"
         remote = request.remote or ""
         if self._trusted and is_trusted(remote, self._trusted):
-            prior = ", ".join(request.headers.getall("X-Forwarded-For", ()))
+            prior = ", ".join(request.headers.getall(hdrs.X_FORWARDED_FOR, ()))
             forwarded_for = f"{prior}, {remote}" if prior else remote
-            proto = request.headers.get("X-Forwarded-Proto", proto)
+            proto = request.headers.get(hdrs.X_FORWARDED_PROTO, proto)
         query = request.target.partition("?")[2]
         ctx = ForwardContext(
             route=route, raw_path=path, raw_query=query, request_id=request.request_id,

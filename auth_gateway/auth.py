@@ -12,6 +12,8 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from aiohttp import hdrs
+
 from apikeys_shared.events import KeyRecord
 from apikeys_shared.hashing import PepperSet
 
@@ -107,7 +109,7 @@ class Authenticator:
     def client_address(self, request: Request) -> str:
         """The client's address (the peer, or behind trusted proxies the nearest other hop)."""
         return client_address(
-            request.remote, request.headers.getall("X-Forwarded-For", []), self._trusted
+            request.remote, request.headers.getall(hdrs.X_FORWARDED_FOR, []), self._trusted
         )
 
     def failure_address(self, request: Request) -> str:

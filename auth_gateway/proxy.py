@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import hdrs
 from aiohttp.http import RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
@@ -148,7 +149,7 @@ class Forwarder:
         target = origin.base_path + ctx.route.forward_path(ctx.raw_path)
         if ctx.raw_query:
             target = f"{target}?{ctx.raw_query}"
-        host = request.headers.get("Host")
+        host = request.headers.get(hdrs.HOST)
         block = upstream_header_block(
             request.raw_headers, forwarded_for=ctx.forwarded_for,
             forwarded_proto=ctx.forwarded_proto,
@@ -156,7 +157,7 @@ class Forwarder:
             request_id=ctx.request_id, identity=ctx.identity,
         )
         # The body's framing, from the parser's own reading of the request (never copied).
-        length = request.headers.get("Content-Length")
+        length = request.headers.get(hdrs.CONTENT_LENGTH)
         if request.chunked:
             framing = b"Transfer-Encoding: chunked\r\n"
         elif length is not None:
@@ -173,7 +174,7 @@ class Forwarder:
         origin = self._origin(ctx.route)
         head = self._head(request, ctx, origin)
         has_body = request.payload is not EMPTY_PAYLOAD
-        if has_body and "100-continue" in request.headers.get("Expect", "").lower():
+        if has_body and "100-continue" in request.headers.get(hdrs.EXPECT, "").lower():
             request.send_continue()
         label = ctx.route.prefix
         started = time.perf_counter()
