@@ -24,7 +24,7 @@ from .appkeys import CONFIG, METRICS, SESSIONMAKER
 from .bodies import read_json_object
 from .db import read_session, write_session
 from .errors import BadRequest, Forbidden, NotAuthenticated, TooManyRequests
-from .middleware import client_address
+from .middleware import came_over_https, client_address
 from .models import Session, User, utcnow
 from .throttle import LoginThrottler
 from .users import ADMIN_ROLE, MAX_PASSWORD_LENGTH, PasswordChecker
@@ -134,9 +134,11 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 def _set_cookie(request: web.Request, response: web.StreamResponse, session_id: str) -> None:
     config = request.config_dict[CONFIG]
+    secure = config.cookie_secure
     response.set_cookie(
         SESSION_COOKIE, session_id, max_age=config.session_ttl_seconds, path="/",
-        httponly=True, samesite="Strict", secure=config.cookie_secure,
+        httponly=True, samesite="Strict",
+        secure=came_over_https(request) if secure is None else secure,
     )
 
 

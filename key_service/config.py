@@ -28,7 +28,9 @@ class KeyServiceConfig:
     exchange: str = EXCHANGE
     event_source: str = "urn:apikeys:key_service"
     session_ttl_seconds: int = 8 * 3600
-    cookie_secure: bool = False
+    # True / False: always / never mark the session cookie Secure; None ("auto"): when the
+    # login request came over HTTPS, directly or as a trusted proxy's X-Forwarded-Proto says.
+    cookie_secure: bool | None = None
     login_concurrency: int = 2
     trusted_proxies: tuple[str, ...] = ()
     log_level: str = "INFO"
@@ -49,6 +51,18 @@ def _networks(env: Env, name: str) -> tuple[str, ...]:
         except ValueError as exc:
             raise ConfigError(f"{name}: {item!r} is not an IP address or network") from exc
     return items
+
+
+def _cookie_secure(env: Env) -> bool | None:
+    """``auto`` (the default: None) or a flag."""
+    name = "KEY_SERVICE_COOKIE_SECURE"
+    raw = (env.optional(name) or "").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    try:
+        return env.flag(name, False)
+    except ConfigError as exc:
+        raise ConfigError(f"{name} must be auto, true or false, got {raw!r}") from exc
 
 
 def _database(env: Env) -> tuple[str, Path]:
@@ -81,7 +95,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
         session_ttl_seconds=env.integer(
             "KEY_SERVICE_SESSION_TTL", 8 * 3600, minimum=60, maximum=30 * 86400
         ),
-        cookie_secure=env.flag("KEY_SERVICE_COOKIE_SECURE", False),
+        cookie_secure=_cookie_secure(env),
         login_concurrency=env.integer("KEY_SERVICE_LOGIN_CONCURRENCY", 2, minimum=1, maximum=64),
         trusted_proxies=_networks(env, "KEY_SERVICE_TRUSTED_PROXIES"),
         log_level=env.text("KEY_SERVICE_LOG_LEVEL", "INFO").upper(),

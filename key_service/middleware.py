@@ -81,6 +81,23 @@ def client_address(request: web.Request) -> str | None:
     return peer
 
 
+def came_over_https(request: web.Request) -> bool:
+    """Whether the client reached us over HTTPS: our own TLS, or a trusted proxy's word.
+
+    A proxy's ``X-Forwarded-Proto`` counts only from a peer in KEY_SERVICE_TRUSTED_PROXIES,
+    and only when it sent exactly one such header; of a list, the last entry (the nearest
+    proxy's) is its word.
+    """
+    if request.secure:
+        return True
+    peer = request.remote
+    proxies = request.config_dict[CONFIG].trusted_proxies
+    if peer is None or not proxies or not _trusted(peer, proxies):
+        return False
+    said = request.headers.getall("X-Forwarded-Proto", [])
+    return len(said) == 1 and said[0].rsplit(",", 1)[-1].strip().lower() == "https"
+
+
 def _route_name(request: web.Request) -> str:
     # The route's pattern, not the raw path: metric labels must not grow with every key ID.
     info = request.match_info

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from aiohttp import ClientResponse
+from multidict import CIMultiDict
 from sqlalchemy import select, update
 
 from key_service.app import create_app
@@ -257,17 +259,36 @@ async def test_logging_in_again_ends_the_previous_session(admin: Client) -> None
     await _status(resp, 401)
 
 
-async def test_secure_cookies_when_configured(
-    ks_env: dict[str, str], aiohttp_client: AiohttpClient,
+@pytest.mark.parametrize(
+    ("setting", "proxies", "forwarded", "secure"),
+    [
+        # auto (the default): Secure when the login came over HTTPS, as a trusted proxy says
+        ("auto", "", [], False),
+        ("auto", "127.0.0.1", [("X-Forwarded-Proto", "https")], True),
+        ("auto", "127.0.0.1", [("X-Forwarded-Proto", "http, https")], True),
+        ("auto", "127.0.0.1", [("X-Forwarded-Proto", "https, http")], False),
+        ("auto", "127.0.0.1", [("X-Forwarded-Proto", "http")], False),
+        ("auto", "127.0.0.1", [("X-Forwarded-Proto", "https"), ("X-Forwarded-Proto", "http")],
+         False),
+        ("auto", "10.0.0.0/8", [("X-Forwarded-Proto", "https")], False),  # peer not trusted
+        ("auto", "", [("X-Forwarded-Proto", "https")], False),
+        ("true", "", [], True),
+        ("false", "127.0.0.1", [("X-Forwarded-Proto", "https")], False),
+    ],
+)
+async def test_the_cookie_is_secure_as_configured_or_as_the_connection_was(
+    ks_env: dict[str, str], aiohttp_client: AiohttpClient, setting: str, proxies: str,
+    forwarded: list[tuple[str, str]], secure: bool,
 ) -> None:
-    config = load_config({**ks_env, "KEY_SERVICE_COOKIE_SECURE": "true"})
+    config = load_config({**ks_env, "KEY_SERVICE_COOKIE_SECURE": setting,
+                          "KEY_SERVICE_TRUSTED_PROXIES": proxies})
     await migrate_async(config.database_url)
     client = Client(await aiohttp_client(create_app(config)))
     await add_user(client, "sec", ADMIN_ROLE)
     login = {"username": "sec", "password": PASSWORD}
-    resp = await client.http.post("/api/v1/session", json=login)
+    resp = await client.http.post("/api/v1/session", json=login, headers=CIMultiDict(forwarded))
     await _status(resp, 200)
-    assert resp.cookies["ks_session"]["secure"] is True
+    assert bool(resp.cookies["ks_session"]["secure"]) is secure
     assert resp.cookies["ks_session"]["httponly"] is True
 
 

@@ -17,13 +17,21 @@ def test_defaults() -> None:
     config = load_config({**_secrets(), "KEY_SERVICE_DATA_DIR": "/srv/ks"})
     assert config.database_url == "sqlite+aiosqlite:////srv/ks/keys.db"
     assert (config.host, config.port) == ("127.0.0.1", 8081)
-    assert config.cookie_secure is False
+    assert config.cookie_secure is None  # auto: Secure when the login came over HTTPS
     assert config.login_concurrency == 2
     assert (config.login_max_failures, config.login_max_failures_per_address,
             config.login_max_failures_per_user) == (5, 20, 100)
     assert config.login_throttle_window_seconds == 900
     assert config.trusted_proxies == ()
     assert load_database_url({"KEY_SERVICE_DATA_DIR": "/srv/ks"}) == config.database_url
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("auto", None), ("AUTO", None), ("true", True), ("off", False)],
+)
+def test_cookie_secure_is_auto_or_a_flag(value: str, expected: bool | None) -> None:
+    config = load_config({**_secrets(), "KEY_SERVICE_COOKIE_SECURE": value})
+    assert config.cookie_secure is expected
 
 
 def test_trusted_proxies_are_checked() -> None:
