@@ -67,7 +67,10 @@ def parse_time(value: object, what: str = "time") -> datetime:
         raise EnvelopeError(f"{what} is not an RFC 3339 timestamp") from exc
     if parsed.tzinfo is None:
         raise EnvelopeError(f"{what} must carry a UTC offset")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00:00+01:00 has no UTC time
+        raise EnvelopeError(f"{what} is out of range in UTC") from exc
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 
 from apikeys_shared.keys import is_valid_key_id, is_valid_secret
@@ -159,7 +161,14 @@ async def test_unknown_and_malformed_ids_are_404(admin: Client) -> None:
 async def test_bad_limit_and_cursor_are_400(admin: Client) -> None:
     for limit in ("0", "501", "ten", "-1"):
         await _problem(await admin.http.get("/api/v1/keys", params={"limit": limit}), 400, "limit")
-    for cursor in ("garbage", "eyJwIjoieiJ9", "!!!"):
+    # The last two: well-formed cursors whose times have no UTC equivalent (OverflowError).
+    edges = [
+        base64.urlsafe_b64encode(json.dumps(
+            {"p": "a", "t": t, "k": "01890a5d-ac96-774b-bcce-b302099a8057"}).encode()
+        ).decode().rstrip("=")
+        for t in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00")
+    ]
+    for cursor in ("garbage", "eyJwIjoieiJ9", "!!!", *edges):
         resp = await admin.http.get("/api/v1/keys", params={"cursor": cursor})
         await _problem(resp, 400, "cursor")
         resp = await admin.http.get("/api/v1/audit", params={"cursor": cursor})

@@ -142,6 +142,8 @@ def _body(**changes: object) -> bytes:
         _body(id=""),
         _body(time="yesterday"),
         _body(time="2026-11-27T15:04:05"),  # no offset
+        _body(time="0001-01-01T00:00:00+01:00"),  # before year 1 in UTC (OverflowError)
+        _body(time="9999-12-31T23:59:59-01:00"),  # after year 9999 in UTC
         _body(subject="someone-else"),
         _body(extra="x"),
         _body(datacontenttype="text/plain"),
@@ -172,6 +174,7 @@ def _data(**changes: object) -> dict[str, object]:
         _data(name=5),
         _data(status="paused"),
         _data(revoked_at="2026-11-27T15:04:05Z"),  # active with a revocation time
+        _data(issued_at="0001-01-01T00:30:00+01:00"),  # no UTC equivalent
         _data(status="revoked"),  # revoked without one
         _data(secret_hash="AB" * 32),
         _data(secret_hash="ab"),
