@@ -53,8 +53,12 @@ class LoginThrottler:
 
     @staticmethod
     def _subjects(username: str, address: str | None) -> list[tuple[str, str]]:
-        """The subjects an attempt counts against: pair, user, and (with an address) address."""
-        user = username.lower()
+        """The subjects an attempt counts against: pair, user, and (with an address) address.
+
+        The username as written: logins match it exactly, so ``admin`` and ``Admin`` are two
+        accounts, and one's successful login must not clear (or vouch for) the other's count.
+        """
+        user = username
         where = address_group(address) if address else ""
         # Without an address (never over TCP) the pair is the username alone: the small limit.
         subjects = [("pair", f"{where} {user}"[:128]), ("user", user[:128])]

@@ -13,7 +13,7 @@ from key_service.app import create_app
 from key_service.config import load_config
 from key_service.db import migrate_async
 from key_service.models import Session, utcnow
-from key_service.users import ADMIN_ROLE, create_user
+from key_service.users import ADMIN_ROLE, VIEWER_ROLE, create_user
 from tests.integration.key_service.conftest import (
     PASSWORD,
     AiohttpClient,
@@ -240,6 +240,27 @@ async def test_a_good_login_clears_the_username_count(anon: Client) -> None:
         await _status(resp, 401)
     ok = await anon.http.post("/api/v1/session", json={"username": "frank", "password": PASSWORD})
     await _status(ok, 200)
+
+
+async def test_another_accounts_login_never_clears_a_case_variants_count(
+    anon: Client,
+) -> None:
+    # Usernames are case-sensitive ("admin" and "Admin" are two accounts), so the throttle
+    # counts them apart: a good login to one must not reset (or vouch for) the other's count.
+    await add_user(anon, "grace", ADMIN_ROLE)
+    await add_user(anon, "Grace", VIEWER_ROLE)
+
+    async def login(username: str, password: str) -> int:
+        resp = await anon.http.post(
+            "/api/v1/session", json={"username": username, "password": password})
+        await resp.read()
+        return resp.status
+
+    # The fixture allows 3 failures per username and address.
+    assert [await login("grace", "x") for _ in range(2)] == [401, 401]
+    assert await login("Grace", PASSWORD) == 200
+    assert await login("grace", "x") == 401
+    assert await login("grace", "x") == 429  # the fourth failure: the count was not cleared
 
 
 async def test_expired_sessions_are_refused(admin: Client) -> None:
