@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 
 from apikeys_shared.errors import EnvelopeError, SignatureError
 from apikeys_shared.events import Event, KeyRecord, SignedEvent
@@ -42,8 +42,9 @@ __all__ = ["Held", "KeyStore"]
 # per request; the next call after the pause probes it again.
 REDIS_PAUSE_SECONDS = 1.0
 _WATCH_RETRIES = 8
-# Bound on the per-process map of revocations (and records Redis has not taken yet).
-KNOWN_LIMIT = 1_000_000
+# Bound on the per-process map of revocations with their signed records (and records Redis has
+# not taken yet); past it the oldest go, but a revoked key's ID stays in ``_revoked`` for good.
+KNOWN_LIMIT = 100_000
 
 
 @dataclass(slots=True, eq=False)
@@ -109,6 +110,10 @@ class KeyStore:
         # put back into Redis cannot revive the key), and any record Redis could not take, until
         # Redis does (so a change made during a Redis outage stays in force once L1 forgets it).
         self._known: OrderedDict[str, tuple[Held, SignedEvent]] = OrderedDict()
+        # The ID of every key this process has seen a verified revocation of, never dropped
+        # (about 100 bytes each): once ``_known`` has had to forget a revocation's record, an
+        # active record for that key (from Redis above all) is still never accepted.
+        self._revoked: set[str] = set()
 
     # -- public API ---------------------------------------------------------------------------
     def redis_key(self, key_id: str) -> str:
@@ -154,6 +159,8 @@ class KeyStore:
         # A load that began before a revocation was applied (this lookup may have joined it
         # later) must not hand out the record the revocation replaced.
         held = self._overridden(held) or held
+        if self._revoked_before(held):
+            return None  # the revocation's own record is forgotten; the key is no use anyway
         return held.record
 
     async def apply(self, signed: SignedEvent, origin: str = "event", *,
@@ -168,7 +175,7 @@ class KeyStore:
         event = self._verify(signed, origin)
         new = Held(event.sequence, event.record)
         key_id = new.record.key_id
-        if self._overridden(new) is not None:
+        if self._overridden(new) is not None or self._revoked_before(new):
             # Older than what this process applied (a revocation above all): a replay, or a
             # catch-up going over old ground. Nothing changes, not even an expired L1 entry.
             self._metrics.records_applied.labels("stale").inc()
@@ -230,6 +237,10 @@ class KeyStore:
             return known
         return None
 
+    def _revoked_before(self, held: Held) -> bool:
+        """An active record of a key this process has seen revoked (terminal)."""
+        return held.record.active and held.record.key_id in self._revoked
+
     def _keep_known(self, new: Held, signed: SignedEvent) -> None:
         key_id = new.record.key_id
         current = self._known.get(key_id)
@@ -249,6 +260,11 @@ class KeyStore:
         """``held`` from Redis, unless what this process knows overrides it."""
         current = self._known.get(key_id)
         if current is None:
+            if held is not None and self._revoked_before(held):
+                # Revoked, and the revocation's record forgotten: Redis's active record is
+                # stale (or was put back there), and the key is refused without it.
+                self._metrics.rejected_records.labels("redis", "stale").inc()
+                return None
             return held
         known, signed = current
         overrides = (
@@ -270,6 +286,10 @@ class KeyStore:
     def _remember(self, key_id: str, new: Held) -> None:
         """Put ``new`` into L1 unless L1 already holds something that supersedes it, or this
         process knows better (L1 forgets a revocation when its entry expires; ``_known`` not)."""
+        if not new.record.active:
+            self._revoked.add(key_id)
+        elif key_id in self._revoked:
+            return
         if self._overridden(new) is not None:
             return
         current = self._l1.get(key_id)
@@ -297,12 +317,29 @@ class KeyStore:
             return None
         return Held(event.sequence, event.record)
 
+    async def _get(self, reader: Any, key: str, *, count: bool = True) -> bytes | None:
+        """GET ``key`` through ``reader`` (the client or a pipeline under WATCH).
+
+        A key of another type than a string (WRONGTYPE) is Redis answering about that one key,
+        not Redis failing: it holds no record we can use, so it reads as a malformed one
+        (counted), and the next write replaces it (SET takes a key of any type).
+        """
+        try:
+            raw: bytes | None = await reader.get(key)
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            if count:
+                self._metrics.rejected_records.labels("redis", "malformed").inc()
+            return None
+        return raw
+
     async def _read_redis(self, key_id: str) -> Held | None:
         """The verified record Redis holds; raises StoreUnavailable when Redis is away."""
         if not self._redis_available():
             raise StoreUnavailable("Redis paused after a recent error")
         try:
-            raw = await self._redis.get(self.redis_key(key_id))
+            raw = await self._get(self._redis, self.redis_key(key_id))
         except (TimeoutError, RedisError, OSError) as exc:
             self._redis_failed()
             raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
@@ -313,7 +350,7 @@ class KeyStore:
 
         ``likely_stored``: Redis probably holds this very record already (a catch-up).
         """
-        if self._overridden(new) is not None:
+        if self._overridden(new) is not None or self._revoked_before(new):
             return False  # never put back what this process knows was superseded
         if not self._redis_available():
             raise StoreUnavailable("Redis paused after a recent error")
@@ -324,16 +361,19 @@ class KeyStore:
                 # A catch-up mostly brings records Redis holds already (after a restart): one
                 # read settles those, with no WATCH and no verifying, and an empty key takes
                 # the record with one SET NX. Anything else goes the WATCH way below.
-                current = await self._redis.get(key)
+                current = await self._get(self._redis, key, count=False)
                 if current == text.encode():
                     return False
                 if current is None and await self._redis.set(key, text, nx=True):
                     return True
+                # Anything else (another record, a key of another type, a race) is settled
+                # under WATCH.
             async with self._redis.pipeline(transaction=True) as pipe:
                 for _ in range(_WATCH_RETRIES):
                     try:
                         await pipe.watch(key)
-                        held = self._parse_held(await pipe.get(key), new.record.key_id, "redis")
+                        held = self._parse_held(
+                            await self._get(pipe, key), new.record.key_id, "redis")
                         if not _supersedes(new, held):
                             await pipe.unwatch()  # type: ignore[no-untyped-call]
                             if held is not None:
@@ -369,10 +409,14 @@ class KeyStore:
                 self._metrics.cache_lookups.labels("redis", "hit" if held else "miss").inc()
         held = await self._with_known(key_id, held, redis_error is None)
         if held is None:
+            if key_id in self._revoked:
+                return None  # revoked for good; no need to ask (or to fail if none can answer)
             held = await self._ask_key_service(key_id, redis_error, epoch)
             if held is None:
                 return None
         held = self._overridden(held) or held  # the awaits above may have let a revocation in
+        if self._revoked_before(held):
+            return None
         if epoch == self._epoch:
             self._remember(key_id, held)
         return held

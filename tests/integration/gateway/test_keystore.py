@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from apikeys_shared.config import Env, load_secrets
 from apikeys_shared.errors import SignatureError
 from apikeys_shared.signing import Signer, generate_signing_key
+from auth_gateway import keystore
 from auth_gateway.errors import RecordRejected, StoreUnavailable, VerificationUnavailable
 from auth_gateway.keyservice import KeyServiceClient
 from auth_gateway.keystore import KeyStore
@@ -371,3 +372,63 @@ async def test_before_the_first_catch_up_only_key_service_answers(
     assert found is not None
     assert found.status == "revoked"
     assert rig.fake.calls == 1
+
+
+async def test_a_revocation_outlives_the_bound_on_remembered_records(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Past KNOWN_LIMIT the oldest revocations' records are forgotten, but never the fact:
+    # the key's original, genuinely signed "issued" record put back into Redis (or replayed)
+    # still does not revive it, and nobody needs asking.
+    monkeypatch.setattr(keystore, "KNOWN_LIMIT", 2)
+    victim = rig.keyring.issue()
+    issued = rig.keyring.signed(victim)
+    await rig.store.apply(issued)
+    await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(victim)))
+    for _ in range(2):
+        other = rig.keyring.issue()
+        await rig.store.apply(rig.keyring.signed(other))
+        await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(other)))
+    await rig.redis.set(rig.store.redis_key(victim.key_id), issued.to_text())
+    rig.store.evict(victim.key_id)  # as when L1's TTL runs out
+    calls = rig.fake.calls
+    assert await rig.store.lookup(victim.key_id) is None
+    assert rig.store.cached(victim.key_id) is None
+    assert rig.sample("gateway_rejected_records", "redis", "stale") == 1
+    assert await rig.store.apply(issued) is False  # a replay changes nothing either
+    assert await rig.store.lookup(victim.key_id) is None
+    assert rig.fake.calls == calls
+    # A revocation learnt from key_service (not applied as an event) is remembered too.
+    late = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(rig.keyring.revoke(late)), late.key_id)
+    found = await rig.store.lookup(late.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+    assert await rig.store.apply(rig.keyring.signed(late)) is False
+
+
+async def test_a_key_of_another_type_in_redis_reads_as_malformed_and_is_replaced(
+    rig: Rig,
+) -> None:
+    # WRONGTYPE is Redis answering about one key, not Redis failing: no pause for every
+    # other key, no stuck catch-up; the key heals at the next write.
+    bad, good, third = rig.keyring.issue(), rig.keyring.issue(), rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(bad), bad.key_id)
+    await rig.redis.rpush(rig.store.redis_key(bad.key_id), "x")
+    assert await rig.store.lookup(bad.key_id) == bad.record  # key_service answered
+    # Counted at each read that met it: the lookup's, and the write-back's under WATCH.
+    assert rig.sample("gateway_rejected_records", "redis", "malformed") == 2
+    stored = await rig.redis.get(rig.store.redis_key(bad.key_id))
+    assert stored is not None  # a string now: the signed record key_service gave
+    assert bad.key_id.encode() in stored
+    assert await rig.store.apply(rig.keyring.signed(good)) is True  # Redis was not paused
+    # The same in a first catch-up's cheap path, and on the WATCH path.
+    await rig.redis.hset(rig.store.redis_key(third.key_id), "f", "v")
+    assert await rig.store.apply(rig.keyring.signed(third), "feed", likely_stored=True) is True
+    await rig.redis.delete(rig.store.redis_key(good.key_id))
+    await rig.redis.sadd(rig.store.redis_key(good.key_id), "x")
+    assert await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(good))) is True
+    for key in (third, good):
+        stored = await rig.redis.get(rig.store.redis_key(key.key_id))
+        assert stored is not None
+        assert key.key_id.encode() in stored
