@@ -69,6 +69,8 @@ class GatewayConfig:
     dead_letter_exchange: str | None = None
     queue_prefix: str = "apikeys.gateway"
     feed_poll_interval: float = 2.0
+    # While subscribed, the feed is read this often anyway (see sync.SAFETY_POLL_INTERVAL).
+    feed_safety_interval: float = 10.0
     l1_size: int = 10000
     l1_ttl: float = 30.0
     negative_ttl: float = 5.0
@@ -191,6 +193,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         queue_prefix=env.text("GATEWAY_QUEUE_PREFIX", "apikeys.gateway"),
         feed_poll_interval=env.number(
             "GATEWAY_FEED_POLL_INTERVAL", 2.0, minimum=0.05, maximum=3600
+        ),
+        feed_safety_interval=env.number(
+            "GATEWAY_FEED_SAFETY_INTERVAL", 10.0, minimum=0.05, maximum=3600
         ),
         l1_size=env.integer("GATEWAY_L1_SIZE", 10000, minimum=0, maximum=10_000_000),
         l1_ttl=env.number("GATEWAY_L1_TTL", 30.0, minimum=0, maximum=86400),

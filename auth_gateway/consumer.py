@@ -90,6 +90,7 @@ class EventConsumer:
             {"x-dead-letter-exchange": dead_letter_exchange} if dead_letter_exchange else None
         )
         self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.connects = 0
 
     async def run(self) -> None:
@@ -166,6 +167,18 @@ class EventConsumer:
                 # Forged, unsigned or malformed: never requeued (it would come back for ever);
                 # dead-lettered when the queue has a dead-letter exchange, else dropped.
                 await message.reject(requeue=False)
+
+    def resubscribe(self) -> None:
+        """Drop the current connection; ``run`` then subscribes a fresh queue, as after a loss.
+
+        For a subscription that stopped receiving without the broker saying so (its bindings
+        gone with a deleted exchange, say), which only the feed can reveal.
+        """
+        connection = self._connection
+        if connection is not None:
+            task = asyncio.get_running_loop().create_task(self._close(connection))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """Close the current connection, if any (the run task is cancelled by its owner)."""

@@ -6,9 +6,12 @@ which events it has applied: a sequence above the next one expected means some w
 queue only exists while the process is connected), and the process reads key_service's feed
 from the last one it holds (see ``feed``). It does the same at start-up, after every reconnect,
 and every ``GATEWAY_FEED_POLL_INTERVAL`` seconds while RabbitMQ is away, so that a revocation
-takes effect within that bound even with the broker down. Nothing is applied unless its
-Ed25519 signature verifies; the key store keeps a record only when it is newer than the one it
-holds, and ``revoked`` is terminal, so applying the same event twice is harmless.
+takes effect within that bound even with the broker down; while subscribed, every
+``GATEWAY_FEED_SAFETY_INTERVAL`` seconds, which also reveals a subscription that stopped
+receiving without a word from the broker (the consumer then subscribes afresh). Nothing is
+applied unless its Ed25519 signature verifies; the key store keeps a record only when it is
+newer than the one it holds, and ``revoked`` is terminal, so applying the same event twice is
+harmless.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -56,7 +59,12 @@ Outcome = Literal["applied", "rejected", "deferred"]
 
 # With the broker up, the feed is still read this often: an event lost without any later one
 # to reveal the gap (the last revocation before a quiet period) is then applied within it.
-SAFETY_POLL_INTERVAL = 30.0
+SAFETY_POLL_INTERVAL = 10.0
+# An event such a read applied, and that the broker has still not delivered this long after,
+# was lost to the consumer although it is subscribed (its queue lost its bindings, say, when
+# the exchange was deleted and declared again): the consumer then subscribes afresh.
+MISSED_DELIVERY_AGE = 5.0
+_AWAITED_LIMIT = 1000
 FEED_PAGE_SIZE = 500
 # Feed events applied at once during a catch-up (each costs a few Redis round trips).
 CATCH_UP_CONCURRENCY = 16
@@ -153,6 +161,7 @@ class SyncSettings:
     queue_prefix: str
     feed_poll_interval: float
     safety_poll_interval: float = SAFETY_POLL_INTERVAL
+    missed_delivery_age: float = MISSED_DELIVERY_AGE
     feed_page_size: int = FEED_PAGE_SIZE
     amqp_timeout: float = 10.0
 
@@ -187,6 +196,13 @@ class Synchronizer:
         # Every event through this sequence has been applied in this process (L1 and the
         # store's record of revocations), whether or not Redis took it.
         self._in_process = 0
+        # Events a safety read of the feed applied (sequence -> when), until the broker
+        # delivers them too; one still undelivered MISSED_DELIVERY_AGE later means the
+        # subscription is deaf, and ``on_missed_delivery`` (the consumer's resubscribe, set by
+        # whoever runs both) is called.
+        self._checking_delivery = False
+        self._awaited: dict[int, float] = {}
+        self.on_missed_delivery: Callable[[], None] | None = None
 
     # -- state the AMQP consumer reports ----------------------------------------------------
     @property
@@ -202,6 +218,7 @@ class Synchronizer:
     def set_subscribed(self, subscribed: bool) -> None:
         """The consumer (re)subscribed or lost its connection: either way, read the feed now."""
         self._subscribed = subscribed
+        self._awaited.clear()  # a new queue never brings what the old one missed
         self.request_catch_up()
 
     def request_catch_up(self) -> None:
@@ -266,6 +283,10 @@ class Synchronizer:
         arrival = self.tracker.mark_applied(event.sequence)
         self._metrics.events.labels(source, "applied").inc()
         self._metrics.last_sequence.set(self.tracker.applied)
+        if source == "amqp":
+            self._awaited.pop(event.sequence, None)
+        elif self._checking_delivery and len(self._awaited) < _AWAITED_LIMIT:
+            self._awaited.setdefault(event.sequence, asyncio.get_running_loop().time())
         if newest:
             lag = (datetime.now(UTC) - event.time).total_seconds()
             self._metrics.event_lag.set(max(0.0, lag))
@@ -362,9 +383,16 @@ class Synchronizer:
             interval = (
                 self._settings.feed_poll_interval if fast else self._settings.safety_poll_interval
             )
+            woken = False
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
+                woken = True
             self._wake.clear()
+            # A read on the timer while subscribed and current: whatever it brings, the broker
+            # did not deliver (or has not yet).
+            self._checking_delivery = (
+                not fast and not woken and self._subscribed and not self._catch_up_pending
+            )
             try:
                 await self.catch_up()
             except KeyServiceUnavailable as exc:
@@ -379,9 +407,29 @@ class Synchronizer:
                 self._catch_up_pending = True
                 log.exception("unexpected error catching up from the feed")
                 continue
+            finally:
+                self._checking_delivery = False
             if not self._feed_healthy:
                 log.info("key_service's event feed is readable again")
             self._feed_healthy = True
+            self._check_delivery()
+
+    def _check_delivery(self) -> None:
+        """Subscribe afresh if the broker has not delivered, long after, what the feed had."""
+        if not self._awaited:
+            return
+        since = asyncio.get_running_loop().time() - self._settings.missed_delivery_age
+        missed = sum(1 for applied_at in self._awaited.values() if applied_at <= since)
+        if not missed or not self._subscribed:
+            return
+        self._awaited.clear()
+        self._metrics.events.labels("feed", "missed_by_amqp").inc(missed)
+        log.warning(
+            "%d key event(s) reached this process only through the feed although it is "
+            "subscribed: subscribing afresh", missed,
+        )
+        if self.on_missed_delivery is not None:
+            self.on_missed_delivery()
 
 
 def _unverified_sequence(signed: SignedEvent) -> int | None:
@@ -406,6 +454,7 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
         exchange=config.exchange,
         queue_prefix=config.queue_prefix,
         feed_poll_interval=config.feed_poll_interval,
+        safety_poll_interval=config.feed_safety_interval,
     )
     sync = Synchronizer(
         sink=app[KEYSTORE], feed=app[KEY_SERVICE], settings=settings, metrics=app[METRICS],
@@ -416,6 +465,7 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
         queue_prefix=settings.queue_prefix, timeout=settings.amqp_timeout,
         dead_letter_exchange=config.dead_letter_exchange,
     )
+    sync.on_missed_delivery = consumer.resubscribe
     tasks = [
         asyncio.create_task(sync.run_feed_loop(), name="gateway-feed"),
         asyncio.create_task(consumer.run(), name="gateway-consumer"),

@@ -144,10 +144,16 @@ class Rig:
 
 
 @pytest.fixture
+def sync_overrides() -> dict[str, float]:
+    """SyncSettings fields a test changes (parametrize this fixture by name to set them)."""
+    return {}
+
+
+@pytest.fixture
 async def rig(
     secrets_env: dict[str, str], redis_client: aioredis.Redis, redis_prefix: str,
     amqp_names: AmqpNames, rabbitmq_url: str, aiohttp_server: AiohttpServer,
-    fault_proxy: Callable[[str, int], FaultProxy],
+    fault_proxy: Callable[[str, int], FaultProxy], sync_overrides: dict[str, float],
 ) -> AsyncIterator[Rig]:
     secrets = load_secrets(Env(secrets_env), signer=True, verifier=True)
     assert secrets.signer is not None
@@ -164,7 +170,7 @@ async def rig(
     settings = SyncSettings(
         rabbitmq_url=f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/",
         exchange=amqp_names.exchange, queue_prefix=amqp_names.prefix, feed_poll_interval=POLL,
-        amqp_timeout=3.0,
+        amqp_timeout=3.0, **sync_overrides,  # type: ignore[arg-type]
     )
     amqp = await aio_pika.connect(rabbitmq_url, timeout=10)
     channel = await amqp.channel()
@@ -187,6 +193,7 @@ async def rig(
             sync, url=settings.rabbitmq_url, exchange=settings.exchange,
             queue_prefix=settings.queue_prefix, timeout=settings.amqp_timeout,
         )
+        sync.on_missed_delivery = consumer.resubscribe
         tasks = [asyncio.create_task(sync.run_feed_loop()), asyncio.create_task(consumer.run())]
         try:
             yield Rig(
@@ -448,3 +455,76 @@ async def test_a_silent_broker_is_noticed_and_the_feed_takes_over(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await consumer.close()
+
+
+@pytest.mark.parametrize(
+    "sync_overrides", [{"safety_poll_interval": 0.3, "missed_delivery_age": 0.5}],
+)
+async def test_a_subscription_that_stopped_receiving_is_found_and_renewed(rig: Rig) -> None:
+    # The exchange deleted and declared again: the queue stays, its bindings are gone, and
+    # the broker tells the consumer nothing. The safety read of the feed applies what the
+    # broker no longer brings, and when the broker has still not delivered it a moment
+    # later, the consumer subscribes afresh.
+    await subscribed(rig)
+    issued = rig.record()
+    key_id = Event.from_bytes(issued.body).record.key_id
+    rig.feed.events.append(issued)
+    await rig.publish(issued)
+
+    async def active() -> bool:
+        held = rig.store.cached(key_id)
+        return held is not None and held.record.active
+    await eventually(active, "the issued event applied")
+    channel = await rig.amqp.channel()
+    await channel.exchange_delete(rig.settings.exchange)
+    rig.exchange = await channel.declare_exchange(
+        rig.settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    revoked = rig.record(key_id, revoked=True)
+    rig.feed.events.append(revoked)
+    await rig.publish(revoked)  # reaches no queue
+
+    async def revoked_in_l1() -> bool:
+        held = rig.store.cached(key_id)
+        return held is not None and not held.record.active
+    await eventually(revoked_in_l1, "the revocation applied from the feed")
+
+    async def renewed() -> bool:
+        return rig.consumer.connects == 2 and rig.sync.subscribed
+    await eventually(renewed, "a fresh subscription")
+    assert rig.count("gateway_events", {"source": "feed", "outcome": "missed_by_amqp"}) == 1
+    # The broker delivers again.
+    before = rig.count("gateway_events", {"source": "amqp", "outcome": "applied"})
+    later = rig.record()
+    rig.feed.events.append(later)
+    await rig.publish(later)
+
+    async def delivered() -> bool:
+        return rig.count("gateway_events", {"source": "amqp", "outcome": "applied"}) > before
+    await eventually(delivered, "an event delivered by the broker after renewal")
+    assert rig.consumer.connects == 2
+
+
+@pytest.mark.parametrize(
+    "sync_overrides", [{"safety_poll_interval": 0.05, "missed_delivery_age": 0.5}],
+)
+async def test_events_the_broker_delivers_after_the_feed_do_not_count_as_missed(
+    rig: Rig,
+) -> None:
+    # The feed is read first (the event is in it before it is published), the broker
+    # delivers it a moment later: that is no missed delivery, however often the feed is read.
+    await subscribed(rig)
+    signed = rig.record()
+    rig.feed.events.append(signed)
+    await eventually(
+        lambda: _true(rig.sync.tracker.applied == rig.sequence), "applied from the feed")
+    await rig.publish(signed)
+    await eventually(
+        lambda: _true(rig.count("gateway_events", {"source": "amqp", "outcome": "applied"}) == 1),
+        "delivered by the broker too")
+    await asyncio.sleep(1.0)  # twice the missed-delivery age, twenty safety reads
+    assert rig.consumer.connects == 1
+    assert rig.count("gateway_events", {"source": "feed", "outcome": "missed_by_amqp"}) == 0
+
+
+async def _true(value: bool) -> bool:
+    return value

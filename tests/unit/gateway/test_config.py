@@ -17,6 +17,7 @@ def test_defaults(secrets_env: dict[str, str]) -> None:
     assert config.redis_prefix == "apikeys:"
     assert config.exchange == "apikeys.events"
     assert config.feed_poll_interval == 2.0
+    assert config.feed_safety_interval == 10.0
     assert config.failed_auth_sync == 0.25
     assert config.limits.min_upload_rate == 1024
     assert config.limits.max_body_bytes == 1024**3
@@ -75,6 +76,7 @@ def test_bad_unix_socket_paths_are_named(
         ("GATEWAY_LOG_LEVEL", "chatty"),
         ("GATEWAY_UPSTREAM_TIMEOUT", "soon"),
         ("GATEWAY_UPSTREAM_IDLE_TIMEOUT", "0"),
+        ("GATEWAY_FEED_SAFETY_INTERVAL", "0"),
     ],
 )
 def test_bad_values_are_named(secrets_env: dict[str, str], name: str, value: str) -> None:
