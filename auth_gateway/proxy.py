@@ -238,7 +238,10 @@ class Forwarder:
                 time.perf_counter() - started)
             answered = await self._relay(request, message, payload)
             body_sent = sender is None or (sender.done() and sender.exception() is None)
-            reusable = body_sent and not message.should_close and conn.response_done()
+            reusable = (
+                body_sent and not message.should_close and conn.response_done()
+                and not _may_send_more(request.method, message)
+            )
             return answered
         finally:
             if sender is not None and not sender.done():
@@ -325,8 +328,11 @@ class Forwarder:
             try:
                 async with asyncio.timeout(timeout):
                     body = await payload.read()
-            except (ConnectionError, TimeoutError):
+            except TimeoutError:
                 # Nothing was sent to the client yet, so it can still be told plainly.
+                self._metrics.upstream_errors.labels("timeout").inc()
+                return problem(504, "The upstream did not send its response in time.")
+            except ConnectionError:
                 self._metrics.upstream_errors.labels("reset").inc()
                 return problem(502, "The upstream failed while sending its response.")
             request.respond(status, block, body, reason=reason, date=not had_date)
@@ -349,6 +355,26 @@ class Forwarder:
             raise ConnectionResetError("upstream failed while streaming") from exc
         request.finish()
         return None
+
+
+def _may_send_more(method: str, message: RawResponseMessage) -> bool:
+    """Whether a bodiless answer may be followed by stray bytes: not worth pooling after.
+
+    A HEAD answer ends with its head, whatever length it announces; an application that
+    writes the body anyway (a known bug of some) would have those bytes read as the answer to
+    whichever request uses the connection next, another client's perhaps. Likewise a 204
+    that announces a body, or a chunked 304: both break RFC 9110, so their upstream cannot be
+    trusted to stop there. (A 304's Content-Length is the representation's, and normal.)
+    """
+    if method == "HEAD":
+        return True
+    code = message.code
+    if code in _NO_BODY_STATUS:
+        headers = message.headers
+        if "Transfer-Encoding" in headers:
+            return True
+        return code == 204 and headers.get("Content-Length", "0").strip() != "0"
+    return False
 
 
 def _expire(waiter: asyncio.Future[Any]) -> None:

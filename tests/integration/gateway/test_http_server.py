@@ -634,3 +634,82 @@ async def test_the_header_size_limit_holds_however_the_head_arrives(
         finally:
             writer.close()
         assert statuses == expected, name
+
+
+@pytest.mark.parametrize(
+    ("method", "first"),
+    [
+        (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 45\r\n\r\n"),
+        (b"GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 45\r\n\r\n"),
+        (b"GET", b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ],
+)
+async def test_bytes_an_upstream_sends_after_a_bodiless_answer_reach_no_other_client(
+    make_gateway: GatewayFactory, tmp_path: Path, method: bytes, first: bytes,
+) -> None:
+    # An application that writes a body after a HEAD answer (or a 204 that announces one, or
+    # a chunked 304), a moment later: the connection is not pooled, so those bytes cannot be
+    # read as the answer to the next request that would have used it.
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if b"/first" in head:
+                    writer.write(first)
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nLEAKED")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nright")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        gw = await _gateway_to(make_gateway, tmp_path, server.sockets[0].getsockname()[1])
+        reader, writer = await _connect(gw.client.port)
+        try:
+            writer.write(method + b" /raw/first HTTP/1.1\r\nHost: gw\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # no body follows
+        finally:
+            writer.close()
+        assert head.split()[1] in (b"200", b"204", b"304")
+        ask = b"GET /raw/next HTTP/1.1\r\nHost: gw\r\n\r\n"
+        status, _, body = await _ask(gw.client.port, ask)
+        await asyncio.sleep(0.1)
+        status2, _, body2 = await _ask(gw.client.port, ask)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (status, body) == (b"HTTP/1.1 200 OK", b"right")
+    assert (status2, body2) == (b"HTTP/1.1 200 OK", b"right")
+    assert connections == 2  # the first connection was not pooled; the second one was
+
+
+async def test_an_upstream_that_stalls_in_a_small_body_is_a_504(
+    make_gateway: GatewayFactory, tmp_path: Path,
+) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        await writer.drain()
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        routes = tmp_path / "stall-routes.toml"
+        routes.write_text(
+            f'[[route]]\nprefix = "/raw/"\nauth = "none"\n'
+            f'upstream = "http://127.0.0.1:{server.sockets[0].getsockname()[1]}"\n')
+        gw = await make_gateway(GATEWAY_ROUTES=str(routes), GATEWAY_UPSTREAM_TIMEOUT="0.5")
+        resp = await gw.client.get("/raw/x")
+        assert resp.status == 504
+        assert "in time" in (await resp.json())["detail"]
+    finally:
+        server.close()
+        await server.wait_closed()
