@@ -650,11 +650,10 @@ async def test_bytes_an_upstream_sends_after_a_bodiless_answer_reach_no_other_cl
     # An application that writes a body after a HEAD answer (or a 204 that announces one, or
     # a chunked 304), a moment later: the connection is not pooled, so those bytes cannot be
     # read as the answer to the next request that would have used it.
-    connections = 0
+    writers: list[asyncio.StreamWriter] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
+        writers.append(writer)
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -684,21 +683,28 @@ async def test_bytes_an_upstream_sends_after_a_bodiless_answer_reach_no_other_cl
         status2, _, body2 = await _ask(gw.client.port, ask)
     finally:
         server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
         await server.wait_closed()
     assert (status, body) == (b"HTTP/1.1 200 OK", b"right")
     assert (status2, body2) == (b"HTTP/1.1 200 OK", b"right")
-    assert connections == 2  # the first connection was not pooled; the second one was
+    assert len(writers) == 2  # the first connection was not pooled; the second one was
 
 
 async def test_an_upstream_that_stalls_in_a_small_body_is_a_504(
     make_gateway: GatewayFactory, tmp_path: Path,
 ) -> None:
+    done = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
         await writer.drain()
-        await asyncio.sleep(5)
-        writer.close()
+        await done.wait()  # and never the rest
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
@@ -711,5 +717,10 @@ async def test_an_upstream_that_stalls_in_a_small_body_is_a_504(
         assert resp.status == 504
         assert "in time" in (await resp.json())["detail"]
     finally:
+        done.set()
         server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
         await server.wait_closed()
