@@ -3,10 +3,13 @@
 Each failure increments ``{prefix}fail:{address}`` in Redis (an IPv6 address counts as its /64,
 see ``failure_group``); the counter expires a window after
 the first failure. When a process sees the count reach the threshold it blocks the address
-itself and adds it to the sorted set ``{prefix}blocked`` (scored by when the block ends), which
-every process reads a few times a second (see ``retry_after``), so that all of them block it:
-a blocked address gets 429 with ``Retry-After`` before any lookup, and the happy path costs no
-Redis round trip but that one every ``sync_seconds`` (0.25 s by default).
+itself, adds it to the sorted set ``{prefix}blocked`` (scored by when the block ends) and then
+bumps the counter ``{prefix}blocked:version``. Every process reads that counter a few times a
+second (see ``retry_after``) and, when it moved, every block still running, so that all of
+them block the address: a blocked address gets 429 with ``Retry-After`` before any lookup, and
+the happy path costs no Redis round trip but that one GET every ``sync_seconds`` (0.25 s by
+default). (Reading only the blocks that end after the latest end seen would miss a block added
+later but ending sooner: another address's, whose counting window began earlier.)
 A process that missed an entry learns the count from Redis at the address's next failure.
 While Redis is away, a per-process count stands in; authentication itself stays fail-closed
 either way.
@@ -56,7 +59,7 @@ class FailureCounter:
         self._blocked: TTLCache[float] = TTLCache(_MAX_ADDRESSES, window, clock)
         self._paused_until = 0.0
         self._next_sync = 0.0
-        self._synced_until = time.time()
+        self._synced_version = -1  # of {prefix}blocked:version, when the blocks were last read
         # The clear window: while clear_from <= clock() < clear_until, no address is blocked
         # here, no read of other processes' blocks is due and Redis is not paused (the cheapest
         # form of clear_now, asked first). Kept up to date on every change, so that the
@@ -78,6 +81,11 @@ class FailureCounter:
         """The sorted set of blocked addresses, scored by the Unix time their block ends."""
         return f"{self._prefix}blocked"
 
+    @property
+    def version_key(self) -> str:
+        """Bumped after every block added: the blocks are read again only when it moved."""
+        return f"{self._prefix}blocked:version"
+
     def key(self, address: str) -> str:
         """The Redis key counting ``address``'s failures."""
         return f"{self._prefix}fail:{address}"
@@ -93,7 +101,7 @@ class FailureCounter:
         if now >= self._next_sync and now >= self._paused_until:
             self._next_sync = now + self._sync_seconds
             try:
-                self._synced_until = await self.sync_once(self._synced_until)
+                self._synced_version = await self.sync_once(self._synced_version)
             except (TimeoutError, RedisError, OSError, ValueError):
                 self._paused_until = now + _PAUSE_SECONDS
         blocked = self._blocked_for(address, now)
@@ -145,28 +153,36 @@ class FailureCounter:
             if int(count) >= self._threshold:
                 seconds = int(ttl) if int(ttl) > 0 else self._window
                 self.block(address, seconds)
-                await self._redis.zadd(self.blocked_key, {address: time.time() + seconds})
+                now_unix = time.time()
+                await self._redis.zadd(self.blocked_key, {address: now_unix + seconds})
+                await self._redis.zremrangebyscore(self.blocked_key, "-inf", now_unix)
+                # After the ZADD, not with it: whoever sees the new version sees the block.
+                await self._redis.incr(self.version_key)
         except (TimeoutError, RedisError, OSError):
             self._paused_until = now + _PAUSE_SECONDS
             self._update_window()
 
-    async def sync_once(self, after: float) -> float:
-        """Adopt blocks ending after Unix time ``after``; the latest end seen."""
+    async def sync_once(self, seen_version: int) -> int:
+        """Adopt every running block if any was added since ``seen_version``; the version read.
+
+        At most ``_SYNC_BATCH`` blocks are read, those that end last; an address past that
+        (a flood of them) is blocked here at its next failure, when its count is read.
+        """
+        raw = await self._redis.get(self.version_key)
+        version = int(raw) if raw is not None else 0
+        if version == seen_version:
+            return version
         now = time.time()
-        await self._redis.zremrangebyscore(self.blocked_key, "-inf", now)
-        entries = await self._redis.zrangebyscore(
-            self.blocked_key, f"({max(after, now)}", "+inf", start=0, num=_SYNC_BATCH,
-            withscores=True,
+        entries = await self._redis.zrevrangebyscore(
+            self.blocked_key, "+inf", f"({now}", start=0, num=_SYNC_BATCH, withscores=True,
         )
-        latest = after
         for entry in entries:
             if not isinstance(entry, (tuple, list)):
                 continue
             member, ends = entry[0], entry[1]
             address = member.decode() if isinstance(member, bytes) else str(member)
             self.block(address, min(float(ends) - now, self._window))
-            latest = max(latest, float(ends))
-        return latest
+        return version
 
 
 def client_address(

@@ -7,6 +7,8 @@ throttle (or, the other way, never run).
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 
 from auth_gateway.abuse import SYNC_SECONDS, FailureCounter
@@ -83,3 +85,26 @@ async def test_the_sync_interval_is_the_configured_one(
     assert _clear(counter, clock)
     clock.now += 0.1
     assert not _clear(counter, clock)
+
+
+async def test_a_block_that_ends_sooner_than_one_already_read_is_adopted_too(
+    redis_client: aioredis.Redis, redis_prefix: str,
+) -> None:
+    # Blocks end a window after the address's first failure, so a block added later can end
+    # sooner than one another process has read already: it must still reach that process.
+    one = FailureCounter(redis_client, redis_prefix, threshold=3, window=60, sync_seconds=0.01)
+    two = FailureCounter(redis_client, redis_prefix, threshold=3, window=60, sync_seconds=0.01)
+    early, late = "198.51.100.1", "198.51.100.2"
+    for _ in range(2):
+        await one.record_failure(early)  # its window starts now
+    await asyncio.sleep(1.1)
+    for _ in range(3):
+        await one.record_failure(late)  # blocked until ~60 s from now
+    await asyncio.sleep(0.02)
+    assert await two.retry_after(late) is not None
+    await one.record_failure(early)  # blocked until ~59 s from now: sooner than late's
+    await asyncio.sleep(0.02)
+    waiting = await two.retry_after(early)
+    assert waiting is not None
+    assert 55 <= waiting <= 60
+    assert await two.retry_after("198.51.100.3") is None
