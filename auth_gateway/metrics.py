@@ -96,7 +96,8 @@ class Metrics:
             ["route"], buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.upstream_errors = Counter(
-            "gateway_upstream_errors", "Upstream failures by kind (connect, timeout, reset)",
+            "gateway_upstream_errors",
+            "Upstream failures by kind (connect, connect_timeout, timeout, reset, pool_exhausted)",
             ["kind"], registry=r,
         )
         self.event_lag = Gauge(

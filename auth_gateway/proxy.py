@@ -32,6 +32,7 @@ from .upstream import (
     ConnectFailed,
     ConnectTimeout,
     Origin,
+    PoolExhausted,
     UpstreamBroken,
     UpstreamConnection,
     UpstreamPool,
@@ -182,6 +183,11 @@ class Forwarder:
         while True:
             try:
                 conn = await self._pool.acquire(origin, fresh=fresh)
+            except PoolExhausted:
+                # The gateway's own limit, not the upstream failing: busy, try again shortly.
+                self._metrics.upstream_errors.labels("pool_exhausted").inc()
+                return problem(503, "Every connection to the upstream is in use; retry shortly.",
+                               {"Retry-After": "1"})
             except ConnectTimeout:
                 self._metrics.upstream_errors.labels("connect_timeout").inc()
                 return problem(502, "The upstream did not accept a connection in time.")

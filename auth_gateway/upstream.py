@@ -10,8 +10,9 @@ A connection goes back to the pool only when its response was read to the end, t
 did not ask to close, and the request body was sent whole; anything else closes it. A
 connection idle for ``idle_timeout`` is never used again (a sweep closes it): an upstream closes
 idle connections after its own keep-alive timeout, and a request written at that moment would
-meet the close, so the gateway's must be the shorter. At most ``max_connections`` are in use at
-once; further requests wait for one to come back.
+meet the close, so the gateway's must be the shorter. At most ``max_connections`` per upstream
+are in use at once (so that one slow upstream cannot take the connections of the others);
+further requests to it wait, up to the connect timeout, for one to come back.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "ConnectFailed",
     "ConnectTimeout",
     "Origin",
+    "PoolExhausted",
     "UpstreamBroken",
     "UpstreamConnection",
     "UpstreamError",
@@ -53,6 +55,10 @@ class ConnectFailed(UpstreamError):
 
 class ConnectTimeout(UpstreamError):
     """No connection within the connect timeout."""
+
+
+class PoolExhausted(UpstreamError):
+    """Every connection this upstream may have is in use, and none came back in time."""
 
 
 class UpstreamBroken(UpstreamError):
@@ -194,7 +200,7 @@ class UpstreamConnection(BaseProtocol):
 
 
 class UpstreamPool:
-    """Keep-alive connections per origin, at most ``max_connections`` in use at once."""
+    """Keep-alive connections per origin, at most ``max_connections`` of each in use at once."""
 
     def __init__(self, *, max_connections: int, connect_timeout: float,
                  idle_timeout: float = 1.5) -> None:
@@ -203,29 +209,33 @@ class UpstreamPool:
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
         self._idle: dict[Origin, list[UpstreamConnection]] = {}
-        self._busy = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._busy: dict[Origin, int] = {}
+        self._waiters: dict[Origin, collections.deque[asyncio.Future[None]]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
 
     async def acquire(self, origin: Origin, *, fresh: bool = False) -> UpstreamConnection:
         """A connection to ``origin``: an idle one when there is one (unless ``fresh``)."""
-        while self._busy >= self._max:
+        busy = self._busy
+        while busy.get(origin, 0) >= self._max:
             waiter = self._loop.create_future()
-            self._waiters.append(waiter)
+            waiters = self._waiters.setdefault(origin, collections.deque())
+            waiters.append(waiter)
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     await waiter
             except BaseException as exc:
                 if waiter.done() and not waiter.cancelled():
-                    self._wake()  # a slot was handed to this caller, who leaves: pass it on
+                    self._wake(origin)  # a slot was handed to this caller, who leaves: on
                 if isinstance(exc, TimeoutError):
-                    raise ConnectTimeout(
+                    raise PoolExhausted(
                         f"no free upstream connection for {origin.host} in time") from exc
                 raise
             finally:
                 with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+                    waiters.remove(waiter)
+                if not waiters and self._waiters.get(origin) is waiters:
+                    del self._waiters[origin]
         idle = self._idle.get(origin)
         if idle and not fresh:
             fresh_since = self._loop.time() - self._idle_timeout
@@ -233,15 +243,14 @@ class UpstreamPool:
                 conn = idle.pop()  # the most recently used first
                 if (conn.idle_since > fresh_since and conn.transport is not None
                         and not conn.transport.is_closing()):
-                    self._busy += 1
+                    busy[origin] = busy.get(origin, 0) + 1
                     return conn
                 conn.close()
-        self._busy += 1
+        busy[origin] = busy.get(origin, 0) + 1
         try:
             return await self._connect(origin)
         except BaseException:
-            self._busy -= 1
-            self._wake()
+            self._done_with(origin)
             raise
 
     async def _connect(self, origin: Origin) -> UpstreamConnection:
@@ -266,7 +275,6 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
         """Give ``conn`` back: pooled when it can carry another request, else closed."""
-        self._busy -= 1
         transport = conn.transport
         if (
             reusable and conn.reusable and conn.response_done()
@@ -280,11 +288,21 @@ class UpstreamPool:
                 conn.close()
         else:
             conn.close()
-        self._wake()
+        self._done_with(conn.origin)
 
-    def _wake(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+    def _done_with(self, origin: Origin) -> None:
+        """One connection to ``origin`` is no longer in use: the next waiter may go."""
+        left = self._busy[origin] - 1
+        if left:
+            self._busy[origin] = left
+        else:
+            del self._busy[origin]
+        self._wake(origin)
+
+    def _wake(self, origin: Origin) -> None:
+        waiters = self._waiters.get(origin)
+        while waiters:
+            waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return

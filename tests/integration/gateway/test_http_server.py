@@ -724,3 +724,50 @@ async def test_an_upstream_that_stalls_in_a_small_body_is_a_504(
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
         await server.wait_closed()
+
+
+async def test_one_slow_upstream_cannot_take_the_connections_of_another(
+    make_gateway: GatewayFactory, tmp_path: Path,
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    # The connection limit is per upstream: requests hanging on one do not starve the rest,
+    # and one more request to the hanging one, with no connection free in time, gets 503.
+    done = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            await done.wait()
+
+    slow = await asyncio.start_server(hang, "127.0.0.1", 0)
+    good = await raw_upstream(lambda head: _OK)
+    routes = tmp_path / "two-routes.toml"
+    routes.write_text(
+        f'[[route]]\nprefix = "/slow/"\nauth = "none"\n'
+        f'upstream = "http://127.0.0.1:{slow.sockets[0].getsockname()[1]}"\n'
+        f'[[route]]\nprefix = "/good/"\nauth = "none"\n'
+        f'upstream = "http://127.0.0.1:{good.port}"\n')
+    gw = await make_gateway(GATEWAY_ROUTES=str(routes), GATEWAY_UPSTREAM_MAX_CONNECTIONS="2",
+                            GATEWAY_UPSTREAM_CONNECT_TIMEOUT="0.5")
+    hanging = [asyncio.create_task(gw.client.get("/slow/x")) for _ in range(2)]
+    try:
+        await asyncio.sleep(0.2)
+        resp = await gw.client.get("/good/x")
+        assert resp.status == 200
+        resp = await gw.client.get("/slow/x")
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        assert "in use" in (await resp.json())["detail"]
+    finally:
+        done.set()
+        for task in hanging:
+            task.cancel()
+        await asyncio.gather(*hanging, return_exceptions=True)
+        slow.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await slow.wait_closed()
