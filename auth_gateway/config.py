@@ -144,10 +144,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read every ``GATEWAY_*`` and shared variable; ConfigError names a bad one."""
     env = Env(os.environ if environ is None else environ)
     prefix = env.text("GATEWAY_REDIS_PREFIX", "apikeys:")
-    level = env.text("GATEWAY_LOG_LEVEL", "INFO").upper()
+    level = env.log_level("GATEWAY_LOG_LEVEL")
     unix_socket = env.optional("GATEWAY_UNIX_SOCKET")
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"GATEWAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     limits = Limits(
         max_header_bytes=env.integer(
             "GATEWAY_MAX_HEADER_BYTES", 16384, minimum=1024, maximum=1024 * 1024

@@ -98,7 +98,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
         cookie_secure=_cookie_secure(env),
         login_concurrency=env.integer("KEY_SERVICE_LOGIN_CONCURRENCY", 2, minimum=1, maximum=64),
         trusted_proxies=_networks(env, "KEY_SERVICE_TRUSTED_PROXIES"),
-        log_level=env.text("KEY_SERVICE_LOG_LEVEL", "INFO").upper(),
+        log_level=env.log_level("KEY_SERVICE_LOG_LEVEL"),
         login_max_failures=env.integer(
             "KEY_SERVICE_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000
         ),

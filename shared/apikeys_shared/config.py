@@ -98,6 +98,13 @@ class Env:
             raise ConfigError(f"{name} must be at most {maximum}, got {raw}")
         return value
 
+    def log_level(self, name: str, default: str = "INFO") -> str:
+        """One of ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` (any case)."""
+        level = self.text(name, default).upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        return level
+
     def flag(self, name: str, default: bool) -> bool:
         """``1/true/yes/on`` or ``0/false/no/off``."""
         raw = self.values.get(name, "").strip().lower()

@@ -46,6 +46,7 @@ def test_trusted_proxies_are_checked() -> None:
     [("KEY_SERVICE_LOGIN_MAX_FAILURES", "0"), ("KEY_SERVICE_LOGIN_THROTTLE_WINDOW", "soon"),
      ("KEY_SERVICE_LOGIN_MAX_FAILURES_PER_ADDRESS", "-1"),
      ("KEY_SERVICE_LOGIN_MAX_FAILURES_PER_USER", "0"), ("KEY_SERVICE_COOKIE_SECURE", "maybe"),
+     ("KEY_SERVICE_LOG_LEVEL", "verbose"),
      ("KEY_SERVICE_DATABASE_URL", "mysql://db/keys")],
 )
 def test_bad_values_are_named(name: str, value: str) -> None:
