@@ -9,6 +9,7 @@ services' own ``load_config`` accepts the environment compose would give them; h
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -215,6 +216,18 @@ def test_services_accept_the_environment_compose_gives_them() -> None:
     gateway_env = _service_environment(services["gateway"], env)
     gateway = load_gateway_config(gateway_env)
     assert gateway.key_service_url == "http://key_service:8081"
+    # Only the two fronts, at fixed addresses outside the dynamic range, are believed.
+    fronts = {name: services[name]["networks"]["default"]["ipv4_address"]
+              for name in ("gateway_lb", "nginx")}
+    fixed = {name: _interpolate(str(value), env) for name, value in fronts.items()}
+    assert set(gateway.trusted_proxies) == set(fixed.values())
+    ipam = _compose()["networks"]["default"]["ipam"]["config"][0]
+    subnet = ipaddress.ip_network(_interpolate(ipam["subnet"], env))
+    dynamic = ipaddress.ip_network(_interpolate(ipam["ip_range"], env))
+    for address in fixed.values():
+        assert ipaddress.ip_address(address) in subnet
+        assert ipaddress.ip_address(address) not in dynamic
+        assert ipaddress.ip_address(address) != next(subnet.hosts())  # the bridge's own
     routes_in_container = "/etc/apikeys/routes.toml"
     assert str(gateway.routes_path) == routes_in_container
     mounts = {m.split(":")[1]: m.split(":")[0] for m in services["gateway"]["volumes"]}

@@ -82,7 +82,7 @@ async def test_forward_auth_and_load_balancer_fronts(
 ) -> None:
     marker = uuid.uuid4().hex
     gateway, key_service, backend = free_port(), free_port(), free_port()
-    forward_auth, lb = free_port(), free_port()
+    forward_auth, lb, unreachable = free_port(), free_port(), free_port()
     env = {**os.environ, MARKER: marker, "KEY_SERVICE_DATA_DIR": str(tmp_path / "data"),
            "GATEWAY_PORT": str(gateway), "KEY_SERVICE_PORT": str(key_service),
            "DEMO_BACKEND_PORT": str(backend), "APIKEYS_EXCHANGE": amqp_names.exchange,
@@ -93,14 +93,17 @@ async def test_forward_auth_and_load_balancer_fronts(
         _localize((CONFIGS / name).read_text(), port, gateway, backend)
         for name, port in (("forward-auth.conf", forward_auth), ("lb.conf", lb))
     ]
+    # The forward-auth front once more, asking a gateway address where nothing listens.
+    servers.append(_localize((CONFIGS / "forward-auth.conf").read_text(), unreachable,
+                             free_port(), backend))
     log = tmp_path / "run_local.log"
     proc = start_run_local(env, log)
     try:
         wait_banner(proc, log)
         with _nginx(tmp_path, servers):
-            _wait_port(forward_auth)
-            _wait_port(lb)
-            await _exercise(key_service, forward_auth, lb)
+            for port in (forward_auth, lb, unreachable):
+                _wait_port(port)
+            await _exercise(key_service, forward_auth, lb, unreachable)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
     finally:
@@ -109,7 +112,16 @@ async def test_forward_auth_and_load_balancer_fronts(
                 os.kill(pid, signal.SIGKILL)
 
 
-async def _exercise(key_service_port: int, forward_auth_port: int, lb_port: int) -> None:
+async def _problem(response: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/problem+json"
+    body: dict[str, Any] = await response.json(content_type=None)
+    assert body["status"] == status
+    return body
+
+
+async def _exercise(key_service_port: int, forward_auth_port: int, lb_port: int,
+                    unreachable_port: int) -> None:
     key_service = f"http://127.0.0.1:{key_service_port}"
     front = f"http://127.0.0.1:{forward_auth_port}"
     lb = f"http://127.0.0.1:{lb_port}"
@@ -125,10 +137,14 @@ async def _exercise(key_service_port: int, forward_auth_port: int, lb_port: int)
         good = {"X-AuthenticationKeyId": key["key_id"], "X-AuthenticationKeyValue": key["secret"]}
         wrong = {**good, "X-AuthenticationKeyValue": key["secret"][:-1] + "0"}
 
-        async with session.get(f"{front}/orders?page=2") as r:
-            assert r.status == 401
-        async with session.get(f"{front}/orders?page=2", headers=wrong) as r:
-            assert r.status == 401
+        # The gateway's own 401, to the byte, whatever the reason.
+        async with session.get(f"{lb}/orders?page=2") as r:
+            gateways_401 = await r.read()
+        for sent in ({}, wrong):
+            async with session.get(f"{front}/orders?page=2", headers=sent) as r:
+                await _problem(r, 401)
+                assert r.headers["WWW-Authenticate"].startswith('APIKey realm="backoffice"')
+                assert await r.read() == gateways_401
         spoofed = {**good, "X-Authenticated-Key-Id": "spoofed", "X-Forwarded-Host": "evil",
                    "X-Request-Id": "chosen-by-the-client"}
         async with session.get(f"{front}/orders?page=2", headers=spoofed) as r:
@@ -165,3 +181,18 @@ async def _exercise(key_service_port: int, forward_auth_port: int, lb_port: int)
             if status != 401:
                 await asyncio.sleep(0.1)
         assert status == 401, "a revoked key still passes the forward-auth front"
+
+        # Fail closed with the right answer: a gateway that cannot be reached is a 503 ...
+        async with session.get(f"http://127.0.0.1:{unreachable_port}/orders", headers=good) as r:
+            await _problem(r, 503)
+        # ... and the gateway's 429 for an address past the failure threshold (20 by default)
+        # reaches the client as a 429 with its Retry-After.
+        for _ in range(40):
+            async with session.get(f"{front}/orders", headers=wrong) as r:
+                if r.status == 429:
+                    await _problem(r, 429)
+                    assert int(r.headers["Retry-After"]) >= 1
+                    break
+                assert r.status == 401
+        else:
+            raise AssertionError("no 429 through the forward-auth front")
