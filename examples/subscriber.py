@@ -1,16 +1,20 @@
 """An example subscriber to API-key events: verify every event, apply it once, in order.
 
-Run it next to a running stack (``make run`` or ``docker compose up``)::
+Run it next to a running stack (``make run`` prints these values; with ``docker compose`` the
+subscriber must join the stack's network, or RabbitMQ and key_service be published)::
 
     RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/ \\
     APIKEYS_VERIFY_KEYS=<the verify key from the deployment's secrets> \\
+    KEY_SERVICE_URL=http://127.0.0.1:8081 \\
+    APIKEYS_INTERNAL_TOKEN=<the internal token from the deployment's secrets> \\
     python examples/subscriber.py
 
 It declares a durable quorum queue of its own (``APIKEYS_SUBSCRIBER_QUEUE``, default
 ``example-subscriber``) and binds it to ``key.issued`` and ``key.revoked`` on the events exchange.
-With ``KEY_SERVICE_URL`` and ``APIKEYS_INTERNAL_TOKEN`` set it then reads key_service's feed for
-every event after ``APIKEYS_SUBSCRIBER_AFTER`` (default 0: the whole history), so nothing from
-before the queue existed is missed. Then, one message at a time, in order:
+It then reads key_service's feed for every event after ``APIKEYS_SUBSCRIBER_AFTER`` (default 0:
+the whole history), so nothing from before the queue existed is missed. (The feed is required:
+without it a subscriber could only skip the events it missed, a revocation among them.) Then,
+one message at a time, in order:
 
 1. it rebuilds the signed event from the body and the ``x-signature`` / ``x-signing-key`` headers
    and verifies it against the trusted verify keys; a message that does not verify is rejected
@@ -18,8 +22,14 @@ before the queue existed is missed. Then, one message at a time, in order:
 2. it drops duplicates: delivery is at-least-once, so an event whose ``sequence`` is not above the
    highest one applied is acknowledged and ignored;
 3. it fills gaps: an event whose sequence is more than one above the highest applied means events
-   were missed, and the feed supplies them first;
+   were missed, and the feed supplies them first; the event waits until the feed has (the
+   feed read again and again, with a growing pause, while key_service cannot be reached);
 4. it prints one JSON line per applied event on stdout, then acknowledges the message.
+
+Faults are waited out, never skipped: RabbitMQ unreachable at start-up or later (it connects
+again, and a message whose acknowledgement was lost comes again and is dropped as a duplicate),
+key_service unreachable (the feed is read again until it answers). Only SIGINT / SIGTERM or a
+configuration error stop it.
 
 It needs only the shared package (``apikeys_shared``), aio-pika and aiohttp.
 """
@@ -27,6 +37,7 @@ It needs only the shared package (``apikeys_shared``), aio-pika and aiohttp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -37,7 +48,9 @@ from dataclasses import dataclass, field
 
 import aio_pika
 import aio_pika.abc
+import aio_pika.exceptions
 import aiohttp
+import aiormq.exceptions
 
 from apikeys_shared import (
     EXCHANGE,
@@ -54,6 +67,12 @@ from apikeys_shared.errors import ConfigError
 log = logging.getLogger("subscriber")
 
 ROUTING_KEYS = ("key.issued", "key.revoked")
+# Pauses between attempts while RabbitMQ or key_service cannot be reached: doubling, capped.
+RETRY_FIRST = 0.5
+RETRY_MAX = 10.0
+# Failures of the broker connection or channel: the message is delivered again later.
+AMQP_ERRORS = (aio_pika.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
+               ConnectionError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -64,9 +83,9 @@ class SubscriberConfig:
     exchange: str
     queue: str
     verifier: Verifier = field(repr=False)
+    key_service_url: str
+    internal_token: str = field(repr=False)
     prefetch: int = 50
-    key_service_url: str | None = None
-    internal_token: str | None = field(default=None, repr=False)
     after: int = 0
 
 
@@ -80,11 +99,8 @@ def load_config(environ: Mapping[str, str]) -> SubscriberConfig:
         queue=env.text("APIKEYS_SUBSCRIBER_QUEUE", "example-subscriber"),
         verifier=Verifier.from_base64(keys, "APIKEYS_VERIFY_KEYS"),
         prefetch=env.integer("APIKEYS_SUBSCRIBER_PREFETCH", 50, minimum=1, maximum=10_000),
-        key_service_url=(
-            env.url("KEY_SERVICE_URL", None, ("http", "https")).rstrip("/")
-            if env.optional("KEY_SERVICE_URL") else None
-        ),
-        internal_token=env.optional("APIKEYS_INTERNAL_TOKEN"),
+        key_service_url=env.url("KEY_SERVICE_URL", None, ("http", "https")).rstrip("/"),
+        internal_token=env.text("APIKEYS_INTERNAL_TOKEN"),
         after=env.integer("APIKEYS_SUBSCRIBER_AFTER", 0, minimum=0),
     )
 
@@ -154,6 +170,59 @@ class FeedError(Exception):
     """The feed could not be read."""
 
 
+# What reading the feed may fail with while key_service is away or misconfigured: waited out.
+FEED_ERRORS = (FeedError, aiohttp.ClientError, TimeoutError, SignatureError, EnvelopeError,
+               ValueError, KeyError)
+
+
+class Backoff:
+    """Pauses between attempts: RETRY_FIRST, doubling up to RETRY_MAX; cut short by ``stop``."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self._delay = RETRY_FIRST
+
+    async def wait(self) -> bool:
+        """Pause before the next attempt; False when the subscriber is stopping instead."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self._delay)
+        self._delay = min(self._delay * 2, RETRY_MAX)
+        return not self._stop.is_set()
+
+
+async def catch_up(feed: Feed, view: KeyView, through: int | None, stop: asyncio.Event) -> bool:
+    """Apply the feed's events after ``view.sequence`` (up to ``through`` - 1 when given) until
+    none is missing below ``through``; False if stopped first. Waits out every failure."""
+    backoff = Backoff(stop)
+    while True:
+        try:
+            for event in await feed.after(view.sequence):
+                if through is None or event.sequence < through:
+                    view.apply(event)
+        except FEED_ERRORS as exc:
+            log.error("cannot read key_service's feed (%s: %s); trying again",
+                      type(exc).__name__, exc)
+        else:
+            if through is None or view.sequence >= through - 1:
+                return True
+            log.warning("the feed does not hold events %d to %d yet; reading it again",
+                        view.sequence + 1, through - 1)
+        if not await backoff.wait():
+            return False
+
+
+async def settle(message: aio_pika.abc.AbstractIncomingMessage, *, accept: bool) -> None:
+    """Acknowledge (or reject for good); a lost channel only means the message comes again."""
+    try:
+        if accept:
+            await message.ack()
+        else:
+            await message.reject(requeue=False)
+    except AMQP_ERRORS as exc:
+        log.warning("could not settle message %s (%s); it will be delivered again",
+                    message.message_id, type(exc).__name__)
+
+
 def describe(event: Event) -> str:
     """One JSON line naming what happened (never a secret: events carry none)."""
     record = event.record
@@ -170,33 +239,45 @@ def describe(event: Event) -> str:
 
 
 async def handle(message: aio_pika.abc.AbstractIncomingMessage, verifier: Verifier,
-                 view: KeyView, feed: Feed | None) -> None:
+                 view: KeyView, feed: Feed, stop: asyncio.Event) -> None:
     """Verify, fill a gap from the feed, apply once, acknowledge; reject what does not verify."""
     try:
         event = SignedEvent.from_amqp(message.body, dict(message.headers)).verify(verifier)
     except (SignatureError, EnvelopeError) as exc:
         log.warning("rejected message %s: %s", message.message_id, exc)
-        await message.reject(requeue=False)
+        await settle(message, accept=False)
         return
     if view.is_new(event) and not view.is_next(event):
-        if feed is None:
-            log.warning("events %d to %d were missed (set KEY_SERVICE_URL and "
-                        "APIKEYS_INTERNAL_TOKEN to fill gaps from the feed)",
-                        view.sequence + 1, event.sequence - 1)
-        else:
-            for missed in await feed.after(view.sequence):
-                if missed.sequence < event.sequence:
-                    view.apply(missed)
+        log.info("events %d to %d were missed: reading them from the feed",
+                 view.sequence + 1, event.sequence - 1)
+        if not await catch_up(feed, view, event.sequence, stop):
+            return  # stopping: the message, never acknowledged, stays on the queue
     if not view.apply(event):
         log.info("ignored duplicate or replayed event %s (sequence %d)", event.id,
                  event.sequence)
-    await message.ack()
+    await settle(message, accept=True)
+
+
+async def connect(config: SubscriberConfig,
+                  stop: asyncio.Event) -> aio_pika.abc.AbstractRobustConnection | None:
+    """A robust connection to RabbitMQ (it reconnects by itself once made); None if stopped
+    before one could be made."""
+    backoff = Backoff(stop)
+    while True:
+        try:
+            return await aio_pika.connect_robust(config.rabbitmq_url, timeout=10)
+        except AMQP_ERRORS as exc:
+            log.error("cannot connect to RabbitMQ (%s); trying again", type(exc).__name__)
+        if not await backoff.wait():
+            return None
 
 
 async def consume(config: SubscriberConfig, stop: asyncio.Event,
                   session: aiohttp.ClientSession) -> None:
     """Bind the queue, catch up from the feed, then handle messages one by one until ``stop``."""
-    connection = await aio_pika.connect_robust(config.rabbitmq_url, timeout=10)
+    connection = await connect(config, stop)
+    if connection is None:
+        return
     async with connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=config.prefetch)
@@ -212,20 +293,18 @@ async def consume(config: SubscriberConfig, stop: asyncio.Event,
         for routing_key in ROUTING_KEYS:
             await queue.bind(exchange, routing_key)
         view = KeyView(config.after)
-        feed = None
-        if config.key_service_url and config.internal_token:
-            feed = Feed(session, config.key_service_url, config.internal_token, config.verifier)
-            # The queue is bound first, so an event is either in this catch-up or in the queue
-            # (or both: the sequence check drops the second copy).
-            for event in await feed.after(view.sequence):
-                view.apply(event)
+        feed = Feed(session, config.key_service_url, config.internal_token, config.verifier)
+        # The queue is bound first, so an event is either in this catch-up or in the queue (or
+        # both: the sequence check drops the second copy).
+        if not await catch_up(feed, view, None, stop):
+            return
         log.info("listening on queue %s bound to exchange %s (after sequence %d)",
                  config.queue, config.exchange, view.sequence)
 
         async def loop() -> None:
             async with queue.iterator() as messages:
                 async for message in messages:
-                    await handle(message, config.verifier, view, feed)
+                    await handle(message, config.verifier, view, feed, stop)
 
         consumer = asyncio.create_task(loop())
         stopper = asyncio.create_task(stop.wait())
@@ -256,18 +335,11 @@ async def main() -> int:
     except ConfigError as exc:
         log.error("configuration: %s", exc)
         return 2
-    if bool(config.key_service_url) != bool(config.internal_token):
-        log.error("configuration: set both KEY_SERVICE_URL and APIKEYS_INTERNAL_TOKEN, or neither")
-        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await run(config, stop)
-    except (FeedError, SignatureError, EnvelopeError, aiohttp.ClientError) as exc:
-        log.error("feed: %s", exc)
-        return 1
+    await run(config, stop)
     return 0
 
 

@@ -385,7 +385,8 @@ Issue a key under Settings > Manage API Keys, then:
 Without the two headers, or with a wrong or revoked key, the answer is 401.
 
 Data (SQLite, secrets in {secrets_env.name}, logs): {settings.data_dir}
-Key events: python examples/subscriber.py with APIKEYS_VERIFY_KEYS from {secrets_env}
+Key events: set -a; . {secrets_env}; set +a; KEY_SERVICE_URL={key_service} \\
+  .venv/bin/python examples/subscriber.py   (docs/events.md)
 """
 
 

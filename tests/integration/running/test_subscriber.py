@@ -19,6 +19,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
+from aiohttp import web
 
 from apikeys_shared import Event, KeyRecord, PepperSet, SignedEvent, Signer
 from apikeys_shared.config import generate_secrets
@@ -39,6 +40,12 @@ class Subscriber:
 
     proc: asyncio.subprocess.Process
     log: list[str]
+    ready: asyncio.Event
+    drain: asyncio.Task[None]
+
+    async def consuming(self) -> None:
+        """Wait until it says it listens on its queue."""
+        await _ready(self.ready, self.drain, self.log)
 
     async def next_event(self) -> dict[str, Any]:
         """The next JSON line it prints on stdout."""
@@ -49,6 +56,13 @@ class Subscriber:
         return event
 
 
+async def _ready(ready: asyncio.Event, drain: asyncio.Task[None], log: list[str]) -> None:
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({waiter, drain}, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    assert ready.is_set(), f"subscriber did not start consuming; its log:\n{''.join(log)}"
+
+
 async def _drain(stream: asyncio.StreamReader, log: list[str], ready: asyncio.Event) -> None:
     while line := await stream.readline():
         text = line.decode(errors="replace")
@@ -57,8 +71,45 @@ async def _drain(stream: asyncio.StreamReader, log: list[str], ready: asyncio.Ev
             ready.set()
 
 
+@dataclass
+class FeedStandIn:
+    """key_service's ``GET /internal/v1/events`` over a list the test controls (``down``: 503)."""
+
+    token: str
+    events: list[SignedEvent]
+    down: bool = False
+    reads: int = 0
+
+    async def _events(self, request: web.Request) -> web.Response:
+        self.reads += 1
+        if self.down:
+            return web.json_response({"title": "Service Unavailable"}, status=503)
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"title": "Unauthorized"}, status=401)
+        after = int(request.query["after"])
+        chosen = [e for e in self.events if Event.from_bytes(e.body).sequence > after]
+        last = max((Event.from_bytes(e.body).sequence for e in self.events), default=0)
+        return web.json_response({"events": [e.to_json() for e in chosen],
+                                  "last_sequence": last})
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        app = web.Application()
+        app.router.add_get("/internal/v1/events", self._events)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            await runner.cleanup()
+
+
 @contextlib.asynccontextmanager
-async def run_subscriber(env: dict[str, str]) -> AsyncIterator[Subscriber]:
+async def run_subscriber(env: dict[str, str], *,
+                         wait_ready: bool = True) -> AsyncIterator[Subscriber]:
     """Start the subscriber, wait until it consumes, stop it with SIGINT afterwards."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(SUBSCRIBER), cwd=ROOT, env={**os.environ, **env},
@@ -69,12 +120,9 @@ async def run_subscriber(env: dict[str, str]) -> AsyncIterator[Subscriber]:
     ready = asyncio.Event()
     drain = asyncio.create_task(_drain(proc.stderr, log, ready))
     try:
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait({waiter, drain}, timeout=TIMEOUT,
-                           return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        assert ready.is_set(), f"subscriber did not start consuming; its log:\n{''.join(log)}"
-        yield Subscriber(proc, log)
+        if wait_ready:
+            await _ready(ready, drain, log)
+        yield Subscriber(proc, log, ready, drain)
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0, "".join(log)
     finally:
@@ -128,12 +176,7 @@ async def test_subscriber_verifies_and_applies_issue_then_revoke_once(
     secrets = _secrets()
     signer = Signer.from_base64(secrets["APIKEYS_SIGNING_KEY"])
     forger = Signer.from_base64(_secrets()["APIKEYS_SIGNING_KEY"])
-    env = {
-        "RABBITMQ_URL": rabbitmq_url,
-        "APIKEYS_EXCHANGE": amqp_names.exchange,
-        "APIKEYS_SUBSCRIBER_QUEUE": amqp_names.queue("subscriber"),
-        "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
-    }
+    feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
     record = _record(secrets)
     issued = Event.for_record(record, sequence=7, source="urn:apikeys:key_service")
     revoked_record = replace(record, status="revoked", revoked_at=datetime.now(UTC))
@@ -143,7 +186,15 @@ async def test_subscriber_verifies_and_applies_issue_then_revoke_once(
     tampered = SignedEvent.sign(issued, signer)
     tampered = replace(tampered, body=tampered.body.replace(b"billing export", b"billing exporT"))
 
-    async with run_subscriber(env) as subscriber:
+    async with feed.serving() as feed_url, run_subscriber({
+        "RABBITMQ_URL": rabbitmq_url,
+        "APIKEYS_EXCHANGE": amqp_names.exchange,
+        "APIKEYS_SUBSCRIBER_QUEUE": amqp_names.queue("subscriber"),
+        "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
+        "KEY_SERVICE_URL": feed_url,
+        "APIKEYS_INTERNAL_TOKEN": secrets["APIKEYS_INTERNAL_TOKEN"],
+        "APIKEYS_SUBSCRIBER_AFTER": "6",  # as if it had applied events 1 to 6 before
+    }) as subscriber:
         await _publish(rabbitmq_url, amqp_names.exchange, [
             SignedEvent.sign(forged, forger),
             tampered,
@@ -263,3 +314,77 @@ async def test_subscriber_gets_the_relays_events_and_replays_what_came_before_it
     assert replayed["name"] == "before the subscriber"
     assert revoked["revoked_at"] is not None
     assert "rejected message" not in "".join(subscriber.log)
+
+
+# -- faults: waited out, never skipped ------------------------------------------------------
+async def test_a_gap_waits_for_the_feed_while_key_service_is_away(
+    amqp_names: AmqpNames, rabbitmq_url: str,
+) -> None:
+    # Events 1 and 2 never reach the queue; 3 does while the feed answers 503. The subscriber
+    # neither exits nor skips: once the feed is back it applies 1, 2, then 3, in order.
+    secrets = _secrets()
+    signer = Signer.from_base64(secrets["APIKEYS_SIGNING_KEY"])
+    record = _record(secrets)
+    revoked = replace(record, status="revoked", revoked_at=datetime.now(UTC))
+    events = [
+        SignedEvent.sign(Event.for_record(r, sequence=n, source="urn:apikeys:key_service"), signer)
+        for n, r in ((1, record), (2, revoked), (3, _record(secrets)))
+    ]
+    feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
+    async with feed.serving() as feed_url, run_subscriber({
+        "RABBITMQ_URL": rabbitmq_url, "APIKEYS_EXCHANGE": amqp_names.exchange,
+        "APIKEYS_SUBSCRIBER_QUEUE": amqp_names.queue("subscriber"),
+        "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
+        "KEY_SERVICE_URL": feed_url, "APIKEYS_INTERNAL_TOKEN": secrets["APIKEYS_INTERNAL_TOKEN"],
+    }) as subscriber:
+        feed.down = True
+        reads = feed.reads
+        await _publish(rabbitmq_url, amqp_names.exchange, [events[2]])
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while feed.reads < reads + 2:  # it reads, fails, waits and reads again
+            assert asyncio.get_running_loop().time() < deadline, "".join(subscriber.log)
+            await asyncio.sleep(0.05)
+        assert subscriber.proc.returncode is None
+        feed.events, feed.down = events, False
+        applied = [await subscriber.next_event() for _ in range(3)]
+    assert [(e["sequence"], e["status"]) for e in applied] == [
+        (1, "active"), (2, "revoked"), (3, "active")]
+    assert "cannot read key_service's feed" in "".join(subscriber.log)
+
+
+async def test_rabbitmq_away_at_start_up_is_waited_for(
+    amqp_names: AmqpNames, rabbitmq_url: str, fault_proxy: Any,
+) -> None:
+    secrets = _secrets()
+    signer = Signer.from_base64(secrets["APIKEYS_SIGNING_KEY"])
+    host, port = rabbitmq_url.rsplit("@", 1)[1].rstrip("/").split(":")
+    proxy = fault_proxy(host, int(port))
+    proxy.refuse()
+    proxied = rabbitmq_url.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+    feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
+    async with feed.serving() as feed_url, run_subscriber({
+        "RABBITMQ_URL": proxied, "APIKEYS_EXCHANGE": amqp_names.exchange,
+        "APIKEYS_SUBSCRIBER_QUEUE": amqp_names.queue("subscriber"),
+        "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
+        "KEY_SERVICE_URL": feed_url, "APIKEYS_INTERNAL_TOKEN": secrets["APIKEYS_INTERNAL_TOKEN"],
+    }, wait_ready=False) as subscriber:
+        await asyncio.sleep(1.5)
+        assert subscriber.proc.returncode is None, "".join(subscriber.log)
+        assert "cannot connect to RabbitMQ" in "".join(subscriber.log)
+        proxy.restore()
+        await subscriber.consuming()
+        event = Event.for_record(_record(secrets), sequence=1, source="urn:apikeys:key_service")
+        await _publish(rabbitmq_url, amqp_names.exchange, [SignedEvent.sign(event, signer)])
+        applied = await subscriber.next_event()
+    assert applied["sequence"] == 1
+
+
+def test_the_feed_is_required() -> None:
+    secrets = _secrets()
+    done = subprocess.run(
+        [sys.executable, str(SUBSCRIBER)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
+             "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/"}, check=False,
+    )
+    assert done.returncode == 2
+    assert "KEY_SERVICE_URL" in done.stderr
