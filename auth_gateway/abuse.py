@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 from redis.exceptions import RedisError
 
-from apikeys_shared.addresses import address_group
+from apikeys_shared.addresses import address_group, forwarded_address
 
 from .cache import TTLCache
 from .config import UNIX_PEER
@@ -188,15 +188,23 @@ class FailureCounter:
 def client_address(
     remote: str | None, forwarded_for: Sequence[str], trusted: Sequence[str]
 ) -> str:
-    """The client's address: the peer, or, behind trusted proxies, the nearest untrusted hop."""
+    """The client's address: the peer, or, behind trusted proxies, the nearest untrusted hop.
+
+    Hops are read as addresses with or without a port (``203.0.113.7:4242``, ``[2001:db8::1]``);
+    a hop that names no address ("unknown") stops the walk at the peer.
+    """
     peer = remote or "unknown"
     if not trusted or not is_trusted(peer, trusted):
         return peer
-    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+    hops = [h for value in forwarded_for for h in value.split(",") if h.strip()]
     for hop in reversed(hops):
-        if not is_trusted(hop, trusted):
-            return hop if _is_ip(hop) else peer
-    return hops[0] if hops and _is_ip(hops[0]) else peer
+        address = forwarded_address(hop)
+        if address is None:
+            return peer
+        if not is_trusted(address, trusted):
+            return address
+    first = forwarded_address(hops[0]) if hops else None
+    return first if first is not None else peer
 
 
 # Both decisions below run per request and are remembered (bounded by an LRU, since the
@@ -208,14 +216,6 @@ _REMEMBERED = 4096
 def failure_group(address: str) -> str:
     """``address_group``, remembered: what ``address``'s failed attempts are counted against."""
     return address_group(address)
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def is_trusted(address: str, trusted: Sequence[str]) -> bool:

@@ -18,6 +18,8 @@ from aiohttp.typedefs import Handler
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from apikeys_shared.addresses import forwarded_address
+
 from .appkeys import CONFIG, METRICS
 from .errors import KeyServiceError, TooManyRequests
 from .logs import REQUEST_ID
@@ -73,11 +75,16 @@ def client_address(request: web.Request) -> str | None:
     proxies = request.config_dict[CONFIG].trusted_proxies
     if peer is None or not proxies or not _trusted(peer, proxies):
         return peer
-    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    hops = [h for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
     # Walk from the right: every hop a trusted proxy added is skipped, the first other one wins.
+    # A hop is read as an address with or without a port (a port per connection would give
+    # every attempt a count of its own); one that names no address stops the walk at the peer.
     for hop in reversed(hops):
-        if not _trusted(hop, proxies):
-            return hop[:64]
+        address = forwarded_address(hop)
+        if address is None:
+            return peer
+        if not _trusted(address, proxies):
+            return address
     return peer
 
 

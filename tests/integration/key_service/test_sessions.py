@@ -228,6 +228,31 @@ async def test_a_strangers_guesses_lock_an_account_only_for_the_stranger(
     assert await login(PASSWORD, "2001:db8:0:2::1") == 200  # another /64: counted apart
 
 
+async def test_forwarded_addresses_with_ports_count_as_one_client(
+    ks_env: dict[str, str], aiohttp_client: AiohttpClient,
+) -> None:
+    # A proxy that appends the client's port (a new one per connection) must not give every
+    # attempt a count of its own: 3 failures per username and address (the fixture's).
+    config = load_config({**ks_env, "KEY_SERVICE_TRUSTED_PROXIES": "127.0.0.1"})
+    await migrate_async(config.database_url)
+    client = Client(await aiohttp_client(create_app(config)))
+    await add_user(client, "ivan", ADMIN_ROLE)
+    statuses = []
+    for port in range(40001, 40005):
+        resp = await client.http.post(
+            "/api/v1/session", json={"username": "ivan", "password": "x"},
+            headers={"X-Forwarded-For": f"198.51.100.7:{port}"},
+        )
+        await resp.read()
+        statuses.append(resp.status)
+    assert statuses == [401, 401, 401, 429]
+    resp = await client.http.post(
+        "/api/v1/session", json={"username": "ivan", "password": PASSWORD},
+        headers={"X-Forwarded-For": "[2001:db8::7]:40001"},
+    )
+    assert resp.status == 200  # another client
+
+
 async def test_a_good_login_clears_the_username_count(anon: Client) -> None:
     await add_user(anon, "frank", ADMIN_ROLE)
     for _ in range(2):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
+from apikeys_shared.addresses import forwarded_address
 from auth_gateway.abuse import client_address, failure_group, is_trusted
 from auth_gateway.auth import Identity
 from auth_gateway.headers import header_safe, response_header_block, upstream_header_block
@@ -120,6 +121,24 @@ def test_client_address_trusts_forwarded_for_only_from_trusted_peers() -> None:
     assert client_address("10.0.0.5", ["spoof, 2.2.2.2"], ("10.0.0.0/8",)) == "2.2.2.2"
     assert client_address("10.0.0.5", [], ("10.0.0.0/8",)) == "10.0.0.5"
     assert client_address("10.0.0.5", ["garbage"], ("10.0.0.0/8",)) == "10.0.0.5"
+
+
+def test_forwarded_hops_with_ports_or_brackets_name_their_address() -> None:
+    # Proxies that append the client's port (Azure Application Gateway) or bracket IPv6: the
+    # address counts, not one throttle per connection, nor the proxy's own for everyone.
+    trusted = ("10.0.0.0/8",)
+    assert client_address("10.0.0.5", ["203.0.113.7:4242"], trusted) == "203.0.113.7"
+    assert client_address("10.0.0.5", ["[2001:db8::1]:4242"], trusted) == "2001:db8::1"
+    assert client_address("10.0.0.5", ["[2001:DB8::1]"], trusted) == "2001:db8::1"
+    # A trusted hop with a port is still a trusted hop.
+    assert client_address("10.0.0.5", ["198.51.100.9, 10.0.0.7:8080"], trusted) == "198.51.100.9"
+    # Names no address: the walk stops at the peer.
+    assert client_address("10.0.0.5", ["198.51.100.9, unknown"], trusted) == "10.0.0.5"
+    assert client_address("10.0.0.5", ["1.2.3.4:99999999"], trusted) == "10.0.0.5"
+    assert forwarded_address(" 192.0.2.1 ") == "192.0.2.1"
+    assert forwarded_address("[::ffff:192.0.2.1]:80") == "::ffff:c000:201"
+    assert forwarded_address("_hidden") is None
+    assert forwarded_address("[192.0.2.1") is None
 
 
 def test_peers_on_the_unix_socket_are_trusted_only_when_named() -> None:
