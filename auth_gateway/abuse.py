@@ -4,8 +4,9 @@ Each failure increments ``{prefix}fail:{address}`` in Redis (an IPv6 address cou
 see ``failure_group``); the counter expires a window after
 the first failure. When a process sees the count reach the threshold it blocks the address
 itself, adds it to the sorted set ``{prefix}blocked`` (scored by when the block ends) and then
-bumps the counter ``{prefix}blocked:version``. Every process reads that counter a few times a
-second (see ``retry_after``) and, when it moved, every block still running, so that all of
+sets ``{prefix}blocked:version`` to a fresh random value (not a counter, which a Redis that
+lost its data would start again from values already seen). Every process reads it a few times a
+second (see ``retry_after``) and, when it changed, every block still running, so that all of
 them block the address: a blocked address gets 429 with ``Retry-After`` before any lookup, and
 the happy path costs no Redis round trip but that one GET every ``sync_seconds`` (0.25 s by
 default). (Reading only the blocks that end after the latest end seen would miss a block added
@@ -21,6 +22,7 @@ import functools
 import ipaddress
 import math
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 from redis.exceptions import RedisError
@@ -59,7 +61,8 @@ class FailureCounter:
         self._blocked: TTLCache[float] = TTLCache(_MAX_ADDRESSES, window, clock)
         self._paused_until = 0.0
         self._next_sync = 0.0
-        self._synced_version = -1  # of {prefix}blocked:version, when the blocks were last read
+        # {prefix}blocked:version when the blocks were last read ("": never read)
+        self._synced_version: bytes | str | None = b""
         # The clear window: while clear_from <= clock() < clear_until, no address is blocked
         # here, no read of other processes' blocks is due and Redis is not paused (the cheapest
         # form of clear_now, asked first). Kept up to date on every change, so that the
@@ -83,7 +86,8 @@ class FailureCounter:
 
     @property
     def version_key(self) -> str:
-        """Bumped after every block added: the blocks are read again only when it moved."""
+        """A fresh random value after every block added: the blocks are read again only when
+        it changed."""
         return f"{self._prefix}blocked:version"
 
     def key(self, address: str) -> str:
@@ -157,19 +161,18 @@ class FailureCounter:
                 await self._redis.zadd(self.blocked_key, {address: now_unix + seconds})
                 await self._redis.zremrangebyscore(self.blocked_key, "-inf", now_unix)
                 # After the ZADD, not with it: whoever sees the new version sees the block.
-                await self._redis.incr(self.version_key)
+                await self._redis.set(self.version_key, uuid.uuid4().hex)
         except (TimeoutError, RedisError, OSError):
             self._paused_until = now + _PAUSE_SECONDS
             self._update_window()
 
-    async def sync_once(self, seen_version: int) -> int:
+    async def sync_once(self, seen_version: bytes | str | None) -> bytes | str | None:
         """Adopt every running block if any was added since ``seen_version``; the version read.
 
         At most ``_SYNC_BATCH`` blocks are read, those that end last; an address past that
         (a flood of them) is blocked here at its next failure, when its count is read.
         """
-        raw = await self._redis.get(self.version_key)
-        version = int(raw) if raw is not None else 0
+        version: bytes | str | None = await self._redis.get(self.version_key)
         if version == seen_version:
             return version
         now = time.time()

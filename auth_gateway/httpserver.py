@@ -375,8 +375,9 @@ class _Connection(BaseProtocol):
                                          str(self._head_bytes)))
             return
         self._head_bytes = 0
-        # Every head completed now lies within what was fed since the last one completed.
-        bound, self._fed = self._fed, 0
+        # Every head completed now lies within what was fed since the last one completed; the
+        # start of the next head may be in this slice already, so the count goes on from it.
+        bound, self._fed = self._fed, len(data)
         for message, payload in messages:
             self._queue.append((message, payload, bound))
             if not payload.is_eof():

@@ -285,7 +285,10 @@ class Synchronizer:
         self._metrics.last_sequence.set(self.tracker.applied)
         if source == "amqp":
             self._awaited.pop(event.sequence, None)
-        elif self._checking_delivery and len(self._awaited) < _AWAITED_LIMIT:
+        elif (self._checking_delivery and arrival is not Arrival.STALE
+              and len(self._awaited) < _AWAITED_LIMIT):
+            # Only what this read applied first: an event the broker delivered while the
+            # feed page was on its way is stale here, and was not missed.
             self._awaited.setdefault(event.sequence, asyncio.get_running_loop().time())
         if newest:
             lag = (datetime.now(UTC) - event.time).total_seconds()

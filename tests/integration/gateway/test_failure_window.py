@@ -108,3 +108,18 @@ async def test_a_block_that_ends_sooner_than_one_already_read_is_adopted_too(
     assert waiting is not None
     assert 55 <= waiting <= 60
     assert await two.retry_after("198.51.100.3") is None
+
+
+async def test_blocks_added_after_redis_lost_its_data_are_adopted(
+    redis_client: aioredis.Redis, redis_prefix: str,
+) -> None:
+    # A Redis without persistence restarts: the version key starts over. A counter would come
+    # back to values a process has seen and hide new blocks from it; a fresh random value not.
+    one = FailureCounter(redis_client, redis_prefix, threshold=1, window=60)
+    two = FailureCounter(redis_client, redis_prefix, threshold=1, window=60)
+    await two.record_failure("198.51.100.1")
+    assert await one.retry_after("198.51.100.1") is not None
+    await redis_client.delete(one.blocked_key, one.version_key, one.key("198.51.100.1"))
+    await two.record_failure("198.51.100.2")
+    one._next_sync = 0.0  # the next read of other processes' blocks is due
+    assert await one.retry_after("198.51.100.2") is not None

@@ -614,6 +614,8 @@ async def test_the_header_size_limit_holds_however_the_head_arrives(
         "no space after the colons": ([head(1, colon=b":")], [b"431"]),
         "behind a body in the same write": ([post, body + head(1)], [b"200", b"431"]),
         "pipelined behind a request": ([ok + head(1)], [b"200", b"431"]),
+        "pipelined, split right after the first": (
+            [ok + head(1)[:-40], head(1)[-40:]], [b"200", b"431"]),
         "in small pieces behind a body": (
             [post, body[:-10], body[-10:] + head(1)[:7]]
             + [head(1)[i:i + 100] for i in range(7, len(head(1)), 100)], [b"200", b"431"]),

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 import aiohttp
@@ -528,3 +529,36 @@ async def test_events_the_broker_delivers_after_the_feed_do_not_count_as_missed(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize(
+    "sync_overrides", [{"safety_poll_interval": 0.3, "missed_delivery_age": 0.5}],
+)
+async def test_an_event_the_broker_delivers_while_a_feed_read_is_on_its_way_is_not_missed(
+    rig: Rig,
+) -> None:
+    # key_service commits, a safety read of the feed sees the event, and the broker's copy is
+    # applied before that feed page is: the page's copy is stale, not a missed delivery.
+    await subscribed(rig)
+    signed = rig.record()
+    real = rig.feed_client
+    published = asyncio.Event()
+
+    class BrokerFirst:
+        async def fetch_events(self, after: int, limit: int = 500) -> Any:
+            page = await real.fetch_events(after=after, limit=limit)
+            if page.events and not published.is_set():
+                published.set()
+                before = rig.count("gateway_events", {"source": "amqp", "outcome": "applied"})
+                await rig.publish(signed)
+                while rig.count(
+                        "gateway_events", {"source": "amqp", "outcome": "applied"}) == before:
+                    await asyncio.sleep(0.005)
+            return page
+
+    rig.sync._feed = BrokerFirst()
+    rig.feed.events.append(signed)
+    await eventually(lambda: _true(published.is_set()), "a safety read saw the event")
+    await asyncio.sleep(1.5)  # three more safety reads, well past the missed-delivery age
+    assert rig.count("gateway_events", {"source": "feed", "outcome": "missed_by_amqp"}) == 0
+    assert rig.consumer.connects == 1
