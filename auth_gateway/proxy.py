@@ -246,7 +246,10 @@ class Forwarder:
             body_sent = sender is None or (sender.done() and sender.exception() is None)
             reusable = (
                 body_sent and not message.should_close and conn.response_done()
-                and not _may_send_more(request.method, message)
+                and not (
+                    (request.method == "HEAD" or message.code in _NO_BODY_STATUS)
+                    and _may_send_more(request.method, message)
+                )
             )
             return answered
         finally:

@@ -74,6 +74,12 @@ class Origin:
     port: int
     host_header: bytes = field(compare=False)
     base_path: str = field(compare=False)
+    # (scheme, host, port) as a plain tuple: what the pool keys its slots by (hashed in C,
+    # where the dataclass's own hash is a Python call).
+    key: tuple[str, str, int] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.scheme, self.host, self.port))
 
     @classmethod
     def from_url(cls, url: str) -> Origin:
@@ -98,6 +104,7 @@ class UpstreamConnection(BaseProtocol):
         self.got_data = False
         self.idle_since = 0.0
         self.head_at = 0.0  # when the last response's head arrived
+        self.slot: _Slot  # the pool's share for this origin, set by the pool
         self.payload: StreamReader | None = None
         self._head: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
         self._response_parser: HttpResponseParser | None = None
@@ -199,8 +206,23 @@ class UpstreamConnection(BaseProtocol):
             self.transport.close()
 
 
+class _Slot:
+    """One upstream's share of the pool: its connections in use, idle ones, and waiters."""
+
+    __slots__ = ("busy", "idle", "waiters")
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.idle: list[UpstreamConnection] = []
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+
 class UpstreamPool:
-    """Keep-alive connections per origin, at most ``max_connections`` of each in use at once."""
+    """Keep-alive connections per origin, at most ``max_connections`` of each in use at once.
+
+    Each origin's state is a ``_Slot``, found by the origin's plain tuple key when a connection
+    is asked for and kept on the connection itself, so that giving it back costs no lookup.
+    """
 
     def __init__(self, *, max_connections: int, connect_timeout: float,
                  idle_timeout: float = 1.5) -> None:
@@ -208,50 +230,50 @@ class UpstreamPool:
         self._max = max_connections
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
-        self._idle: dict[Origin, list[UpstreamConnection]] = {}
-        self._busy: dict[Origin, int] = {}
-        self._waiters: dict[Origin, collections.deque[asyncio.Future[None]]] = {}
+        self._slots: dict[tuple[str, str, int], _Slot] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
 
     async def acquire(self, origin: Origin, *, fresh: bool = False) -> UpstreamConnection:
         """A connection to ``origin``: an idle one when there is one (unless ``fresh``)."""
-        busy = self._busy
-        while busy.get(origin, 0) >= self._max:
+        slot = self._slots.get(origin.key)
+        if slot is None:
+            slot = self._slots[origin.key] = _Slot()
+        while slot.busy >= self._max:
             waiter = self._loop.create_future()
-            waiters = self._waiters.setdefault(origin, collections.deque())
-            waiters.append(waiter)
+            slot.waiters.append(waiter)
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     await waiter
             except BaseException as exc:
                 if waiter.done() and not waiter.cancelled():
-                    self._wake(origin)  # a slot was handed to this caller, who leaves: on
+                    _wake(slot)  # a slot was handed to this caller, who leaves: pass it on
                 if isinstance(exc, TimeoutError):
                     raise PoolExhausted(
                         f"no free upstream connection for {origin.host} in time") from exc
                 raise
             finally:
                 with contextlib.suppress(ValueError):
-                    waiters.remove(waiter)
-                if not waiters and self._waiters.get(origin) is waiters:
-                    del self._waiters[origin]
-        idle = self._idle.get(origin)
+                    slot.waiters.remove(waiter)
+        idle = slot.idle
         if idle and not fresh:
             fresh_since = self._loop.time() - self._idle_timeout
             while idle:
                 conn = idle.pop()  # the most recently used first
                 if (conn.idle_since > fresh_since and conn.transport is not None
                         and not conn.transport.is_closing()):
-                    busy[origin] = busy.get(origin, 0) + 1
+                    slot.busy += 1
                     return conn
                 conn.close()
-        busy[origin] = busy.get(origin, 0) + 1
+        slot.busy += 1
         try:
-            return await self._connect(origin)
+            conn = await self._connect(origin)
         except BaseException:
-            self._done_with(origin)
+            slot.busy -= 1
+            _wake(slot)
             raise
+        conn.slot = slot
+        return conn
 
     async def _connect(self, origin: Origin) -> UpstreamConnection:
         if self._sweeper is None:
@@ -275,56 +297,52 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
         """Give ``conn`` back: pooled when it can carry another request, else closed."""
+        slot = conn.slot
         transport = conn.transport
         if (
             reusable and conn.reusable and conn.response_done()
             and transport is not None and not transport.is_closing()
         ):
             conn.idle()
-            idle = self._idle.setdefault(conn.origin, [])
-            if len(idle) < self._max:
-                idle.append(conn)
+            if len(slot.idle) < self._max:
+                slot.idle.append(conn)
             else:
                 conn.close()
         else:
             conn.close()
-        self._done_with(conn.origin)
-
-    def _done_with(self, origin: Origin) -> None:
-        """One connection to ``origin`` is no longer in use: the next waiter may go."""
-        left = self._busy[origin] - 1
-        if left:
-            self._busy[origin] = left
-        else:
-            del self._busy[origin]
-        self._wake(origin)
-
-    def _wake(self, origin: Origin) -> None:
-        waiters = self._waiters.get(origin)
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        slot.busy -= 1
+        if slot.waiters:
+            _wake(slot)
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(min(_SWEEP_SECONDS, self._idle_timeout))
             deadline = self._loop.time() - self._idle_timeout
-            for origin, idle in list(self._idle.items()):
-                keep = [c for c in idle if c.idle_since >= deadline and c.transport is not None]
-                for conn in idle:
+            for slot in self._slots.values():
+                keep = [c for c in slot.idle
+                        if c.idle_since >= deadline and c.transport is not None]
+                for conn in slot.idle:
                     if conn not in keep:
                         conn.close()
-                self._idle[origin] = keep
+                slot.idle[:] = keep
 
     async def close(self) -> None:
         """Close every idle connection and stop the sweep."""
-        for idle in self._idle.values():
-            for conn in idle:
+        for slot in self._slots.values():
+            for conn in slot.idle:
                 conn.close()
-        self._idle.clear()
+            slot.idle.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+
+
+def _wake(slot: _Slot) -> None:
+    """Hand the slot's next free connection to its first waiter still waiting."""
+    waiters = slot.waiters
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
