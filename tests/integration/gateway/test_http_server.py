@@ -736,11 +736,12 @@ async def test_one_slow_upstream_cannot_take_the_connections_of_another(
     # and one more request to the hanging one, with no connection free in time, gets 503.
     done = asyncio.Event()
     writers: list[asyncio.StreamWriter] = []
+    arrived: list[bytes] = []
 
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writers.append(writer)
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            await reader.readuntil(b"\r\n\r\n")
+            arrived.append(await reader.readuntil(b"\r\n\r\n"))
             await done.wait()
 
     slow = await asyncio.start_server(hang, "127.0.0.1", 0)
@@ -755,7 +756,11 @@ async def test_one_slow_upstream_cannot_take_the_connections_of_another(
                             GATEWAY_UPSTREAM_CONNECT_TIMEOUT="0.5")
     hanging = [asyncio.create_task(gw.client.get("/slow/x")) for _ in range(2)]
     try:
-        await asyncio.sleep(0.2)
+        for _ in range(500):  # both hanging requests hold their connection
+            if len(arrived) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(arrived) == 2
         resp = await gw.client.get("/good/x")
         assert resp.status == 200
         resp = await gw.client.get("/slow/x")

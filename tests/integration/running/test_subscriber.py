@@ -368,9 +368,12 @@ async def test_rabbitmq_away_at_start_up_is_waited_for(
         "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
         "KEY_SERVICE_URL": feed_url, "APIKEYS_INTERNAL_TOKEN": secrets["APIKEYS_INTERNAL_TOKEN"],
     }, wait_ready=False) as subscriber:
-        await asyncio.sleep(1.5)
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while "cannot connect to RabbitMQ" not in "".join(subscriber.log):
+            assert asyncio.get_running_loop().time() < deadline, "".join(subscriber.log)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)  # past its first pause: it tries again, still in vain
         assert subscriber.proc.returncode is None, "".join(subscriber.log)
-        assert "cannot connect to RabbitMQ" in "".join(subscriber.log)
         proxy.restore()
         await subscriber.consuming()
         event = Event.for_record(_record(secrets), sequence=1, source="urn:apikeys:key_service")

@@ -551,9 +551,11 @@ async def test_an_event_the_broker_delivers_while_a_feed_read_is_on_its_way_is_n
                 published.set()
                 before = rig.count("gateway_events", {"source": "amqp", "outcome": "applied"})
                 await rig.publish(signed)
-                while rig.count(
-                        "gateway_events", {"source": "amqp", "outcome": "applied"}) == before:
-                    await asyncio.sleep(0.005)
+
+                async def delivered() -> bool:
+                    return rig.count(
+                        "gateway_events", {"source": "amqp", "outcome": "applied"}) > before
+                await eventually(delivered, "the broker's copy applied first")
             return page
 
     rig.sync._feed = BrokerFirst()
