@@ -12,6 +12,7 @@ import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -82,12 +83,48 @@ async def raw_upstream() -> AsyncIterator[Callable[..., Awaitable[RawUpstream]]]
         await upstream.close()
 
 
-async def _gateway_to(make_gateway: GatewayFactory, tmp_path: Path, port: int) -> Gateway:
+async def _gateway_to(make_gateway: GatewayFactory, tmp_path: Path, port: int,
+                      **env: str) -> Gateway:
     routes = tmp_path / "raw-routes.toml"
     routes.write_text(
         f'[[route]]\nprefix = "/raw/"\nupstream = "http://127.0.0.1:{port}"\nauth = "none"\n'
     )
-    return await make_gateway(GATEWAY_ROUTES=str(routes))
+    return await make_gateway(GATEWAY_ROUTES=str(routes), **env)
+
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class ScriptedUpstream:
+    """Where a scripted upstream listens, and the writer of each connection it accepted."""
+
+    port: int
+    writers: list[asyncio.StreamWriter]
+
+
+@contextlib.asynccontextmanager
+async def scripted_upstream(serve: Serve) -> AsyncIterator[ScriptedUpstream]:
+    """An upstream running ``serve`` on each connection, for behaviour a RawUpstream cannot
+    script (pauses, late bytes, silence); every connection and the server are closed on the
+    way out, so that no handler outlives the test's loop."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await serve(reader, writer)
+
+    server = await asyncio.start_server(each, "127.0.0.1", 0)
+    try:
+        yield ScriptedUpstream(server.sockets[0].getsockname()[1], writers)
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
@@ -652,26 +689,20 @@ async def test_bytes_an_upstream_sends_after_a_bodiless_answer_reach_no_other_cl
     # An application that writes a body after a HEAD answer (or a 204 that announces one, or
     # a chunked 304), a moment later: the connection is not pooled, so those bytes cannot be
     # read as the answer to the next request that would have used it.
-    writers: list[asyncio.StreamWriter] = []
-
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                if b"/first" in head:
-                    writer.write(first)
-                    await writer.drain()
-                    await asyncio.sleep(0.05)
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nLEAKED")
-                else:
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nright")
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if b"/first" in head:
+                writer.write(first)
                 await writer.drain()
-        writer.close()
+                await asyncio.sleep(0.05)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nLEAKED")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nright")
+            await writer.drain()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        gw = await _gateway_to(make_gateway, tmp_path, server.sockets[0].getsockname()[1])
+    async with scripted_upstream(serve) as upstream:
+        gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
         reader, writer = await _connect(gw.client.port)
         try:
             writer.write(method + b" /raw/first HTTP/1.1\r\nHost: gw\r\n\r\n")
@@ -683,49 +714,31 @@ async def test_bytes_an_upstream_sends_after_a_bodiless_answer_reach_no_other_cl
         status, _, body = await _ask(gw.client.port, ask)
         await asyncio.sleep(0.1)
         status2, _, body2 = await _ask(gw.client.port, ask)
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-        await server.wait_closed()
     assert (status, body) == (b"HTTP/1.1 200 OK", b"right")
     assert (status2, body2) == (b"HTTP/1.1 200 OK", b"right")
-    assert len(writers) == 2  # the first connection was not pooled; the second one was
+    assert len(upstream.writers) == 2  # the first connection was not pooled; the second one was
 
 
 async def test_an_upstream_that_stalls_in_a_small_body_is_a_504(
     make_gateway: GatewayFactory, tmp_path: Path,
 ) -> None:
     done = asyncio.Event()
-    writers: list[asyncio.StreamWriter] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
         await writer.drain()
         await done.wait()  # and never the rest
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        routes = tmp_path / "stall-routes.toml"
-        routes.write_text(
-            f'[[route]]\nprefix = "/raw/"\nauth = "none"\n'
-            f'upstream = "http://127.0.0.1:{server.sockets[0].getsockname()[1]}"\n')
-        gw = await make_gateway(GATEWAY_ROUTES=str(routes), GATEWAY_UPSTREAM_TIMEOUT="0.5")
-        resp = await gw.client.get("/raw/x")
-        assert resp.status == 504
-        assert "in time" in (await resp.json())["detail"]
-    finally:
-        done.set()
-        server.close()
-        for writer in writers:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-        await server.wait_closed()
+    async with scripted_upstream(serve) as upstream:
+        try:
+            gw = await _gateway_to(make_gateway, tmp_path, upstream.port,
+                                   GATEWAY_UPSTREAM_TIMEOUT="0.5")
+            resp = await gw.client.get("/raw/x")
+            assert resp.status == 504
+            assert "in time" in (await resp.json())["detail"]
+        finally:
+            done.set()
 
 
 async def test_one_slow_upstream_cannot_take_the_connections_of_another(
@@ -735,46 +748,37 @@ async def test_one_slow_upstream_cannot_take_the_connections_of_another(
     # The connection limit is per upstream: requests hanging on one do not starve the rest,
     # and one more request to the hanging one, with no connection free in time, gets 503.
     done = asyncio.Event()
-    writers: list[asyncio.StreamWriter] = []
     arrived: list[bytes] = []
 
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            arrived.append(await reader.readuntil(b"\r\n\r\n"))
-            await done.wait()
+        arrived.append(await reader.readuntil(b"\r\n\r\n"))
+        await done.wait()
 
-    slow = await asyncio.start_server(hang, "127.0.0.1", 0)
     good = await raw_upstream(lambda head: _OK)
-    routes = tmp_path / "two-routes.toml"
-    routes.write_text(
-        f'[[route]]\nprefix = "/slow/"\nauth = "none"\n'
-        f'upstream = "http://127.0.0.1:{slow.sockets[0].getsockname()[1]}"\n'
-        f'[[route]]\nprefix = "/good/"\nauth = "none"\n'
-        f'upstream = "http://127.0.0.1:{good.port}"\n')
-    gw = await make_gateway(GATEWAY_ROUTES=str(routes), GATEWAY_UPSTREAM_MAX_CONNECTIONS="2",
-                            GATEWAY_UPSTREAM_CONNECT_TIMEOUT="0.5")
-    hanging = [asyncio.create_task(gw.client.get("/slow/x")) for _ in range(2)]
-    try:
-        for _ in range(500):  # both hanging requests hold their connection
-            if len(arrived) == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert len(arrived) == 2
-        resp = await gw.client.get("/good/x")
-        assert resp.status == 200
-        resp = await gw.client.get("/slow/x")
-        assert resp.status == 503
-        assert resp.headers["Retry-After"] == "1"
-        assert "in use" in (await resp.json())["detail"]
-    finally:
-        done.set()
-        for task in hanging:
-            task.cancel()
-        await asyncio.gather(*hanging, return_exceptions=True)
-        slow.close()
-        for writer in writers:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-        await slow.wait_closed()
+    async with scripted_upstream(hang) as slow:
+        routes = tmp_path / "two-routes.toml"
+        routes.write_text(
+            f'[[route]]\nprefix = "/slow/"\nauth = "none"\n'
+            f'upstream = "http://127.0.0.1:{slow.port}"\n'
+            f'[[route]]\nprefix = "/good/"\nauth = "none"\n'
+            f'upstream = "http://127.0.0.1:{good.port}"\n')
+        gw = await make_gateway(GATEWAY_ROUTES=str(routes), GATEWAY_UPSTREAM_MAX_CONNECTIONS="2",
+                                GATEWAY_UPSTREAM_CONNECT_TIMEOUT="0.5")
+        hanging = [asyncio.create_task(gw.client.get("/slow/x")) for _ in range(2)]
+        try:
+            for _ in range(500):  # both hanging requests hold their connection
+                if len(arrived) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(arrived) == 2
+            resp = await gw.client.get("/good/x")
+            assert resp.status == 200
+            resp = await gw.client.get("/slow/x")
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == "1"
+            assert "in use" in (await resp.json())["detail"]
+        finally:
+            done.set()
+            for task in hanging:
+                task.cancel()
+            await asyncio.gather(*hanging, return_exceptions=True)

@@ -136,6 +136,18 @@ def _secrets() -> dict[str, str]:
     return generate_secrets()
 
 
+def _env(names: AmqpNames, rabbitmq_url: str, secrets: dict[str, str], key_service_url: str,
+         **extra: str) -> dict[str, str]:
+    """The subscriber's environment: the test's broker names, the deployment's keys, a feed."""
+    return {
+        "RABBITMQ_URL": rabbitmq_url, "APIKEYS_EXCHANGE": names.exchange,
+        "APIKEYS_SUBSCRIBER_QUEUE": names.queue("subscriber"),
+        "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
+        "KEY_SERVICE_URL": key_service_url,
+        "APIKEYS_INTERNAL_TOKEN": secrets["APIKEYS_INTERNAL_TOKEN"], **extra,
+    }
+
+
 def _record(secrets: dict[str, str]) -> KeyRecord:
     version, _, pepper = secrets["APIKEYS_PEPPERS"].partition(":")
     peppers = PepperSet(current=version, peppers={version: base64.b64decode(pepper)})
@@ -186,15 +198,10 @@ async def test_subscriber_verifies_and_applies_issue_then_revoke_once(
     tampered = SignedEvent.sign(issued, signer)
     tampered = replace(tampered, body=tampered.body.replace(b"billing export", b"billing exporT"))
 
-    async with feed.serving() as feed_url, run_subscriber({
-        "RABBITMQ_URL": rabbitmq_url,
-        "APIKEYS_EXCHANGE": amqp_names.exchange,
-        "APIKEYS_SUBSCRIBER_QUEUE": amqp_names.queue("subscriber"),
-        "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
-        "KEY_SERVICE_URL": feed_url,
-        "APIKEYS_INTERNAL_TOKEN": secrets["APIKEYS_INTERNAL_TOKEN"],
-        "APIKEYS_SUBSCRIBER_AFTER": "6",  # as if it had applied events 1 to 6 before
-    }) as subscriber:
+    async with feed.serving() as feed_url, run_subscriber(_env(
+        amqp_names, rabbitmq_url, secrets, feed_url,
+        APIKEYS_SUBSCRIBER_AFTER="6",  # as if it had applied events 1 to 6 before
+    )) as subscriber:
         await _publish(rabbitmq_url, amqp_names.exchange, [
             SignedEvent.sign(forged, forger),
             tampered,
@@ -286,14 +293,7 @@ async def test_subscriber_gets_the_relays_events_and_replays_what_came_before_it
             headers = await _admin(session, url)
             # Issued before any subscriber queue exists: RabbitMQ drops it, the feed keeps it.
             early = await _issue(session, url, headers, "before the subscriber")
-            subscriber_env = {
-                "RABBITMQ_URL": rabbitmq_url,
-                "APIKEYS_EXCHANGE": amqp_names.exchange,
-                "APIKEYS_SUBSCRIBER_QUEUE": amqp_names.queue("subscriber"),
-                "APIKEYS_VERIFY_KEYS": secrets_env["APIKEYS_VERIFY_KEYS"],
-                "KEY_SERVICE_URL": url,
-                "APIKEYS_INTERNAL_TOKEN": secrets_env["APIKEYS_INTERNAL_TOKEN"],
-            }
+            subscriber_env = _env(amqp_names, rabbitmq_url, secrets_env, url)
             async with run_subscriber(subscriber_env) as subscriber:
                 replayed = await subscriber.next_event()
                 live = await _issue(session, url, headers, "while it listens")
@@ -331,12 +331,9 @@ async def test_a_gap_waits_for_the_feed_while_key_service_is_away(
         for n, r in ((1, record), (2, revoked), (3, _record(secrets)))
     ]
     feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
-    async with feed.serving() as feed_url, run_subscriber({
-        "RABBITMQ_URL": rabbitmq_url, "APIKEYS_EXCHANGE": amqp_names.exchange,
-        "APIKEYS_SUBSCRIBER_QUEUE": amqp_names.queue("subscriber"),
-        "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
-        "KEY_SERVICE_URL": feed_url, "APIKEYS_INTERNAL_TOKEN": secrets["APIKEYS_INTERNAL_TOKEN"],
-    }) as subscriber:
+    async with feed.serving() as feed_url, run_subscriber(
+        _env(amqp_names, rabbitmq_url, secrets, feed_url),
+    ) as subscriber:
         feed.down = True
         reads = feed.reads
         await _publish(rabbitmq_url, amqp_names.exchange, [events[2]])
@@ -362,12 +359,9 @@ async def test_rabbitmq_away_at_start_up_is_waited_for(
     proxy.refuse()
     proxied = rabbitmq_url.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
     feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
-    async with feed.serving() as feed_url, run_subscriber({
-        "RABBITMQ_URL": proxied, "APIKEYS_EXCHANGE": amqp_names.exchange,
-        "APIKEYS_SUBSCRIBER_QUEUE": amqp_names.queue("subscriber"),
-        "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
-        "KEY_SERVICE_URL": feed_url, "APIKEYS_INTERNAL_TOKEN": secrets["APIKEYS_INTERNAL_TOKEN"],
-    }, wait_ready=False) as subscriber:
+    async with feed.serving() as feed_url, run_subscriber(
+        _env(amqp_names, proxied, secrets, feed_url), wait_ready=False,
+    ) as subscriber:
         deadline = asyncio.get_running_loop().time() + TIMEOUT
         while "cannot connect to RabbitMQ" not in "".join(subscriber.log):
             assert asyncio.get_running_loop().time() < deadline, "".join(subscriber.log)

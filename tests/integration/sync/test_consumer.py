@@ -216,8 +216,8 @@ async def subscribed(rig: Rig) -> None:
     await eventually(check, "the consumer subscribed and caught up")
 
 
-async def test_published_events_are_applied_to_redis(rig: Rig) -> None:
-    await subscribed(rig)
+async def issued_in_redis(rig: Rig) -> str:
+    """Publish a new key's issued event (in the feed too); its key ID once Redis holds it."""
     issued = rig.record()
     key_id = Event.from_bytes(issued.body).record.key_id
     rig.feed.events.append(issued)
@@ -226,6 +226,12 @@ async def test_published_events_are_applied_to_redis(rig: Rig) -> None:
     async def active() -> bool:
         return await rig.held_status(key_id) == "active"
     await eventually(active, "the issued record reached Redis")
+    return key_id
+
+
+async def test_published_events_are_applied_to_redis(rig: Rig) -> None:
+    await subscribed(rig)
+    key_id = await issued_in_redis(rig)
 
     revoked = rig.record(key_id, revoked=True)
     rig.feed.events.append(revoked)
@@ -240,14 +246,7 @@ async def test_published_events_are_applied_to_redis(rig: Rig) -> None:
 
 async def test_forged_unsigned_and_malformed_messages_are_dropped_and_counted(rig: Rig) -> None:
     await subscribed(rig)
-    issued = rig.record()
-    key_id = Event.from_bytes(issued.body).record.key_id
-    rig.feed.events.append(issued)
-    await rig.publish(issued)
-
-    async def active() -> bool:
-        return await rig.held_status(key_id) == "active"
-    await eventually(active, "the issued record reached Redis")
+    key_id = await issued_in_redis(rig)
 
     # An attacker with write access to the broker tries to revive or replace the key.
     seed, _ = generate_signing_key()
@@ -293,14 +292,7 @@ async def test_a_gap_is_filled_from_the_feed(rig: Rig) -> None:
 
 async def test_without_rabbitmq_the_feed_is_polled_and_it_resubscribes(rig: Rig) -> None:
     await subscribed(rig)
-    issued = rig.record()
-    key_id = Event.from_bytes(issued.body).record.key_id
-    rig.feed.events.append(issued)
-    await rig.publish(issued)
-
-    async def active() -> bool:
-        return await rig.held_status(key_id) == "active"
-    await eventually(active, "the issued record reached Redis")
+    key_id = await issued_in_redis(rig)
 
     rig.rabbit_proxy.cut()
 
@@ -332,14 +324,7 @@ async def test_without_rabbitmq_the_feed_is_polled_and_it_resubscribes(rig: Rig)
 
 async def test_a_revocation_while_redis_is_away_is_stored_once_redis_returns(rig: Rig) -> None:
     await subscribed(rig)
-    issued = rig.record()
-    key_id = Event.from_bytes(issued.body).record.key_id
-    rig.feed.events.append(issued)
-    await rig.publish(issued)
-
-    async def active() -> bool:
-        return await rig.held_status(key_id) == "active"
-    await eventually(active, "the issued record reached Redis")
+    key_id = await issued_in_redis(rig)
 
     rig.redis_proxy.cut()
     revoked = rig.record(key_id, revoked=True)
@@ -467,15 +452,7 @@ async def test_a_subscription_that_stopped_receiving_is_found_and_renewed(rig: R
     # broker no longer brings, and when the broker has still not delivered it a moment
     # later, the consumer subscribes afresh.
     await subscribed(rig)
-    issued = rig.record()
-    key_id = Event.from_bytes(issued.body).record.key_id
-    rig.feed.events.append(issued)
-    await rig.publish(issued)
-
-    async def active() -> bool:
-        held = rig.store.cached(key_id)
-        return held is not None and held.record.active
-    await eventually(active, "the issued event applied")
+    key_id = await issued_in_redis(rig)
     channel = await rig.amqp.channel()
     await channel.exchange_delete(rig.settings.exchange)
     rig.exchange = await channel.declare_exchange(
