@@ -158,10 +158,8 @@ class KeyStore:
             return None
         # A load that began before a revocation was applied (this lookup may have joined it
         # later) must not hand out the record the revocation replaced.
-        held = self._overridden(held) or held
-        if self._revoked_before(held):
-            return None  # the revocation's own record is forgotten; the key is no use anyway
-        return held.record
+        held = self._current(held)
+        return held.record if held is not None else None
 
     async def apply(self, signed: SignedEvent, origin: str = "event", *,
                     likely_stored: bool = False) -> bool:
@@ -236,6 +234,13 @@ class KeyStore:
         if (not known.record.active and held.record.active) or known.sequence > held.sequence:
             return known
         return None
+
+    def _current(self, held: Held) -> Held | None:
+        """What ``held`` stands for now: the record this process knows overrides it, or None for
+        an active record of a key seen revoked (the revocation's own record forgotten: the key
+        is answered as absent, which refuses it all the same)."""
+        held = self._overridden(held) or held
+        return None if self._revoked_before(held) else held
 
     def _revoked_before(self, held: Held) -> bool:
         """An active record of a key this process has seen revoked (terminal)."""
@@ -414,8 +419,8 @@ class KeyStore:
             held = await self._ask_key_service(key_id, redis_error, epoch)
             if held is None:
                 return None
-        held = self._overridden(held) or held  # the awaits above may have let a revocation in
-        if self._revoked_before(held):
+        held = self._current(held)  # the awaits above may have let a revocation in
+        if held is None:
             return None
         if epoch == self._epoch:
             self._remember(key_id, held)
