@@ -33,6 +33,8 @@ class KeyServiceConfig:
     cookie_secure: bool | None = None
     login_concurrency: int = 2
     trusted_proxies: tuple[str, ...] = ()
+    # Who may read /metrics (IPs or networks of the connecting peer); None: everybody.
+    metrics_allow: tuple[str, ...] | None = None
     log_level: str = "INFO"
     # Failed logins allowed per username / per client address in one window before 429.
     login_max_failures: int = 5  # per username from one address
@@ -98,6 +100,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
         cookie_secure=_cookie_secure(env),
         login_concurrency=env.integer("KEY_SERVICE_LOGIN_CONCURRENCY", 2, minimum=1, maximum=64),
         trusted_proxies=_networks(env, "KEY_SERVICE_TRUSTED_PROXIES"),
+        metrics_allow=(
+            None if env.optional("KEY_SERVICE_METRICS_ALLOW") is None
+            else _networks(env, "KEY_SERVICE_METRICS_ALLOW")
+        ),
         log_level=env.log_level("KEY_SERVICE_LOG_LEVEL"),
         login_max_failures=env.integer(
             "KEY_SERVICE_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000

@@ -31,6 +31,7 @@ __all__ = [
     "access_middleware",
     "client_address",
     "error_middleware",
+    "is_in",
     "request_id",
 ]
 
@@ -55,14 +56,15 @@ def request_id(request: web.Request) -> str:
     return value
 
 
-def _trusted(address: str, proxies: tuple[str, ...]) -> bool:
+def is_in(address: str, networks: tuple[str, ...]) -> bool:
+    """Whether ``address`` (an IP) lies in one of ``networks`` (IPs or CIDR networks)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    for proxy in proxies:
+    for network in networks:
         try:
-            if ip in ipaddress.ip_network(proxy, strict=False):
+            if ip in ipaddress.ip_network(network, strict=False):
                 return True
         except ValueError:
             continue
@@ -73,7 +75,7 @@ def client_address(request: web.Request) -> str | None:
     """The client's address: the peer, or the nearest untrusted hop of X-Forwarded-For."""
     peer = request.remote
     proxies = request.config_dict[CONFIG].trusted_proxies
-    if peer is None or not proxies or not _trusted(peer, proxies):
+    if peer is None or not proxies or not is_in(peer, proxies):
         return peer
     hops = [h for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
     # Walk from the right: every hop a trusted proxy added is skipped, the first other one wins.
@@ -83,7 +85,7 @@ def client_address(request: web.Request) -> str | None:
         address = forwarded_address(hop)
         if address is None:
             return peer
-        if not _trusted(address, proxies):
+        if not is_in(address, proxies):
             return address
     return peer
 
@@ -99,7 +101,7 @@ def came_over_https(request: web.Request) -> bool:
         return True
     peer = request.remote
     proxies = request.config_dict[CONFIG].trusted_proxies
-    if peer is None or not proxies or not _trusted(peer, proxies):
+    if peer is None or not proxies or not is_in(peer, proxies):
         return False
     said = request.headers.getall("X-Forwarded-Proto", [])
     return len(said) == 1 and said[0].rsplit(",", 1)[-1].strip().lower() == "https"

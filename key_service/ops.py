@@ -10,8 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .appkeys import ENGINE, METRICS
+from .appkeys import CONFIG, ENGINE, METRICS
 from .db import READ_ONLY
+from .middleware import is_in
 from .problems import problem
 
 __all__ = ["add_ops_routes"]
@@ -40,7 +41,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """``GET /metrics``: Prometheus text format."""
+    """``GET /metrics``: Prometheus text format, to the peers KEY_SERVICE_METRICS_ALLOW names."""
+    allow = request.config_dict[CONFIG].metrics_allow
+    # The connecting peer, never X-Forwarded-For: a client cannot name itself in.
+    if allow is not None and (request.remote is None or not is_in(request.remote, allow)):
+        return problem(403, "/metrics is served only to the addresses KEY_SERVICE_METRICS_ALLOW "
+                            "names.")
     body = generate_latest(request.config_dict[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

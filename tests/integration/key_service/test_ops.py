@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from key_service.app import create_app
+from key_service.config import KeyServiceConfig
 from key_service.logs import JsonFormatter
-from tests.integration.key_service.conftest import Client
+from tests.integration.key_service.conftest import AiohttpClient, Client
 
 
 async def test_healthz_and_readyz(anon: Client) -> None:
@@ -28,6 +31,25 @@ async def test_metrics_count_requests_and_issues(admin: Client) -> None:
     assert 'key_service_http_requests_total{method="POST",route="/api/v1/keys",status="201"} 1.0' \
         in text
     assert 'key_service_logins_total{result="ok"} 1.0' in text
+
+
+async def test_metrics_only_for_the_allowed_peers(
+    ks_config: KeyServiceConfig, aiohttp_client: AiohttpClient,
+) -> None:
+    closed = await aiohttp_client(create_app(replace(
+        ks_config, metrics_allow=("10.0.0.0/8",), trusted_proxies=("127.0.0.1",))))
+    # The peer decides, never X-Forwarded-For (even from a trusted proxy).
+    resp = await closed.get("/metrics", headers={"X-Forwarded-For": "10.1.2.3"})
+    assert resp.status == 403
+    assert resp.content_type == "application/problem+json"
+    assert "KEY_SERVICE_METRICS_ALLOW" in (await resp.json())["detail"]
+    assert "key_service_" not in await resp.text()
+    assert (await closed.get("/healthz")).status == 200
+    opened = await aiohttp_client(create_app(replace(
+        ks_config, metrics_allow=("10.0.0.0/8", "127.0.0.1"))))
+    resp = await opened.get("/metrics")
+    assert resp.status == 200
+    assert "key_service_http_requests_total" in await resp.text()
 
 
 async def test_request_ids_and_json_access_lines(

@@ -229,9 +229,14 @@ def test_services_accept_the_environment_compose_gives_them() -> None:
         assert ipaddress.ip_address(address) not in dynamic
         assert ipaddress.ip_address(address) != next(subnet.hosts())  # the bridge's own
         # and /metrics is not served through the fronts (published on the host)
-        assert gateway.metrics_allow is not None
-        assert not any(ipaddress.ip_address(address) in ipaddress.ip_network(net)
-                       for net in gateway.metrics_allow)
+        for allow in (gateway.metrics_allow, config.metrics_allow):
+            assert allow is not None
+            assert not any(ipaddress.ip_address(address) in ipaddress.ip_network(net)
+                           for net in allow)
+    # nor to the host through key_service's published port (docker-proxy: the bridge's own)
+    assert config.metrics_allow is not None
+    assert not any(next(subnet.hosts()) in ipaddress.ip_network(net)
+                   for net in config.metrics_allow)
     routes_in_container = "/etc/apikeys/routes.toml"
     assert str(gateway.routes_path) == routes_in_container
     mounts = {m.split(":")[1]: m.split(":")[0] for m in services["gateway"]["volumes"]}

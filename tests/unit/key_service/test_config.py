@@ -23,6 +23,7 @@ def test_defaults() -> None:
             config.login_max_failures_per_user) == (5, 20, 100)
     assert config.login_throttle_window_seconds == 900
     assert config.trusted_proxies == ()
+    assert config.metrics_allow is None  # /metrics for every peer unless told otherwise
     assert load_database_url({"KEY_SERVICE_DATA_DIR": "/srv/ks"}) == config.database_url
 
 
@@ -39,6 +40,13 @@ def test_trusted_proxies_are_checked() -> None:
     assert config.trusted_proxies == ("10.0.0.0/8", "::1")
     with pytest.raises(ConfigError, match="KEY_SERVICE_TRUSTED_PROXIES"):
         load_config({**_secrets(), "KEY_SERVICE_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"})
+
+
+def test_metrics_allow_is_checked() -> None:
+    config = load_config({**_secrets(), "KEY_SERVICE_METRICS_ALLOW": "10.0.0.0/8, ::1"})
+    assert config.metrics_allow == ("10.0.0.0/8", "::1")
+    with pytest.raises(ConfigError, match="KEY_SERVICE_METRICS_ALLOW"):
+        load_config({**_secrets(), "KEY_SERVICE_METRICS_ALLOW": "10.0.0.0/8, prometheus"})
 
 
 @pytest.mark.parametrize(
