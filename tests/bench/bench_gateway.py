@@ -49,9 +49,11 @@ GW_AUTH = "gateway, authenticated route (valid key)"
 GW_OPEN = 'gateway, unauthenticated route (auth = "none")'
 NGINX = "plain nginx reverse proxy (baseline)"
 NGINX_FA = ("nginx + gateway forward-auth (deploy/nginx/forward-auth.conf as shipped: verdicts "
-            "over the gateway's Unix socket)")
-NGINX_FA_TCP = ("for reference: the same forward-auth config with the gateway at a loopback TCP "
-                "address instead")
+            "over the gateway's Unix socket; the gateway as it ships, 1 worker)")
+NGINX_FA_2W = ("for reference: the same forward-auth config with the 2-worker gateway of the rows "
+               "above (on this host, fewer cores left to nginx)")
+NGINX_FA_TCP = ("for reference: the same forward-auth config with the 1-worker gateway at a "
+                "loopback TCP address instead")
 UPSTREAM = "for reference: the upstream alone, no proxy"
 NGINX_FA_REF = ("for reference: the same nginx + forward-auth config, verdicts from nginx's own "
                 "`return 204` on a Unix socket (a verdict service that costs nothing)")
@@ -136,41 +138,52 @@ def _machine(command: str, load_before: str) -> list[str]:
 
 
 def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_port: int,
-                verdict_socket: Path) -> tuple[dict[str, Measurement], int, ServiceProcess]:
+                verdict_socket: Path) -> tuple[dict[str, Measurement], int, list[ServiceProcess]]:
     routes = stack.write_routes(upstream_port)
-    gw_socket = stack.socket_dir / "gateway.sock"
     # As the forward-auth example asks: the gateway on a Unix socket nginx's workers may use.
+    unix_env = {"GATEWAY_UNIX_SOCKET_MODE": "666", "GATEWAY_TRUSTED_PROXIES": "unix:"}
+    gw_socket = stack.socket_dir / "gateway.sock"
     gw_port, gw_proc = stack.start_gateway(routes, workers=2, name="2-workers", extra_env={
-        "GATEWAY_UNIX_SOCKET": str(gw_socket), "GATEWAY_UNIX_SOCKET_MODE": "666",
-        "GATEWAY_TRUSTED_PROXIES": "unix:",
+        "GATEWAY_UNIX_SOCKET": str(gw_socket), **unix_env,
     })
-    plain_port, fa_port, tcp_port, ref_port = free_port(), free_port(), free_port(), free_port()
+    # Forward-auth is measured against the gateway as it ships (GATEWAY_WORKERS=1): on a host
+    # it shares with nginx, nginx's workers need cores too, and one busier verdict process
+    # serves more requests per wake-up than two (the 2-worker gateway is measured beside it).
+    fa_socket = stack.socket_dir / "gateway-fa.sock"
+    fa_gw_port, fa_proc = stack.start_gateway(routes, workers=1, name="forward-auth", extra_env={
+        "GATEWAY_UNIX_SOCKET": str(fa_socket), **unix_env,
+    })
+    plain_port, fa_port, fa2_port, tcp_port, ref_port = (free_port() for _ in range(5))
     front = stack.start_nginx(
         "front",
         proxy_server(plain_port, upstream_port)
-        + forward_auth_server(fa_port, upstream_port, f"unix:{gw_socket}")
-        + forward_auth_server(tcp_port, upstream_port, f"127.0.0.1:{gw_port}",
+        + forward_auth_server(fa_port, upstream_port, f"unix:{fa_socket}")
+        + forward_auth_server(fa2_port, upstream_port, f"unix:{gw_socket}", name_suffix="_2w")
+        + forward_auth_server(tcp_port, upstream_port, f"127.0.0.1:{fa_gw_port}",
                               name_suffix="_tcp")
         + forward_auth_server(ref_port, upstream_port, f"unix:{verdict_socket}",
                               name_suffix="_ref"),
         # Access log on, like the gateway's (always on): both proxies as they ship.
-        [plain_port, fa_port, tcp_port, ref_port], workers=2, access_log=True,
+        [plain_port, fa_port, fa2_port, tcp_port, ref_port], workers=2, access_log=True,
     )
     scenarios = [
         Scenario(NGINX, f"http://127.0.0.1:{plain_port}/bench", {}),
         Scenario(GW_OPEN, f"http://127.0.0.1:{gw_port}/open/bench", {}),
         Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
         Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
+        Scenario(NGINX_FA_2W, f"http://127.0.0.1:{fa2_port}/bench", key.headers()),
         Scenario(NGINX_FA_TCP, f"http://127.0.0.1:{tcp_port}/bench", key.headers()),
         # What nginx's auth_request costs by itself: the ceiling for any verdict service.
         Scenario(NGINX_FA_REF, f"http://127.0.0.1:{ref_port}/bench", key.headers()),
         # Shows the upstream is not what limits the proxies measured above.
         Scenario(UPSTREAM, f"http://127.0.0.1:{upstream_port}/bench", {}),
     ]
-    # CPU of the proxies under test: the gateway (supervisor and workers) and the front nginx.
-    roots = [gw_proc.proc.pid] + ([front.proc.pid] if front.proc is not None else [])
+    # CPU of the proxies under test: both gateways (supervisors and workers; the one a row
+    # does not use is idle) and the front nginx.
+    roots = [gw_proc.proc.pid, fa_proc.proc.pid] + (
+        [front.proc.pid] if front.proc is not None else [])
     results = measure_all(scenarios, options.load, stack.dir / "wrk", cpu_roots=roots)
-    return results, gw_port, gw_proc
+    return results, gw_port, [gw_proc, fa_proc]
 
 
 def _revocations(stack: BenchStack, admin: AdminClient, options: Options,
@@ -239,6 +252,10 @@ def _ceiling_note(results: dict[str, Measurement]) -> str:
         f"the same config), nginx + auth_request reaches {ceiling:.2f} times the plain proxy in "
         f"this run; with the gateway's verdicts, {measured:.2f}. The difference is what the "
         f"gateway's verdicts cost; the rest of the gap to 1.0 is nginx's subrequest itself."
+        + (f" With the 2-worker gateway instead of the 1-worker one, "
+           f"{ratio(results[NGINX_FA_2W].rps, results[NGINX].rps):.2f}: on two cores that nginx "
+           f"also needs, a second verdict process adds wake-ups and context switches, not capacity."
+           if NGINX_FA_2W in results else "")
         + (f" Over loopback TCP instead of the gateway's Unix socket, the same config reaches "
            f"{ratio(results[NGINX_FA_TCP].rps, results[NGINX].rps):.2f}."
            if NGINX_FA_TCP in results else "")
@@ -287,9 +304,9 @@ def run(options: Options) -> tuple[str, bool]:
         admin = stack.admin()
         try:
             key = admin.issue("bench throughput")
-            gw_proc: ServiceProcess | None = None
+            gw_procs: list[ServiceProcess] = []
             try:
-                results, gw_port, gw_proc = _throughput(stack, options, key, upstream_port,
+                results, gw_port, gw_procs = _throughput(stack, options, key, upstream_port,
                                                         verdict_socket)
                 print("  timing probe ...", file=sys.stderr, flush=True)
                 probe = run_probe(gw_port, key, per_class=options.probe_per_class,
@@ -297,8 +314,8 @@ def run(options: Options) -> tuple[str, bool]:
             except Exception as exc:  # report what ran, name what did not
                 failures["throughput / timing probe"] = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
-            if gw_proc is not None:
-                stack.stop_process(gw_proc)  # free the cores for the next phase
+            for proc in gw_procs:
+                stack.stop_process(proc)  # free the cores for the next phase
             if options.instructions > 0:
                 print("  counting instructions per request under callgrind ...",
                       file=sys.stderr, flush=True)
@@ -357,7 +374,9 @@ def run(options: Options) -> tuple[str, bool]:
         f"seconds, percentiles from the summed latency histograms). wrk runs on the same cores "
         f"as the servers. Upstream for every setup: an nginx (2 workers) returning a fixed "
         f"3-byte 200. "
-        f"Gateway: 2 worker processes; front nginx: 2 workers; keep-alive to upstreams in both; "
+        f"Gateway: 2 worker processes for its own rows; behind nginx's forward-auth, 1 (its "
+        f"default), with the 2-worker gateway measured beside it; front nginx: 2 workers; "
+        f"keep-alive to upstreams in both; "
         f"access logs on in both proxies, as they ship (nginx's combined format to a file, "
         f"the gateway's JSON lines to a file); off in the upstream nginx.",
         "Errors: socket errors, timeouts and responses ≥ 400 counted by wrk (should be 0).",
