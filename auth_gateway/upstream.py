@@ -199,6 +199,12 @@ class UpstreamConnection(BaseProtocol):
         # keep-alive clock starts once it has written the response, which (with a slow client
         # holding the tail back in the buffers) may be long before the gateway reads it all.
         self.idle_since = self.head_at
+        if self._reading_paused:
+            # Flow control held the connection while a slow client took the body; idle, it
+            # must read again, or the upstream closing it would go unseen until the next
+            # request is written into it. (aiohttp's reader resumes at the body's end; this
+            # does not rely on it.)
+            self.resume_reading(resume_parser=False)
 
     def close(self) -> None:
         self.reusable = False

@@ -782,3 +782,53 @@ async def test_one_slow_upstream_cannot_take_the_connections_of_another(
             for task in hanging:
                 task.cancel()
             await asyncio.gather(*hanging, return_exceptions=True)
+
+
+async def test_a_connection_pooled_after_a_slowly_read_body_notices_the_upstream_closing(
+    make_gateway: GatewayFactory, tmp_path: Path,
+) -> None:
+    # A large answer read slowly by its client fills the gateway's buffer, so the gateway
+    # stops reading that upstream connection for a while (flow control). Once the body is
+    # relayed whole the connection goes back to the pool, and reading must be on again there:
+    # otherwise the upstream's close of the idle connection would go unseen, and the next
+    # request, a POST that cannot be retried, would be written into a dead connection (502).
+    big = 4 * 2**20
+    answered = asyncio.Event()
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        requests.append(head)
+        if head.startswith(b"GET"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % big)
+            writer.write(b"x" * big)
+            await writer.drain()
+            await answered.wait()
+            writer.close()  # the upstream's keep-alive timeout: the idle connection closes
+            return
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nright")
+        await writer.drain()
+
+    async with scripted_upstream(serve) as upstream:
+        gw = await _gateway_to(make_gateway, tmp_path, upstream.port)
+        reader, writer = await _connect(gw.client.port)
+        try:
+            writer.write(b"GET /raw/big HTTP/1.1\r\nHost: gw\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")
+            got = 0
+            while got < big:  # slowly: the gateway's buffers fill and it stops reading
+                chunk = await asyncio.wait_for(reader.read(2**16), 5)
+                assert chunk
+                got += len(chunk)
+                await asyncio.sleep(0.002)
+        finally:
+            writer.close()
+        answered.set()
+        await asyncio.sleep(0.2)  # the upstream's FIN arrives at the pooled connection
+        resp = await gw.client.post("/raw/post", data=b"a body")
+        assert resp.status == 200
+        assert await resp.read() == b"right"
+    assert [r.split(b" ")[0] for r in requests] == [b"GET", b"POST"]
+    assert len(upstream.writers) == 2  # the POST went on a new connection
