@@ -7,7 +7,12 @@ coalesced into one call. Nothing is trusted without a signature from a configure
 write access to Redis must not be enough to mint or revive a key.
 
 ``apply()`` is how events (from RabbitMQ or the feed) reach the store: a record replaces the one
-held only when its sequence is newer, and ``revoked`` is terminal.
+held only when its sequence is newer, and ``revoked`` is terminal. An event that does not verify
+is never applied, but the key it names becomes *suspect*: its copies in L1 and Redis are not
+used again until key_service's own answer for it verifies. A forged event costs that one lookup;
+an event key_service really sent, signed with a key this gateway does not trust (a signing-key
+rotation done in the wrong order), cannot leave a revoked key working: the key is refused (503)
+until the gateway is given the verify key.
 
 Fail closed: when Redis is away, L1 and key_service keep verifying; when key_service is away
 too and L1 has nothing, ``lookup`` raises ``VerificationUnavailable`` (the caller answers 503).
@@ -18,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,6 +35,7 @@ from redis.exceptions import RedisError, ResponseError, WatchError
 
 from apikeys_shared.errors import EnvelopeError, SignatureError
 from apikeys_shared.events import Event, KeyRecord, SignedEvent
+from apikeys_shared.keys import is_valid_key_id
 from apikeys_shared.signing import Verifier
 
 from .cache import TTLCache
@@ -38,6 +46,8 @@ from .redisclient import RedisClient
 
 __all__ = ["Held", "KeyStore"]
 
+log = logging.getLogger("auth_gateway")
+
 # After a Redis error, skip Redis for this long so that an outage costs one timeout, not one
 # per request; the next call after the pause probes it again.
 REDIS_PAUSE_SECONDS = 1.0
@@ -45,6 +55,11 @@ _WATCH_RETRIES = 8
 # Bound on the per-process map of revocations with their signed records (and records Redis has
 # not taken yet); past it the oldest go, but a revoked key's ID stays in ``_revoked`` for good.
 KNOWN_LIMIT = 100_000
+# Bound on the keys held suspect (named by events that did not verify); past it the oldest
+# marks go. Only a flood of forged events could fill it.
+SUSPECT_LIMIT = 100_000
+# How many times a lookup starts over when its key turns suspect while it waits.
+_SUSPECT_RETRIES = 3
 
 
 @dataclass(slots=True, eq=False)
@@ -114,6 +129,11 @@ class KeyStore:
         # (about 100 bytes each): once ``_known`` has had to forget a revocation's record, an
         # active record for that key (from Redis above all) is still never accepted.
         self._revoked: set[str] = set()
+        # Keys named by events that did not verify, each with the number of its latest mark;
+        # see the module docstring. A lookup clears a mark only when key_service's verified
+        # answer came after it.
+        self._suspect: OrderedDict[str, int] = OrderedDict()
+        self._marks = 0
 
     # -- public API ---------------------------------------------------------------------------
     def redis_key(self, key_id: str) -> str:
@@ -148,12 +168,20 @@ class KeyStore:
         if self._negative.get(key_id) is not None:
             self._metrics.child(self._metrics.cache_lookups, "negative", "hit").inc()
             return None
-        task = self._inflight.get(key_id)
-        if task is None:
-            task = asyncio.create_task(self._load(key_id, self._epoch))
-            self._inflight[key_id] = task
-            task.add_done_callback(functools.partial(self._forget_inflight, key_id))
-        held = await asyncio.shield(task)
+        for _ in range(_SUSPECT_RETRIES):
+            task = self._inflight.get(key_id)
+            if task is None:
+                task = asyncio.create_task(self._load(key_id, self._epoch))
+                self._inflight[key_id] = task
+                task.add_done_callback(functools.partial(self._forget_inflight, key_id))
+            marks = self._marks
+            held = await asyncio.shield(task)
+            if self._suspect.get(key_id, 0) <= marks:
+                break
+            # An event that did not verify named this key while the load ran: its answer may
+            # be the very copy now in doubt. Start over (key_service's answer decides).
+        else:
+            raise VerificationUnavailable("the key kept being named by events that do not verify")
         if held is None:
             return None
         # A load that began before a revocation was applied (this lookup may have joined it
@@ -170,7 +198,11 @@ class KeyStore:
         must retry later so that Redis does not keep a stale record. ``likely_stored``: see
         ``_write``.
         """
-        event = self._verify(signed, origin)
+        try:
+            event = self._verify(signed, origin)
+        except RecordRejected:
+            self._distrust(signed, origin)
+            raise
         new = Held(event.sequence, event.record)
         key_id = new.record.key_id
         if self._overridden(new) is not None or self._revoked_before(new):
@@ -207,6 +239,28 @@ class KeyStore:
         self._negative.clear()
 
     # -- internals ----------------------------------------------------------------------------
+    def _distrust(self, signed: SignedEvent, origin: str) -> None:
+        """An event that does not verify named a key: stop using what is cached for it."""
+        key_id = _named_key(signed.body)
+        if key_id is None:
+            return
+        self._epoch += 1
+        self._l1.pop(key_id)
+        self._negative.pop(key_id)
+        self._inflight.pop(key_id, None)  # a load under way may bring the copy in doubt
+        self._marks += 1
+        self._suspect[key_id] = self._marks
+        self._suspect.move_to_end(key_id)
+        while len(self._suspect) > SUSPECT_LIMIT:
+            self._suspect.popitem(last=False)
+        if signed.signing_key not in self._verifier.key_ids:
+            log.error(
+                "a key event (%s) is signed by key %s, which APIKEYS_VERIFY_KEYS does not hold; "
+                "if key_service's signing key was rotated, add its verify key to every gateway. "
+                "Until then the key it names is refused unless key_service's answer verifies",
+                origin, signed.signing_key[:64],
+            )
+
     def _forget_inflight(self, key_id: str, task: asyncio.Task[Held | None]) -> None:
         if self._inflight.get(key_id) is task:
             del self._inflight[key_id]
@@ -295,6 +349,8 @@ class KeyStore:
             self._revoked.add(key_id)
         elif key_id in self._revoked:
             return
+        if key_id in self._suspect:
+            return  # not cached until key_service's verified answer clears the doubt
         if self._overridden(new) is not None:
             return
         current = self._l1.get(key_id)
@@ -399,7 +455,11 @@ class KeyStore:
         """Redis, then key_service; fills the caches unless an apply/evict happened meanwhile."""
         redis_error: StoreUnavailable | None = None
         held: Held | None = None
-        if self._feed_read is not None and not self._feed_read.is_set():
+        mark = self._suspect.get(key_id)
+        if mark is not None:
+            # Named by an event that did not verify: Redis's copy is what is in doubt.
+            self._metrics.cache_lookups.labels("redis", "skipped").inc()
+        elif self._feed_read is not None and not self._feed_read.is_set():
             # Before the first catch-up this process does not know the revocations yet, so a
             # genuinely signed but older record put back into Redis could not be told from the
             # current one: until then only key_service answers (and its answer goes to Redis).
@@ -413,10 +473,13 @@ class KeyStore:
             else:
                 self._metrics.cache_lookups.labels("redis", "hit" if held else "miss").inc()
         held = await self._with_known(key_id, held, redis_error is None)
-        if held is None:
+        if held is None or (mark is not None and held.record.active):
             if key_id in self._revoked:
                 return None  # revoked for good; no need to ask (or to fail if none can answer)
             held = await self._ask_key_service(key_id, redis_error, epoch)
+            if mark is not None and self._suspect.get(key_id) == mark:
+                # key_service's verified answer came after the event in doubt: it decides.
+                del self._suspect[key_id]
             if held is None:
                 return None
         held = self._current(held)  # the awaits above may have let a revocation in
@@ -451,3 +514,14 @@ class KeyStore:
             with contextlib.suppress(StoreUnavailable):
                 await self._write(signed, held)
         return held
+
+
+def _named_key(body: bytes) -> str | None:
+    """The key ID an event body names, read without trusting it (None when it names none)."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    data = obj.get("data") if isinstance(obj, dict) else None
+    key_id = data.get("key_id") if isinstance(data, dict) else None
+    return key_id if is_valid_key_id(key_id) else None

@@ -184,6 +184,63 @@ async def test_forged_event_is_rejected_counted_and_not_stored(rig: Rig) -> None
     assert await rig.redis.get(rig.store.redis_key(key.key_id)) is None
 
 
+async def test_an_event_that_does_not_verify_sends_its_key_to_key_service_once(
+    rig: Rig, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A forged revocation is never applied, but the copies it casts doubt on are not used
+    # either: key_service's verified answer decides, once, and the key is cached again.
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    assert await rig.store.lookup(key.key_id) == key.record  # key_service, then Redis and L1
+    assert rig.fake.calls == 1
+    forger = Signer.from_base64(generate_signing_key()[0])
+    with pytest.raises(RecordRejected):
+        await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key), signer=forger))
+    assert rig.store.cached(key.key_id) is None
+    assert "APIKEYS_VERIFY_KEYS does not hold" in caplog.text
+    assert await rig.store.lookup(key.key_id) == key.record
+    assert rig.fake.calls == 2  # not Redis's copy: key_service's answer
+    assert rig.sample("gateway_cache_lookups", "redis", "skipped") == 1
+    assert await rig.store.lookup(key.key_id) == key.record
+    assert rig.fake.calls == 2  # the doubt is settled: L1 again
+    assert rig.store.cached(key.key_id) is not None
+
+
+async def test_a_revocation_signed_by_a_key_the_gateway_lacks_refuses_the_key(rig: Rig) -> None:
+    # key_service's signing key rotated before the gateways were given the new verify key:
+    # the revocation cannot be verified, and the key must not go on working from L1 or Redis.
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    assert await rig.store.lookup(key.key_id) == key.record
+    rotated = Signer.from_base64(generate_signing_key()[0])
+    revoked = rig.keyring.signed(rig.keyring.revoke(key), signer=rotated)
+    rig.fake.put(revoked, key.key_id)  # key_service signs everything with the new key now
+    with pytest.raises(RecordRejected):
+        await rig.store.apply(revoked)
+    for _ in range(2):
+        with pytest.raises(VerificationUnavailable):
+            await rig.store.lookup(key.key_id)
+    assert rig.fake.calls == 3
+    assert rig.sample("gateway_rejected_records", "key_service", "signature") == 2
+
+
+async def test_a_lookup_under_way_when_its_key_turns_suspect_starts_over(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    rig.fake.delay = 0.2
+    first = asyncio.create_task(rig.store.lookup(key.key_id))
+    for _ in range(200):
+        if rig.fake.calls:
+            break
+        await asyncio.sleep(0.005)
+    forger = Signer.from_base64(generate_signing_key()[0])
+    with pytest.raises(RecordRejected):
+        await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key), signer=forger))
+    assert await first == key.record
+    assert rig.fake.calls == 2  # the answer that began before the doubt was not taken
+    assert rig.store.cached(key.key_id) is not None
+
+
 async def test_tampered_redis_record_is_absent_and_counted(rig: Rig) -> None:
     key = rig.keyring.issue()
     forger = Signer.from_base64(generate_signing_key()[0])

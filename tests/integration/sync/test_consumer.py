@@ -29,6 +29,7 @@ from apikeys_shared.events import Event, KeyRecord, SignedEvent
 from apikeys_shared.keys import new_key_id
 from apikeys_shared.signing import Signer, generate_signing_key
 from auth_gateway.consumer import EventConsumer
+from auth_gateway.errors import VerificationUnavailable
 from auth_gateway.keyservice import KeyServiceClient
 from auth_gateway.keystore import KeyStore
 from auth_gateway.metrics import Metrics
@@ -275,6 +276,29 @@ async def test_forged_unsigned_and_malformed_messages_are_dropped_and_counted(ri
     assert rejected == 3
     assert rig.count("gateway_rejected_records", {"origin": "event", "reason": "signature"}) == 2
     assert rig.count("gateway_rejected_records", {"origin": "event", "reason": "malformed"}) == 1
+
+
+async def test_a_revocation_signed_by_a_rotated_key_the_gateway_lacks_stops_the_key(
+    rig: Rig,
+) -> None:
+    # key_service's signing key rotated before this gateway was given the new verify key. The
+    # revocation (over the broker, and in the feed) cannot be verified, so it is not applied;
+    # but the key must not go on working from L1 and Redis: it is refused until the gateway
+    # can verify key_service's answer for it.
+    await subscribed(rig)
+    key_id = await issued_in_redis(rig)
+    assert await rig.store.lookup(key_id) is not None  # in use: L1 holds it
+    rotated = Signer.from_base64(generate_signing_key()[0])
+    revoked = SignedEvent.sign(Event.from_bytes(rig.record(key_id, revoked=True).body), rotated)
+    rig.feed.events.append(revoked)
+    await rig.publish(revoked)
+
+    async def rejected() -> bool:
+        return rig.count("gateway_events", {"source": "amqp", "outcome": "rejected"}) == 1
+    await eventually(rejected, "the revocation was consumed and rejected")
+    assert await rig.held_status(key_id) == "active"  # never applied
+    with pytest.raises(VerificationUnavailable):
+        await rig.store.lookup(key_id)
 
 
 async def test_a_gap_is_filled_from_the_feed(rig: Rig) -> None:
