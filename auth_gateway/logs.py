@@ -107,7 +107,7 @@ class AccessLog:
         self._ms_from = self._ms_until = 0.0  # the time.time() range _stamp_ms is right for
         self._stamp = ""
         self._stamp_ms = ""
-        self._escaped: dict[str, str] = {}
+        self._tails: dict[tuple[str | None, str, int, int, str, str | None, str | None], str] = {}
 
     def _time(self) -> str:
         """``datetime.isoformat(timespec="milliseconds")`` in UTC, formatted once per ms."""
@@ -128,37 +128,42 @@ class AccessLog:
         if not self.logger.isEnabledFor(logging.INFO):
             return
         esc = _escape
-        path = request.target.partition("?")[0]
+        rid = request.request_id
         status = request.status if request.started else 499
-        rid, remote, key_id, auth = request.request_id, request.remote, request.key_id, request.auth
-        method, route = request.method, request.route
-        escaped, remember = self._escaped, self._remember
+        # What recurs from request to request (the client, the verdict, the route) is rendered
+        # once per distinct combination and remembered; only the time, the request ID, the
+        # path and the duration are written for every line.
+        key = (request.remote, request.method, status, request.body_bytes, request.route,
+               request.key_id, request.auth)
+        tail = self._tails.get(key)
+        if tail is None:
+            tail = self._tail(key)
         # Every string goes through json's own (C) escaping; only the layout is written here.
         self.batcher.add(
             f'{{"time":"{self._time()}","level":"info","logger":{self._name},'
             f'"message":"request","request_id":{esc(rid) if rid else "null"},'
-            f'"remote":{"null" if remote is None else esc(remote)},'
-            f'"method":{escaped.get(method) or remember(method)},"path":{esc(path[:2048])},'
-            f'"status":{status},"bytes":{request.body_bytes},'
-            f'"duration_ms":{round(duration * 1000, 3)!r},'
-            f'"route":{escaped.get(route) or remember(route)},'
-            f'"key_id":{"null" if key_id is None else escaped.get(key_id) or remember(key_id)},'
-            f'"auth":{"null" if auth is None else escaped.get(auth) or remember(auth)}}}'
+            f'"path":{esc(request.target.partition("?")[0][:2048])},'
+            f'"duration_ms":{"%.3f" % (duration * 1000)},{tail}'
         )
 
-    def _remember(self, value: str) -> str:
-        """``value`` as a JSON string, remembered: methods, routes, key IDs and verdicts recur
-        on every request."""
-        literal = _escape(value)
-        if len(self._escaped) < _ESCAPED_BOUND:
-            self._escaped[value] = literal
-        return literal
+    def _tail(self, key: tuple[str | None, str, int, int, str, str | None, str | None]) -> str:
+        """The rest of a line: ``"remote":...}``, remembered (within a bound) for ``key``."""
+        remote, method, status, body_bytes, route, key_id, auth = key
+        tail = (
+            f'"remote":{_json(remote)},"method":{_escape(method)},"status":{status},'
+            f'"bytes":{body_bytes},"route":{_escape(route)},"key_id":{_json(key_id)},'
+            f'"auth":{_json(auth)}}}'
+        )
+        if len(self._tails) >= _TAILS_BOUND:
+            self._tails.clear()  # a new generation: what recurs is back within a few lines
+        self._tails[key] = tail
+        return tail
 
 
 _escape = json.encoder.encode_basestring_ascii
-# Distinct methods, routes, key IDs and verdicts whose JSON form is remembered (a flood of
-# made-up key IDs or methods cannot grow it further; past the bound they are escaped each time).
-_ESCAPED_BOUND = 10_000
+# Distinct line tails remembered (clients, methods, statuses, sizes, routes, key IDs and verdicts
+# together); reaching the bound starts afresh, so a flood of made-up key IDs cannot grow it.
+_TAILS_BOUND = 10_000
 
 
 def _json(value: str | None) -> str:

@@ -100,26 +100,31 @@ def test_a_request_abandoned_before_an_answer_is_logged_as_499() -> None:
     assert json.loads(stream.getvalue())["status"] == 499
 
 
-def test_remembered_key_ids_and_verdicts_log_as_the_first_time() -> None:
+def test_remembered_parts_of_a_line_log_as_the_first_time() -> None:
     stream = io.StringIO()
     access = _logger(stream)
     odd = 'key"\u00e9\\1'
-    for _ in range(3):
-        access.log(_request(key_id=odd, auth="wrong_secret"), 0.0)
-        access.log(_request(key_id="key_2", auth="ok"), 0.0)
+    for number in range(3):
+        access.log(_request(key_id=odd, auth="wrong_secret", request_id=f"r{number}"), 0.0)
+        access.log(_request(key_id="key_2", auth="ok", target=f"/api/{number}"), 0.0021)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["key_id"], line["auth"]) for line in lines] == [
         (odd, "wrong_secret"), ("key_2", "ok")] * 3
+    # Only the remembered part is shared: what differs per request is each line's own.
+    assert [line["request_id"] for line in lines[::2]] == ["r0", "r1", "r2"]
+    assert [line["path"] for line in lines[1::2]] == ["/api/0", "/api/1", "/api/2"]
+    assert {line["duration_ms"] for line in lines[1::2]} == {2.1}
+    assert all(line["remote"] == "127.0.0.1" and line["bytes"] == 3 for line in lines)
     assert stream.getvalue().isascii()
 
 
-def test_remembered_escapes_stay_bounded() -> None:
+def test_remembered_parts_stay_bounded() -> None:
     from auth_gateway import logs
 
     stream = io.StringIO()
     access = _logger(stream)
-    for number in range(logs._ESCAPED_BOUND + 50):
+    for number in range(logs._TAILS_BOUND + 50):
         access.log(_request(key_id=f"made-up-{number}", auth="unknown"), 0.0)
-    assert len(access._escaped) <= logs._ESCAPED_BOUND
+    assert len(access._tails) <= logs._TAILS_BOUND
     last = json.loads(stream.getvalue().splitlines()[-1])
-    assert last["key_id"] == f"made-up-{logs._ESCAPED_BOUND + 49}"
+    assert last["key_id"] == f"made-up-{logs._TAILS_BOUND + 49}"
