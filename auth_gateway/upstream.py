@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -39,6 +40,8 @@ __all__ = [
     "UpstreamError",
     "UpstreamPool",
 ]
+
+log = logging.getLogger("auth_gateway")
 
 _READ_LIMIT = 2**16
 _MAX_LINE = 65536
@@ -104,6 +107,7 @@ class UpstreamConnection(BaseProtocol):
         self.got_data = False
         self.idle_since = 0.0
         self.head_at = 0.0  # when the last response's head arrived
+        self.leased = False  # handed out by the pool and not given back yet
         self.slot: _Slot  # the pool's share for this origin, set by the pool
         self.payload: StreamReader | None = None
         self._head: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
@@ -269,6 +273,7 @@ class UpstreamPool:
                 if (conn.idle_since > fresh_since and conn.transport is not None
                         and not conn.transport.is_closing()):
                     slot.busy += 1
+                    conn.leased = True
                     return conn
                 conn.close()
         slot.busy += 1
@@ -279,6 +284,7 @@ class UpstreamPool:
             _wake(slot)
             raise
         conn.slot = slot
+        conn.leased = True
         return conn
 
     async def _connect(self, origin: Origin) -> UpstreamConnection:
@@ -303,6 +309,12 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
         """Give ``conn`` back: pooled when it can carry another request, else closed."""
+        if not conn.leased:
+            # Given back twice: counting it again would let more connections than the limit
+            # be in use (and pool one connection twice). A bug of the caller's; said loudly.
+            log.error("an upstream connection was given back to the pool twice")
+            return
+        conn.leased = False
         slot = conn.slot
         transport = conn.transport
         if (

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from auth_gateway.httpserver import _FEED_SLICE, _QUEUE_LIMIT, HttpServer, Request
-from auth_gateway.upstream import Origin, UpstreamPool
+from auth_gateway.upstream import Origin, PoolExhausted, UpstreamPool
 
 from .conftest import Gateway, GatewayFactory
 from .test_request_path import credential_lines, known
@@ -549,6 +549,26 @@ async def test_a_pool_slot_given_up_by_a_cancelled_waiter_goes_to_the_next(
         conn = await asyncio.wait_for(third, 2)
         pool.release(conn, reusable=False)
         assert second.cancelled()
+    finally:
+        await pool.close()
+
+
+async def test_a_connection_given_back_twice_is_counted_once(
+    raw_upstream: Callable[..., Awaitable[RawUpstream]], caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstream = await raw_upstream(lambda head: _OK)
+    pool = UpstreamPool(max_connections=1, connect_timeout=0.3)
+    origin = Origin.from_url(f"http://127.0.0.1:{upstream.port}")
+    try:
+        first = await pool.acquire(origin)
+        pool.release(first, reusable=False)
+        pool.release(first, reusable=False)  # a caller's bug
+        assert "given back to the pool twice" in caplog.text
+        held = await pool.acquire(origin)
+        # Still a limit of one: a second connection is not handed out while this one is held.
+        with pytest.raises(PoolExhausted):
+            await pool.acquire(origin)
+        pool.release(held, reusable=False)
     finally:
         await pool.close()
 
