@@ -12,7 +12,9 @@ is never applied, but the key it names becomes *suspect*: its copies in L1 and R
 used again until key_service's own answer for it verifies. A forged event costs that one lookup;
 an event key_service really sent, signed with a key this gateway does not trust (a signing-key
 rotation done in the wrong order), cannot leave a revoked key working: the key is refused (503)
-until the gateway is given the verify key.
+until the gateway is given the verify key. A verified revocation settles the doubt too (revoked is
+terminal). Marks are never dropped: past SUSPECT_LIMIT of them (a flood of forged events), the
+process doubts every key's Redis copy and asks key_service instead, until it restarts.
 
 Fail closed: when Redis is away, L1 and key_service keep verifying; when key_service is away
 too and L1 has nothing, ``lookup`` raises ``VerificationUnavailable`` (the caller answers 503).
@@ -26,6 +28,7 @@ import functools
 import json
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,11 +58,13 @@ _WATCH_RETRIES = 8
 # Bound on the per-process map of revocations with their signed records (and records Redis has
 # not taken yet); past it the oldest go, but a revoked key's ID stays in ``_revoked`` for good.
 KNOWN_LIMIT = 100_000
-# Bound on the keys held suspect (named by events that did not verify); past it the oldest
-# marks go. Only a flood of forged events could fill it.
+# Bound on the keys held suspect (named by events that did not verify). Only a flood of forged
+# events could reach it; past it, no mark is dropped (that could serve a stale copy again):
+# the process doubts every key's Redis copy from then on (see ``_distrust``).
 SUSPECT_LIMIT = 100_000
-# How many times a lookup starts over when its key turns suspect while it waits.
-_SUSPECT_RETRIES = 3
+# How many loads a lookup may wait for: the first, and restarts when its key turned suspect
+# while it waited.
+_LOAD_ATTEMPTS = 3
 
 
 @dataclass(slots=True, eq=False)
@@ -129,11 +134,13 @@ class KeyStore:
         # (about 100 bytes each): once ``_known`` has had to forget a revocation's record, an
         # active record for that key (from Redis above all) is still never accepted.
         self._revoked: set[str] = set()
-        # Keys named by events that did not verify, each with the number of its latest mark;
-        # see the module docstring. A lookup clears a mark only when key_service's verified
-        # answer came after it.
-        self._suspect: OrderedDict[str, int] = OrderedDict()
-        self._marks = 0
+        # Keys named by events that did not verify (see the module docstring); a mark goes when
+        # key_service's verified answer, asked after it, decides, or a verified revocation does.
+        self._suspect: set[str] = set()
+        # Past SUSPECT_LIMIT marks: every key's Redis copy is in doubt, for good.
+        self._doubt_all = False
+        # Loads under way when their key turned suspect: their answers are not used.
+        self._doubted: weakref.WeakSet[asyncio.Task[Held | None]] = weakref.WeakSet()
 
     # -- public API ---------------------------------------------------------------------------
     def redis_key(self, key_id: str) -> str:
@@ -168,15 +175,14 @@ class KeyStore:
         if self._negative.get(key_id) is not None:
             self._metrics.child(self._metrics.cache_lookups, "negative", "hit").inc()
             return None
-        for _ in range(_SUSPECT_RETRIES):
+        for _ in range(_LOAD_ATTEMPTS):
             task = self._inflight.get(key_id)
             if task is None:
                 task = asyncio.create_task(self._load(key_id, self._epoch))
                 self._inflight[key_id] = task
                 task.add_done_callback(functools.partial(self._forget_inflight, key_id))
-            marks = self._marks
             held = await asyncio.shield(task)
-            if self._suspect.get(key_id, 0) <= marks:
+            if task not in self._doubted:
                 break
             # An event that did not verify named this key while the load ran: its answer may
             # be the very copy now in doubt. Start over (key_service's answer decides).
@@ -244,15 +250,27 @@ class KeyStore:
         key_id = _named_key(signed.body)
         if key_id is None:
             return
-        self._epoch += 1
         self._l1.pop(key_id)
         self._negative.pop(key_id)
-        self._inflight.pop(key_id, None)  # a load under way may bring the copy in doubt
-        self._marks += 1
-        self._suspect[key_id] = self._marks
-        self._suspect.move_to_end(key_id)
-        while len(self._suspect) > SUSPECT_LIMIT:
-            self._suspect.popitem(last=False)
+        task = self._inflight.pop(key_id, None)
+        if task is not None:
+            self._doubted.add(task)  # it may bring the very copy now in doubt
+        if self._doubt_all or key_id in self._suspect:
+            pass
+        elif len(self._suspect) < SUSPECT_LIMIT:
+            self._suspect.add(key_id)
+        else:
+            # Dropping a mark could serve a stale copy again (a revocation signed by a key this
+            # process lacks, pushed out by a flood of forged events): doubt every key instead.
+            # L1 keeps what it holds (no marked key is in it); Redis is not read any more, and
+            # L1 is filled from key_service's answers only.
+            self._doubt_all = True
+            self._suspect.clear()
+            log.error(
+                "more than %d keys were named by key events that do not verify: this process "
+                "no longer trusts the records in Redis and asks key_service for every key "
+                "it does not hold (until it restarts)", SUSPECT_LIMIT,
+            )
         if signed.signing_key not in self._verifier.key_ids:
             log.error(
                 "a key event (%s) is signed by key %s, which APIKEYS_VERIFY_KEYS does not hold; "
@@ -342,14 +360,19 @@ class KeyStore:
                 self._stored(known)
         return known
 
-    def _remember(self, key_id: str, new: Held) -> None:
+    def _remember(self, key_id: str, new: Held, *, vouched: bool = False) -> None:
         """Put ``new`` into L1 unless L1 already holds something that supersedes it, or this
-        process knows better (L1 forgets a revocation when its entry expires; ``_known`` not)."""
+        process knows better (L1 forgets a revocation when its entry expires; ``_known`` not).
+
+        ``vouched``: key_service answered with ``new`` after the key was last in doubt; an
+        active record of a key in doubt is cached only then.
+        """
         if not new.record.active:
             self._revoked.add(key_id)
+            self._suspect.discard(key_id)  # a verified revocation is terminal: no doubt left
         elif key_id in self._revoked:
             return
-        if key_id in self._suspect:
+        elif not vouched and (self._doubt_all or key_id in self._suspect):
             return  # not cached until key_service's verified answer clears the doubt
         if self._overridden(new) is not None:
             return
@@ -455,8 +478,8 @@ class KeyStore:
         """Redis, then key_service; fills the caches unless an apply/evict happened meanwhile."""
         redis_error: StoreUnavailable | None = None
         held: Held | None = None
-        mark = self._suspect.get(key_id)
-        if mark is not None:
+        doubt = self._doubt_all or key_id in self._suspect
+        if doubt:
             # Named by an event that did not verify: Redis's copy is what is in doubt.
             self._metrics.cache_lookups.labels("redis", "skipped").inc()
         elif self._feed_read is not None and not self._feed_read.is_set():
@@ -473,20 +496,28 @@ class KeyStore:
             else:
                 self._metrics.cache_lookups.labels("redis", "hit" if held else "miss").inc()
         held = await self._with_known(key_id, held, redis_error is None)
-        if held is None or (mark is not None and held.record.active):
+        vouched = False
+        if held is None or (doubt and held.record.active):
             if key_id in self._revoked:
                 return None  # revoked for good; no need to ask (or to fail if none can answer)
             held = await self._ask_key_service(key_id, redis_error, epoch)
-            if mark is not None and self._suspect.get(key_id) == mark:
-                # key_service's verified answer came after the event in doubt: it decides.
-                del self._suspect[key_id]
+            # Asked after the doubt, and no new doubt since (that would have doubted this
+            # very load): key_service's verified answer decides.
+            vouched = doubt and asyncio.current_task() not in self._doubted
+            if vouched:
+                self._suspect.discard(key_id)
             if held is None:
                 return None
+        if not held.record.active:
+            # Terminal, whatever else happened meanwhile (the epoch only guards L1 against
+            # answers that a change overtook; a revocation is never overtaken).
+            self._revoked.add(key_id)
+            self._suspect.discard(key_id)
         held = self._current(held)  # the awaits above may have let a revocation in
         if held is None:
             return None
-        if epoch == self._epoch:
-            self._remember(key_id, held)
+        if epoch == self._epoch and asyncio.current_task() not in self._doubted:
+            self._remember(key_id, held, vouched=vouched)
         return held
 
     async def _ask_key_service(

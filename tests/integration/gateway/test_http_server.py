@@ -553,6 +553,34 @@ async def test_a_pool_slot_given_up_by_a_cancelled_waiter_goes_to_the_next(
         await pool.close()
 
 
+async def test_a_connection_pooled_while_flow_control_holds_it_reads_again(
+    raw_upstream: Callable[..., Awaitable[RawUpstream]],
+) -> None:
+    # Whatever paused reading (a slow client's body) and did not resume it, an idle pooled
+    # connection must read, or the upstream closing it would go unseen.
+    upstream = await raw_upstream(lambda head: _OK)
+    pool = UpstreamPool(max_connections=1, connect_timeout=2.0)
+    origin = Origin.from_url(f"http://127.0.0.1:{upstream.port}")
+    try:
+        conn = await pool.acquire(origin)
+        answer = conn.begin(head_only=False)
+        assert conn.transport is not None
+        conn.transport.write(b"GET / HTTP/1.1\r\nHost: upstream\r\n\r\n")
+        _, payload = await asyncio.wait_for(answer, 2)
+        assert await payload.read() == b"ok"
+        # The state aiohttp's flow control leaves when it paused reading and nothing resumed
+        # it (BaseProtocol.pause_reading itself needs a body still arriving).
+        conn._reading_paused = True
+        conn.transport.pause_reading()
+        assert not conn.transport.is_reading()
+        pool.release(conn, reusable=True)
+        assert conn.transport.is_reading()
+        assert await pool.acquire(origin) is conn  # pooled, and in use again
+        pool.release(conn, reusable=False)
+    finally:
+        await pool.close()
+
+
 async def test_a_connection_given_back_twice_is_counted_once(
     raw_upstream: Callable[..., Awaitable[RawUpstream]], caplog: pytest.LogCaptureFixture,
 ) -> None:

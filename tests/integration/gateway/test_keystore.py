@@ -19,7 +19,7 @@ from apikeys_shared.signing import Signer, generate_signing_key
 from auth_gateway import keystore
 from auth_gateway.errors import RecordRejected, StoreUnavailable, VerificationUnavailable
 from auth_gateway.keyservice import KeyServiceClient
-from auth_gateway.keystore import KeyStore
+from auth_gateway.keystore import Held, KeyStore
 from auth_gateway.metrics import Metrics
 from tests.support.faultproxy import FaultProxy
 from tests.support.services import REDIS
@@ -238,6 +238,100 @@ async def test_a_lookup_under_way_when_its_key_turns_suspect_starts_over(rig: Ri
         await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key), signer=forger))
     assert await first == key.record
     assert rig.fake.calls == 2  # the answer that began before the doubt was not taken
+    assert rig.store.cached(key.key_id) is not None
+
+
+async def test_a_verified_revocation_settles_a_suspect_key(rig: Rig) -> None:
+    # Revoked is terminal: nothing is left to doubt, so the key is cached again (revoked), and
+    # no lookup of it goes to Redis or key_service any more.
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    assert await rig.store.lookup(key.key_id) == key.record
+    revoked = rig.keyring.revoke(key)
+    await rig.store.apply(rig.keyring.signed(revoked))
+    forger = Signer.from_base64(generate_signing_key()[0])
+    with pytest.raises(RecordRejected):
+        await rig.store.apply(rig.keyring.signed(revoked, signer=forger))
+    calls = rig.fake.calls
+    for _ in range(3):
+        found = await rig.store.lookup(key.key_id)
+        assert found is not None
+        assert found.status == "revoked"
+    assert rig.store.cached(key.key_id) is not None
+    assert rig.fake.calls == calls
+
+
+async def test_a_doubted_load_is_not_used_though_another_settled_the_doubt(rig: Rig) -> None:
+    # A lookup waits on a load that began before the doubt (a slow Redis read of the active
+    # record); meanwhile another lookup asks key_service, which answers the revocation and so
+    # settles the doubt. The first lookup must not then take its load's stale answer.
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    assert await rig.store.lookup(key.key_id) == key.record  # Redis holds the active record
+    rig.store.evict(key.key_id)
+    read = rig.store._read_redis
+
+    async def slow_read(key_id: str) -> Held | None:
+        held = await read(key_id)
+        await asyncio.sleep(0.3)
+        return held
+    rig.store._read_redis = slow_read  # type: ignore[method-assign]
+    first = asyncio.create_task(rig.store.lookup(key.key_id))
+    await asyncio.sleep(0.05)
+    revoked = rig.keyring.revoke(key)
+    rig.fake.put(rig.keyring.signed(revoked), key.key_id)
+    rotated = Signer.from_base64(generate_signing_key()[0])
+    with pytest.raises(RecordRejected):
+        await rig.store.apply(rig.keyring.signed(revoked, signer=rotated))
+    rig.fake.delay = 0.05
+    second = asyncio.create_task(rig.store.lookup(key.key_id))
+    await asyncio.sleep(0.01)
+    await rig.store.apply(rig.keyring.signed(rig.keyring.issue()))  # any other change
+    for found in (await second, await first):
+        assert found is not None
+        assert found.status == "revoked"
+
+
+async def test_past_the_bound_on_suspect_keys_every_key_is_doubted(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A flood of forged events must not push out the mark of a key whose revocation this
+    # gateway could not verify: past the bound, no Redis copy of any key is trusted.
+    monkeypatch.setattr(keystore, "SUSPECT_LIMIT", 3)
+    key, bystander = rig.keyring.issue(), rig.keyring.issue()
+    for k in (key, bystander):
+        rig.fake.put(rig.keyring.signed(k), k.key_id)
+        assert await rig.store.lookup(k.key_id) == k.record  # Redis holds both
+    rotated = Signer.from_base64(generate_signing_key()[0])
+    revoked = rig.keyring.signed(rig.keyring.revoke(key), signer=rotated)
+    rig.fake.put(revoked, key.key_id)
+    with pytest.raises(RecordRejected):
+        await rig.store.apply(revoked)
+    forger = Signer.from_base64(generate_signing_key()[0])
+    for _ in range(3):
+        with pytest.raises(RecordRejected):
+            await rig.store.apply(rig.keyring.signed(rig.keyring.issue(), signer=forger))
+    assert "no longer trusts the records in Redis" in caplog.text
+    with pytest.raises(VerificationUnavailable):
+        await rig.store.lookup(key.key_id)  # not Redis's active copy
+    rig.store.evict(bystander.key_id)
+    calls = rig.fake.calls
+    assert await rig.store.lookup(bystander.key_id) == bystander.record
+    assert rig.fake.calls == calls + 1  # asked key_service, not Redis
+    assert await rig.store.lookup(bystander.key_id) == bystander.record
+    assert rig.fake.calls == calls + 1  # and cached from its answer
+
+
+async def test_a_forged_event_does_not_keep_other_keys_out_of_l1(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    rig.fake.delay = 0.1
+    task = asyncio.create_task(rig.store.lookup(key.key_id))
+    await asyncio.sleep(0.03)
+    forger = Signer.from_base64(generate_signing_key()[0])
+    with pytest.raises(RecordRejected):
+        await rig.store.apply(rig.keyring.signed(rig.keyring.issue(), signer=forger))
+    assert await task == key.record
     assert rig.store.cached(key.key_id) is not None
 
 
