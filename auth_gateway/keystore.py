@@ -82,6 +82,16 @@ class Held:
     verified: tuple[bytes, Any] | None = None
 
 
+class _Waiter:
+    """A lookup waiting for a load; ``doubted`` once its key was named by an event that did
+    not verify before it took the answer."""
+
+    __slots__ = ("doubted",)
+
+    def __init__(self) -> None:
+        self.doubted = False
+
+
 def _supersedes(new: Held, held: Held | None) -> bool:
     """True when ``new`` may replace ``held``: newer, and never reviving a revoked key."""
     if held is None:
@@ -141,6 +151,9 @@ class KeyStore:
         self._doubt_all = False
         # Loads under way when their key turned suspect: their answers are not used.
         self._doubted: weakref.WeakSet[asyncio.Task[Held | None]] = weakref.WeakSet()
+        # The lookups waiting for a load, per key: a doubt arriving before a lookup has taken
+        # its load's answer (the load may be over already) marks them, and they start over.
+        self._waiting: dict[str, set[_Waiter]] = {}
 
     # -- public API ---------------------------------------------------------------------------
     def redis_key(self, key_id: str) -> str:
@@ -181,11 +194,19 @@ class KeyStore:
                 task = asyncio.create_task(self._load(key_id, self._epoch))
                 self._inflight[key_id] = task
                 task.add_done_callback(functools.partial(self._forget_inflight, key_id))
-            held = await asyncio.shield(task)
-            if task not in self._doubted:
+            waiter = _Waiter()
+            waiting = self._waiting.setdefault(key_id, set())
+            waiting.add(waiter)
+            try:
+                held = await asyncio.shield(task)
+            finally:
+                waiting.discard(waiter)
+                if not waiting and self._waiting.get(key_id) is waiting:
+                    del self._waiting[key_id]
+            if not waiter.doubted and task not in self._doubted:
                 break
-            # An event that did not verify named this key while the load ran: its answer may
-            # be the very copy now in doubt. Start over (key_service's answer decides).
+            # An event that did not verify named this key while this lookup waited: the answer
+            # may be the very copy now in doubt. Start over (key_service's answer decides).
         else:
             raise VerificationUnavailable("the key kept being named by events that do not verify")
         if held is None:
@@ -248,8 +269,11 @@ class KeyStore:
     def _distrust(self, signed: SignedEvent, origin: str) -> None:
         """An event that does not verify named a key: stop using what is cached for it."""
         key_id = _named_key(signed.body)
-        if key_id is None:
-            return
+        if key_id is None or key_id in self._revoked:
+            self._unknown_signer(signed, origin)
+            return  # nothing to doubt: revoked is terminal
+        for waiter in self._waiting.pop(key_id, ()):
+            waiter.doubted = True  # every lookup waiting on a load starts over
         self._l1.pop(key_id)
         self._negative.pop(key_id)
         task = self._inflight.pop(key_id, None)
@@ -271,6 +295,9 @@ class KeyStore:
                 "no longer trusts the records in Redis and asks key_service for every key "
                 "it does not hold (until it restarts)", SUSPECT_LIMIT,
             )
+        self._unknown_signer(signed, origin)
+
+    def _unknown_signer(self, signed: SignedEvent, origin: str) -> None:
         if signed.signing_key not in self._verifier.key_ids:
             log.error(
                 "a key event (%s) is signed by key %s, which APIKEYS_VERIFY_KEYS does not hold; "
@@ -503,7 +530,8 @@ class KeyStore:
             held = await self._ask_key_service(key_id, redis_error, epoch)
             # Asked after the doubt, and no new doubt since (that would have doubted this
             # very load): key_service's verified answer decides.
-            vouched = doubt and asyncio.current_task() not in self._doubted
+            # (A 404 carries no signature: it settles nothing.)
+            vouched = doubt and held is not None and asyncio.current_task() not in self._doubted
             if vouched:
                 self._suspect.discard(key_id)
             if held is None:

@@ -335,6 +335,67 @@ async def test_a_forged_event_does_not_keep_other_keys_out_of_l1(rig: Rig) -> No
     assert rig.store.cached(key.key_id) is not None
 
 
+async def test_a_doubt_between_a_load_ending_and_its_lookup_resuming_is_not_missed(
+    rig: Rig,
+) -> None:
+    # The load is over (and out of the in-flight map) but its lookup has not resumed yet when
+    # the doubt arrives: the lookup must start over, not hand out the load's active record.
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    assert await rig.store.lookup(key.key_id) == key.record  # Redis holds the active record
+    rig.store.evict(key.key_id)
+    rotated = Signer.from_base64(generate_signing_key()[0])
+    revoked = rig.keyring.signed(rig.keyring.revoke(key), signer=rotated)
+    rig.fake.put(revoked, key.key_id)  # key_service's answer no longer verifies either
+    lookup = asyncio.create_task(rig.store.lookup(key.key_id))
+    await asyncio.sleep(0)  # the lookup started its load and waits on it
+    load = rig.store._inflight[key.key_id]
+
+    async def consumer() -> None:
+        await load  # resumes after the load's own callbacks, before the lookup does
+        assert key.key_id not in rig.store._inflight
+        with pytest.raises(RecordRejected):
+            await rig.store.apply(revoked)
+
+    told = asyncio.create_task(consumer())
+    with pytest.raises(VerificationUnavailable):
+        await lookup
+    await told
+
+
+async def test_an_unsigned_404_does_not_settle_a_doubt(rig: Rig) -> None:
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    assert await rig.store.lookup(key.key_id) == key.record  # Redis holds the active record
+    rotated = Signer.from_base64(generate_signing_key()[0])
+    revoked = rig.keyring.signed(rig.keyring.revoke(key), signer=rotated)
+    with pytest.raises(RecordRejected):
+        await rig.store.apply(revoked)
+    del rig.fake.records[key.key_id]  # one 404: it carries no signature
+    assert await rig.store.lookup(key.key_id) is None
+    rig.fake.put(revoked, key.key_id)
+    rig.store.evict(key.key_id)  # the negative entry gone (expired, say)
+    with pytest.raises(VerificationUnavailable):
+        await rig.store.lookup(key.key_id)  # not Redis's active copy
+
+
+async def test_a_key_known_revoked_is_not_doubted(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(keystore, "KNOWN_LIMIT", 0)  # the revocation's record is forgotten
+    key = rig.keyring.issue()
+    await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key)))
+    forger = Signer.from_base64(generate_signing_key()[0])
+    with pytest.raises(RecordRejected):
+        await rig.store.apply(rig.keyring.signed(key, signer=forger))
+    for _ in range(3):
+        found = await rig.store.lookup(key.key_id)
+        assert found is not None
+        assert found.status == "revoked"
+    assert key.key_id not in rig.store._suspect
+    assert rig.fake.calls == 0
+
+
 async def test_tampered_redis_record_is_absent_and_counted(rig: Rig) -> None:
     key = rig.keyring.issue()
     forger = Signer.from_base64(generate_signing_key()[0])
