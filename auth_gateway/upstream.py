@@ -310,8 +310,11 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
         """Give ``conn`` back: pooled when it can carry another request, else closed."""
         if not conn.leased:
-            # Given back twice: counting it again would let more connections than the limit
-            # be in use (and pool one connection twice). A bug of the caller's; said loudly.
+            # Given back twice in a row: counting it again would let more connections than the
+            # limit be in use (and pool one connection twice). A bug of the caller's; said
+            # loudly. (A late second give-back after another caller took the connection again
+            # cannot be told apart by this flag; the one caller, proxy._exchange, gives back
+            # exactly once, in its finally.)
             log.error("an upstream connection was given back to the pool twice")
             return
         conn.leased = False

@@ -142,47 +142,56 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_po
     routes = stack.write_routes(upstream_port)
     # As the forward-auth example asks: the gateway on a Unix socket nginx's workers may use.
     unix_env = {"GATEWAY_UNIX_SOCKET_MODE": "666", "GATEWAY_TRUSTED_PROXIES": "unix:"}
-    gw_socket = stack.socket_dir / "gateway.sock"
-    gw_port, gw_proc = stack.start_gateway(routes, workers=2, name="2-workers", extra_env={
-        "GATEWAY_UNIX_SOCKET": str(gw_socket), **unix_env,
-    })
-    # Forward-auth is measured against the gateway as it ships (GATEWAY_WORKERS=1): on a host
-    # it shares with nginx, nginx's workers need cores too, and one busier verdict process
-    # serves more requests per wake-up than two (the 2-worker gateway is measured beside it).
-    fa_socket = stack.socket_dir / "gateway-fa.sock"
-    fa_gw_port, fa_proc = stack.start_gateway(routes, workers=1, name="forward-auth", extra_env={
-        "GATEWAY_UNIX_SOCKET": str(fa_socket), **unix_env,
-    })
-    plain_port, fa_port, fa2_port, tcp_port, ref_port = (free_port() for _ in range(5))
-    front = stack.start_nginx(
-        "front",
-        proxy_server(plain_port, upstream_port)
-        + forward_auth_server(fa_port, upstream_port, f"unix:{fa_socket}")
-        + forward_auth_server(fa2_port, upstream_port, f"unix:{gw_socket}", name_suffix="_2w")
-        + forward_auth_server(tcp_port, upstream_port, f"127.0.0.1:{fa_gw_port}",
-                              name_suffix="_tcp")
-        + forward_auth_server(ref_port, upstream_port, f"unix:{verdict_socket}",
-                              name_suffix="_ref"),
-        # Access log on, like the gateway's (always on): both proxies as they ship.
-        [plain_port, fa_port, fa2_port, tcp_port, ref_port], workers=2, access_log=True,
-    )
-    scenarios = [
-        Scenario(NGINX, f"http://127.0.0.1:{plain_port}/bench", {}),
-        Scenario(GW_OPEN, f"http://127.0.0.1:{gw_port}/open/bench", {}),
-        Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
-        Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
-        Scenario(NGINX_FA_2W, f"http://127.0.0.1:{fa2_port}/bench", key.headers()),
-        Scenario(NGINX_FA_TCP, f"http://127.0.0.1:{tcp_port}/bench", key.headers()),
-        # What nginx's auth_request costs by itself: the ceiling for any verdict service.
-        Scenario(NGINX_FA_REF, f"http://127.0.0.1:{ref_port}/bench", key.headers()),
-        # Shows the upstream is not what limits the proxies measured above.
-        Scenario(UPSTREAM, f"http://127.0.0.1:{upstream_port}/bench", {}),
-    ]
-    # CPU of the proxies under test: both gateways (supervisors and workers; the one a row
-    # does not use is idle) and the front nginx.
-    roots = [gw_proc.proc.pid, fa_proc.proc.pid] + (
-        [front.proc.pid] if front.proc is not None else [])
-    results = measure_all(scenarios, options.load, stack.dir / "wrk", cpu_roots=roots)
+    started: list[ServiceProcess] = []
+    try:
+        gw_socket = stack.socket_dir / "gateway.sock"
+        gw_port, gw_proc = stack.start_gateway(routes, workers=2, name="2-workers", extra_env={
+            "GATEWAY_UNIX_SOCKET": str(gw_socket), **unix_env,
+        })
+        started.append(gw_proc)
+        # Forward-auth is measured against the gateway as it ships (GATEWAY_WORKERS=1): on a
+        # host it shares with nginx, nginx's workers need cores too, and one busier verdict
+        # process serves more requests per wake-up than two (the 2-worker one is measured too).
+        fa_socket = stack.socket_dir / "gateway-fa.sock"
+        fa_gw_port, fa_proc = stack.start_gateway(
+            routes, workers=1, name="forward-auth",
+            extra_env={"GATEWAY_UNIX_SOCKET": str(fa_socket), **unix_env},
+        )
+        started.append(fa_proc)
+        plain_port, fa_port, fa2_port, tcp_port, ref_port = (free_port() for _ in range(5))
+        front = stack.start_nginx(
+            "front",
+            proxy_server(plain_port, upstream_port)
+            + forward_auth_server(fa_port, upstream_port, f"unix:{fa_socket}")
+            + forward_auth_server(fa2_port, upstream_port, f"unix:{gw_socket}", name_suffix="_2w")
+            + forward_auth_server(tcp_port, upstream_port, f"127.0.0.1:{fa_gw_port}",
+                                  name_suffix="_tcp")
+            + forward_auth_server(ref_port, upstream_port, f"unix:{verdict_socket}",
+                                  name_suffix="_ref"),
+            # Access log on, like the gateway's (always on): both proxies as they ship.
+            [plain_port, fa_port, fa2_port, tcp_port, ref_port], workers=2, access_log=True,
+        )
+        scenarios = [
+            Scenario(NGINX, f"http://127.0.0.1:{plain_port}/bench", {}),
+            Scenario(GW_OPEN, f"http://127.0.0.1:{gw_port}/open/bench", {}),
+            Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
+            Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
+            Scenario(NGINX_FA_2W, f"http://127.0.0.1:{fa2_port}/bench", key.headers()),
+            Scenario(NGINX_FA_TCP, f"http://127.0.0.1:{tcp_port}/bench", key.headers()),
+            # What nginx's auth_request costs by itself: the ceiling for any verdict service.
+            Scenario(NGINX_FA_REF, f"http://127.0.0.1:{ref_port}/bench", key.headers()),
+            # Shows the upstream is not what limits the proxies measured above.
+            Scenario(UPSTREAM, f"http://127.0.0.1:{upstream_port}/bench", {}),
+        ]
+        # CPU of the proxies under test: both gateways (supervisors and workers; the one a row
+        # does not use is idle) and the front nginx.
+        roots = [gw_proc.proc.pid, fa_proc.proc.pid] + (
+            [front.proc.pid] if front.proc is not None else [])
+        results = measure_all(scenarios, options.load, stack.dir / "wrk", cpu_roots=roots)
+    except BaseException:
+        for proc in started:
+            stack.stop_process(proc)  # not left running through the phases that follow
+        raise
     return results, gw_port, [gw_proc, fa_proc]
 
 
