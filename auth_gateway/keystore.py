@@ -283,6 +283,7 @@ class KeyStore:
             pass
         elif len(self._suspect) < SUSPECT_LIMIT:
             self._suspect.add(key_id)
+            self._metrics.keys_in_doubt.set(len(self._suspect))
         else:
             # Dropping a mark could serve a stale copy again (a revocation signed by a key this
             # process lacks, pushed out by a flood of forged events): doubt every key instead.
@@ -290,12 +291,19 @@ class KeyStore:
             # L1 is filled from key_service's answers only.
             self._doubt_all = True
             self._suspect.clear()
+            self._metrics.keys_in_doubt.set(-1)
             log.error(
                 "more than %d keys were named by key events that do not verify: this process "
                 "no longer trusts the records in Redis and asks key_service for every key "
                 "it does not hold (until it restarts)", SUSPECT_LIMIT,
             )
         self._unknown_signer(signed, origin)
+
+    def _settle(self, key_id: str) -> None:
+        """``key_id`` is in doubt no more."""
+        if key_id in self._suspect:
+            self._suspect.discard(key_id)
+            self._metrics.keys_in_doubt.set(len(self._suspect))
 
     def _unknown_signer(self, signed: SignedEvent, origin: str) -> None:
         if signed.signing_key not in self._verifier.key_ids:
@@ -396,7 +404,7 @@ class KeyStore:
         """
         if not new.record.active:
             self._revoked.add(key_id)
-            self._suspect.discard(key_id)  # a verified revocation is terminal: no doubt left
+            self._settle(key_id)  # a verified revocation is terminal: no doubt left
         elif key_id in self._revoked:
             return
         elif not vouched and (self._doubt_all or key_id in self._suspect):
@@ -533,14 +541,14 @@ class KeyStore:
             # (A 404 carries no signature: it settles nothing.)
             vouched = doubt and held is not None and asyncio.current_task() not in self._doubted
             if vouched:
-                self._suspect.discard(key_id)
+                self._settle(key_id)
             if held is None:
                 return None
         if not held.record.active:
             # Terminal, whatever else happened meanwhile (the epoch only guards L1 against
             # answers that a change overtook; a revocation is never overtaken).
             self._revoked.add(key_id)
-            self._suspect.discard(key_id)
+            self._settle(key_id)
         held = self._current(held)  # the awaits above may have let a revocation in
         if held is None:
             return None

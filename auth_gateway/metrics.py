@@ -112,6 +112,13 @@ class Metrics:
             "gateway_events", "Key events received, by source (amqp, feed) and outcome",
             ["source", "outcome"], registry=r,
         )
+        self.keys_in_doubt = Gauge(
+            "gateway_keys_in_doubt",
+            "Keys named by key events that did not verify, whose Redis copy is not used until "
+            "key_service's verified answer or a verified revocation settles them; -1 once there "
+            "were too many and every key's Redis copy is doubted (until the process restarts)",
+            registry=r,
+        )
 
 
 class _Fold(Collector):

@@ -198,8 +198,10 @@ async def test_an_event_that_does_not_verify_sends_its_key_to_key_service_once(
         await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key), signer=forger))
     assert rig.store.cached(key.key_id) is None
     assert "APIKEYS_VERIFY_KEYS does not hold" in caplog.text
+    assert rig.metrics.registry.get_sample_value("gateway_keys_in_doubt") == 1
     assert await rig.store.lookup(key.key_id) == key.record
     assert rig.fake.calls == 2  # not Redis's copy: key_service's answer
+    assert rig.metrics.registry.get_sample_value("gateway_keys_in_doubt") == 0
     assert rig.sample("gateway_cache_lookups", "redis", "skipped") == 1
     assert await rig.store.lookup(key.key_id) == key.record
     assert rig.fake.calls == 2  # the doubt is settled: L1 again
@@ -312,6 +314,7 @@ async def test_past_the_bound_on_suspect_keys_every_key_is_doubted(
         with pytest.raises(RecordRejected):
             await rig.store.apply(rig.keyring.signed(rig.keyring.issue(), signer=forger))
     assert "no longer trusts the records in Redis" in caplog.text
+    assert rig.metrics.registry.get_sample_value("gateway_keys_in_doubt") == -1
     with pytest.raises(VerificationUnavailable):
         await rig.store.lookup(key.key_id)  # not Redis's active copy
     rig.store.evict(bystander.key_id)
