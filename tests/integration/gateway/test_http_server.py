@@ -533,13 +533,23 @@ async def test_pipelined_requests_behind_a_slow_one_are_held_back_unparsed(
     writer.close()
 
 
+@contextlib.asynccontextmanager
+async def _pool_of_one(
+    raw_upstream: Callable[..., Awaitable[RawUpstream]], connect_timeout: float,
+) -> AsyncIterator[tuple[UpstreamPool, Origin]]:
+    """A pool of at most one connection to an upstream answering 200 "ok"; closed after."""
+    upstream = await raw_upstream(lambda head: _OK)
+    pool = UpstreamPool(max_connections=1, connect_timeout=connect_timeout)
+    try:
+        yield pool, Origin.from_url(f"http://127.0.0.1:{upstream.port}")
+    finally:
+        await pool.close()
+
+
 async def test_a_pool_slot_given_up_by_a_cancelled_waiter_goes_to_the_next(
     raw_upstream: Callable[..., Awaitable[RawUpstream]],
 ) -> None:
-    upstream = await raw_upstream(lambda head: _OK)
-    pool = UpstreamPool(max_connections=1, connect_timeout=5.0)
-    origin = Origin.from_url(f"http://127.0.0.1:{upstream.port}")
-    try:
+    async with _pool_of_one(raw_upstream, 5.0) as (pool, origin):
         first = await pool.acquire(origin)
         second = asyncio.create_task(pool.acquire(origin))
         third = asyncio.create_task(pool.acquire(origin))
@@ -549,8 +559,6 @@ async def test_a_pool_slot_given_up_by_a_cancelled_waiter_goes_to_the_next(
         conn = await asyncio.wait_for(third, 2)
         pool.release(conn, reusable=False)
         assert second.cancelled()
-    finally:
-        await pool.close()
 
 
 async def test_a_connection_pooled_while_flow_control_holds_it_reads_again(
@@ -558,10 +566,7 @@ async def test_a_connection_pooled_while_flow_control_holds_it_reads_again(
 ) -> None:
     # Whatever paused reading (a slow client's body) and did not resume it, an idle pooled
     # connection must read, or the upstream closing it would go unseen.
-    upstream = await raw_upstream(lambda head: _OK)
-    pool = UpstreamPool(max_connections=1, connect_timeout=2.0)
-    origin = Origin.from_url(f"http://127.0.0.1:{upstream.port}")
-    try:
+    async with _pool_of_one(raw_upstream, 2.0) as (pool, origin):
         conn = await pool.acquire(origin)
         answer = conn.begin(head_only=False)
         assert conn.transport is not None
@@ -577,17 +582,12 @@ async def test_a_connection_pooled_while_flow_control_holds_it_reads_again(
         assert conn.transport.is_reading()
         assert await pool.acquire(origin) is conn  # pooled, and in use again
         pool.release(conn, reusable=False)
-    finally:
-        await pool.close()
 
 
 async def test_a_connection_given_back_twice_is_counted_once(
     raw_upstream: Callable[..., Awaitable[RawUpstream]], caplog: pytest.LogCaptureFixture,
 ) -> None:
-    upstream = await raw_upstream(lambda head: _OK)
-    pool = UpstreamPool(max_connections=1, connect_timeout=0.3)
-    origin = Origin.from_url(f"http://127.0.0.1:{upstream.port}")
-    try:
+    async with _pool_of_one(raw_upstream, 0.3) as (pool, origin):
         first = await pool.acquire(origin)
         pool.release(first, reusable=False)
         pool.release(first, reusable=False)  # a caller's bug
@@ -597,8 +597,6 @@ async def test_a_connection_given_back_twice_is_counted_once(
         with pytest.raises(PoolExhausted):
             await pool.acquire(origin)
         pool.release(held, reusable=False)
-    finally:
-        await pool.close()
 
 
 async def test_an_endless_request_head_is_refused_before_it_is_complete(gateway: Gateway) -> None:
