@@ -203,7 +203,7 @@ class KeyStore:
                 waiting.discard(waiter)
                 if not waiting and self._waiting.get(key_id) is waiting:
                     del self._waiting[key_id]
-            if not waiter.doubted and task not in self._doubted:
+            if not waiter.doubted:
                 break
             # An event that did not verify named this key while this lookup waited: the answer
             # may be the very copy now in doubt. Start over (key_service's answer decides).
@@ -279,8 +279,8 @@ class KeyStore:
         task = self._inflight.pop(key_id, None)
         if task is not None:
             self._doubted.add(task)  # it may bring the very copy now in doubt
-        if self._doubt_all or key_id in self._suspect:
-            pass
+        if self._in_doubt(key_id):
+            pass  # marked already
         elif len(self._suspect) < SUSPECT_LIMIT:
             self._suspect.add(key_id)
             self._metrics.keys_in_doubt.set(len(self._suspect))
@@ -299,11 +299,20 @@ class KeyStore:
             )
         self._unknown_signer(signed, origin)
 
+    def _in_doubt(self, key_id: str) -> bool:
+        """Whether Redis's copy of ``key_id`` may not be used (see ``_distrust``)."""
+        return self._doubt_all or key_id in self._suspect
+
     def _settle(self, key_id: str) -> None:
         """``key_id`` is in doubt no more."""
         if key_id in self._suspect:
             self._suspect.discard(key_id)
             self._metrics.keys_in_doubt.set(len(self._suspect))
+
+    def _seen_revoked(self, key_id: str) -> None:
+        """A verified revocation of ``key_id``: terminal, so nothing about it is in doubt."""
+        self._revoked.add(key_id)
+        self._settle(key_id)
 
     def _unknown_signer(self, signed: SignedEvent, origin: str) -> None:
         if signed.signing_key not in self._verifier.key_ids:
@@ -403,11 +412,10 @@ class KeyStore:
         active record of a key in doubt is cached only then.
         """
         if not new.record.active:
-            self._revoked.add(key_id)
-            self._settle(key_id)  # a verified revocation is terminal: no doubt left
+            self._seen_revoked(key_id)
         elif key_id in self._revoked:
             return
-        elif not vouched and (self._doubt_all or key_id in self._suspect):
+        elif not vouched and self._in_doubt(key_id):
             return  # not cached until key_service's verified answer clears the doubt
         if self._overridden(new) is not None:
             return
@@ -513,7 +521,7 @@ class KeyStore:
         """Redis, then key_service; fills the caches unless an apply/evict happened meanwhile."""
         redis_error: StoreUnavailable | None = None
         held: Held | None = None
-        doubt = self._doubt_all or key_id in self._suspect
+        doubt = self._in_doubt(key_id)
         if doubt:
             # Named by an event that did not verify: Redis's copy is what is in doubt.
             self._metrics.cache_lookups.labels("redis", "skipped").inc()
@@ -547,8 +555,7 @@ class KeyStore:
         if not held.record.active:
             # Terminal, whatever else happened meanwhile (the epoch only guards L1 against
             # answers that a change overtook; a revocation is never overtaken).
-            self._revoked.add(key_id)
-            self._settle(key_id)
+            self._seen_revoked(key_id)
         held = self._current(held)  # the awaits above may have let a revocation in
         if held is None:
             return None
