@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench secrets up down clean
+.PHONY: help install packages run test lint bench secrets up down clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,10 +19,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Make .venv and install the project with its test and dev tools
 
+packages: ## Install the Debian packages the tests drive (nginx, Chromium) when missing (root)
+	@bash scripts/debian-packages.sh
+
 run: $(STAMP) ## Run the whole stack here: key_service, a 2-worker gateway, the demo backend
 	$(PY) scripts/run_local.py
 
-test: $(STAMP) ## Run the whole test suite against the real PostgreSQL, Redis, RabbitMQ, nginx, Chromium
+test: $(STAMP) packages ## Install what the suite needs, then run it against the real services
 	$(VENV)/bin/pytest
 
 lint: $(STAMP) ## ruff and mypy --strict
