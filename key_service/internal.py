@@ -16,6 +16,7 @@ import re
 
 from aiohttp import web
 
+from apikeys_shared.events import MAX_SEQUENCE, SEQUENCE_DIGITS
 from apikeys_shared.keys import is_valid_key_id
 
 from .appkeys import CONFIG, ENGINE, OUTBOX_WAKEUP
@@ -26,8 +27,8 @@ __all__ = ["FEED_DEFAULT_LIMIT", "FEED_MAX_LIMIT", "add_internal_routes"]
 
 FEED_DEFAULT_LIMIT = 500
 FEED_MAX_LIMIT = 1000
-_DIGITS = re.compile(r"[0-9]{1,19}")
-_MAX_SEQUENCE = 2**63 - 1
+# Up to 20 digits: an event's own zero-padded ``sequence`` may be passed back as ``after``.
+_DIGITS = re.compile(rf"[0-9]{{1,{SEQUENCE_DIGITS}}}")
 
 
 def _authorized(request: web.Request) -> bool:
@@ -65,7 +66,7 @@ async def events(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _unauthorized()
     try:
-        after = _integer(request, "after", 0, 0, _MAX_SEQUENCE)
+        after = _integer(request, "after", 0, 0, MAX_SEQUENCE)
     except ValueError as exc:
         return problem(400, str(exc), field="after")
     try:

@@ -24,10 +24,13 @@ __all__ = [
     "DATASCHEMA",
     "EVENT_TYPES",
     "EXCHANGE",
+    "MAX_SEQUENCE",
     "ROUTING_KEYS",
+    "SEQUENCE_DIGITS",
     "Event",
     "KeyRecord",
     "SignedEvent",
+    "format_sequence",
     "format_time",
     "parse_time",
 ]
@@ -47,7 +50,19 @@ _RECORD_FIELDS = (
     "key_id", "name", "status", "issued_at", "revoked_at", "secret_hash", "hash_version",
 )
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_SEQ = re.compile(r"[1-9][0-9]{0,18}")
+# ``sequence`` on the wire: zero-padded to SEQUENCE_DIGITS, so that string order is numeric order
+# (the CloudEvents sequence extension requires a lexicographically orderable string). Events
+# signed before the padding carry the plain decimal form, which parsers still accept.
+SEQUENCE_DIGITS = 20
+MAX_SEQUENCE = 2**63 - 1  # the outbox's BIGINT
+_SEQ = re.compile(rf"[0-9]{{{SEQUENCE_DIGITS}}}|[1-9][0-9]{{0,18}}")
+
+
+def format_sequence(sequence: int) -> str:
+    """``sequence`` as the event attribute: zero-padded decimal, so that string order is numeric."""
+    if not 1 <= sequence <= MAX_SEQUENCE:
+        raise ValueError(f"sequence {sequence} is outside 1..{MAX_SEQUENCE}")
+    return f"{sequence:0{SEQUENCE_DIGITS}d}"
 
 
 def format_time(moment: datetime) -> str:
@@ -177,7 +192,7 @@ class Event:
             "source": self.source,
             "type": self.type,
             "time": format_time(self.time),
-            "sequence": str(self.sequence),
+            "sequence": format_sequence(self.sequence),
             "datacontenttype": "application/json",
             "dataschema": DATASCHEMA,
             "subject": self.record.key_id,
@@ -212,8 +227,13 @@ class Event:
         for name in ("id", "source"):
             if not isinstance(obj[name], str) or not obj[name]:
                 raise EnvelopeError(f"{name} must be a non-empty string")
-        if not isinstance(obj["sequence"], str) or not _SEQ.fullmatch(obj["sequence"]):
-            raise EnvelopeError("sequence must be a positive decimal string")
+        sequence = obj["sequence"]
+        if (not isinstance(sequence, str) or not _SEQ.fullmatch(sequence)
+                or not 1 <= int(sequence) <= MAX_SEQUENCE):
+            raise EnvelopeError(
+                f"sequence must be a decimal string of {SEQUENCE_DIGITS} digits "
+                f"from 1 to {MAX_SEQUENCE}"
+            )
         record = KeyRecord.from_json(obj["data"])
         expected = "apikey.revoked" if record.status == "revoked" else "apikey.issued"
         if obj["type"] != expected:
@@ -225,7 +245,7 @@ class Event:
             source=obj["source"],
             type=obj["type"],
             time=parse_time(obj["time"]),
-            sequence=int(obj["sequence"]),
+            sequence=int(sequence),
             record=record,
         )
 

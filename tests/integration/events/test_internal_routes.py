@@ -89,6 +89,9 @@ async def test_feed_pages_signed_events_in_sequence_order(
     page = await _feed(http, app_config, "?after=3&limit=2")
     assert [SignedEvent.from_json(e).verify(verifier).sequence for e in page["events"]] == [4, 5]
     assert page["last_sequence"] == 7
+    # An event's own zero-padded sequence, passed back as is, means the same.
+    padded = await _feed(http, app_config, "?after=00000000000000000003&limit=2")
+    assert padded["events"] == page["events"]
     assert await _feed(http, app_config, "?after=7") == {"events": [], "last_sequence": 7}
     assert (await _feed(http, app_config, "?after=999"))["events"] == []
     assert len((await _feed(http, app_config, "?limit=1000"))["events"]) == 7

@@ -11,7 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apikeys_shared.errors import EnvelopeError, SignatureError
-from apikeys_shared.events import CONTENT_TYPE, DATASCHEMA, Event, KeyRecord, SignedEvent
+from apikeys_shared.events import (
+    CONTENT_TYPE,
+    DATASCHEMA,
+    MAX_SEQUENCE,
+    SEQUENCE_DIGITS,
+    Event,
+    KeyRecord,
+    SignedEvent,
+    format_sequence,
+)
 from apikeys_shared.keys import new_key_id
 from apikeys_shared.signing import Signer, Verifier, generate_signing_key
 
@@ -46,7 +55,7 @@ def test_round_trip_through_the_envelope() -> None:
     obj = json.loads(body)
     assert obj["specversion"] == "1.0"
     assert obj["type"] == "apikey.revoked"
-    assert obj["sequence"] == "42"
+    assert obj["sequence"] == "00000000000000000042"
     assert obj["dataschema"] == DATASCHEMA
     assert set(obj["data"]) == {
         "key_id", "name", "status", "issued_at", "revoked_at", "secret_hash", "hash_version",
@@ -154,6 +163,37 @@ def _body(**changes: object) -> bytes:
 def test_strict_parsing_refuses_malformed_envelopes(body: bytes) -> None:
     with pytest.raises(EnvelopeError):
         Event.from_bytes(body)
+
+
+@pytest.mark.parametrize("boundary", [9, 99, 999, 10**9 - 1, 10**17 - 1])
+def test_sequence_strings_sort_as_their_numbers_across_a_power_of_ten(boundary: int) -> None:
+    numbers = [1, boundary - 1, boundary, boundary + 1, boundary * 10, MAX_SEQUENCE]
+    texts = [json.loads(_signed(sequence=n).body)["sequence"] for n in numbers]
+    assert sorted(texts) == texts  # string order ...
+    assert [Event.from_bytes(_signed(sequence=n).body).sequence for n in numbers] == numbers
+    assert {len(t) for t in texts} == {SEQUENCE_DIGITS}
+
+
+def test_the_plain_decimal_sequence_of_older_events_still_parses() -> None:
+    assert Event.from_bytes(_body(sequence="42")).sequence == 42
+    assert Event.from_bytes(_body(sequence=str(MAX_SEQUENCE))).sequence == MAX_SEQUENCE
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    ["0" * SEQUENCE_DIGITS, str(MAX_SEQUENCE + 1).zfill(SEQUENCE_DIGITS), "9" * SEQUENCE_DIGITS,
+     "0" * (SEQUENCE_DIGITS + 1) + "1", "0042", "+0000000000000000042",
+     "0000000000000000004" + chr(0xFF12)],
+)
+def test_a_sequence_out_of_range_or_half_padded_is_refused(sequence: str) -> None:
+    with pytest.raises(EnvelopeError, match="sequence"):
+        Event.from_bytes(_body(sequence=sequence))
+
+
+def test_a_sequence_outside_the_outbox_range_cannot_be_formatted() -> None:
+    for bad in (0, -1, MAX_SEQUENCE + 1):
+        with pytest.raises(ValueError, match="sequence"):
+            format_sequence(bad)
 
 
 def _data(**changes: object) -> dict[str, object]:
