@@ -22,6 +22,7 @@ from .pages import add_page_routes
 from .relay import relay_ctx
 from .throttle import LoginThrottler
 from .users import PasswordChecker
+from .verify_keys import add_verify_keys_route
 
 __all__ = ["create_app"]
 
@@ -62,6 +63,7 @@ def create_app(config: KeyServiceConfig) -> web.Application:
     add_openapi_route(app)
     add_page_routes(app)
     add_internal_routes(app)
+    add_verify_keys_route(app)
     # After the database context: the relay needs the engine and is stopped before it closes.
     app.cleanup_ctx.append(relay_ctx)
     return app

@@ -11,6 +11,7 @@ from pathlib import Path
 from apikeys_shared.config import DEFAULT_RABBITMQ_URL, Env, Secrets, load_secrets
 from apikeys_shared.errors import ConfigError
 from apikeys_shared.events import EXCHANGE
+from apikeys_shared.signing import Verifier
 
 __all__ = ["KeyServiceConfig", "load_config", "load_database_url"]
 
@@ -41,6 +42,9 @@ class KeyServiceConfig:
     login_max_failures_per_address: int = 20
     login_max_failures_per_user: int = 100  # per username from every address together
     login_throttle_window_seconds: int = 900
+    # Verify keys published besides the signing key's own (APIKEYS_VERIFY_KEYS): during a
+    # rotation, the previous key, which signed the older events of the feed.
+    verify_keys: Verifier | None = None
 
 
 def _networks(env: Env, name: str) -> tuple[str, ...]:
@@ -117,4 +121,14 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
         login_throttle_window_seconds=env.integer(
             "KEY_SERVICE_LOGIN_THROTTLE_WINDOW", 900, minimum=1, maximum=86400
         ),
+        verify_keys=_verify_keys(env),
     )
+
+
+def _verify_keys(env: Env) -> Verifier | None:
+    """``APIKEYS_VERIFY_KEYS`` when set: optional here (the signing key's own is always known)."""
+    raw = env.optional("APIKEYS_VERIFY_KEYS")
+    if raw is None:
+        return None
+    keys = [k for k in raw.split(",") if k.strip()]
+    return Verifier.from_base64(keys, "APIKEYS_VERIFY_KEYS")

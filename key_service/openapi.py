@@ -172,6 +172,20 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/api/v1/verify-keys": {
+            "get": {
+                "operationId": "listVerifyKeys",
+                "summary": "The Ed25519 public keys that event signatures verify against",
+                "description": (
+                    "No authentication: public keys are not secrets. The signing key's own "
+                    "(`current`) and, during a rotation, the previous ones, whose signatures "
+                    "older events in the feed carry. A subscriber that meets an unknown "
+                    "`x-signing-key` fetches this list again."
+                ),
+                "security": [],
+                "responses": {"200": _json("VerifyKeys", "The trusted verify keys")},
+            },
+        },
         "/api/v1/audit": {
             "get": {
                 "operationId": "listAudit",
@@ -282,6 +296,34 @@ OPENAPI: dict[str, Any] = {
                     "items": {"type": "array",
                               "items": {"$ref": "#/components/schemas/AuditEntry"}},
                     "next_cursor": {"type": ["string", "null"]},
+                },
+            },
+            "VerifyKeys": {
+                "type": "object",
+                "required": ["keys"],
+                "additionalProperties": False,
+                "properties": {
+                    "keys": {"type": "array", "minItems": 1, "items": _ref("VerifyKey")},
+                },
+            },
+            "VerifyKey": {
+                "type": "object",
+                "required": ["fingerprint", "public_key", "algorithm", "current"],
+                "additionalProperties": False,
+                "properties": {
+                    "fingerprint": {
+                        "type": "string", "pattern": "^[0-9a-f]{16}$",
+                        "description": "The first 16 lowercase hex characters of the SHA-256 of "
+                                       "the raw 32-byte key: what `x-signing-key` names",
+                    },
+                    "public_key": {
+                        "type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$",
+                        "description": "The raw 32-byte Ed25519 public key, standard base64 "
+                                       "(RFC 4648 section 4) with padding",
+                    },
+                    "algorithm": {"type": "string", "const": "Ed25519"},
+                    "current": {"type": "boolean",
+                                "description": "Whether key_service signs new events with it"},
                 },
             },
             "Problem": {

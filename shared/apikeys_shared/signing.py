@@ -95,6 +95,14 @@ class Verifier:
         """Fingerprints of the trusted keys."""
         return frozenset(self._keys)
 
+    @property
+    def public_keys(self) -> dict[str, str]:
+        """Each trusted key as standard base64 (with padding), by fingerprint."""
+        return {
+            key_id: base64.b64encode(bytes(key)).decode("ascii")
+            for key_id, key in self._keys.items()
+        }
+
     def verify(self, body: bytes, signature: str | bytes | None, key_id: str | None) -> None:
         """Raise SignatureError unless ``signature`` is a valid signature of ``body``.
 
