@@ -190,3 +190,77 @@ async def test_nginx_fails_closed_when_nothing_can_verify(gw: Gateway, nginx: Ng
         async with http.get(f"{url}/x", headers=key.headers) as resp:
             assert resp.status == 503
     assert gw.backend_requests == 0
+
+
+async def _raw_get(
+    port: int, path: str, headers: dict[str, str],
+) -> tuple[bytes, list[bytes], bytes]:
+    """One request on a fresh connection: the status line, the header lines, the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: example\r\n{lines}Connection: close\r\n\r\n"
+                     .encode())
+        raw = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *header_lines = head.split(b"\r\n")
+    return status, header_lines, body
+
+
+# What tells one server's answer from another's by nature rather than by content.
+_TRANSPORT = (b"date", b"server", b"connection", b"keep-alive", b"content-length")
+
+
+def _headers(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    pairs = [tuple(line.split(b":", 1)) for line in lines]
+    return sorted((name.strip().lower(), value.strip()) for name, value in pairs
+                  if name.strip().lower() not in _TRANSPORT)
+
+
+async def test_a_401_through_nginx_is_the_gateways_byte_for_byte(gw: Gateway, nginx: Nginx) -> None:
+    await nginx.wait()
+    key = known(gw)
+    wrong = {**key.headers, "X-AuthenticationKeyValue": generate_secret()}
+    for headers in (wrong, {}, {"X-AuthenticationKeyId": key.key_id}):
+        rid = {"X-Request-Id": "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5"}
+        own = await _raw_get(gw.client.port, "/api/orders", {**headers, **rid})
+        # nginx names the request itself; the gateway logs the verdict under nginx's ID.
+        fronted = await _raw_get(nginx.port, "/orders", headers)
+        assert own[0] == fronted[0] == b"HTTP/1.1 401 Unauthorized"
+        assert fronted[2] == own[2] == UNAUTHORIZED_BODY
+        ours, theirs = _headers(own[1]), _headers(fronted[1])
+        assert [n for n, _ in theirs] == [n for n, _ in ours], (ours, theirs)
+        assert [h for h in theirs if h[0] != b"x-request-id"] == [
+            h for h in ours if h[0] != b"x-request-id"]
+        assert dict(theirs)[b"www-authenticate"] == WWW_AUTHENTICATE.encode()  # once, not twice
+        # Both failures counted against 127.0.0.1: start afresh, below the fixture's threshold.
+        await gw.redis.delete(f"{gw.prefix}fail:127.0.0.1", f"{gw.prefix}fail:unix:")
+    assert gw.backend_requests == 0
+
+
+async def test_nginx_passes_on_no_client_written_address_or_path(gw: Gateway, nginx: Nginx) -> None:
+    await nginx.wait()
+    key = known(gw, "addresses")
+    spoofed = {
+        "X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9",
+        "Forwarded": "for=203.0.113.9", "X-Original-URL": "/admin", "X-Rewrite-URL": "/admin",
+        "True-Client-IP": "203.0.113.9", "X-Forwarded-Prefix": "/evil",
+        "X-Authenticated-Key-Name": "spoof",
+    }
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.get(f"http://127.0.0.1:{nginx.port}/orders", headers={**key.headers, **spoofed})
+        as resp,
+    ):
+        assert resp.status == 200, nginx.error_log()
+        echo = await resp.json()
+    seen: dict[str, list[str]] = {}
+    for name, value in echo["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    assert seen["x-forwarded-for"] == ["127.0.0.1"]  # the address nginx saw, nothing appended
+    assert seen["x-authenticated-key-name"] == ["addresses"]
+    for name in ("x-real-ip", "forwarded", "x-original-url", "x-rewrite-url", "true-client-ip",
+                 "x-forwarded-prefix"):
+        assert name not in seen, name
