@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install packages run test lint bench secrets up down clean
+.PHONY: help install packages run test lint docs bench secrets up down clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,9 @@ test: $(STAMP) packages ## Install what the suite needs, then run it against the
 lint: $(STAMP) ## ruff and mypy --strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+docs: $(STAMP) ## Regenerate docs/configuration.md from the settings declared in code
+	$(PY) scripts/configuration_docs.py
 
 bench: $(STAMP) ## Benchmarks (gateway vs nginx, revocation propagation, key_service); prints tables
 	bash scripts/debian-packages.sh --bench

@@ -52,17 +52,10 @@ import aio_pika.exceptions
 import aiohttp
 import aiormq.exceptions
 
-from apikeys_shared import (
-    EXCHANGE,
-    Env,
-    EnvelopeError,
-    Event,
-    SignatureError,
-    SignedEvent,
-    Verifier,
-)
-from apikeys_shared.config import DEFAULT_RABBITMQ_URL
+from apikeys_shared import Env, EnvelopeError, Event, SignatureError, SignedEvent, Verifier
+from apikeys_shared import config as shared
 from apikeys_shared.errors import ConfigError
+from apikeys_shared.settings import REQUIRED, Catalogue, Setting
 
 log = logging.getLogger("subscriber")
 
@@ -75,6 +68,22 @@ AMQP_ERRORS = (aio_pika.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidSt
                ConnectionError, TimeoutError)
 
 
+QUEUE: Setting[str] = Setting(
+    "APIKEYS_SUBSCRIBER_QUEUE", "example-subscriber", "this subscriber's durable quorum queue")
+PREFETCH: Setting[int] = Setting(
+    "APIKEYS_SUBSCRIBER_PREFETCH", 50, "unacknowledged messages in flight", 1, 10_000)
+KEY_SERVICE_URL: Setting[str] = Setting(
+    "KEY_SERVICE_URL", REQUIRED, "key_service, whose feed it catches up and fills gaps from")
+AFTER: Setting[int] = Setting(
+    "APIKEYS_SUBSCRIBER_AFTER", 0,
+    "the sequence already applied (a real subscriber stores it)", 0)
+
+SETTINGS = Catalogue.of("example subscriber", (
+    "`examples/subscriber.py` ([events.md](events.md#the-example-subscriber))."
+), (shared.RABBITMQ_URL, shared.EXCHANGE, shared.VERIFY_KEYS, QUEUE, PREFETCH, KEY_SERVICE_URL,
+    shared.INTERNAL_TOKEN, AFTER))
+
+
 @dataclass(frozen=True)
 class SubscriberConfig:
     """What the subscriber reads from the environment."""
@@ -85,23 +94,22 @@ class SubscriberConfig:
     verifier: Verifier = field(repr=False)
     key_service_url: str
     internal_token: str = field(repr=False)
-    prefetch: int = 50
-    after: int = 0
+    prefetch: int = PREFETCH.default
+    after: int = AFTER.default
 
 
 def load_config(environ: Mapping[str, str]) -> SubscriberConfig:
     """Read the subscriber's variables; ConfigError names a missing or bad one."""
     env = Env(environ)
-    keys = [k for k in env.text("APIKEYS_VERIFY_KEYS").split(",") if k.strip()]
     return SubscriberConfig(
-        rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
-        exchange=env.text("APIKEYS_EXCHANGE", EXCHANGE),
-        queue=env.text("APIKEYS_SUBSCRIBER_QUEUE", "example-subscriber"),
-        verifier=Verifier.from_base64(keys, "APIKEYS_VERIFY_KEYS"),
-        prefetch=env.integer("APIKEYS_SUBSCRIBER_PREFETCH", 50, minimum=1, maximum=10_000),
-        key_service_url=env.url("KEY_SERVICE_URL", None, ("http", "https")).rstrip("/"),
-        internal_token=env.text("APIKEYS_INTERNAL_TOKEN"),
-        after=env.integer("APIKEYS_SUBSCRIBER_AFTER", 0, minimum=0),
+        rabbitmq_url=shared.RABBITMQ_URL.url(env, ("amqp", "amqps")),
+        exchange=shared.EXCHANGE.text(env),
+        queue=QUEUE.text(env),
+        verifier=shared.verifiers(shared.VERIFY_KEYS.text(env)),
+        prefetch=PREFETCH.integer(env),
+        key_service_url=KEY_SERVICE_URL.url(env, ("http", "https")).rstrip("/"),
+        internal_token=shared.INTERNAL_TOKEN.text(env),
+        after=AFTER.integer(env),
     )
 
 

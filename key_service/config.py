@@ -1,4 +1,9 @@
-"""Every setting key_service reads, mapped from the environment in one place."""
+"""Every variable key_service reads, declared once (``SETTINGS``) and read in one function.
+
+Each ``Setting`` holds its variable's default, bounds and meaning; the config dataclass takes its
+defaults from them and docs/configuration.md is generated from ``SETTINGS``
+(``scripts/configuration_docs.py``), so neither can drift from the code.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,82 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apikeys_shared.config import DEFAULT_RABBITMQ_URL, Env, Secrets, load_secrets
+from apikeys_shared import config as shared
+from apikeys_shared.config import Env, Secrets, load_secrets, verifiers
 from apikeys_shared.errors import ConfigError
-from apikeys_shared.events import EXCHANGE
+from apikeys_shared.settings import Catalogue, Setting
 from apikeys_shared.signing import Verifier
 
-__all__ = ["KeyServiceConfig", "load_config", "load_database_url"]
+__all__ = ["SETTINGS", "KeyServiceConfig", "load_config", "load_database_url"]
+
+HOST: Setting[str] = Setting(
+    "KEY_SERVICE_HOST", "127.0.0.1", "listen address (`serve --host` overrides it)")
+PORT: Setting[int] = Setting(
+    "KEY_SERVICE_PORT", 8081, "listen port (`serve --port` overrides it)", 1, 65535)
+DATA_DIR: Setting[str] = Setting(
+    "KEY_SERVICE_DATA_DIR", "data", "where the default SQLite database file lives")
+DATABASE_URL: Setting[str | None] = Setting(
+    "KEY_SERVICE_DATABASE_URL", None, "the key database: `sqlite+aiosqlite:///path` or "
+    "`postgresql+asyncpg://user:password@host:5432/db`",
+    shown="`sqlite+aiosqlite:///<KEY_SERVICE_DATA_DIR>/keys.db`",
+)
+EVENT_SOURCE: Setting[str] = Setting(
+    "KEY_SERVICE_EVENT_SOURCE", "urn:apikeys:key_service", "the events' CloudEvents `source`")
+SESSION_TTL: Setting[int] = Setting(
+    "KEY_SERVICE_SESSION_TTL", 8 * 3600, "browser session lifetime, seconds", 60, 30 * 86400)
+COOKIE_SECURE: Setting[str] = Setting(
+    "KEY_SERVICE_COOKIE_SECURE", "auto",
+    "mark the session cookie `Secure`: `auto` when the login came over HTTPS (key_service's own "
+    "TLS, or `X-Forwarded-Proto: https` from a peer in `KEY_SERVICE_TRUSTED_PROXIES`), or "
+    "always `true` / never `false`",
+)
+LOGIN_CONCURRENCY: Setting[int] = Setting(
+    "KEY_SERVICE_LOGIN_CONCURRENCY", 2, "argon2id password checks at once (64 MiB each)", 1, 64)
+LOGIN_MAX_FAILURES: Setting[int] = Setting(
+    "KEY_SERVICE_LOGIN_MAX_FAILURES", 5,
+    "failed logins for one username from one client address in one window before 429 (for "
+    "that address only: a stranger's guesses do not lock the account for its owner)", 1, 1000,
+)
+LOGIN_MAX_FAILURES_PER_ADDRESS: Setting[int] = Setting(
+    "KEY_SERVICE_LOGIN_MAX_FAILURES_PER_ADDRESS", 20,
+    "failed logins per client address in one window before 429 (an IPv6 address counts as its "
+    "/64)", 1, 100_000,
+)
+LOGIN_MAX_FAILURES_PER_USER: Setting[int] = Setting(
+    "KEY_SERVICE_LOGIN_MAX_FAILURES_PER_USER", 100,
+    "failed logins for one username from every address together in one window before 429 "
+    "everywhere but the addresses it logged in from within 30 days (a distributed guess; NIST "
+    "SP 800-63B's ceiling)", 1, 100_000,
+)
+LOGIN_THROTTLE_WINDOW: Setting[int] = Setting(
+    "KEY_SERVICE_LOGIN_THROTTLE_WINDOW", 900, "the login throttle's window, seconds", 1, 86400)
+TRUSTED_PROXIES: Setting[str | None] = Setting(
+    "KEY_SERVICE_TRUSTED_PROXIES", None,
+    "IPs or CIDR networks, comma separated, whose `X-Forwarded-For` / `-Proto` are believed",
+)
+METRICS_ALLOW: Setting[str | None] = Setting(
+    "KEY_SERVICE_METRICS_ALLOW", None,
+    "IPs or CIDR networks of the peers `/metrics` is served to; others get 403 (the connecting "
+    "address decides, never `X-Forwarded-For`). Unset: every peer",
+)
+LOG_LEVEL: Setting[str] = Setting(
+    "KEY_SERVICE_LOG_LEVEL", "INFO", "`DEBUG`, `INFO`, `WARNING` or `ERROR`; JSON lines on stderr")
+PUBLISHED_VERIFY_KEYS: Setting[str | None] = Setting(
+    shared.VERIFY_KEYS.name, None,
+    "verify keys published at `/api/v1/verify-keys` besides the signing key's own: during a "
+    "rotation of the signing key, the previous one, whose signatures older events carry",
+)
+
+SETTINGS = Catalogue.of("key_service", (
+    "`python -m key_service serve` (also `migrate`, `create-admin`, `create-user`, "
+    "`generate-secrets`; `--help` on each). `serve` migrates the database first."
+), (
+    shared.PEPPERS, shared.SIGNING_KEY, shared.INTERNAL_TOKEN, PUBLISHED_VERIFY_KEYS,
+    HOST, PORT, DATA_DIR, DATABASE_URL, shared.RABBITMQ_URL, shared.EXCHANGE, EVENT_SOURCE,
+    SESSION_TTL, COOKIE_SECURE, LOGIN_CONCURRENCY, LOGIN_MAX_FAILURES,
+    LOGIN_MAX_FAILURES_PER_ADDRESS, LOGIN_MAX_FAILURES_PER_USER, LOGIN_THROTTLE_WINDOW,
+    TRUSTED_PROXIES, METRICS_ALLOW, LOG_LEVEL,
+))
 
 
 @dataclass(frozen=True)
@@ -23,61 +98,70 @@ class KeyServiceConfig:
     secrets: Secrets = field(repr=False)
     database_url: str
     data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 8081
-    rabbitmq_url: str = DEFAULT_RABBITMQ_URL
-    exchange: str = EXCHANGE
-    event_source: str = "urn:apikeys:key_service"
-    session_ttl_seconds: int = 8 * 3600
+    host: str = HOST.default
+    port: int = PORT.default
+    rabbitmq_url: str = shared.RABBITMQ_URL.default
+    exchange: str = shared.EXCHANGE.default
+    event_source: str = EVENT_SOURCE.default
+    session_ttl_seconds: int = SESSION_TTL.default
     # True / False: always / never mark the session cookie Secure; None ("auto"): when the
     # login request came over HTTPS, directly or as a trusted proxy's X-Forwarded-Proto says.
     cookie_secure: bool | None = None
-    login_concurrency: int = 2
+    login_concurrency: int = LOGIN_CONCURRENCY.default
     trusted_proxies: tuple[str, ...] = ()
     # Who may read /metrics (IPs or networks of the connecting peer); None: everybody.
     metrics_allow: tuple[str, ...] | None = None
-    log_level: str = "INFO"
+    log_level: str = LOG_LEVEL.default
     # Failed logins allowed per username / per client address in one window before 429.
-    login_max_failures: int = 5  # per username from one address
-    login_max_failures_per_address: int = 20
-    login_max_failures_per_user: int = 100  # per username from every address together
-    login_throttle_window_seconds: int = 900
+    login_max_failures: int = LOGIN_MAX_FAILURES.default  # per username from one address
+    login_max_failures_per_address: int = LOGIN_MAX_FAILURES_PER_ADDRESS.default
+    login_max_failures_per_user: int = LOGIN_MAX_FAILURES_PER_USER.default
+    login_throttle_window_seconds: int = LOGIN_THROTTLE_WINDOW.default
     # Verify keys published besides the signing key's own (APIKEYS_VERIFY_KEYS): during a
     # rotation, the previous key, which signed the older events of the feed.
     verify_keys: Verifier | None = None
 
 
-def _networks(env: Env, name: str) -> tuple[str, ...]:
-    """Comma-separated addresses or CIDR networks; ConfigError names a malformed one."""
-    raw = env.optional(name) or ""
+def _networks(env: Env, setting: Setting[str | None]) -> tuple[str, ...] | None:
+    """Comma-separated addresses or CIDR networks (None when unset); ConfigError names a bad one."""
+    raw = setting.optional(env)
+    if raw is None:
+        return None
     items = tuple(item.strip() for item in raw.split(",") if item.strip())
     for item in items:
         try:
             ipaddress.ip_network(item, strict=False)
         except ValueError as exc:
-            raise ConfigError(f"{name}: {item!r} is not an IP address or network") from exc
+            raise ConfigError(
+                f"{setting.name}: {item!r} is not an IP address or network") from exc
     return items
 
 
 def _cookie_secure(env: Env) -> bool | None:
-    """``auto`` (the default: None) or a flag."""
-    name = "KEY_SERVICE_COOKIE_SECURE"
-    raw = (env.optional(name) or "").strip().lower()
-    if raw in ("", "auto"):
+    """``auto`` (None) or a flag."""
+    raw = COOKIE_SECURE.text(env).lower()
+    if raw == "auto":
         return None
     try:
-        return env.flag(name, False)
+        return env.flag(COOKIE_SECURE.name, False)
     except ConfigError as exc:
-        raise ConfigError(f"{name} must be auto, true or false, got {raw!r}") from exc
+        raise ConfigError(
+            f"{COOKIE_SECURE.name} must be auto, true or false, got {raw!r}") from exc
 
 
 def _database(env: Env) -> tuple[str, Path]:
-    data_dir = Path(env.text("KEY_SERVICE_DATA_DIR", "data"))
-    default_db = f"sqlite+aiosqlite:///{data_dir / 'keys.db'}"
+    data_dir = Path(DATA_DIR.text(env))
     url = env.url(
-        "KEY_SERVICE_DATABASE_URL", default_db, ("sqlite+aiosqlite", "postgresql+asyncpg")
+        DATABASE_URL.name, f"sqlite+aiosqlite:///{data_dir / 'keys.db'}",
+        ("sqlite+aiosqlite", "postgresql+asyncpg"),
     )
     return url, data_dir
+
+
+def _published_verify_keys(env: Env) -> Verifier | None:
+    """``APIKEYS_VERIFY_KEYS`` when set: optional here (the signing key's own is always known)."""
+    raw = PUBLISHED_VERIFY_KEYS.optional(env)
+    return None if raw is None else verifiers(raw)
 
 
 def load_database_url(environ: Mapping[str, str] | None = None) -> str:
@@ -86,49 +170,27 @@ def load_database_url(environ: Mapping[str, str] | None = None) -> str:
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
-    """Read every ``KEY_SERVICE_*`` and shared variable; ConfigError names a bad one."""
+    """Read every variable of ``SETTINGS``; ConfigError names a bad one."""
     env = Env(os.environ if environ is None else environ)
     database_url, data_dir = _database(env)
     return KeyServiceConfig(
         secrets=load_secrets(env, signer=True, verifier=False),
         database_url=database_url,
         data_dir=data_dir,
-        host=env.text("KEY_SERVICE_HOST", "127.0.0.1"),
-        port=env.integer("KEY_SERVICE_PORT", 8081, minimum=1, maximum=65535),
-        rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
-        exchange=env.text("APIKEYS_EXCHANGE", EXCHANGE),
-        event_source=env.text("KEY_SERVICE_EVENT_SOURCE", "urn:apikeys:key_service"),
-        session_ttl_seconds=env.integer(
-            "KEY_SERVICE_SESSION_TTL", 8 * 3600, minimum=60, maximum=30 * 86400
-        ),
+        host=HOST.text(env),
+        port=PORT.integer(env),
+        rabbitmq_url=shared.RABBITMQ_URL.url(env, ("amqp", "amqps")),
+        exchange=shared.EXCHANGE.text(env),
+        event_source=EVENT_SOURCE.text(env),
+        session_ttl_seconds=SESSION_TTL.integer(env),
         cookie_secure=_cookie_secure(env),
-        login_concurrency=env.integer("KEY_SERVICE_LOGIN_CONCURRENCY", 2, minimum=1, maximum=64),
-        trusted_proxies=_networks(env, "KEY_SERVICE_TRUSTED_PROXIES"),
-        metrics_allow=(
-            None if env.optional("KEY_SERVICE_METRICS_ALLOW") is None
-            else _networks(env, "KEY_SERVICE_METRICS_ALLOW")
-        ),
-        log_level=env.log_level("KEY_SERVICE_LOG_LEVEL"),
-        login_max_failures=env.integer(
-            "KEY_SERVICE_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000
-        ),
-        login_max_failures_per_address=env.integer(
-            "KEY_SERVICE_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1, maximum=100000
-        ),
-        login_max_failures_per_user=env.integer(
-            "KEY_SERVICE_LOGIN_MAX_FAILURES_PER_USER", 100, minimum=1, maximum=100000
-        ),
-        login_throttle_window_seconds=env.integer(
-            "KEY_SERVICE_LOGIN_THROTTLE_WINDOW", 900, minimum=1, maximum=86400
-        ),
-        verify_keys=_verify_keys(env),
+        login_concurrency=LOGIN_CONCURRENCY.integer(env),
+        trusted_proxies=_networks(env, TRUSTED_PROXIES) or (),
+        metrics_allow=_networks(env, METRICS_ALLOW),
+        log_level=LOG_LEVEL.log_level(env),
+        login_max_failures=LOGIN_MAX_FAILURES.integer(env),
+        login_max_failures_per_address=LOGIN_MAX_FAILURES_PER_ADDRESS.integer(env),
+        login_max_failures_per_user=LOGIN_MAX_FAILURES_PER_USER.integer(env),
+        login_throttle_window_seconds=LOGIN_THROTTLE_WINDOW.integer(env),
+        verify_keys=_published_verify_keys(env),
     )
-
-
-def _verify_keys(env: Env) -> Verifier | None:
-    """``APIKEYS_VERIFY_KEYS`` when set: optional here (the signing key's own is always known)."""
-    raw = env.optional("APIKEYS_VERIFY_KEYS")
-    if raw is None:
-        return None
-    keys = [k for k in raw.split(",") if k.strip()]
-    return Verifier.from_base64(keys, "APIKEYS_VERIFY_KEYS")

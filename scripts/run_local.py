@@ -14,7 +14,8 @@ deployment secrets (``secrets.env``, mode 600, generated on the first run and re
 gateway's route table and one log file per service. The administrator is ADMIN_USERNAME (default
 ``admin``) with ADMIN_PASSWORD, or a generated password printed once.
 
-Only the standard library is used here: this script runs before anything is known to work.
+It imports only the project's settings (``config`` modules), no service code: it runs before
+anything is known to work, and says what is missing rather than failing inside a service.
 """
 
 from __future__ import annotations
@@ -38,6 +39,35 @@ from typing import IO
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "shared")]  # run as a script from a checkout
+
+from apikeys_shared import config as shared  # noqa: E402
+from apikeys_shared.errors import ConfigError  # noqa: E402
+from apikeys_shared.settings import Catalogue, Env, Setting  # noqa: E402
+from auth_gateway import config as gateway_config  # noqa: E402
+from key_service import config as key_service_config  # noqa: E402
+
+DEMO_BACKEND_HOST: Setting[str] = Setting(
+    "DEMO_BACKEND_HOST", "127.0.0.1", "the demo backend's address (`python -m demo_backend "
+    "--host`)")
+DEMO_BACKEND_PORT: Setting[int] = Setting(
+    "DEMO_BACKEND_PORT", 8090, "the demo backend's port (`--port`)", 1, 65535)
+WORKERS: Setting[int] = Setting(
+    gateway_config.WORKERS.name, 2, "the gateway's worker processes under `make run`", 1, 256)
+SHUTDOWN_TIMEOUT: Setting[float] = Setting(
+    gateway_config.SHUTDOWN_TIMEOUT.name, 5.0,
+    "the gateway's drain time under `make run` (Ctrl-C)", 0, 3600)
+ADMIN_USERNAME: Setting[str] = Setting(
+    "ADMIN_USERNAME", "admin", "the administrator `make run` creates (once)")
+ADMIN_PASSWORD: Setting[str | None] = Setting(
+    "ADMIN_PASSWORD", None, "that administrator's password",
+    shown="generated, printed once")
+
+SETTINGS = Catalogue.of("make run", (
+    "`scripts/run_local.py` reads these besides the services' own variables, and passes the "
+    "services' addresses on to them."
+), (DEMO_BACKEND_HOST, DEMO_BACKEND_PORT, WORKERS, SHUTDOWN_TIMEOUT, ADMIN_USERNAME,
+    ADMIN_PASSWORD))
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 REDIS_START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
@@ -64,41 +94,35 @@ class Settings:
     gateway_host: str
     gateway_port: int
     gateway_workers: int
+    gateway_shutdown_timeout: float
     redis_url: str
     rabbitmq_url: str
     admin_username: str
     admin_password: str | None
 
 
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise Failure(f"{name} must be a port number (1-65535), got {raw!r}")
-    return int(raw)
-
-
-def load_settings(env: Mapping[str, str]) -> Settings:
+def load_settings(environ: Mapping[str, str]) -> Settings:
     """Read every variable this script uses; Failure names a bad one."""
-    workers = env.get("GATEWAY_WORKERS", "").strip() or "2"
-    if not workers.isdigit() or int(workers) < 1:
-        raise Failure(f"GATEWAY_WORKERS must be a positive integer, got {workers!r}")
-    data_dir = Path(env.get("KEY_SERVICE_DATA_DIR", "").strip() or ROOT / "data")
-    return Settings(
-        data_dir=data_dir if data_dir.is_absolute() else ROOT / data_dir,
-        demo_host=env.get("DEMO_BACKEND_HOST", "").strip() or "127.0.0.1",
-        demo_port=_port(env, "DEMO_BACKEND_PORT", 8090),
-        key_service_host=env.get("KEY_SERVICE_HOST", "").strip() or "127.0.0.1",
-        key_service_port=_port(env, "KEY_SERVICE_PORT", 8081),
-        gateway_host=env.get("GATEWAY_HOST", "").strip() or "127.0.0.1",
-        gateway_port=_port(env, "GATEWAY_PORT", 8080),
-        gateway_workers=int(workers),
-        redis_url=env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0",
-        rabbitmq_url=env.get("RABBITMQ_URL", "").strip() or "amqp://guest:guest@127.0.0.1:5672/",
-        admin_username=env.get("ADMIN_USERNAME", "").strip() or "admin",
-        admin_password=env.get("ADMIN_PASSWORD") or None,
-    )
+    env = Env(environ)
+    try:
+        data_dir = Path(key_service_config.DATA_DIR.text(env))
+        return Settings(
+            data_dir=data_dir if data_dir.is_absolute() else ROOT / data_dir,
+            demo_host=DEMO_BACKEND_HOST.text(env),
+            demo_port=DEMO_BACKEND_PORT.integer(env),
+            key_service_host=key_service_config.HOST.text(env),
+            key_service_port=key_service_config.PORT.integer(env),
+            gateway_host=gateway_config.HOST.text(env),
+            gateway_port=gateway_config.PORT.integer(env),
+            gateway_workers=WORKERS.integer(env),
+            gateway_shutdown_timeout=SHUTDOWN_TIMEOUT.number(env),
+            redis_url=shared.REDIS_URL.text(env),
+            rabbitmq_url=shared.RABBITMQ_URL.text(env),
+            admin_username=ADMIN_USERNAME.text(env),
+            admin_password=environ.get(ADMIN_PASSWORD.name) or None,
+        )
+    except ConfigError as exc:
+        raise Failure(str(exc)) from None
 
 
 # -- Redis and RabbitMQ ------------------------------------------------------------------------
@@ -421,12 +445,12 @@ def run(env: dict[str, str]) -> int:
         "GATEWAY_PORT": str(settings.gateway_port),
         "GATEWAY_WORKERS": str(settings.gateway_workers),
         "GATEWAY_ROUTES": str(routes),
-        "GATEWAY_SHUTDOWN_TIMEOUT": env.get("GATEWAY_SHUTDOWN_TIMEOUT") or "5",
+        SHUTDOWN_TIMEOUT.name: str(settings.gateway_shutdown_timeout),
         "KEY_SERVICE_URL": env.get("KEY_SERVICE_URL") or key_service_url,
         "REDIS_URL": settings.redis_url,
         "RABBITMQ_URL": settings.rabbitmq_url,
     })
-    for name in ("ADMIN_USERNAME", "ADMIN_PASSWORD"):
+    for name in (ADMIN_USERNAME.name, ADMIN_PASSWORD.name):
         child_env.pop(name, None)
 
     migrated = subprocess.run(

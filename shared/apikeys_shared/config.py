@@ -1,20 +1,10 @@
-"""Reading configuration from the environment: typed helpers and the deployment secrets.
+"""The deployment secrets and the variables both services read, declared once.
 
-Each service maps every variable it reads in one function of its own ``config`` module, built on
-these helpers; a missing or malformed variable raises ConfigError naming it.
-
-Deployment secrets (printed fresh by ``python -m key_service generate-secrets``):
-
-==========================  ========================================================  ===========
-variable                    value                                                     read by
-==========================  ========================================================  ===========
-``APIKEYS_PEPPERS``         ``version:base64`` pairs, comma separated; the first      both
-                            hashes new keys, the others still verify older ones
-``APIKEYS_SIGNING_KEY``     base64 Ed25519 seed that signs events and records         key_service
-``APIKEYS_VERIFY_KEYS``     base64 Ed25519 public keys trusted, comma separated       gateway,
-                                                                                      subscribers
-``APIKEYS_INTERNAL_TOKEN``  bearer token for key_service's ``/internal/v1`` routes    both
-==========================  ========================================================  ===========
+Each service declares the variables it reads in its own ``config`` module as ``Setting`` objects
+(``apikeys_shared.settings``) and reads them in one function; a missing or malformed variable
+raises ConfigError naming it. The four deployment secrets (printed fresh by
+``python -m key_service generate-secrets``) and the broker, exchange and Redis variables are
+declared here, because more than one program reads them.
 """
 
 from __future__ import annotations
@@ -22,114 +12,69 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets as _secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .events import EXCHANGE as DEFAULT_EXCHANGE
 from .hashing import PepperSet
 from .keys import ALPHABET
+from .settings import REQUIRED, Env, Setting
 from .signing import Signer, Verifier, generate_signing_key
 
 __all__ = [
     "DEFAULT_RABBITMQ_URL",
     "DEFAULT_REDIS_URL",
+    "EXCHANGE",
+    "INTERNAL_TOKEN",
+    "PEPPERS",
+    "RABBITMQ_URL",
+    "REDIS_URL",
+    "SIGNING_KEY",
+    "VERIFY_KEYS",
     "Env",
     "Secrets",
     "generate_secrets",
     "generate_secrets_env",
     "load_secrets",
+    "verifiers",
 ]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MIN_TOKEN_LENGTH = 32
 
-
-@dataclass(frozen=True)
-class Env:
-    """Typed, named access to a mapping of environment variables."""
-
-    values: Mapping[str, str]
-
-    def text(self, name: str, default: str | None = None) -> str:
-        """A string; required when ``default`` is None. Blank counts as unset."""
-        value = self.values.get(name, "").strip()
-        if value:
-            return value
-        if default is None:
-            raise ConfigError(f"{name} is required but not set")
-        return default
-
-    def optional(self, name: str) -> str | None:
-        """A string, or None when unset or blank."""
-        value = self.values.get(name, "").strip()
-        return value or None
-
-    def integer(self, name: str, default: int, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:
-        """An integer within ``[minimum, maximum]``."""
-        raw = self.values.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise ConfigError(f"{name} must be at most {maximum}, got {value}")
-        return value
-
-    def number(self, name: str, default: float, *, minimum: float | None = None,
-              maximum: float | None = None) -> float:
-        """A number within ``[minimum, maximum]``."""
-        raw = self.values.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
-        if value != value or (minimum is not None and value < minimum):
-            raise ConfigError(f"{name} must be at least {minimum}, got {raw}")
-        if maximum is not None and value > maximum:
-            raise ConfigError(f"{name} must be at most {maximum}, got {raw}")
-        return value
-
-    def log_level(self, name: str, default: str = "INFO") -> str:
-        """One of ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` (any case)."""
-        level = self.text(name, default).upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-        return level
-
-    def flag(self, name: str, default: bool) -> bool:
-        """``1/true/yes/on`` or ``0/false/no/off``."""
-        raw = self.values.get(name, "").strip().lower()
-        if not raw:
-            return default
-        if raw in ("1", "true", "yes", "on"):
-            return True
-        if raw in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-    def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str:
-        """A URL whose scheme is one of ``schemes`` and that names a host (or a socket path)."""
-        value = self.text(name, default)
-        try:
-            parts = urlsplit(value)
-        except ValueError:
-            # e.g. "Invalid IPv6 URL": the library's own error, naming the variable (and not
-            # quoting the value, which may hold a password).
-            raise ConfigError(f"{name} is not a valid URL") from None
-        if parts.scheme not in schemes:
-            raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL")
-        if not parts.netloc and parts.scheme not in ("unix", "sqlite+aiosqlite"):
-            raise ConfigError(f"{name} must name a host")
-        return value
+PEPPERS: Setting[str] = Setting(
+    "APIKEYS_PEPPERS", REQUIRED,
+    "`version:base64` pairs, comma separated: the peppers of the keyed secret hash. The first "
+    "hashes new keys, the others still verify older ones (rotation). The same in key_service "
+    "and every gateway",
+)
+SIGNING_KEY: Setting[str] = Setting(
+    "APIKEYS_SIGNING_KEY", REQUIRED,
+    "base64 Ed25519 seed (32 bytes) that signs every event and record",
+)
+VERIFY_KEYS: Setting[str] = Setting(
+    "APIKEYS_VERIFY_KEYS", REQUIRED,
+    "base64 Ed25519 public keys whose signatures are trusted, comma separated (several during "
+    "a rotation of the signing key)",
+)
+INTERNAL_TOKEN: Setting[str] = Setting(
+    "APIKEYS_INTERNAL_TOKEN", REQUIRED,
+    f"bearer token of key_service's `/internal/v1` routes (the gateways' feed and lookups), "
+    f"{MIN_TOKEN_LENGTH}+ characters",
+)
+REDIS_URL: Setting[str] = Setting(
+    "REDIS_URL", DEFAULT_REDIS_URL,
+    "Redis: `redis://`, `rediss://` (TLS), `unix://`, "
+    "`redis+sentinel://[:pw@]h:p,h:p/service/db`, `redis+cluster://[:pw@]h:p,h:p` "
+    "(docs/scaling.md)",
+)
+RABBITMQ_URL: Setting[str] = Setting(
+    "RABBITMQ_URL", DEFAULT_RABBITMQ_URL, "RabbitMQ: `amqp://` or `amqps://` (TLS)",
+)
+EXCHANGE: Setting[str] = Setting(
+    "APIKEYS_EXCHANGE", DEFAULT_EXCHANGE, "the topic exchange key events are published to",
+)
 
 
 @dataclass(frozen=True)
@@ -164,22 +109,27 @@ def _parse_peppers(raw: str) -> PepperSet:
 
 def load_secrets(env: Env, *, signer: bool, verifier: bool) -> Secrets:
     """Read the deployment secrets; ``signer`` / ``verifier`` say which keys this service needs."""
-    token = env.text("APIKEYS_INTERNAL_TOKEN")
+    token = INTERNAL_TOKEN.text(env)
     if len(token) < MIN_TOKEN_LENGTH:
-        raise ConfigError(f"APIKEYS_INTERNAL_TOKEN must be at least {MIN_TOKEN_LENGTH} characters")
+        raise ConfigError(f"{INTERNAL_TOKEN.name} must be at least {MIN_TOKEN_LENGTH} characters")
     loaded_signer = None
     if signer:
-        loaded_signer = Signer.from_base64(env.text("APIKEYS_SIGNING_KEY"), "APIKEYS_SIGNING_KEY")
+        loaded_signer = Signer.from_base64(SIGNING_KEY.text(env), SIGNING_KEY.name)
     loaded_verifier = None
     if verifier:
-        keys = [k for k in env.text("APIKEYS_VERIFY_KEYS").split(",") if k.strip()]
-        loaded_verifier = Verifier.from_base64(keys, "APIKEYS_VERIFY_KEYS")
+        loaded_verifier = verifiers(VERIFY_KEYS.text(env))
     return Secrets(
-        peppers=_parse_peppers(env.text("APIKEYS_PEPPERS")),
+        peppers=_parse_peppers(PEPPERS.text(env)),
         internal_token=token,
         signer=loaded_signer,
         verifier=loaded_verifier,
     )
+
+
+def verifiers(raw: str) -> Verifier:
+    """A comma-separated list of base64 verify keys; ConfigError names APIKEYS_VERIFY_KEYS."""
+    keys = [k for k in raw.split(",") if k.strip()]
+    return Verifier.from_base64(keys, VERIFY_KEYS.name)
 
 
 def generate_secrets() -> dict[str, str]:
@@ -187,10 +137,10 @@ def generate_secrets() -> dict[str, str]:
     signing, verify = generate_signing_key()
     pepper = base64.b64encode(_secrets.token_bytes(32)).decode("ascii")
     return {
-        "APIKEYS_PEPPERS": f"p1:{pepper}",
-        "APIKEYS_SIGNING_KEY": signing,
-        "APIKEYS_VERIFY_KEYS": verify,
-        "APIKEYS_INTERNAL_TOKEN": "".join(_secrets.choice(ALPHABET) for _ in range(48)),
+        PEPPERS.name: f"p1:{pepper}",
+        SIGNING_KEY.name: signing,
+        VERIFY_KEYS.name: verify,
+        INTERNAL_TOKEN.name: "".join(_secrets.choice(ALPHABET) for _ in range(48)),
     }
 
 

@@ -93,7 +93,7 @@ def test_a_taken_port_is_named_with_its_variable(tmp_path: Path, redis_url: str,
 def test_a_bad_port_variable_is_named(tmp_path: Path) -> None:
     result = _run(tmp_path, GATEWAY_PORT="eighty")
     assert result.returncode == 1
-    assert "GATEWAY_PORT must be a port number" in result.stderr
+    assert "GATEWAY_PORT must be an integer, got 'eighty'" in result.stderr
 
 
 @pytest.mark.slow
