@@ -2,10 +2,11 @@
 # Install the Debian packages the tests and benchmarks drive, when they are missing.
 #   nginx      the forward-auth example and the benchmark's plain reverse proxy
 #   chromium   the Backoffice page's browser tests (Playwright drives /usr/bin/chromium)
+#   golang-go  runs the Go example of docs/events.md against signed events
 #   wrk        the benchmark's load generator (only with --bench)
 #   valgrind   callgrind, which counts the gateway's instructions per request (only with --bench)
 set -euo pipefail
-want=(nginx chromium fonts-dejavu-core)
+want=(nginx chromium fonts-dejavu-core golang-go)
 [[ "${1:-}" == "--bench" ]] && want+=(wrk valgrind)
 missing=()
 for pkg in "${want[@]}"; do
