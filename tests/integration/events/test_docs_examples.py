@@ -68,7 +68,8 @@ func main() {
 	}
 	results := []bool{}
 	for _, c := range input.Cases {
-		results = append(results, events.VerifyEvent([]byte(c.Body), c.Signature, c.SigningKey, keys))
+		ok := events.VerifyEvent([]byte(c.Body), c.Signature, c.SigningKey, keys)
+		results = append(results, ok)
 	}
 	out, _ := json.Marshal(results)
 	fmt.Print(string(out))
