@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NODE_STAMPS := tests/typescript/node_modules/.package-lock.json
 
 .DEFAULT_GOAL := help
 .PHONY: help install packages run test lint docs bench secrets up down clean
@@ -19,8 +20,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Make .venv and install the project with its test and dev tools
 
-packages: ## Install the Debian packages the tests drive (nginx, Chromium) when missing (root)
+packages: $(NODE_STAMPS) ## Install the Debian and npm packages the tests drive, when missing
 	@bash scripts/debian-packages.sh
+
+# npm packages of the tests, exactly as their lock files say (only the npm registry is needed).
+%/node_modules/.package-lock.json: %/package-lock.json %/package.json
+	npm ci --prefix $* --no-audit --no-fund --loglevel=error
 
 run: $(STAMP) ## Run the whole stack here: key_service, a 2-worker gateway, the demo backend
 	$(PY) scripts/run_local.py
