@@ -112,14 +112,14 @@ async def test_envoy_fails_closed_when_nothing_can_verify(gw: Gateway, envoy: Fr
     gw.key_service.down = True
     own = await raw_get(gw.client.port, "/api/x", key.headers)
     assert own[0] == b"HTTP/1.1 503 Service Unavailable"
-    mine = [h for h in content_headers(own[1]) if h[0] not in (b"x-request-id", b"retry-after")]
+    expected = [h for h in content_headers(own[1]) if h[0] not in (b"x-request-id", b"retry-after")]
 
     async def gets_the_gateways_503() -> None:
         status, lines, body = await raw_get(envoy.port, "/x", key.headers)
         assert status == own[0]
         assert body == own[2]
         theirs = content_headers(lines)
-        assert [h for h in theirs if h[0] not in (b"x-request-id", b"retry-after")] == mine
+        assert [h for h in theirs if h[0] not in (b"x-request-id", b"retry-after")] == expected
         assert dict(theirs)[b"retry-after"] == b"2"
 
     await gets_the_gateways_503()  # the gateway answers 503
