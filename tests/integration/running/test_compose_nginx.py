@@ -135,7 +135,9 @@ async def _exercise(key_service_port: int, forward_auth_port: int, lb_port: int,
             assert r.status == 201, await r.text()
             key: dict[str, Any] = await r.json()
         good = {"X-AuthenticationKeyId": key["key_id"], "X-AuthenticationKeyValue": key["secret"]}
-        wrong = {**good, "X-AuthenticationKeyValue": key["secret"][:-1] + "0"}
+        # Another last (checksum) character: never the secret itself.
+        last = "0" if key["secret"][-1] != "0" else "1"
+        wrong = {**good, "X-AuthenticationKeyValue": key["secret"][:-1] + last}
 
         # The gateway's own 401, to the byte, whatever the reason.
         async with session.get(f"{lb}/orders?page=2") as r:
