@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apikeys_shared.amqp import check_rabbitmq_url
 from apikeys_shared.config import (
     DEFAULT_RABBITMQ_URL,
     DEFAULT_REDIS_URL,
@@ -185,7 +186,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         redis_url=_redis_url(env),
         redis_timeout=env.number("GATEWAY_REDIS_TIMEOUT", 0.5, minimum=0.01, maximum=60),
         redis_prefix=prefix,
-        rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
+        # One broker, or every node of a cluster: see apikeys_shared.amqp.
+        rabbitmq_url=check_rabbitmq_url(env.text("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)),
         exchange=env.text("APIKEYS_EXCHANGE", EXCHANGE),
         dead_letter_exchange=env.optional("GATEWAY_DEAD_LETTER_EXCHANGE"),
         queue_prefix=env.text("GATEWAY_QUEUE_PREFIX", "apikeys.gateway"),

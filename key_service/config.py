@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apikeys_shared.amqp import check_rabbitmq_url
 from apikeys_shared.config import DEFAULT_RABBITMQ_URL, Env, Secrets, load_secrets
 from apikeys_shared.errors import ConfigError
 from apikeys_shared.events import EXCHANGE
@@ -91,7 +92,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
         data_dir=data_dir,
         host=env.text("KEY_SERVICE_HOST", "127.0.0.1"),
         port=env.integer("KEY_SERVICE_PORT", 8081, minimum=1, maximum=65535),
-        rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
+        # One broker, or every node of a cluster: see apikeys_shared.amqp.
+        rabbitmq_url=check_rabbitmq_url(env.text("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)),
         exchange=env.text("APIKEYS_EXCHANGE", EXCHANGE),
         event_source=env.text("KEY_SERVICE_EVENT_SOURCE", "urn:apikeys:key_service"),
         session_ttl_seconds=env.integer(
