@@ -57,6 +57,12 @@ class StackOptions:
     # comes from 127.0.0.1 and must be judged on its credentials alone.
     failed_auth_threshold: int = 1_000_000
     extra_gateway_env: Mapping[str, str] = field(default_factory=dict)
+    # Where key_service keeps its keys: None for a SQLite file of the stack's own.
+    database_url: str | None = None
+    # The brokers and the Redis of the stack: None for the machine's own, through the stack's
+    # fault proxies.
+    rabbitmq_url: str | None = None
+    redis_url: str | None = None
 
 
 class Stack:
@@ -102,8 +108,13 @@ class Stack:
     # -- life cycle -------------------------------------------------------------------------
     @property
     def rabbitmq_url(self) -> str:
-        """RabbitMQ as every service of the stack sees it (through the proxy)."""
-        return f"amqp://guest:guest@127.0.0.1:{self.rabbit_proxy.port}/"
+        """RabbitMQ as every service of the stack sees it (by default through the proxy)."""
+        return self.options.rabbitmq_url or f"amqp://guest:guest@127.0.0.1:{self.rabbit_proxy.port}/"
+
+    @property
+    def redis_url(self) -> str:
+        """Redis as the gateways see it (by default through the proxy)."""
+        return self.options.redis_url or f"redis://127.0.0.1:{self.redis_proxy.port}/0"
 
     def start(self) -> Stack:
         """Start everything and wait until every gateway is ready; returns self."""
@@ -158,7 +169,9 @@ class Stack:
         return {
             **self.secrets,
             "KEY_SERVICE_DATA_DIR": str(data),
-            "KEY_SERVICE_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'keys.db'}",
+            "KEY_SERVICE_DATABASE_URL": (
+                self.options.database_url or f"sqlite+aiosqlite:///{data / 'keys.db'}"
+            ),
             "RABBITMQ_URL": self.rabbitmq_url,
             "APIKEYS_EXCHANGE": self.exchange,
         }
@@ -210,7 +223,7 @@ class Stack:
             **self.secrets,
             "GATEWAY_ROUTES": str(self.routes_file()),
             "KEY_SERVICE_URL": f"http://127.0.0.1:{self.key_service_proxy.port}",
-            "REDIS_URL": f"redis://127.0.0.1:{self.redis_proxy.port}/0",
+            "REDIS_URL": self.redis_url,
             "RABBITMQ_URL": self.rabbitmq_url,
             "APIKEYS_EXCHANGE": self.exchange,
             "GATEWAY_REDIS_PREFIX": self.redis_prefix,
@@ -279,21 +292,36 @@ class Admin:
 
     async def issue(self, name: str = "e2e key") -> tuple[str, str]:
         """Issue a key; ``(key_id, secret)``."""
-        async with self._session.post(
-            f"{self._base}/api/v1/keys", json={"name": name},
-            headers={"X-CSRF-Token": self._csrf},
-        ) as resp:
-            body = await resp.json()
-            assert resp.status == 201, body
+        status, body, _ = await self.try_issue(name)
+        assert status == 201, body
         return body["key_id"], body["secret"]
 
     async def revoke(self, key_id: str) -> None:
         """Revoke a key (it must be active)."""
+        status, body, _ = await self.try_revoke(key_id)
+        assert status == 200, body
+
+    async def try_issue(self, name: str) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+        """Ask to issue a key; the status, JSON body and headers, whatever they are."""
+        return await self._post("/api/v1/keys", {"name": name})
+
+    async def try_revoke(self, key_id: str) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+        """Ask to revoke a key; the status, JSON body and headers, whatever they are."""
+        return await self._post(f"/api/v1/keys/{key_id}/revoke", None)
+
+    async def try_get(self, key_id: str) -> tuple[int, dict[str, Any]]:
+        """Ask for one key; the status and JSON body, whatever they are."""
+        async with self._session.get(f"{self._base}/api/v1/keys/{key_id}") as resp:
+            body: dict[str, Any] = await resp.json(content_type=None)
+            return resp.status, body
+
+    async def _post(self, path: str, payload: dict[str, str] | None,
+                    ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
         async with self._session.post(
-            f"{self._base}/api/v1/keys/{key_id}/revoke", headers={"X-CSRF-Token": self._csrf},
+            f"{self._base}{path}", json=payload, headers={"X-CSRF-Token": self._csrf},
         ) as resp:
-            body = await resp.json()
-            assert resp.status == 200, body
+            body: dict[str, Any] = await resp.json(content_type=None)
+            return resp.status, body, dict(resp.headers)
 
 
 def credentials(key_id: str, secret: str) -> dict[str, str]:
