@@ -235,22 +235,28 @@ class Stack:
         }
 
     def _start_gateways(self) -> None:
-        env = self.gateway_env()
-        started: list[tuple[ServiceProcess, str]] = []
-        for index in range(self.options.gateways):
-            port = free_port()
-            proc = self._spawn(
-                f"gateway{index}",
-                ["-m", "auth_gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", "1"],
-                {**env, "GATEWAY_PORT": str(port)},
-            )
-            self.gateway_procs.append(proc)
-            url = f"http://127.0.0.1:{port}"
-            self.gateway_urls.append(url)
-            started.append((proc, url))
+        started = [self._spawn_gateway() for _ in range(self.options.gateways)]
         for proc, url in started:
             self._wait(proc, f"{url}/readyz")
+
+    def _spawn_gateway(self) -> tuple[ServiceProcess, str]:
+        port = free_port()
+        proc = self._spawn(
+            f"gateway{len(self.gateway_procs)}",
+            ["-m", "auth_gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            {**self.gateway_env(), "GATEWAY_PORT": str(port)},
+        )
+        self.gateway_procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        self.gateway_urls.append(url)
+        return proc, url
+
+    def add_gateway(self) -> str:
+        """Start one more gateway process and wait until it is ready; its URL."""
+        proc, url = self._spawn_gateway()
+        self._wait(proc, f"{url}/readyz")
+        return url
 
     # -- reading the backend ----------------------------------------------------------------
     def backend_stats(self) -> dict[str, Any]:
