@@ -31,7 +31,8 @@ RABBIT_DIST_PORTS = (25781, 25782, 25783)
 RABBIT_CLI_PORTS = (25790, 25799)
 REDIS_MASTER, REDIS_REPLICA = 25379, 25380
 SENTINEL_PORTS = (25391, 25392, 25393)
-POSTGRES_PORTS = {True: (25432, 25433), False: (25442, 25443)}  # by synchronous
+# primary, standby, the standby's way to the primary; by synchronous or not
+POSTGRES_PORTS = {True: (25432, 25433, 25434), False: (25442, 25443, 25444)}
 
 _FIGURES = pytest.StashKey[list[str]]()
 
@@ -62,8 +63,7 @@ def postgres_pair() -> Iterator[Callable[[bool], PostgresPair]]:
     pairs: list[PostgresPair] = []
 
     def make(synchronous: bool) -> PostgresPair:
-        primary, standby = POSTGRES_PORTS[synchronous]
-        pair = PostgresPair(primary, standby, synchronous=synchronous)
+        pair = PostgresPair(*POSTGRES_PORTS[synchronous], synchronous=synchronous)
         pairs.append(pair)
         return pair.start()
 
@@ -111,12 +111,13 @@ def make_stack(
             print(stack.logs())
         stack.stop()
         if stack.options.redis_url is None:
-            _delete_prefix(stack.redis_prefix)
+            delete_redis_prefix(stack.redis_prefix)
         if stack.options.rabbitmq_url is None:
             asyncio.run(_delete_exchange(stack.exchange))
 
 
-def _delete_prefix(prefix: str) -> None:
+def delete_redis_prefix(prefix: str) -> None:
+    """Delete every key under ``prefix`` in the machine's Redis."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
         for key in client.scan_iter(match=f"{prefix}*", count=500):

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from tests.support.faultproxy import FaultProxy
+from tests.support.procs import require_free_ports
 
 __all__ = ["PG_BIN", "PostgresNode", "PostgresPair"]
 
@@ -105,14 +106,14 @@ class PostgresNode:
 class PostgresPair:
     """A primary and a standby streaming from it through a fault proxy; see the module doc."""
 
-    def __init__(self, primary_port: int, standby_port: int, *, synchronous: bool,
-                 database: str = "apikeys") -> None:
+    def __init__(self, primary_port: int, standby_port: int, replication_port: int, *,
+                 synchronous: bool, database: str = "apikeys") -> None:
         self.base = Path(tempfile.mkdtemp(prefix="apikeys-failover-pg-"))
         self.synchronous = synchronous
         self.database = database
         self.primary = PostgresNode("primary", self.base, primary_port)
         self.standby = PostgresNode("standby", self.base, standby_port)
-        self.replication = FaultProxy("127.0.0.1", primary_port)
+        self.replication = FaultProxy("127.0.0.1", primary_port, listen_port=replication_port)
 
     @property
     def url(self) -> str:
@@ -128,6 +129,7 @@ class PostgresPair:
     def start(self) -> PostgresPair:
         """initdb the primary, start it, make the database, clone and start the standby."""
         try:
+            require_free_ports([self.primary.port, self.standby.port], "a private PostgreSQL")
             if _AS_POSTGRES:
                 user = pwd.getpwnam("postgres")
                 os.chown(self.base, user.pw_uid, user.pw_gid)

@@ -25,6 +25,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.support.procs import require_free_ports
+
 __all__ = ["RabbitCluster", "RabbitNode"]
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -143,6 +145,8 @@ class RabbitCluster:
 
     def start(self) -> RabbitCluster:
         """Write the configs, start every node at once and wait until they form one cluster."""
+        require_free_ports([p for n in self.nodes for p in (n.port, n.dist_port)],
+                           "a private RabbitMQ node")
         try:
             cookie = self.base / ".erlang.cookie"
             cookie.write_text(secrets.token_hex(20))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.procs import free_port
+from tests.support.procs import free_port, require_free_ports
 
 __all__ = ["SentinelGroup", "StartRedis", "start_one_node_cluster", "start_redis"]
 
@@ -151,6 +151,8 @@ class SentinelGroup:
     def start(self) -> SentinelGroup:
         """Start the master, the replica (until in sync) and the Sentinels (until they know
         the replica and each other)."""
+        require_free_ports([s.port for s in (self.master, self.replica, *self.sentinels)],
+                           "a private Redis server")
         try:
             # No wait for more replicas before the first full sync.
             self.master.start(
