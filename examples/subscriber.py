@@ -332,6 +332,7 @@ async def consume(config: SubscriberConfig, stop: asyncio.Event,
     view = KeyView(config.after)
     feed = Feed(session, config.key_service_url, config.internal_token, config.verifier)
     caught_up = False
+    backoff = Backoff(stop)
     while not stop.is_set():
         connection = await connect(brokers, stop)
         if connection is None:
@@ -346,6 +347,7 @@ async def consume(config: SubscriberConfig, stop: asyncio.Event,
                 caught_up = True
             log.info("listening on queue %s bound to exchange %s (after sequence %d)",
                      config.queue, config.exchange, view.sequence)
+            backoff = Backoff(stop)  # it consumed: a later loss starts from a short pause
             await listen(connection, queue, config, view, feed, stop)
         except AMQP_ERRORS as exc:
             log.warning("lost RabbitMQ (%s); connecting again", type(exc).__name__)
@@ -353,6 +355,9 @@ async def consume(config: SubscriberConfig, stop: asyncio.Event,
             with contextlib.suppress(*AMQP_ERRORS):
                 async with asyncio.timeout(5):
                     await connection.close()
+        # A pause, growing while every attempt fails (a queue the broker refuses to declare,
+        # say), so that the loop never spins.
+        await backoff.wait()
 
 
 async def run(config: SubscriberConfig, stop: asyncio.Event) -> None:
