@@ -9,22 +9,17 @@ session's terminal summary repeats them under "failover figures".
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
-import redis
 
-from apikeys_shared.config import generate_secrets
 from tests.support.private_postgres import PostgresPair
 from tests.support.private_rabbitmq import RabbitCluster
 from tests.support.private_redis import SentinelGroup
-from tests.support.services import RABBITMQ, RABBITMQ_URL, REDIS, REDIS_URL, require
-from tests.support.stack import Admin, Stack, StackOptions
+from tests.support.services import RABBITMQ, REDIS, require
+from tests.support.stack import Admin, Stack, StackOptions, clean_up_after, new_stack
 
 RABBIT_PORTS = (25771, 25772, 25773)
 RABBIT_DIST_PORTS = (25781, 25782, 25783)
@@ -72,16 +67,6 @@ def postgres_pair() -> Iterator[Callable[[bool], PostgresPair]]:
         pair.stop()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
-    """Keep each phase's report on the item, so fixtures can tell that the test failed."""
-    report = yield
-    setattr(item, f"report_{report.when}", report)
-    return report
-
-
 @pytest.fixture
 def make_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
@@ -95,12 +80,7 @@ def make_stack(
             require(REDIS)
         if options.rabbitmq_url is None:
             require(RABBITMQ)
-        tag = uuid.uuid4().hex[:12]
-        stack = Stack(
-            tmp_path_factory.mktemp("stack"), generate_secrets(),
-            exchange=f"t.{tag}.apikeys.events", redis_prefix=f"t:{tag}:",
-            queue_prefix=f"t.{tag}", options=options,
-        )
+        stack = new_stack(tmp_path_factory.mktemp("stack"), options)
         stacks.append(stack)
         return stack.start()
 
@@ -110,37 +90,7 @@ def make_stack(
         if report is not None and report.failed:
             print(stack.logs())
         stack.stop()
-        if stack.options.redis_url is None:
-            delete_redis_prefix(stack.redis_prefix)
-        if stack.options.rabbitmq_url is None:
-            asyncio.run(_delete_exchange(stack.exchange))
-
-
-def delete_redis_prefix(prefix: str) -> None:
-    """Delete every key under ``prefix`` in the machine's Redis."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for key in client.scan_iter(match=f"{prefix}*", count=500):
-            client.delete(key)
-    finally:
-        client.close()
-
-
-async def _delete_exchange(name: str) -> None:
-    connection = await aio_pika.connect(RABBITMQ_URL, timeout=10)
-    async with connection:
-        channel = await connection.channel()
-        await channel.exchange_delete(name)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client for the gateways and key_service's feed: no cookies, bounded timeouts."""
-    async with aiohttp.ClientSession(
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=15, connect=5),
-    ) as session:
-        yield session
+        clean_up_after(stack)
 
 
 @pytest.fixture

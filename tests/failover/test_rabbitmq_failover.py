@@ -20,14 +20,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from apikeys_shared.keys import generate_secret, new_key_id
-from apikeys_shared.signing import Verifier
-from tests.support.event_log import QuorumSubscriber
 from tests.support.load import AdminLoad, Load, Probe
 from tests.support.private_rabbitmq import RabbitCluster
 from tests.support.stack import Stack, StackOptions, eventually, metric
 
 from .feed import read_feed, sequence_faults
+from .keys import issue_keys, subscribe
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -49,27 +47,15 @@ async def test_rabbitmq_failover_of_the_clients_node_loses_no_event(
         feed_poll_interval=FEED_POLL, rabbitmq_url=cluster.url,
         extra_gateway_env={"GATEWAY_L1_TTL": "0.5", "GATEWAY_NEGATIVE_TTL": "0.5"},
     ))
-    verifier = Verifier.from_base64(stack.secrets["APIKEYS_VERIFY_KEYS"].split(","))
-    subscriber = await QuorumSubscriber(
-        cluster.url, stack.exchange, f"{stack.queue_prefix}.subscriber", verifier,
-    ).start()
+    subscriber = await subscribe(stack, cluster.url)
     try:
         admin = await admin_session(stack)
         probe = Probe(http, stack)
-        valid = [await admin.issue(f"valid {i}") for i in range(3)]
-        revoked = [await admin.issue(f"revoked {i}") for i in range(2)]
-        victims = [await admin.issue(f"revoked while node {i} is down") for i in (1, 2)]
-        unknown = [(new_key_id(), generate_secret()) for _ in range(3)]
-        for key in revoked:
-            await admin.revoke(key[0])
-        await eventually(lambda: probe.recovered([*valid, *victims], [*revoked, *unknown]),
-                         "the stack is steady", BOUND)
+        keys = await issue_keys(admin, probe, victims=2)
         amqp_before = [await metric(http, url, "gateway_events_total", {"source": "amqp"})
                        for url in stack.gateway_urls]
 
-        load = Load(http, stack.gateway_urls, {
-            "valid": valid, "victim": victims, "revoked": revoked, "unknown": unknown,
-        })
+        load = Load(http, stack.gateway_urls, keys.load_plan())
         churn = AdminLoad(admin)
         running = [asyncio.create_task(load.run()), asyncio.create_task(churn.run())]
         refused_at: dict[str, float] = {}
@@ -79,7 +65,7 @@ async def test_rabbitmq_failover_of_the_clients_node_loses_no_event(
             await asyncio.sleep(1.0)
             # Every client starts on the first node and moves to the next one after a loss:
             # the first round kills node 1, the second the node 2 they all moved to.
-            for node, victim in zip(cluster.nodes[:2], victims, strict=True):
+            for node, victim in zip(cluster.nodes[:2], keys.victims, strict=True):
                 await asyncio.to_thread(node.kill)
                 killed_at = time.monotonic()
                 await admin.revoke(victim[0])
@@ -112,15 +98,14 @@ async def test_rabbitmq_failover_of_the_clients_node_loses_no_event(
                     return False
             return True
         await eventually(consuming_again, "both gateways consume from the cluster", BOUND)
-        feed = await read_feed(http, stack, verifier)
+        feed = await read_feed(http, stack, subscriber.verifier)
         await subscriber.wait_for(feed[-1].sequence, BOUND)
     finally:
         await subscriber.close()
 
     received = subscriber.unique()
     events_lost = len({e.sequence for e in feed} - {e.sequence for e in received})
-    active_ids = {k[0] for k in valid}
-    wrongly_forwarded = load.wrongly_forwarded(active_ids | {v[0] for v in victims})
+    wrongly_forwarded = load.wrongly_forwarded({k[0] for k in [*keys.valid, *keys.victims]})
     late = [p for p in load.passed if p[0] == "victim" and p[2] > refused_at[p[1]]]
     figures("RabbitMQ failover", {
         "node losses": 2, "events": len(feed), "events lost": events_lost,

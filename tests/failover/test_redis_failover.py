@@ -25,10 +25,11 @@ import pytest
 import redis
 
 from apikeys_shared.events import Event, SignedEvent
-from apikeys_shared.keys import generate_secret, new_key_id
 from tests.support.load import Load, Probe
 from tests.support.private_redis import SentinelGroup
 from tests.support.stack import Stack, StackOptions, eventually
+
+from .keys import issue_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq]
 
@@ -60,20 +61,12 @@ async def test_redis_sentinel_failover_forwards_no_revoked_or_unknown_key(
     ))
     admin = await admin_session(stack)
     probe = Probe(http, stack)
-    valid = [await admin.issue(f"valid {i}") for i in range(3)]
-    revoked = [await admin.issue(f"revoked {i}") for i in range(2)]
-    victim = await admin.issue("revoked while the replica lags")
-    unknown = [(new_key_id(), generate_secret()) for _ in range(3)]
-    for key in revoked:
-        await admin.revoke(key[0])
-    await eventually(lambda: probe.recovered([*valid, victim], [*revoked, *unknown]),
-                     "the stack is steady", BOUND)
+    keys = await issue_keys(admin, probe, victims=1)
+    victim = keys.victims[0]
     victim_key = f"{stack.redis_prefix}key:{victim[0]}"
     failures_key = f"{stack.redis_prefix}fail:127.0.0.1"
 
-    load = Load(http, list(stack.gateway_urls), {
-        "valid": valid, "victim": [victim], "revoked": revoked, "unknown": unknown,
-    })
+    load = Load(http, list(stack.gateway_urls), keys.load_plan())
     running = asyncio.create_task(load.run())
     try:
         await asyncio.sleep(1.0)
@@ -104,8 +97,10 @@ async def test_redis_sentinel_failover_forwards_no_revoked_or_unknown_key(
                 return _record_status(new_master, after_key) == "active"
         await eventually(writing, "the gateways store records in the new master", BOUND)
         writing_at = time.monotonic()
-        await eventually(lambda: probe.recovered([*valid, after], [victim, *revoked, *unknown]),
-                         "the gateways recover", BOUND)
+        await eventually(
+            lambda: probe.recovered([*keys.valid, after], [victim, *keys.revoked, *keys.unknown]),
+            "the gateways recover", BOUND,
+        )
         recovered_at = time.monotonic()
         await asyncio.sleep(1.0)
     finally:
@@ -116,8 +111,7 @@ async def test_redis_sentinel_failover_forwards_no_revoked_or_unknown_key(
     late_url = await asyncio.to_thread(stack.add_gateway)
     late_status = (await probe.statuses(victim))[-1]
 
-    active_ids = {k[0] for k in valid}
-    wrongly_forwarded = load.wrongly_forwarded(active_ids | {victim[0]})
+    wrongly_forwarded = load.wrongly_forwarded({k[0] for k in [*keys.valid, victim]})
     late_passes = [p for p in load.passed if p[0] == "victim" and p[2] > refused_at]
     figures("Redis Sentinel failover", {
         "seconds to promotion": round(promoted_at - killed_at, 2),

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,10 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from apikeys_shared.config import generate_secrets
 from tests.support.faultproxy import FaultProxy
 from tests.support.procs import ROOT, ServiceProcess, free_port, wait_http
-from tests.support.services import RABBITMQ, REDIS
+from tests.support.services import RABBITMQ, REDIS, delete_exchange, delete_redis_prefix
 
 __all__ = [
     "ADMIN_PASSWORD",
@@ -37,9 +39,11 @@ __all__ = [
     "Admin",
     "Stack",
     "StackOptions",
+    "clean_up_after",
     "credentials",
     "eventually",
     "metric",
+    "new_stack",
 ]
 
 ADMIN_USER = "e2e-admin"
@@ -270,6 +274,24 @@ class Stack:
         return "\n".join(
             f"--- {p.log_path.name} ---\n{p.output()[-3000:]}" for p in self.processes
         )
+
+
+def new_stack(workdir: Path, options: StackOptions | None = None) -> Stack:
+    """A stack (not started yet) with fresh secrets and an exchange, a Redis prefix and queue
+    names of its own."""
+    tag = uuid.uuid4().hex[:12]
+    return Stack(
+        workdir, generate_secrets(), exchange=f"t.{tag}.apikeys.events",
+        redis_prefix=f"t:{tag}:", queue_prefix=f"t.{tag}", options=options,
+    )
+
+
+def clean_up_after(stack: Stack) -> None:
+    """Delete what a stopped stack left in the machine's Redis and RabbitMQ."""
+    if stack.options.redis_url is None:
+        delete_redis_prefix(stack.redis_prefix)
+    if stack.options.rabbitmq_url is None:
+        asyncio.run(delete_exchange(stack.exchange))
 
 
 def _base_env() -> dict[str, str]:
