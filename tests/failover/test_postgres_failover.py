@@ -141,8 +141,9 @@ async def test_postgres_failover_under_issue_and_revoke_loses_nothing(
     first = _first_success_after(churn.calls, promoted_at)
     assert first is not None
     in_flight_503 = sum(n for (_, status), n in statuses.items() if status == 503)
-    waiting = [c for c in churn.calls if c.started < killed_at < c.ended or cut_at < c.started
-               < killed_at]
+    # Calls the primary held, waiting for the cut-off standby, when it died.
+    waiting = [c for c in churn.calls
+               if c.started < killed_at < c.ended or cut_at < c.started < killed_at]
     in_database = {r["key_id"]: r["status"] for r in rows["keys"]}
     # What each answer said happened, happened on the new primary.
     lost_calls = [c for c in churn.calls

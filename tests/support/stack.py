@@ -1,11 +1,13 @@
-"""The whole product as subprocesses, for end-to-end and fault tests.
+"""The whole product as subprocesses, for end-to-end, fault and failover tests.
 
 ``Stack`` starts key_service (migrated by ``create-admin``, with one administrator) on a SQLite
 file of the test's own, the demo backend, and several single-worker gateway processes on distinct
 ports, all with fresh deployment secrets, the test's own exchange name and Redis prefix. The
 gateways reach Redis, RabbitMQ and key_service through fault proxies, so a test can cut any of
 them; key_service reaches RabbitMQ through the same proxy as the gateways (a broker outage is an
-outage for everyone), while the test itself talks to key_service directly.
+outage for everyone), while the test itself talks to key_service directly. ``StackOptions`` may
+give key_service another database and the services other brokers and another Redis instead (the
+failover tests' private clusters); ``new_stack`` makes a stack with names of its own.
 
 ``Admin`` drives key_service's JSON API as an administrator; ``Stack.backend_stats`` reads what
 the demo backend received.
