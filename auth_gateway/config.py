@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apikeys_shared import config as shared
+from apikeys_shared.amqp import check_rabbitmq_url
 from apikeys_shared.config import Env, Secrets, load_secrets
 from apikeys_shared.errors import ConfigError
 from apikeys_shared.redis_url import parse_redis_url
@@ -304,7 +305,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         redis_url=_redis_url(env),
         redis_timeout=REDIS_TIMEOUT.number(env),
         redis_prefix=REDIS_PREFIX.text(env),
-        rabbitmq_url=shared.RABBITMQ_URL.url(env, ("amqp", "amqps")),
+        rabbitmq_url=check_rabbitmq_url(shared.RABBITMQ_URL.text(env)),
         exchange=shared.EXCHANGE.text(env),
         dead_letter_exchange=DEAD_LETTER_EXCHANGE.optional(env),
         queue_prefix=QUEUE_PREFIX.text(env),

@@ -4,7 +4,8 @@ The queue lives only as long as the connection (exclusive, auto-delete), so even
 while the process is disconnected are not kept for it anywhere but in key_service's feed; that
 is why every (re)subscription asks the synchronizer to catch up. The reconnect loop is our own
 rather than ``connect_robust``: it has to tell the synchronizer when the broker goes away (so
-that the feed is polled) and when it is back (so that the feed is read once more).
+that the feed is polled) and when it is back (so that the feed is read once more), and each
+attempt goes to the next node of a cluster (``apikeys_shared.amqp``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import aio_pika.abc
 import aiormq.exceptions
 import pamqp.exceptions
 from pamqp.common import FieldTable
-from yarl import URL
 
+from apikeys_shared.amqp import BrokerAddresses
 from apikeys_shared.errors import EnvelopeError
 from apikeys_shared.events import ROUTING_KEYS, SignedEvent
 
@@ -58,14 +59,6 @@ class EventHandler(Protocol):
         """The queue is being consumed (True) or the connection is gone (False)."""
 
 
-def with_heartbeat(url: str, seconds: int = DEFAULT_HEARTBEAT) -> str:
-    """``url`` with an AMQP heartbeat unless it names one already."""
-    parsed = URL(url)
-    if "heartbeat" in parsed.query:
-        return url
-    return str(parsed.update_query(heartbeat=str(seconds)))
-
-
 class EventConsumer:
     """Subscribes a fresh exclusive queue to the exchange, reconnecting until closed."""
 
@@ -80,7 +73,8 @@ class EventConsumer:
         dead_letter_exchange: str | None = None,
     ) -> None:
         self._handler = handler
-        self._url = with_heartbeat(url)
+        # Every node of RABBITMQ_URL, each with a heartbeat unless the URL names one.
+        self._brokers = BrokerAddresses(url, query_defaults={"heartbeat": str(DEFAULT_HEARTBEAT)})
         self._exchange = exchange
         self._queue_prefix = queue_prefix
         self._timeout = timeout
@@ -111,7 +105,7 @@ class EventConsumer:
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
     async def _subscribe_and_consume(self) -> None:
-        connection = await aio_pika.connect(self._url, timeout=self._timeout)
+        connection = await self._brokers.connect(timeout=self._timeout)
         self._connection = connection
         try:
             async with asyncio.timeout(self._timeout):

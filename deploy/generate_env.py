@@ -18,7 +18,8 @@ from pathlib import Path
 from apikeys_shared.config import generate_secrets_env
 from apikeys_shared.keys import ALPHABET
 
-PASSWORDS = ("POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD")
+# RABBITMQ_ERLANG_COOKIE: what the RabbitMQ nodes of deploy/compose.ha.yaml share to cluster.
+PASSWORDS = ("POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_ERLANG_COOKIE")
 
 
 def _password() -> str:

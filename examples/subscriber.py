@@ -27,7 +27,9 @@ one message at a time, in order:
 4. it prints one JSON line per applied event on stdout, then acknowledges the message.
 
 Faults are waited out, never skipped: RabbitMQ unreachable at start-up or later (it connects
-again, and a message whose acknowledgement was lost comes again and is dropped as a duplicate),
+again, to the next node when ``RABBITMQ_URL`` names several, e.g.
+``amqp://user:password@rabbit1:5672,rabbit2:5672,rabbit3:5672/``, and a message whose
+acknowledgement was lost comes again and is dropped as a duplicate),
 key_service unreachable (the feed is read again until it answers). Only SIGINT / SIGTERM or a
 configuration error stop it.
 
@@ -54,6 +56,7 @@ import aiormq.exceptions
 
 from apikeys_shared import Env, EnvelopeError, Event, SignatureError, SignedEvent, Verifier
 from apikeys_shared import config as shared
+from apikeys_shared.amqp import BrokerAddresses, check_rabbitmq_url
 from apikeys_shared.errors import ConfigError
 from apikeys_shared.settings import REQUIRED, Catalogue, Setting
 
@@ -102,7 +105,7 @@ def load_config(environ: Mapping[str, str]) -> SubscriberConfig:
     """Read the subscriber's variables; ConfigError names a missing or bad one."""
     env = Env(environ)
     return SubscriberConfig(
-        rabbitmq_url=shared.RABBITMQ_URL.url(env, ("amqp", "amqps")),
+        rabbitmq_url=check_rabbitmq_url(shared.RABBITMQ_URL.text(env)),
         exchange=shared.EXCHANGE.text(env),
         queue=QUEUE.text(env),
         verifier=shared.verifiers(shared.VERIFY_KEYS.text(env)),
@@ -266,65 +269,102 @@ async def handle(message: aio_pika.abc.AbstractIncomingMessage, verifier: Verifi
     await settle(message, accept=True)
 
 
-async def connect(config: SubscriberConfig,
-                  stop: asyncio.Event) -> aio_pika.abc.AbstractRobustConnection | None:
-    """A robust connection to RabbitMQ (it reconnects by itself once made); None if stopped
-    before one could be made."""
+async def connect(brokers: BrokerAddresses,
+                  stop: asyncio.Event) -> aio_pika.abc.AbstractConnection | None:
+    """A connection to a node of ``RABBITMQ_URL`` (after a loss, the next node first); None if
+    stopped before one could be made."""
     backoff = Backoff(stop)
     while True:
         try:
-            return await aio_pika.connect_robust(config.rabbitmq_url, timeout=10)
+            return await brokers.connect(timeout=10)
         except AMQP_ERRORS as exc:
             log.error("cannot connect to RabbitMQ (%s); trying again", type(exc).__name__)
         if not await backoff.wait():
             return None
 
 
+async def bind(connection: aio_pika.abc.AbstractConnection,
+               config: SubscriberConfig) -> aio_pika.abc.AbstractQueue:
+    """Declare the exchange and the subscriber's queue, and bind them."""
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=config.prefetch)
+    # Declaring the exchange with key_service's own parameters is idempotent and lets the
+    # subscriber start first.
+    exchange = await channel.declare_exchange(
+        config.exchange, aio_pika.ExchangeType.TOPIC, durable=True,
+    )
+    # A quorum queue is replicated across the RabbitMQ cluster and survives a node loss.
+    queue = await channel.declare_queue(
+        config.queue, durable=True, arguments={"x-queue-type": "quorum"},
+    )
+    for routing_key in ROUTING_KEYS:
+        await queue.bind(exchange, routing_key)
+    return queue
+
+
+async def listen(connection: aio_pika.abc.AbstractConnection, queue: aio_pika.abc.AbstractQueue,
+                 config: SubscriberConfig, view: KeyView, feed: Feed,
+                 stop: asyncio.Event) -> None:
+    """Handle messages one by one until ``stop``; ConnectionError when the connection is lost."""
+
+    async def loop() -> None:
+        async with queue.iterator() as messages:
+            async for message in messages:
+                await handle(message, config.verifier, view, feed, stop)
+
+    consumer = asyncio.create_task(loop())
+    stopper = asyncio.create_task(stop.wait())
+    lost = asyncio.ensure_future(connection.closed())
+    try:
+        await asyncio.wait({consumer, stopper, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if consumer.done():
+            consumer.result()  # an AMQP error reconnects; anything else ends the subscriber
+        if not stopper.done():
+            raise ConnectionError("the connection to RabbitMQ was closed")
+    finally:
+        for task in (consumer, stopper, lost):
+            task.cancel()
+        await asyncio.gather(consumer, stopper, lost, return_exceptions=True)
+
+
 async def consume(config: SubscriberConfig, stop: asyncio.Event,
                   session: aiohttp.ClientSession) -> None:
-    """Bind the queue, catch up from the feed, then handle messages one by one until ``stop``."""
-    connection = await connect(config, stop)
-    if connection is None:
-        return
-    async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=config.prefetch)
-        # Declaring the exchange with key_service's own parameters is idempotent and lets the
-        # subscriber start first.
-        exchange = await channel.declare_exchange(
-            config.exchange, aio_pika.ExchangeType.TOPIC, durable=True,
-        )
-        # A quorum queue is replicated across the RabbitMQ cluster and survives a node loss.
-        queue = await channel.declare_queue(
-            config.queue, durable=True, arguments={"x-queue-type": "quorum"},
-        )
-        for routing_key in ROUTING_KEYS:
-            await queue.bind(exchange, routing_key)
-        view = KeyView(config.after)
-        feed = Feed(session, config.key_service_url, config.internal_token, config.verifier)
-        # The queue is bound first, so an event is either in this catch-up or in the queue (or
-        # both: the sequence check drops the second copy).
-        if not await catch_up(feed, view, None, stop):
+    """Bind the queue, catch up from the feed, then handle messages one by one until ``stop``.
+
+    After a lost connection it connects again (to the next node of a cluster), declares and
+    binds again, and goes on: the durable queue kept every event published meanwhile, and a
+    message left unacknowledged comes again, to be dropped as a duplicate.
+    """
+    brokers = BrokerAddresses(config.rabbitmq_url)
+    view = KeyView(config.after)
+    feed = Feed(session, config.key_service_url, config.internal_token, config.verifier)
+    caught_up = False
+    backoff = Backoff(stop)
+    while not stop.is_set():
+        connection = await connect(brokers, stop)
+        if connection is None:
             return
-        log.info("listening on queue %s bound to exchange %s (after sequence %d)",
-                 config.queue, config.exchange, view.sequence)
-
-        async def loop() -> None:
-            async with queue.iterator() as messages:
-                async for message in messages:
-                    await handle(message, config.verifier, view, feed, stop)
-
-        consumer = asyncio.create_task(loop())
-        stopper = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if consumer.done():
-                consumer.result()  # whatever ended the consumer ends the subscriber
+            queue = await bind(connection, config)
+            # The queue is bound first, so an event is either in this catch-up or in the queue
+            # (or both: the sequence check drops the second copy).
+            if not caught_up:
+                if not await catch_up(feed, view, None, stop):
+                    return
+                caught_up = True
+            log.info("listening on queue %s bound to exchange %s (after sequence %d)",
+                     config.queue, config.exchange, view.sequence)
+            backoff = Backoff(stop)  # it consumed: a later loss starts from a short pause
+            await listen(connection, queue, config, view, feed, stop)
+        except AMQP_ERRORS as exc:
+            log.warning("lost RabbitMQ (%s); connecting again", type(exc).__name__)
         finally:
-            for task in (consumer, stopper):
-                task.cancel()
-            await asyncio.gather(consumer, stopper, return_exceptions=True)
-        await channel.close()
+            with contextlib.suppress(*AMQP_ERRORS):
+                async with asyncio.timeout(5):
+                    await connection.close()
+        # A pause, growing while every attempt fails (a queue the broker refuses to declare,
+        # say), so that the loop never spins.
+        await backoff.wait()
 
 
 async def run(config: SubscriberConfig, stop: asyncio.Event) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apikeys_shared import config as shared
+from apikeys_shared.amqp import check_rabbitmq_url
 from apikeys_shared.config import Env, Secrets, load_secrets, verifiers
 from apikeys_shared.errors import ConfigError
 from apikeys_shared.settings import Catalogue, Setting
@@ -179,7 +180,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
         data_dir=data_dir,
         host=HOST.text(env),
         port=PORT.integer(env),
-        rabbitmq_url=shared.RABBITMQ_URL.url(env, ("amqp", "amqps")),
+        rabbitmq_url=check_rabbitmq_url(shared.RABBITMQ_URL.text(env)),
         exchange=shared.EXCHANGE.text(env),
         event_source=EVENT_SOURCE.text(env),
         session_ttl_seconds=SESSION_TTL.integer(env),

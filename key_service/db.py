@@ -18,8 +18,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from sqlalchemy import Connection, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -75,19 +77,57 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# SQLSTATEs that say the server is going away or cannot take writes now (a crash, a restart, a
+# failover: docs/scaling.md), rather than that a statement is wrong: connection exceptions
+# (08...), operator intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot
+# connect now, 57P04 database dropped) and 25006, a write sent to a standby.
+_UNAVAILABLE_STATES = ("08", "57P", "25006")
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (a driver error, or SQLAlchemy's adaptation of one) means "database
+    away", not "bug"."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, (OSError, TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                              asyncpg.exceptions.TargetServerAttributeNotMatched)):
+            return True
+        if str(getattr(error, "sqlstate", None) or "").startswith(_UNAVAILABLE_STATES):
+            return True
+    return False
+
+
 def _translate_connect_errors(
     dialect: Any, _record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any],
 ) -> Any:
-    # asyncpg raises plain OSError / TimeoutError when the server cannot be reached, and
+    # asyncpg raises plain OSError / TimeoutError when the server cannot be reached (and,
+    # given several hosts, TargetServerAttributeNotMatched when none takes writes), and
     # SQLAlchemy passes those through untranslated. As DBAPI errors they become
     # sqlalchemy.exc.OperationalError, so every caller handles "database away" as one
     # SQLAlchemyError, whichever step (connect or query) it happened at.
     try:
         return dialect.connect(*cargs, **cparams)
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:
+        if not _is_unavailable(exc):
+            raise
         raise dialect.loaded_dbapi.OperationalError(
             f"cannot connect to the database: {type(exc).__name__}", exc
         ) from exc
+
+
+def _translate_unavailable(context: ExceptionContext) -> BaseException | None:
+    # A statement cut short by a dying server (asyncpg: AdminShutdownError, a closed
+    # connection, a write refused by a server that became a standby) arrives as a generic
+    # DBAPIError, which the API would answer with a 500. It is OperationalError (503, "try
+    # again") like every other "database away", and its connection is dropped from the pool.
+    if isinstance(context.sqlalchemy_exception, OperationalError):
+        return None
+    if not (context.is_disconnect or _is_unavailable(context.original_exception)):
+        return None
+    context.is_disconnect = True
+    return OperationalError(
+        context.statement, context.parameters, context.original_exception,
+        hide_parameters=True, connection_invalidated=True,
+    )
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -106,6 +146,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         hide_parameters=True, connect_args={"timeout": 10, "command_timeout": 30},
     )
     event.listen(engine.sync_engine, "do_connect", _translate_connect_errors)
+    event.listen(engine.sync_engine, "handle_error", _translate_unavailable)
     return engine
 
 

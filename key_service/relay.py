@@ -22,8 +22,9 @@ Delivery rules, and why:
   queue would stall every later event, possibly for ever (a fresh deployment with no gateway
   yet, or a subscriber that only cares about other routing keys).
 * Broker away, nack, timeout: the row stays unsent, the relay backs off exponentially (capped
-  at a few seconds) and retries from the first unconfirmed row. Issuing and revoking never
-  wait for the relay.
+  at a few seconds) and retries from the first unconfirmed row, on a fresh connection: with
+  several nodes in ``RABBITMQ_URL``, to the next node (``apikeys_shared.amqp``). Issuing and
+  revoking never wait for the relay.
 * Several replicas: only the holder of the relay lock publishes (PostgreSQL: a session-level
   advisory lock; SQLite: an flock on ``<database>.relay-lock``); the others sequence rows
   (under the sequencer's own lock) and try to take over once a poll interval. A lock holder
@@ -51,6 +52,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from apikeys_shared.amqp import BrokerAddresses
 from apikeys_shared.events import CONTENT_TYPE
 from apikeys_shared.signing import Signer
 
@@ -126,7 +128,8 @@ class Relay:
         self._lock_fd: int | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._brokers = BrokerAddresses(config.rabbitmq_url)
+        self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._lock_conn: AsyncConnection | None = None
@@ -274,12 +277,13 @@ class Relay:
             self._channel.is_closed
         ):
             return self._exchange
+        if self._connection is not None and self._connection.is_closed:
+            # Lost while idle: a fresh connection, to the next node of a cluster.
+            await self._close_broker()
         try:
             if self._connection is None:
-                self._connection = await aio_pika.connect_robust(
-                    self._config.rabbitmq_url,
+                self._connection = await self._brokers.connect(
                     timeout=CONNECT_TIMEOUT,
-                    reconnect_interval=1,
                     client_properties={"connection_name": "key_service outbox relay"},
                 )
             async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -291,7 +295,10 @@ class Relay:
                 self._exchange = await channel.declare_exchange(
                     self._config.exchange, aio_pika.ExchangeType.TOPIC, durable=True,
                 )
-        except _BROKER_ERRORS as exc:
+        except (*_BROKER_ERRORS, RuntimeError) as exc:
+            # aio-pika raises RuntimeError for a channel asked of a connection that the broker
+            # closed a moment ago. Whatever failed, start over with a fresh connection.
+            await self._close_broker()
             # Never log the URL: it carries the broker password.
             raise RelayError(
                 f"RabbitMQ is not reachable: {exc.__class__.__name__}: {exc}"

@@ -169,6 +169,8 @@ def check_rabbitmq(url: str) -> None:
     """Raise Failure unless an AMQP 0-9-1 broker answers at ``url``."""
     if urlsplit(url).scheme != "amqp":
         return  # amqps: the services check the TLS connection themselves.
+    if "," in urlsplit(url).netloc.rpartition("@")[2]:
+        return  # several nodes: the services try each of them in turn themselves.
     where = _where(url, 5672)
     try:
         with _connect(url, 5672) as sock:

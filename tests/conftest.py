@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -148,3 +149,25 @@ def fault_proxy() -> Iterator[Callable[[str, int], FaultProxy]]:
     yield make
     for proxy in proxies:
         proxy.close()
+
+
+# -- the stack as subprocesses (tests/e2e, tests/failover) ---------------------------------
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    """Keep each phase's report on the item, so fixtures can tell that the test failed (and,
+    say, print the logs of the processes they started)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client for gateways and key_service's feed: no cookies, bounded timeouts."""
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=15, connect=5),
+    ) as session:
+        yield session

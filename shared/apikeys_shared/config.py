@@ -70,7 +70,9 @@ REDIS_URL: Setting[str] = Setting(
     "(docs/scaling.md)",
 )
 RABBITMQ_URL: Setting[str] = Setting(
-    "RABBITMQ_URL", DEFAULT_RABBITMQ_URL, "RabbitMQ: `amqp://` or `amqps://` (TLS)",
+    "RABBITMQ_URL", DEFAULT_RABBITMQ_URL,
+    "RabbitMQ: `amqp://` or `amqps://` (TLS); for a cluster, every node, comma separated: "
+    "`amqp://user:pw@h1:5672,h2:5672,h3:5672/vhost` (each connection tries the next node)",
 )
 EXCHANGE: Setting[str] = Setting(
     "APIKEYS_EXCHANGE", DEFAULT_EXCHANGE, "the topic exchange key events are published to",

@@ -30,6 +30,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 from .errors import ConfigError
+from .hostlist import parse_host_list
 
 __all__ = ["SCHEMES", "RedisTarget", "parse_redis_url", "redis_from_url"]
 
@@ -58,33 +59,6 @@ class RedisTarget:
     sentinel_username: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
     tls: bool = False
-
-
-def _nodes(hosts: str, default_port: int, url_name: str) -> tuple[tuple[str, int], ...]:
-    nodes: list[tuple[str, int]] = []
-    for item in hosts.split(","):
-        item = item.strip()
-        if not item:
-            raise ConfigError(f"{url_name} has an empty host in its host list")
-        if item.startswith("["):
-            host, bracket, rest = item[1:].partition("]")
-            if not bracket or (rest and not rest.startswith(":")):
-                # Never quote the item: a password holding "/" or "?" ends the authority early
-                # and lands here as "user:password-prefix".
-                raise ConfigError(f"{url_name} has a malformed IPv6 host in its host list")
-            port_text = rest[1:]
-        else:
-            host, _, port_text = item.partition(":")
-        if not host:
-            raise ConfigError(f"{url_name} has an empty host in its host list")
-        if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise ConfigError(f"{url_name} has a bad port in its host list")
-            port = int(port_text)
-        else:
-            port = default_port
-        nodes.append((host, port))
-    return tuple(nodes)
 
 
 def parse_redis_url(url: str, what: str = "REDIS_URL") -> RedisTarget:
@@ -119,7 +93,7 @@ def parse_redis_url(url: str, what: str = "REDIS_URL") -> RedisTarget:
         shown = [n for n in unknown if _PARAM_NAME.fullmatch(n)]
         named = f": {', '.join(shown)}" if len(shown) == len(unknown) else ""
         raise ConfigError(f"{what} has unsupported query parameters{named}")
-    nodes = _nodes(hosts, _DEFAULT_PORT[topology], what)
+    nodes = parse_host_list(hosts, _DEFAULT_PORT[topology], what)
     segments = [s for s in path.split("/") if s] if slash else []
     service_name: str | None = None
     db = 0

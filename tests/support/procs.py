@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["ROOT", "ServiceProcess", "free_port", "wait_http"]
+__all__ = ["ROOT", "ServiceProcess", "free_port", "require_free_ports", "wait_http"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +25,21 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def require_free_ports(ports: Sequence[int], what: str) -> None:
+    """Fail clearly when one of the fixed ``ports`` of ``what`` is taken already (by a server
+    an interrupted run left behind, say)."""
+    for port in ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise RuntimeError(
+                    f"port {port} for {what} is in use ({exc.strerror}): a server left behind "
+                    "by an interrupted run? Stop it (its directory is /tmp/apikeys-failover-*)."
+                ) from exc
 
 
 def wait_http(url: str, timeout: float = 30.0, expect: int = 200) -> None:

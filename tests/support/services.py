@@ -10,11 +10,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import aio_pika
 import asyncpg
 import pytest
+import redis
 
 __all__ = [
-    "PG_ADMIN_URL", "RABBITMQ_URL", "REDIS_URL", "Service", "require", "temporary_database",
+    "PG_ADMIN_URL", "RABBITMQ_URL", "REDIS_URL", "Service", "delete_exchange",
+    "delete_redis_prefix", "require", "temporary_database",
 ]
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -86,3 +89,21 @@ async def temporary_database(prefix: str = "apikeys_t_") -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+def delete_redis_prefix(prefix: str) -> None:
+    """Delete every key under ``prefix`` in the machine's Redis."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*", count=500):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+async def delete_exchange(name: str) -> None:
+    """Delete an exchange of the machine's RabbitMQ."""
+    connection = await aio_pika.connect(RABBITMQ_URL, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(name)

@@ -1,11 +1,13 @@
-"""The whole product as subprocesses, for end-to-end and fault tests.
+"""The whole product as subprocesses, for end-to-end, fault and failover tests.
 
 ``Stack`` starts key_service (migrated by ``create-admin``, with one administrator) on a SQLite
 file of the test's own, the demo backend, and several single-worker gateway processes on distinct
 ports, all with fresh deployment secrets, the test's own exchange name and Redis prefix. The
 gateways reach Redis, RabbitMQ and key_service through fault proxies, so a test can cut any of
 them; key_service reaches RabbitMQ through the same proxy as the gateways (a broker outage is an
-outage for everyone), while the test itself talks to key_service directly.
+outage for everyone), while the test itself talks to key_service directly. ``StackOptions`` may
+give key_service another database and the services other brokers and another Redis instead (the
+failover tests' private clusters); ``new_stack`` makes a stack with names of its own.
 
 ``Admin`` drives key_service's JSON API as an administrator; ``Stack.backend_stats`` reads what
 the demo backend received.
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +30,10 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from apikeys_shared.config import generate_secrets
 from tests.support.faultproxy import FaultProxy
 from tests.support.procs import ROOT, ServiceProcess, free_port, wait_http
-from tests.support.services import RABBITMQ, REDIS
+from tests.support.services import RABBITMQ, REDIS, delete_exchange, delete_redis_prefix
 
 __all__ = [
     "ADMIN_PASSWORD",
@@ -37,9 +41,11 @@ __all__ = [
     "Admin",
     "Stack",
     "StackOptions",
+    "clean_up_after",
     "credentials",
     "eventually",
     "metric",
+    "new_stack",
 ]
 
 ADMIN_USER = "e2e-admin"
@@ -57,6 +63,12 @@ class StackOptions:
     # comes from 127.0.0.1 and must be judged on its credentials alone.
     failed_auth_threshold: int = 1_000_000
     extra_gateway_env: Mapping[str, str] = field(default_factory=dict)
+    # Where key_service keeps its keys: None for a SQLite file of the stack's own.
+    database_url: str | None = None
+    # The brokers and the Redis of the stack: None for the machine's own, through the stack's
+    # fault proxies.
+    rabbitmq_url: str | None = None
+    redis_url: str | None = None
 
 
 class Stack:
@@ -102,8 +114,13 @@ class Stack:
     # -- life cycle -------------------------------------------------------------------------
     @property
     def rabbitmq_url(self) -> str:
-        """RabbitMQ as every service of the stack sees it (through the proxy)."""
-        return f"amqp://guest:guest@127.0.0.1:{self.rabbit_proxy.port}/"
+        """RabbitMQ as every service of the stack sees it (by default through the proxy)."""
+        return self.options.rabbitmq_url or f"amqp://guest:guest@127.0.0.1:{self.rabbit_proxy.port}/"
+
+    @property
+    def redis_url(self) -> str:
+        """Redis as the gateways see it (by default through the proxy)."""
+        return self.options.redis_url or f"redis://127.0.0.1:{self.redis_proxy.port}/0"
 
     def start(self) -> Stack:
         """Start everything and wait until every gateway is ready; returns self."""
@@ -158,7 +175,9 @@ class Stack:
         return {
             **self.secrets,
             "KEY_SERVICE_DATA_DIR": str(data),
-            "KEY_SERVICE_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'keys.db'}",
+            "KEY_SERVICE_DATABASE_URL": (
+                self.options.database_url or f"sqlite+aiosqlite:///{data / 'keys.db'}"
+            ),
             "RABBITMQ_URL": self.rabbitmq_url,
             "APIKEYS_EXCHANGE": self.exchange,
         }
@@ -210,7 +229,7 @@ class Stack:
             **self.secrets,
             "GATEWAY_ROUTES": str(self.routes_file()),
             "KEY_SERVICE_URL": f"http://127.0.0.1:{self.key_service_proxy.port}",
-            "REDIS_URL": f"redis://127.0.0.1:{self.redis_proxy.port}/0",
+            "REDIS_URL": self.redis_url,
             "RABBITMQ_URL": self.rabbitmq_url,
             "APIKEYS_EXCHANGE": self.exchange,
             "GATEWAY_REDIS_PREFIX": self.redis_prefix,
@@ -222,22 +241,28 @@ class Stack:
         }
 
     def _start_gateways(self) -> None:
-        env = self.gateway_env()
-        started: list[tuple[ServiceProcess, str]] = []
-        for index in range(self.options.gateways):
-            port = free_port()
-            proc = self._spawn(
-                f"gateway{index}",
-                ["-m", "auth_gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", "1"],
-                {**env, "GATEWAY_PORT": str(port)},
-            )
-            self.gateway_procs.append(proc)
-            url = f"http://127.0.0.1:{port}"
-            self.gateway_urls.append(url)
-            started.append((proc, url))
+        started = [self._spawn_gateway() for _ in range(self.options.gateways)]
         for proc, url in started:
             self._wait(proc, f"{url}/readyz")
+
+    def _spawn_gateway(self) -> tuple[ServiceProcess, str]:
+        port = free_port()
+        proc = self._spawn(
+            f"gateway{len(self.gateway_procs)}",
+            ["-m", "auth_gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            {**self.gateway_env(), "GATEWAY_PORT": str(port)},
+        )
+        self.gateway_procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        self.gateway_urls.append(url)
+        return proc, url
+
+    def add_gateway(self) -> str:
+        """Start one more gateway process and wait until it is ready; its URL."""
+        proc, url = self._spawn_gateway()
+        self._wait(proc, f"{url}/readyz")
+        return url
 
     # -- reading the backend ----------------------------------------------------------------
     def backend_stats(self) -> dict[str, Any]:
@@ -251,6 +276,24 @@ class Stack:
         return "\n".join(
             f"--- {p.log_path.name} ---\n{p.output()[-3000:]}" for p in self.processes
         )
+
+
+def new_stack(workdir: Path, options: StackOptions | None = None) -> Stack:
+    """A stack (not started yet) with fresh secrets and an exchange, a Redis prefix and queue
+    names of its own."""
+    tag = uuid.uuid4().hex[:12]
+    return Stack(
+        workdir, generate_secrets(), exchange=f"t.{tag}.apikeys.events",
+        redis_prefix=f"t:{tag}:", queue_prefix=f"t.{tag}", options=options,
+    )
+
+
+def clean_up_after(stack: Stack) -> None:
+    """Delete what a stopped stack left in the machine's Redis and RabbitMQ."""
+    if stack.options.redis_url is None:
+        delete_redis_prefix(stack.redis_prefix)
+    if stack.options.rabbitmq_url is None:
+        asyncio.run(delete_exchange(stack.exchange))
 
 
 def _base_env() -> dict[str, str]:
@@ -279,21 +322,36 @@ class Admin:
 
     async def issue(self, name: str = "e2e key") -> tuple[str, str]:
         """Issue a key; ``(key_id, secret)``."""
-        async with self._session.post(
-            f"{self._base}/api/v1/keys", json={"name": name},
-            headers={"X-CSRF-Token": self._csrf},
-        ) as resp:
-            body = await resp.json()
-            assert resp.status == 201, body
+        status, body, _ = await self.try_issue(name)
+        assert status == 201, body
         return body["key_id"], body["secret"]
 
     async def revoke(self, key_id: str) -> None:
         """Revoke a key (it must be active)."""
+        status, body, _ = await self.try_revoke(key_id)
+        assert status == 200, body
+
+    async def try_issue(self, name: str) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+        """Ask to issue a key; the status, JSON body and headers, whatever they are."""
+        return await self._post("/api/v1/keys", {"name": name})
+
+    async def try_revoke(self, key_id: str) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+        """Ask to revoke a key; the status, JSON body and headers, whatever they are."""
+        return await self._post(f"/api/v1/keys/{key_id}/revoke", None)
+
+    async def try_get(self, key_id: str) -> tuple[int, dict[str, Any]]:
+        """Ask for one key; the status and JSON body, whatever they are."""
+        async with self._session.get(f"{self._base}/api/v1/keys/{key_id}") as resp:
+            body: dict[str, Any] = await resp.json(content_type=None)
+            return resp.status, body
+
+    async def _post(self, path: str, payload: dict[str, str] | None,
+                    ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
         async with self._session.post(
-            f"{self._base}/api/v1/keys/{key_id}/revoke", headers={"X-CSRF-Token": self._csrf},
+            f"{self._base}{path}", json=payload, headers={"X-CSRF-Token": self._csrf},
         ) as resp:
-            body = await resp.json()
-            assert resp.status == 200, body
+            body: dict[str, Any] = await resp.json(content_type=None)
+            return resp.status, body, dict(resp.headers)
 
 
 def credentials(key_id: str, secret: str) -> dict[str, str]:

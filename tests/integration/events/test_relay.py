@@ -137,6 +137,35 @@ async def test_a_row_is_marked_sent_only_after_the_broker_confirms(
         await engine.dispose()
 
 
+async def test_a_relay_that_lost_its_broker_publishes_through_the_next_address(
+    sqlite_url: str, config: KeyServiceConfig, subscriber: Subscriber,
+    fault_proxy: Callable[[str, int], FaultProxy],
+) -> None:
+    # Two addresses of one broker stand for two nodes of a cluster. The first one dies for
+    # good: the relay publishes through the second, from the first unconfirmed event.
+    await migrate_async(sqlite_url)
+    engine = create_engine(sqlite_url)
+    first, second = fault_proxy("127.0.0.1", 5672), fault_proxy("127.0.0.1", 5672)
+    config = replace(config, rabbitmq_url=(
+        f"amqp://guest:guest@127.0.0.1:{first.port},127.0.0.1:{second.port}/"
+    ))
+    try:
+        async with running(engine, config, max_backoff=0.5) as (_relay, wakeup, _metrics):
+            await insert_rows(engine, [outbox_row()])
+            wakeup.set()
+            await subscriber.wait_for(1)
+            assert (first.connections_accepted, second.connections_accepted) == (1, 0)
+            first.cut()
+            await insert_rows(engine, [outbox_row() for _ in range(3)])
+            wakeup.set()
+            await subscriber.wait_for(4)
+            await eventually(lambda: _no_backlog(engine))
+            assert second.connections_accepted == 1
+        assert [e.sequence for e in subscriber.unique()] == [1, 2, 3, 4]
+    finally:
+        await engine.dispose()
+
+
 async def _errors_at_least(metrics: Metrics, count: float) -> bool:
     return _value(metrics, "key_service_relay_errors_total") >= count
 

@@ -5,6 +5,10 @@ every variable a service reads is set in its environment or documented in its en
 services' own ``load_config`` accepts the environment compose would give them; healthchecks and
 ``depends_on`` conditions are there; no secret value is written in any file of the stack. Where the
 ``docker compose`` plugin is installed, ``docker compose config`` must accept the file as well.
+
+Every test runs twice: on compose.yaml alone, and with the highly available shape of
+deploy/compose.ha.yaml on top (``docker compose -f compose.yaml -f deploy/compose.ha.yaml``),
+whose failures the native failover tests in tests/failover show.
 """
 
 from __future__ import annotations
@@ -19,19 +23,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from apikeys_shared.amqp import parse_rabbitmq_url
+from apikeys_shared.redis_url import parse_redis_url
 from auth_gateway.config import load_config as load_gateway_config
 from auth_gateway.routes import load_routes
 from key_service.config import load_config as load_key_service_config
 from tests.support.procs import ROOT
 
 COMPOSE = ROOT / "compose.yaml"
+HA = ROOT / "deploy" / "compose.ha.yaml"
+STACKS = {"compose": (COMPOSE,), "ha": (COMPOSE, HA)}
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 SECRETS = (
     "APIKEYS_PEPPERS", "APIKEYS_SIGNING_KEY", "APIKEYS_VERIFY_KEYS", "APIKEYS_INTERNAL_TOKEN",
-    "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD",
+    "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_ERLANG_COOKIE",
 )
 # Which package's settings each image target reads.
 TARGET_CONFIG = {
@@ -44,13 +53,33 @@ _ENVIRON_GET = re.compile(r"environ(?:\.get)?[\[(]\s*\"([A-Z][A-Z0-9_]*)\"")
 _INTERPOLATION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
-def _compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+@pytest.fixture(params=list(STACKS))
+def stack(request: pytest.FixtureRequest) -> tuple[Path, ...]:
+    """The compose files of one shape of the stack, in ``-f`` order."""
+    return STACKS[request.param]
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Compose's merge of a later file into an earlier one, for what these files use: mappings
+    merge key by key, anything else is replaced (deploy/compose.ha.yaml repeats a list whole
+    when it changes one)."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+def _compose(files: tuple[Path, ...]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for path in files:
+        data = _merge(data, yaml.safe_load(path.read_text()))
     return data
 
 
-def _services() -> dict[str, dict[str, Any]]:
-    services: dict[str, dict[str, Any]] = _compose()["services"]
+def _services(files: tuple[Path, ...]) -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = _compose(files)["services"]
     return services
 
 
@@ -134,8 +163,8 @@ def _dockerfile_targets() -> set[str]:
 
 
 # -- the file and its images -----------------------------------------------------------------
-def test_compose_parses_and_has_the_whole_stack() -> None:
-    services = _services()
+def test_compose_parses_and_has_the_whole_stack(stack: tuple[Path, ...]) -> None:
+    services = _services(stack)
     assert {"postgres", "redis", "rabbitmq", "key_service", "gateway", "demo_backend",
             "nginx"} <= set(services)
     assert services["gateway"]["deploy"]["replicas"] == 2
@@ -143,18 +172,23 @@ def test_compose_parses_and_has_the_whole_stack() -> None:
     assert "ports" not in services["gateway"], "replicas cannot share a host port"
     assert services["nginx"]["profiles"] == ["nginx"]
     assert "profiles" not in services["gateway_lb"]
+    if HA in stack:
+        assert {"rabbitmq-2", "rabbitmq-3", "redis-replica", "sentinel-1", "sentinel-2",
+                "sentinel-3"} <= set(services)
 
 
-def test_every_service_builds_from_an_existing_target_or_runs_a_pinned_image() -> None:
+def test_every_service_builds_from_an_existing_target_or_runs_a_pinned_image(
+    stack: tuple[Path, ...],
+) -> None:
     targets = _dockerfile_targets()
-    for name, service in _services().items():
+    for name, service in _services(stack).items():
         build = service.get("build")
         if build is not None:
             assert (ROOT / build["context"] / build["dockerfile"]).is_file(), name
             assert build["target"] in targets, f"{name}: no stage {build['target']}"
             assert build["target"] in TARGET_CONFIG, name
         else:
-            image = service["image"]
+            image = _interpolate(service["image"], {})  # the default of ${NAME:-image}
             repo, _, tag = image.rpartition(":")
             assert repo, f"{name}: image {image} has no tag"
             assert "/" not in tag, f"{name}: image {image} has no tag"
@@ -188,8 +222,8 @@ def test_dockerfile_is_multi_stage_pinned_and_runs_unprivileged() -> None:
 
 
 # -- settings and secrets --------------------------------------------------------------------
-def test_every_variable_a_service_reads_is_set_or_documented() -> None:
-    for name, service in _services().items():
+def test_every_variable_a_service_reads_is_set_or_documented(stack: tuple[Path, ...]) -> None:
+    for name, service in _services(stack).items():
         build = service.get("build")
         if build is None:
             continue
@@ -207,21 +241,29 @@ def test_every_variable_a_service_reads_is_set_or_documented() -> None:
         assert not required - environment, f"{name}: required {required - environment} unset"
 
 
-def test_services_accept_the_environment_compose_gives_them() -> None:
+def test_services_accept_the_environment_compose_gives_them(stack: tuple[Path, ...]) -> None:
     env = _generated_env()
-    services = _services()
+    services = _services(stack)
     config = load_key_service_config(_service_environment(services["key_service"], env))
     assert config.database_url.startswith("postgresql+asyncpg://apikeys:")
     assert config.host == "0.0.0.0"
     gateway_env = _service_environment(services["gateway"], env)
     gateway = load_gateway_config(gateway_env)
     assert gateway.key_service_url == "http://key_service:8081"
+    if HA in stack:
+        # Every RabbitMQ node for both services; the gateways find Redis through Sentinel.
+        nodes = ["rabbitmq:5672", "rabbitmq-2:5672", "rabbitmq-3:5672"]
+        for url in (config.rabbitmq_url, gateway.rabbitmq_url):
+            assert [a.name for a in parse_rabbitmq_url(url)] == nodes
+        redis_target = parse_redis_url(gateway.redis_url)
+        assert redis_target.topology == "sentinel"
+        assert len(redis_target.nodes) == 3
     # Only the two fronts, at fixed addresses outside the dynamic range, are believed.
     fronts = {name: services[name]["networks"]["default"]["ipv4_address"]
               for name in ("gateway_lb", "nginx")}
     fixed = {name: _interpolate(str(value), env) for name, value in fronts.items()}
     assert set(gateway.trusted_proxies) == set(fixed.values())
-    ipam = _compose()["networks"]["default"]["ipam"]["config"][0]
+    ipam = _compose(stack)["networks"]["default"]["ipam"]["config"][0]
     subnet = ipaddress.ip_network(_interpolate(ipam["subnet"], env))
     dynamic = ipaddress.ip_network(_interpolate(ipam["ip_range"], env))
     for address in fixed.values():
@@ -249,11 +291,13 @@ def test_services_accept_the_environment_compose_gives_them() -> None:
             assert name == "key_service", name
 
 
-def test_env_example_lists_every_secret_empty_and_generate_env_fills_them() -> None:
+def test_env_example_lists_every_secret_empty_and_generate_env_fills_them(
+    stack: tuple[Path, ...],
+) -> None:
     values, documented = _env_file(ENV_EXAMPLE)
     assert set(values) == set(SECRETS)
     assert all(v == "" for v in values.values()), "no value belongs in .env.example"
-    text = COMPOSE.read_text()
+    text = "".join(path.read_text() for path in stack)
     for name, op, _ in _INTERPOLATION.findall(text):
         if op in (":?", "?"):
             assert name in values, f"compose requires {name}; list it in .env.example"
@@ -277,7 +321,7 @@ def test_generate_env_writes_a_private_file_and_never_overwrites(tmp_path: Path)
     assert target.read_text() == first
 
 
-def test_no_secret_value_is_written_in_the_stack() -> None:
+def test_no_secret_value_is_written_in_the_stack(stack: tuple[Path, ...]) -> None:
     files = [COMPOSE, DOCKERFILE, ENV_EXAMPLE, *sorted((ROOT / "deploy").rglob("*"))]
     # What generated secrets look like: base64 of 32 bytes, or long runs of key characters.
     shapes = re.compile(r"[A-Za-z0-9+/]{43}=|(?<![A-Za-z0-9])[A-Za-z0-9]{32,}(?![A-Za-z0-9])")
@@ -286,10 +330,11 @@ def test_no_secret_value_is_written_in_the_stack() -> None:
             continue
         for match in shapes.finditer(path.read_text()):
             raise AssertionError(f"{path.relative_to(ROOT)} holds a secret-like {match.group()!r}")
-    for name, service in _services().items():
+    for name, service in _services(stack).items():
         for key, value in service.get("environment", {}).items():
             value = str(value)
-            if key.endswith(("PASSWORD", "PASS", "PEPPERS", "SIGNING_KEY", "VERIFY_KEYS", "TOKEN")):
+            if key.endswith(("PASSWORD", "PASS", "PEPPERS", "SIGNING_KEY", "VERIFY_KEYS", "TOKEN",
+                             "COOKIE")):
                 assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", value), f"{name}.{key} = {value}"
             # Credentials in URLs come from .env as well.
             for password in re.findall(r"://[^:/@]*:([^@]*)@", value):
@@ -297,8 +342,8 @@ def test_no_secret_value_is_written_in_the_stack() -> None:
 
 
 # -- health and order ------------------------------------------------------------------------
-def test_healthchecks_and_depends_on_conditions() -> None:
-    services = _services()
+def test_healthchecks_and_depends_on_conditions(stack: tuple[Path, ...]) -> None:
+    services = _services(stack)
     for name, service in services.items():
         check = service.get("healthcheck")
         assert check, f"{name} has no healthcheck"
@@ -315,19 +360,24 @@ def test_healthchecks_and_depends_on_conditions() -> None:
         "gateway_lb": {"gateway"},
         "nginx": {"gateway", "demo_backend"},
     }
+    if HA in stack:
+        needs["gateway"] |= {"sentinel-1", "sentinel-2", "sentinel-3"}
+        needs |= {f"sentinel-{n}": {"redis"} for n in (1, 2, 3)} | {"redis-replica": {"redis"}}
     for name, dependencies in needs.items():
         assert dependencies <= set(services[name]["depends_on"]), name
 
 
-def test_mounted_files_exist_and_nginx_accepts_the_configs(tmp_path: Path) -> None:
+def test_mounted_files_exist_and_nginx_accepts_the_configs(
+    tmp_path: Path, stack: tuple[Path, ...],
+) -> None:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     assert os.access(nginx, os.X_OK), "nginx is not installed (scripts/debian-packages.sh)"
-    for name, service in _services().items():
+    for name, service in _services(stack).items():
         for mount in service.get("volumes", []):
             source = mount.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).is_file(), f"{name} mounts missing {source}"
-                if source.endswith(".conf"):
+                if source.endswith(".conf") and "nginx" in service.get("image", ""):
                     main = tmp_path / f"{name}.nginx.conf"
                     main.write_text(
                         f"pid {tmp_path}/{name}.pid;\nerror_log stderr;\n"
@@ -342,7 +392,9 @@ def test_mounted_files_exist_and_nginx_accepts_the_configs(tmp_path: Path) -> No
                     assert check.returncode == 0, f"{source}: {check.stderr}"
 
 
-def test_docker_compose_config_accepts_the_file_where_compose_exists(tmp_path: Path) -> None:
+def test_docker_compose_config_accepts_the_file_where_compose_exists(
+    tmp_path: Path, stack: tuple[Path, ...],
+) -> None:
     docker = shutil.which("docker")
     probe = subprocess.run([docker, "compose", "version"], capture_output=True) if docker else None
     env_file = tmp_path / ".env"
@@ -351,10 +403,12 @@ def test_docker_compose_config_accepts_the_file_where_compose_exists(tmp_path: P
         # No compose plugin here: the structural tests above are the whole check. The env file
         # must still satisfy every ${...:?} so that `docker compose config` would get that far.
         env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
-        _interpolate(COMPOSE.read_text(), env)
+        for path in stack:
+            _interpolate(path.read_text(), env)
         return
     result = subprocess.run(
-        [docker, "compose", "--env-file", str(env_file), "-f", str(COMPOSE), "--profile",
+        [docker, "compose", "--env-file", str(env_file),
+         *(arg for path in stack for arg in ("-f", str(path))), "--profile",
          "nginx", "config", "--quiet"], capture_output=True, text=True, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr

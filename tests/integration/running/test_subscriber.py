@@ -376,6 +376,38 @@ async def test_rabbitmq_away_at_start_up_is_waited_for(
     assert applied["sequence"] == 1
 
 
+async def test_a_lost_broker_is_left_for_the_next_address_and_nothing_is_missed(
+    amqp_names: AmqpNames, rabbitmq_url: str, fault_proxy: Any,
+) -> None:
+    # Two addresses of one broker stand for two nodes of a cluster. The first one dies while
+    # events wait on the durable queue: the subscriber goes on through the second and gets
+    # every event from the queue, without reading the feed for a gap.
+    secrets = _secrets()
+    signer = Signer.from_base64(secrets["APIKEYS_SIGNING_KEY"])
+    host, port = rabbitmq_url.rsplit("@", 1)[1].rstrip("/").split(":")
+    first, second = fault_proxy(host, int(port)), fault_proxy(host, int(port))
+    two = rabbitmq_url.replace(f"{host}:{port}", f"127.0.0.1:{first.port},127.0.0.1:{second.port}")
+    events = [
+        SignedEvent.sign(Event.for_record(_record(secrets), sequence=n,
+                                          source="urn:apikeys:key_service"), signer)
+        for n in (1, 2, 3)
+    ]
+    feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
+    async with feed.serving() as feed_url, run_subscriber(
+        _env(amqp_names, two, secrets, feed_url),
+    ) as subscriber:
+        await _publish(rabbitmq_url, amqp_names.exchange, events[:1])
+        assert (await subscriber.next_event())["sequence"] == 1
+        first.cut()
+        await _publish(rabbitmq_url, amqp_names.exchange, events[1:])
+        applied = [await subscriber.next_event() for _ in range(2)]
+        assert second.connections_accepted == 1
+    assert [e["sequence"] for e in applied] == [2, 3]
+    log = "".join(subscriber.log)
+    assert "lost RabbitMQ" in log
+    assert "were missed" not in log
+
+
 def test_the_feed_is_required() -> None:
     secrets = _secrets()
     done = subprocess.run(

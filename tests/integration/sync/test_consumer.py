@@ -467,6 +467,44 @@ async def test_a_silent_broker_is_noticed_and_the_feed_takes_over(
         await consumer.close()
 
 
+async def test_a_lost_broker_is_left_for_the_next_address_of_a_cluster(
+    rig: Rig, amqp_names: AmqpNames, fault_proxy: Callable[[str, int], FaultProxy],
+) -> None:
+    # Two addresses of one broker stand for two nodes of a cluster: the first one dies, and
+    # the consumer subscribes through the second at once, without waiting for the first.
+    second = fault_proxy(*RABBITMQ.address)
+    own = Synchronizer(
+        sink=rig.store, feed=rig.feed_client, settings=rig.settings, metrics=rig.metrics,
+        synced=asyncio.Event(), feed_read=asyncio.Event(),
+    )
+    consumer = EventConsumer(
+        own, url=f"amqp://guest:guest@127.0.0.1:{rig.rabbit_proxy.port},"
+                 f"127.0.0.1:{second.port}/",
+        exchange=amqp_names.exchange, queue_prefix=f"{amqp_names.prefix}.two", timeout=3.0,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: _true(own.subscribed), "the consumer subscribed")
+        assert second.connections_accepted == 0
+        rig.rabbit_proxy.cut()
+        await eventually(lambda: _true(consumer.connects == 2 and own.subscribed),
+                         "the consumer subscribed through the second address")
+        assert second.connections_accepted == 1
+        issued = rig.record()
+        rig.feed.events.append(issued)
+        await rig.publish(issued)
+        key_id = Event.from_bytes(issued.body).record.key_id
+
+        async def applied() -> bool:
+            return await rig.held_status(key_id) == "active"
+        await eventually(applied, "an event published after the loss was applied")
+    finally:
+        rig.rabbit_proxy.restore()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.close()
+
+
 @pytest.mark.parametrize(
     "sync_overrides", [{"safety_poll_interval": 0.3, "missed_delivery_age": 0.5}],
 )
