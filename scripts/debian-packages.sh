@@ -2,10 +2,13 @@
 # Install the Debian packages the tests and benchmarks drive, when they are missing.
 #   nginx      the forward-auth example and the benchmark's plain reverse proxy
 #   chromium   the Backoffice page's browser tests (Playwright drives /usr/bin/chromium)
+#   podman, runc, netavark, aardvark-dns, iptables, debootstrap
+#              the compose test: the container engine (runc: crun refuses this machine's
+#              cgroups), its networks and their DNS, and the base of its stand-in images
 #   wrk        the benchmark's load generator (only with --bench)
 #   valgrind   callgrind, which counts the gateway's instructions per request (only with --bench)
 set -euo pipefail
-want=(nginx chromium fonts-dejavu-core)
+want=(nginx chromium fonts-dejavu-core podman runc netavark aardvark-dns iptables debootstrap)
 [[ "${1:-}" == "--bench" ]] && want+=(wrk valgrind)
 missing=()
 for pkg in "${want[@]}"; do
