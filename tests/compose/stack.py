@@ -37,7 +37,8 @@ import yaml
 
 from tests.compose.engine import Engine, EngineError, run
 
-__all__ = ["PREFIX", "HealthChecks", "Stack", "free_ports", "free_subnet"]
+__all__ = ["PREFIX", "Container", "HealthChecks", "Stack", "free_ports", "free_subnet",
+           "health_checks", "sweep"]
 
 PREFIX = "apikeys-test-"
 PORTS = range(26000, 27000)
@@ -67,7 +68,7 @@ def free_subnet() -> ipaddress.IPv4Network:
     routes = subprocess.run(["ip", "-4", "-j", "route", "show", "table", "all"],
                             capture_output=True, text=True, check=True).stdout
     taken = [ipaddress.ip_network(r["dst"], strict=False) for r in json.loads(routes)
-             if r.get("dst", "default") not in ("default",)]
+             if r.get("dst", "default") != "default"]
     for third in range(100, 250):
         subnet = ipaddress.IPv4Network(f"172.29.{third}.0/24")
         if not any(subnet.overlaps(other) for other in taken):
@@ -150,28 +151,32 @@ class Stack:
 
     def health(self, container: Container) -> str:
         """``healthy``, ``starting``, ``unhealthy``, or ``none`` for a container without check."""
-        state = self.engine.inspect(container.id)[0]["State"]
-        health = state.get("Health") or state.get("Healthcheck") or {}
+        health = self.engine.inspect(container.id)[0]["State"].get("Health") or {}
         return str(health.get("Status") or "none")
 
     def wait_healthy(self, services: list[str], timeout: float = 240) -> None:
         """Until every container of ``services`` is running and healthy (or raise, with logs)."""
         deadline = time.monotonic() + timeout
         while True:
-            pending = [c for s in services for c in self.containers(s) or [Container("", s, s, "")]
-                       if not c.id or c.state != "running" or self.health(c) != "healthy"]
-            if not pending:
+            containers = {s: self.containers(s) for s in services}
+            missing = [s for s, found in containers.items() if not found]
+            pending = [c for found in containers.values() for c in found
+                       if c.state != "running" or self.health(c) != "healthy"]
+            if not missing and not pending:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"not healthy within {timeout:.0f} s: "
-                                     f"{[(c.name, c.state) for c in pending]}\n"
-                                     + self.logs([c for c in pending if c.id]))
+                raise AssertionError(f"not healthy within {timeout:.0f} s: no container of "
+                                     f"{missing}, {[(c.name, c.state) for c in pending]}\n"
+                                     + self.logs(pending))
             time.sleep(1)
 
     def up_in_order(self, services: Mapping[str, Mapping[str, Any]]
                     ) -> list[tuple[list[str], float]]:
         """Start ``services`` in the order of their ``depends_on`` conditions, as Docker Compose
         does, each once its dependencies meet their condition; the waves and their times."""
+        conditions = {spec["condition"] for s in services.values()
+                      for spec in (s.get("depends_on") or {}).values()}
+        assert conditions <= {"service_healthy"}, f"only service_healthy is done: {conditions}"
         started: set[str] = set()
         waves: list[tuple[list[str], float]] = []
         while len(started) < len(services):

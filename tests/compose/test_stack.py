@@ -18,6 +18,7 @@ then down -v, and nothing of the project is left.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,9 @@ from tests.compose.steps import Steps
 from tests.support.procs import ROOT
 
 pytestmark = [pytest.mark.slow]
+
+# The virtualenv running the tests: podman-compose is in it, and `make` uses it as VENV.
+VENV = Path(sys.prefix)
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "compose test admin password"
@@ -69,7 +73,7 @@ def steps(capsys: pytest.CaptureFixture[str]) -> Steps:
 def engine(steps: Steps) -> Iterator[Engine]:
     """The test's podman, held by this run alone, with nothing left of killed runs."""
     with exclusive():
-        engine = prepare(ROOT / ".venv" / "bin")
+        engine = prepare(VENV / "bin")
         steps.note(f"engine: {engine.versions()}")
         stale = sweep(engine)
         if stale:
@@ -204,7 +208,7 @@ def test_the_stack_runs_from_compose_yaml(engine: Engine, steps: Steps, tmp_path
 
 def _run(stack: Stack, steps: Steps, key_service: str, lb: str, front: str) -> None:
     with steps.step("make secrets"):
-        stack.make("secrets", ROOT / ".venv")
+        stack.make("secrets", VENV)
         secrets = _read_env(stack.directory / ".env")
         assert set(SECRETS) <= set(secrets)
     with steps.step("podman-compose build (the project's three images, deploy/Dockerfile)"):
@@ -278,11 +282,11 @@ def _run(stack: Stack, steps: Steps, key_service: str, lb: str, front: str) -> N
         ]
 
     with steps.step("make down (volumes kept)"):
-        stack.make("down", ROOT / ".venv")
+        stack.make("down", VENV)
         assert stack.containers() == []
     with steps.step("make up: every service at once (podman-compose ignores the conditions "
                     "on this podman), all healthy"):
-        stack.make("up", ROOT / ".venv")
+        stack.make("up", VENV)
         stack.wait_healthy(sorted(default), timeout=360)
     with steps.step("every key and the admin kept on the volumes"):
         office = Backoffice(key_service)
