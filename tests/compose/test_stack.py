@@ -135,6 +135,13 @@ class Backoffice:
         return {item["key_id"]: item["status"] for item in response.json()["items"]}
 
 
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/readyz", timeout=10).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def _status(url: str, key: dict[str, Any] | None) -> int:
     headers = _credentials(key) if key is not None else {}
     return requests.get(url, headers=headers, timeout=30).status_code
@@ -266,6 +273,8 @@ def _run(stack: Stack, steps: Steps, key_service: str, lb: str, front: str) -> N
             for container in stack.containers(service):
                 stack.engine.podman("restart", "--time", "20", container.id)
         stack.wait_healthy(["rabbitmq", "key_service"])
+        # podman may still show the health from before the restart: ask key_service itself.
+        _eventually(lambda: _ready(key_service), "key_service is ready after its restart")
     with steps.step("nothing lost: the feed has no gap, a key revoked now reaches every replica"):
         third = office.issue("compose third")
         _every_replica(stack, third, 200, replicas=4)
