@@ -47,12 +47,12 @@ bench: $(STAMP) ## Benchmarks (gateway vs nginx, revocation propagation, key_ser
 secrets: $(STAMP) ## Write a fresh .env with every deployment secret (refuses to overwrite)
 	@$(PY) deploy/generate_env.py --output .env
 
-up: ## docker compose up (needs a Docker engine and a .env from `make secrets`)
+up: ## compose up -d --build: Docker Compose, else podman-compose (needs .env from `make secrets`)
 	@test -f .env || { echo "no .env: run make secrets" >&2; exit 1; }
-	docker compose up -d --build
+	PATH="$(VENV)/bin:$$PATH" scripts/compose.sh up -d --build
 
-down: ## docker compose down
-	docker compose down
+down: ## compose down --remove-orphans (the replicas --scale added too), with `make up`'s engine
+	PATH="$(VENV)/bin:$$PATH" scripts/compose.sh down --remove-orphans
 
 clean: ## Remove the venv, caches and the local data directory
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .hypothesis artifacts *.egg-info

@@ -3,10 +3,13 @@
 #   nginx      the forward-auth example and the benchmark's plain reverse proxy
 #   chromium   the Backoffice page's browser tests (Playwright drives /usr/bin/chromium)
 #   golang-go  runs the Go example of docs/events.md against signed events
+#   podman, runc, netavark, aardvark-dns, iptables, debootstrap
+#              the compose test: the container engine (runc: crun refuses this machine's
+#              cgroups), its networks and their DNS, and the base of its stand-in images
 #   wrk        the benchmark's load generator (only with --bench)
 #   valgrind   callgrind, which counts the gateway's instructions per request (only with --bench)
 set -euo pipefail
-want=(nginx chromium fonts-dejavu-core golang-go)
+want=(nginx chromium fonts-dejavu-core golang-go podman runc netavark aardvark-dns iptables debootstrap)
 [[ "${1:-}" == "--bench" ]] && want+=(wrk valgrind)
 missing=()
 for pkg in "${want[@]}"; do

@@ -168,6 +168,8 @@ def test_compose_parses_and_has_the_whole_stack(stack: tuple[Path, ...]) -> None
     assert {"postgres", "redis", "rabbitmq", "key_service", "gateway", "demo_backend",
             "nginx"} <= set(services)
     assert services["gateway"]["deploy"]["replicas"] == 2
+    # Compose's default mode, written out: podman-compose reads `replicas` only beside it.
+    assert services["gateway"]["deploy"]["mode"] == "replicated"
     assert "container_name" not in services["gateway"], "replicas need generated names"
     assert "ports" not in services["gateway"], "replicas cannot share a host port"
     assert services["nginx"]["profiles"] == ["nginx"]
@@ -181,26 +183,43 @@ def test_every_service_builds_from_an_existing_target_or_runs_a_pinned_image(
     stack: tuple[Path, ...],
 ) -> None:
     targets = _dockerfile_targets()
+    _, documented = _env_file(ENV_EXAMPLE)
+    variables: dict[str, str] = {}
     for name, service in _services(stack).items():
         build = service.get("build")
         if build is not None:
             assert (ROOT / build["context"] / build["dockerfile"]).is_file(), name
             assert build["target"] in targets, f"{name}: no stage {build['target']}"
             assert build["target"] in TARGET_CONFIG, name
+            # The base can be replaced (a mirror, the compose test's stand-in); empty, the
+            # Dockerfile's pin holds.
+            assert build["args"] == {"PYTHON_IMAGE": "${PYTHON_IMAGE:-}"}, name
         else:
-            image = _interpolate(service["image"], {})  # the default of ${NAME:-image}
+            # ${NAME_IMAGE:-pinned}: replaceable from the environment, the pin by default.
+            match = re.fullmatch(r"\$\{([A-Z]+_IMAGE):-([^}]+)\}", service["image"])
+            assert match, f"{name}: image {service['image']} is not ${{X_IMAGE:-pinned}}"
+            variable, image = match.groups()
+            assert variables.setdefault(variable, image) == image, f"{variable}: two defaults"
+            assert variable in documented, f"document {variable} in .env.example"
             repo, _, tag = image.rpartition(":")
             assert repo, f"{name}: image {image} has no tag"
             assert "/" not in tag, f"{name}: image {image} has no tag"
             assert re.match(r"\d+\.\d+", tag), f"{name}: {image} is not pinned to a version"
+    assert set(variables) == {"POSTGRES_IMAGE", "REDIS_IMAGE", "RABBITMQ_IMAGE", "NGINX_IMAGE"}
 
 
 def test_dockerfile_is_multi_stage_pinned_and_runs_unprivileged() -> None:
     text = DOCKERFILE.read_text()
-    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)", text, re.M)
-    assert base is not None
-    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base.group(1)), base.group(1)
-    assert len(re.findall(r"^FROM ", text, re.M)) >= 3
+    # One pinned base, written once; PYTHON_IMAGE (empty by default) replaces it.
+    assert re.search(r"^ARG PYTHON_IMAGE=$", text, re.M)
+    bases = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.M)
+    pinned = [image for image, _ in bases if "PYTHON_IMAGE" in image]
+    assert len(pinned) == 1, bases
+    base = re.fullmatch(r"\$\{PYTHON_IMAGE:-(python:\d+\.\d+\.\d+-slim-\w+)\}", pinned[0])
+    assert base is not None, pinned[0]
+    _, documented = _env_file(ENV_EXAMPLE)
+    assert "PYTHON_IMAGE" in documented
+    assert len(bases) >= 3
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users
     assert all(u.split(":")[0] not in ("0", "root") for u in users)
@@ -374,16 +393,26 @@ def test_mounted_files_exist_and_nginx_accepts_the_configs(
     assert os.access(nginx, os.X_OK), "nginx is not installed (scripts/debian-packages.sh)"
     for name, service in _services(stack).items():
         for mount in service.get("volumes", []):
-            source = mount.split(":")[0]
+            source, target = mount.split(":")[:2]
             if source.startswith("./"):
                 assert (ROOT / source).is_file(), f"{name} mounts missing {source}"
                 if source.endswith(".conf") and "nginx" in service.get("image", ""):
+                    # A template of the nginx image's entrypoint: it puts the container's own
+                    # nameservers (Docker's: 127.0.0.11) where the file says, and so works
+                    # under podman's aardvark-dns as well.
+                    assert target == "/etc/nginx/templates/default.conf.template", name
+                    assert service["environment"]["NGINX_ENTRYPOINT_LOCAL_RESOLVERS"], name
+                    text = (ROOT / source).read_text()
+                    assert "resolver ${NGINX_LOCAL_RESOLVERS} " in text, source
+                    assert "127.0.0.11" not in text, f"{source} names Docker's DNS"
+                    conf = tmp_path / f"{name}.default.conf"
+                    conf.write_text(text.replace("${NGINX_LOCAL_RESOLVERS}", "127.0.0.11"))
                     main = tmp_path / f"{name}.nginx.conf"
                     main.write_text(
                         f"pid {tmp_path}/{name}.pid;\nerror_log stderr;\n"
                         "events {}\nhttp {\n"
                         f"  client_body_temp_path {tmp_path};\n  access_log off;\n"
-                        f"  include {ROOT / source};\n}}\n"
+                        f"  include {conf};\n}}\n"
                     )
                     check = subprocess.run(
                         [nginx, "-t", "-q", "-p", str(tmp_path), "-c", str(main)],
@@ -413,3 +442,22 @@ def test_docker_compose_config_accepts_the_file_where_compose_exists(
     )
     assert result.returncode == 0, result.stderr
 
+
+def test_the_podman_dns_override_gives_the_fronts_the_networks_dns_server() -> None:
+    """deploy/compose.podman-dns.yaml, for podman older than 4.5 (docs/compose-testing.md): the
+    two nginx fronts, and nothing else, get the stack network's first address as their one
+    nameserver, where aardvark-dns listens."""
+    override: dict[str, Any] = yaml.safe_load((ROOT / "deploy/compose.podman-dns.yaml").read_text())
+    services = _services((COMPOSE,))
+    fronts = {name for name, s in services.items() if "NGINX_ENTRYPOINT_LOCAL_RESOLVERS"
+              in (s.get("environment") or {})}
+    assert set(override) == {"services"}
+    assert set(override["services"]) == fronts == {"gateway_lb", "nginx"}
+    subnet_spec = _compose((COMPOSE,))["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    subnet = ipaddress.ip_network(_interpolate(subnet_spec, {}))
+    for name in fronts:
+        assert set(override["services"][name]) == {"dns"}
+        [dns] = override["services"][name]["dns"]
+        assert dns == f"${{APIKEYS_NETWORK_DNS:-{next(subnet.hosts())}}}", dns
+    _, documented = _env_file(ENV_EXAMPLE)
+    assert "APIKEYS_NETWORK_DNS" in documented
