@@ -7,12 +7,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from apikeys_shared.config import DEFAULT_RABBITMQ_URL, Env, Secrets, load_secrets
 from apikeys_shared.errors import ConfigError
 from apikeys_shared.events import EXCHANGE
 
-__all__ = ["KeyServiceConfig", "load_config", "load_database_url"]
+__all__ = ["ClientConfig", "KeyServiceConfig", "load_client_config", "load_config",
+           "load_database_url"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,35 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
             "KEY_SERVICE_LOGIN_THROTTLE_WINDOW", 900, minimum=1, maximum=86400
         ),
     )
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the command line's ``keys`` and ``audit`` commands send requests, and as whom."""
+
+    url: str
+    token: str = field(repr=False)
+
+
+def load_client_config(
+    environ: Mapping[str, str] | None = None, *, url: str | None = None,
+    token: str | None = None,
+) -> ClientConfig:
+    """The API's base URL and the management token: the flags, else ``APIKEYS_URL`` and
+    ``APIKEYS_TOKEN``; ConfigError names what is missing or malformed (never the token)."""
+    env = Env(os.environ if environ is None else environ)
+    base = (url or "").strip() or env.optional("APIKEYS_URL")
+    if base is None:
+        raise ConfigError(
+            "no API address: set APIKEYS_URL (or give --url), e.g. http://127.0.0.1:8081"
+        )
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigError(f"APIKEYS_URL / --url must be an http(s) base URL, got {base!r}")
+    secret = (token or "").strip() or env.optional("APIKEYS_TOKEN")
+    if secret is None:
+        raise ConfigError(
+            "no management token: set APIKEYS_TOKEN (or give --token); an administrator "
+            "creates one on the Management Tokens page"
+        )
+    return ClientConfig(url=base.rstrip("/"), token=secret)
