@@ -1,5 +1,6 @@
-/* Shared by every Backoffice page: calls to the JSON API, the login round trip, log out and
-   dialog focus handling. Data is only ever written with textContent, never as markup. */
+/* Shared by every Backoffice page: calls to the JSON API, the login round trip, log out, dialog
+   focus handling, table cells and copying a one-time secret. Data is only ever written with
+   textContent, never as markup. */
 (function () {
   'use strict';
 
@@ -126,6 +127,141 @@
     });
   }
 
+  // -- tables ---------------------------------------------------------------------------------
+  const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
+  const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'long' });
+
+  /** Milliseconds since the epoch of an API timestamp (0 when it is not one). */
+  function when(value) {
+    const ms = Date.parse(value);
+    return Number.isNaN(ms) ? 0 : ms;
+  }
+
+  /** A <time> element showing ``value`` (the date, or date and time), its full form as title. */
+  function timeElement(value, withTime) {
+    const time = document.createElement('time');
+    time.dateTime = value;
+    time.textContent = (withTime ? dateTimeFormat : dateFormat).format(new Date(value));
+    time.title = fullFormat.format(new Date(value));
+    return time;
+  }
+
+  /** Every item of a paged list (``items`` and ``next_cursor``), page after page. */
+  async function loadAll(path, pageSize) {
+    const all = [];
+    let cursor = null;
+    do {
+      const query = new URLSearchParams({ limit: String(pageSize) });
+      if (cursor) query.set('cursor', cursor);
+      const page = await api('GET', path + '?' + query.toString());
+      Array.prototype.push.apply(all, page.items);
+      cursor = page.next_cursor;
+    } while (cursor);
+    return all;
+  }
+
+  /** Active items newest first (by ``issuedField``), then revoked ones, latest revoked last. */
+  function activeFirst(items, idField, issuedField) {
+    const active = items.filter(function (k) { return k.status !== 'revoked'; });
+    const revoked = items.filter(function (k) { return k.status === 'revoked'; });
+    active.sort(function (a, b) {
+      return when(b[issuedField]) - when(a[issuedField]) || (a[idField] < b[idField] ? 1 : -1);
+    });
+    revoked.sort(function (a, b) {
+      return when(a.revoked_at) - when(b.revoked_at) || (a[idField] < b[idField] ? -1 : 1);
+    });
+    return active.concat(revoked);
+  }
+
+  /** A table cell holding a date; ``label`` names its column on narrow screens. */
+  function dateCell(label, value, withTime) {
+    const td = document.createElement('td');
+    td.className = 'cell-date';
+    td.dataset.label = label;
+    td.appendChild(timeElement(value, withTime));
+    return td;
+  }
+
+  /** A table cell of plain text (or code). */
+  function textCell(label, className, text, asCode) {
+    const td = document.createElement('td');
+    td.className = className;
+    td.dataset.label = label;
+    if (asCode) {
+      const code = document.createElement('code');
+      code.textContent = text;
+      td.appendChild(code);
+    } else {
+      td.textContent = text;
+    }
+    return td;
+  }
+
+  /** A full-width row with a message (empty list, loading). */
+  function placeholderRow(text, columns) {
+    const tr = document.createElement('tr');
+    tr.className = 'placeholder-row';
+    const td = document.createElement('td');
+    td.colSpan = columns;
+    td.textContent = text;
+    tr.appendChild(td);
+    return tr;
+  }
+
+  /** A small badge (Active, Revokes on ...). */
+  function badge(className, content) {
+    const span = document.createElement('span');
+    span.className = 'badge ' + className;
+    if (typeof content === 'string') {
+      span.textContent = content;
+    } else {
+      span.appendChild(content);
+    }
+    return span;
+  }
+
+  // -- a secret shown once ----------------------------------------------------------------------
+  function copyByHand(element) {
+    const selection = window.getSelection();
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    selection.removeAllRanges();
+    selection.addRange(range);
+    let copied = false;
+    try {
+      copied = document.execCommand('copy');
+    } catch (err) {
+      copied = false;
+    }
+    selection.removeAllRanges();
+    return copied;
+  }
+
+  /** Copies the text of ``element`` to the clipboard and says so in ``status``. */
+  async function copyText(element, status) {
+    let copied = false;
+    if (navigator.clipboard && window.isSecureContext) {
+      try {
+        await navigator.clipboard.writeText(element.textContent);
+        copied = true;
+      } catch (err) {
+        copied = false;
+      }
+    }
+    if (!copied) copied = copyByHand(element);
+    status.textContent = copied
+      ? 'Copied to the clipboard.'
+      : 'Copying is blocked here: select the secret and copy it by hand.';
+  }
+
+  /** Empties the elements that showed a secret, and any selection of it. */
+  function forget(elements) {
+    elements.forEach(function (el) { el.textContent = ''; });
+    const selection = window.getSelection();
+    if (selection) selection.removeAllRanges();
+  }
+
   async function logout() {
     const button = document.getElementById('logout');
     button.disabled = true;
@@ -150,14 +286,24 @@
   window.Backoffice = Object.freeze({
     ApiError: ApiError,
     SessionExpired: SessionExpired,
+    activeFirst: activeFirst,
     api: api,
+    badge: badge,
     clearPending: clearPending,
+    copyText: copyText,
     currentUser: function () { return meta('backoffice-user'); },
+    dateCell: dateCell,
+    forget: forget,
+    loadAll: loadAll,
+    placeholderRow: placeholderRow,
     safeReturnPath: safeReturnPath,
     savePending: savePending,
     showGlobalError: showGlobalError,
     takePending: takePending,
+    textCell: textCell,
+    timeElement: timeElement,
     toLogin: toLogin,
     trapFocus: trapFocus,
+    when: when,
   });
 }());
