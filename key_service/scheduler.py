@@ -33,6 +33,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from .appkeys import CONFIG, METRICS, OUTBOX_WAKEUP, SCHEDULER_WAKEUP, SESSIONMAKER
+from .background import finish
 from .keys import DUE_BATCH, Clock, KeyService
 from .metrics import Metrics
 from .models import utcnow
@@ -93,13 +94,7 @@ class RevocationScheduler:
         self._stop.set()
         self._wakeup.set()
         task, self._task = self._task, None
-        if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await finish(task, STOP_TIMEOUT)
 
     async def _run(self) -> None:
         backoff = 0.0

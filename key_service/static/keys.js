@@ -7,18 +7,21 @@
   'use strict';
 
   const B = window.Backoffice;
-  const PAGE_SIZE = 100;
 
   let el = {};
-  let keys = [];
+  let list = null;
+  let openRevoke = null;
+  let showSecret = null;
   let busy = false;
-  let revokeTarget = null;
-  let revokeInvoker = null;
   let rollTarget = null;
   let rollInvoker = null;
 
   function byId(id) {
     return document.getElementById(id);
+  }
+
+  function announce(message) {
+    el.status.textContent = message;
   }
 
   // -- the list ------------------------------------------------------------------------------
@@ -38,16 +41,6 @@
     return td;
   }
 
-  function actionButton(label, className, key, open) {
-    const button = document.createElement('button');
-    button.type = 'button';
-    button.className = 'btn ' + className;
-    button.textContent = label;
-    button.setAttribute('aria-label', label + ' ' + key.name);
-    button.addEventListener('click', function () { open(key, button); });
-    return button;
-  }
-
   function row(key) {
     const tr = document.createElement('tr');
     tr.dataset.keyId = key.key_id;
@@ -65,49 +58,15 @@
       action.classList.add('is-empty');
     } else {
       // A key is rolled once: a rolled key waiting for its revocation can only be revoked early.
-      if (!key.replaced_by) action.appendChild(actionButton('Roll', 'btn-outline roll-button', key, openRoll));
-      action.appendChild(actionButton('Revoke', 'btn-outline-danger revoke-button', key, openRevoke));
+      if (!key.replaced_by) {
+        action.appendChild(B.rowButton('Roll', 'btn-outline roll-button', 'Roll ' + key.name,
+          function (button) { openRoll(key, button); }));
+      }
+      action.appendChild(B.rowButton('Revoke', 'btn-outline-danger revoke-button',
+        'Revoke ' + key.name, function (button) { openRevoke(key, button); }));
     }
     tr.appendChild(action);
     return tr;
-  }
-
-  function render() {
-    const rows = keys.length
-      ? keys.map(row)
-      : [B.placeholderRow('No keys yet. Select Issue New Key to issue the first one.', 5)];
-    el.body.replaceChildren.apply(el.body, rows);
-    const active = keys.filter(function (k) { return k.status !== 'revoked'; }).length;
-    el.summary.textContent = keys.length
-      ? active + ' active, ' + (keys.length - active) + ' revoked.'
-      : '';
-  }
-
-  /** Loads every page of the list, then renders it. */
-  async function load() {
-    keys = B.activeFirst(await B.loadAll('/api/v1/keys', PAGE_SIZE), 'key_id', 'issued_at');
-    el.listError.hidden = true;
-    el.table.setAttribute('aria-busy', 'false');
-    render();
-  }
-
-  async function refresh() {
-    try {
-      await load();
-      return true;
-    } catch (err) {
-      if (err instanceof B.SessionExpired) {
-        B.toLogin('expired');
-      } else {
-        el.listError.textContent = 'Could not load the keys: ' + err.message;
-        el.listError.hidden = false;
-      }
-      return false;
-    }
-  }
-
-  function announce(message) {
-    el.status.textContent = message;
   }
 
   // -- Issue New Key -------------------------------------------------------------------------
@@ -167,7 +126,6 @@
     el.createdName.textContent = created.name;
     el.createdId.textContent = created.key_id;
     el.createdSecret.textContent = created.secret;
-    el.copyStatus.textContent = '';
     const replaced = created.replaced_key;
     el.createdRolled.hidden = !replaced;
     if (replaced) {
@@ -178,12 +136,7 @@
     }
     el.createdDialog.dataset.keyId = created.key_id;
     el.createdDialog.dataset.replaces = replaced ? replaced.key_id : '';
-    el.createdDialog.showModal();
-    el.copy.focus();
-  }
-
-  function forgetSecret() {
-    B.forget([el.createdSecret, el.createdName, el.createdId, el.copyStatus, el.createdRolled]);
+    showSecret();
   }
 
   async function afterCreatedClosed() {
@@ -191,9 +144,8 @@
     const rolled = Boolean(el.createdDialog.dataset.replaces);
     delete el.createdDialog.dataset.keyId;
     delete el.createdDialog.dataset.replaces;
-    forgetSecret();
-    if (await refresh()) {
-      const created = keys.filter(function (k) { return k.key_id === keyId; })[0];
+    if (await list.refresh()) {
+      const created = list.find(keyId);
       announce(created ? 'Key “' + created.name + '” ' + (rolled ? 'rolled.' : 'issued.') : '');
     }
     el.issueOpen.focus();
@@ -243,7 +195,7 @@
         // Rolled or revoked elsewhere meanwhile: show the list as it is now.
         rollInvoker = null;
         el.rollDialog.close();
-        await refresh();
+        await list.refresh();
         announce('Key “' + key.name + '” was not rolled: ' + err.message);
         el.issueOpen.focus();
       } else {
@@ -264,58 +216,6 @@
     rollInvoker = null;
   }
 
-  // -- Revoke ----------------------------------------------------------------------------------
-  function openRevoke(key, invoker) {
-    revokeTarget = key;
-    revokeInvoker = invoker;
-    el.revokeName.textContent = key.name;
-    el.revokeId.textContent = key.key_id;
-    el.revokeError.hidden = true;
-    announce('');
-    el.revokeDialog.showModal();
-    el.revokeCancel.focus();
-  }
-
-  async function confirmRevoke() {
-    if (busy || !revokeTarget) return;
-    const key = revokeTarget;
-    busy = true;
-    el.revokeConfirm.disabled = true;
-    try {
-      await B.api('POST', '/api/v1/keys/' + encodeURIComponent(key.key_id) + '/revoke');
-      revokeInvoker = null;
-      el.revokeDialog.close();
-      if (await refresh()) announce('Key “' + key.name + '” revoked.');
-      el.issueOpen.focus();
-    } catch (err) {
-      if (err instanceof B.SessionExpired) {
-        B.savePending({ action: 'revoke', key_id: key.key_id });
-        B.toLogin('expired');
-      } else if (err instanceof B.ApiError && err.status === 409) {
-        // Someone else revoked it meanwhile: show the list as it is now.
-        revokeInvoker = null;
-        el.revokeDialog.close();
-        await refresh();
-        announce('Key “' + key.name + '” was already revoked.');
-        el.issueOpen.focus();
-      } else {
-        el.revokeError.textContent = 'Could not revoke the key: ' + err.message;
-        el.revokeError.hidden = false;
-      }
-    } finally {
-      busy = false;
-      el.revokeConfirm.disabled = false;
-    }
-  }
-
-  function afterRevokeClosed() {
-    revokeTarget = null;
-    el.revokeName.textContent = '';
-    el.revokeId.textContent = '';
-    if (revokeInvoker && revokeInvoker.isConnected) revokeInvoker.focus();
-    revokeInvoker = null;
-  }
-
   // -- after a login round trip: reopen what the user was doing --------------------------------
   function resume() {
     const pending = B.takePending();
@@ -327,7 +227,7 @@
       el.issueNotice.hidden = false;
       return;
     }
-    const key = keys.filter(function (k) { return k.key_id === pending.key_id; })[0];
+    const key = list.find(pending.key_id);
     if (!key || key.status === 'revoked') return;
     const selector = 'tr[data-key-id="' + CSS.escape(key.key_id) + '"] ';
     if (pending.action === 'revoke') {
@@ -339,23 +239,35 @@
 
   document.addEventListener('DOMContentLoaded', async function () {
     el = {
-      table: byId('keys'), body: byId('keys-body'), summary: byId('keys-summary'),
-      status: byId('status'), listError: byId('list-error'), issueOpen: byId('issue-open'),
+      body: byId('keys-body'), status: byId('status'), issueOpen: byId('issue-open'),
       issueDialog: byId('issue-dialog'), issueForm: byId('issue-form'), name: byId('key-name'),
       nameError: byId('key-name-error'), issueSubmit: byId('issue-submit'),
       issueCancel: byId('issue-cancel'), issueNotice: byId('issue-notice'),
       createdDialog: byId('created-dialog'), createdName: byId('created-name'),
-      createdId: byId('created-id'), createdSecret: byId('created-secret'), copy: byId('copy-secret'),
-      copyStatus: byId('copy-status'), createdConfirm: byId('created-confirm'),
+      createdId: byId('created-id'), createdSecret: byId('created-secret'),
       createdRolled: byId('created-rolled'),
       rollDialog: byId('roll-dialog'), rollForm: byId('roll-form'), rollName: byId('roll-name'),
       rollId: byId('roll-id'), rollError: byId('roll-error'), rollCancel: byId('roll-cancel'),
       rollSubmit: byId('roll-submit'),
-      revokeDialog: byId('revoke-dialog'), revokeName: byId('revoke-name'), revokeId: byId('revoke-id'),
-      revokeError: byId('revoke-error'), revokeCancel: byId('revoke-cancel'),
-      revokeConfirm: byId('revoke-confirm'),
     };
-    [el.issueDialog, el.createdDialog, el.rollDialog, el.revokeDialog].forEach(B.trapFocus);
+    list = B.listTable({
+      path: '/api/v1/keys', idField: 'key_id', issuedField: 'issued_at', noun: 'key', columns: 5,
+      table: byId('keys'), body: el.body, summary: byId('keys-summary'),
+      listError: byId('list-error'), row: row,
+    });
+    openRevoke = B.revokeWindow({
+      noun: 'key', idField: 'key_id', list: list, announce: announce, home: el.issueOpen,
+      path: function (key) { return '/api/v1/keys/' + encodeURIComponent(key.key_id) + '/revoke'; },
+      onExpired: function (key) { B.savePending({ action: 'revoke', key_id: key.key_id }); },
+      dialog: byId('revoke-dialog'), name: byId('revoke-name'), id: byId('revoke-id'),
+      error: byId('revoke-error'), cancel: byId('revoke-cancel'), confirm: byId('revoke-confirm'),
+    });
+    showSecret = B.secretWindow({
+      dialog: el.createdDialog, secret: el.createdSecret, copy: byId('copy-secret'),
+      copyStatus: byId('copy-status'), confirm: byId('created-confirm'),
+      facts: [el.createdName, el.createdId, el.createdRolled], onClosed: afterCreatedClosed,
+    });
+    [el.issueDialog, el.rollDialog].forEach(B.trapFocus);
 
     el.issueOpen.addEventListener('click', function () { openIssue(''); });
     el.issueForm.addEventListener('submit', submitIssue);
@@ -367,27 +279,10 @@
       if (!el.createdDialog.open) el.issueOpen.focus();
     });
 
-    el.copy.addEventListener('click', function () { B.copyText(el.createdSecret, el.copyStatus); });
-    // Forget the secret before the dialog closes: the 'close' event fires a task later, and
-    // nothing should be able to read the secret from the page after Confirm.
-    el.createdConfirm.addEventListener('click', function () {
-      forgetSecret();
-      el.createdDialog.close();
-    });
-    // Escape must not throw the secret away by accident: only Confirm closes this window.
-    el.createdDialog.addEventListener('cancel', function (event) { event.preventDefault(); });
-    // Whatever closes it (Confirm, or a browser that forces Escape through), the secret goes.
-    el.createdDialog.addEventListener('close', afterCreatedClosed);
-
     el.rollForm.addEventListener('submit', submitRoll);
     el.rollCancel.addEventListener('click', function () { el.rollDialog.close(); });
     el.rollDialog.addEventListener('close', afterRollClosed);
 
-    el.revokeCancel.addEventListener('click', function () { el.revokeDialog.close(); });
-    el.revokeConfirm.addEventListener('click', confirmRevoke);
-    el.revokeDialog.addEventListener('close', afterRevokeClosed);
-
-    el.table.setAttribute('aria-busy', 'true');
-    if (await refresh()) resume();
+    if (await list.refresh()) resume();
   });
 }());

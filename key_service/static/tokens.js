@@ -7,13 +7,12 @@
   'use strict';
 
   const B = window.Backoffice;
-  const PAGE_SIZE = 100;
 
   let el = {};
-  let tokens = [];
+  let list = null;
+  let openRevoke = null;
+  let showToken = null;
   let busy = false;
-  let revokeTarget = null;
-  let revokeInvoker = null;
 
   function byId(id) {
     return document.getElementById(id);
@@ -57,49 +56,11 @@
     if (revoked) {
       action.classList.add('is-empty');
     } else {
-      const button = document.createElement('button');
-      button.type = 'button';
-      button.className = 'btn btn-outline-danger revoke-button';
-      button.textContent = 'Revoke';
-      button.setAttribute('aria-label', 'Revoke token ' + token.name);
-      button.addEventListener('click', function () { openRevoke(token, button); });
-      action.appendChild(button);
+      action.appendChild(B.rowButton('Revoke', 'btn-outline-danger revoke-button',
+        'Revoke token ' + token.name, function (button) { openRevoke(token, button); }));
     }
     tr.appendChild(action);
     return tr;
-  }
-
-  function render() {
-    const rows = tokens.length
-      ? tokens.map(row)
-      : [B.placeholderRow('No tokens yet. Select Issue New Token to issue the first one.', 6)];
-    el.body.replaceChildren.apply(el.body, rows);
-    const active = tokens.filter(function (t) { return t.status !== 'revoked'; }).length;
-    el.summary.textContent = tokens.length
-      ? active + ' active, ' + (tokens.length - active) + ' revoked.'
-      : '';
-  }
-
-  async function load() {
-    tokens = B.activeFirst(await B.loadAll('/api/v1/tokens', PAGE_SIZE), 'token_id', 'created_at');
-    el.listError.hidden = true;
-    el.table.setAttribute('aria-busy', 'false');
-    render();
-  }
-
-  async function refresh() {
-    try {
-      await load();
-      return true;
-    } catch (err) {
-      if (err instanceof B.SessionExpired) {
-        B.toLogin('expired');
-      } else {
-        el.listError.textContent = 'Could not load the tokens: ' + err.message;
-        el.listError.hidden = false;
-      }
-      return false;
-    }
   }
 
   function announce(message) {
@@ -175,94 +136,51 @@
     el.createdId.textContent = created.token_id;
     el.createdScopes.textContent = created.scopes.join(', ');
     el.createdSecret.textContent = created.token;
-    el.copyStatus.textContent = '';
     el.createdDialog.dataset.tokenId = created.token_id;
-    el.createdDialog.showModal();
-    el.copy.focus();
-  }
-
-  function forgetToken() {
-    B.forget([el.createdSecret, el.createdName, el.createdId, el.createdScopes, el.copyStatus]);
+    showToken();
   }
 
   async function afterCreatedClosed() {
     const tokenId = el.createdDialog.dataset.tokenId || '';
     delete el.createdDialog.dataset.tokenId;
-    forgetToken();
-    if (await refresh()) {
-      const created = tokens.filter(function (t) { return t.token_id === tokenId; })[0];
+    if (await list.refresh()) {
+      const created = list.find(tokenId);
       announce(created ? 'Token “' + created.name + '” issued.' : '');
     }
     el.open.focus();
   }
 
-  // -- Revoke ----------------------------------------------------------------------------------
-  function openRevoke(token, invoker) {
-    revokeTarget = token;
-    revokeInvoker = invoker;
-    el.revokeName.textContent = token.name;
-    el.revokeId.textContent = token.token_id;
-    el.revokeError.hidden = true;
-    announce('');
-    el.revokeDialog.showModal();
-    el.revokeCancel.focus();
-  }
-
-  async function confirmRevoke() {
-    if (busy || !revokeTarget) return;
-    const token = revokeTarget;
-    busy = true;
-    el.revokeConfirm.disabled = true;
-    try {
-      await B.api('POST', '/api/v1/tokens/' + encodeURIComponent(token.token_id) + '/revoke');
-      revokeInvoker = null;
-      el.revokeDialog.close();
-      if (await refresh()) announce('Token “' + token.name + '” revoked.');
-      el.open.focus();
-    } catch (err) {
-      if (err instanceof B.SessionExpired) {
-        B.toLogin('expired');
-      } else if (err instanceof B.ApiError && err.status === 409) {
-        revokeInvoker = null;
-        el.revokeDialog.close();
-        await refresh();
-        announce('Token “' + token.name + '” was already revoked.');
-        el.open.focus();
-      } else {
-        el.revokeError.textContent = 'Could not revoke the token: ' + err.message;
-        el.revokeError.hidden = false;
-      }
-    } finally {
-      busy = false;
-      el.revokeConfirm.disabled = false;
-    }
-  }
-
-  function afterRevokeClosed() {
-    revokeTarget = null;
-    el.revokeName.textContent = '';
-    el.revokeId.textContent = '';
-    if (revokeInvoker && revokeInvoker.isConnected) revokeInvoker.focus();
-    revokeInvoker = null;
-  }
-
   document.addEventListener('DOMContentLoaded', async function () {
     el = {
-      table: byId('tokens'), body: byId('tokens-body'), summary: byId('tokens-summary'),
-      status: byId('status'), listError: byId('list-error'), open: byId('token-open'),
+      status: byId('status'), open: byId('token-open'),
       dialog: byId('token-dialog'), form: byId('token-form'), name: byId('token-name'),
       nameError: byId('token-name-error'), scopes: byId('token-scopes'),
       scopesError: byId('token-scopes-error'), submit: byId('token-submit'),
       cancel: byId('token-cancel'),
       createdDialog: byId('token-created-dialog'), createdName: byId('token-created-name'),
       createdId: byId('token-created-id'), createdScopes: byId('token-created-scopes'),
-      createdSecret: byId('token-created-secret'), copy: byId('token-copy'),
-      copyStatus: byId('token-copy-status'), createdConfirm: byId('token-created-confirm'),
-      revokeDialog: byId('token-revoke-dialog'), revokeName: byId('token-revoke-name'),
-      revokeId: byId('token-revoke-id'), revokeError: byId('token-revoke-error'),
-      revokeCancel: byId('token-revoke-cancel'), revokeConfirm: byId('token-revoke-confirm'),
+      createdSecret: byId('token-created-secret'),
     };
-    [el.dialog, el.createdDialog, el.revokeDialog].forEach(B.trapFocus);
+    list = B.listTable({
+      path: '/api/v1/tokens', idField: 'token_id', issuedField: 'created_at', noun: 'token',
+      columns: 6, table: byId('tokens'), body: byId('tokens-body'),
+      summary: byId('tokens-summary'), listError: byId('list-error'), row: row,
+    });
+    openRevoke = B.revokeWindow({
+      noun: 'token', idField: 'token_id', list: list, announce: announce, home: el.open,
+      path: function (token) {
+        return '/api/v1/tokens/' + encodeURIComponent(token.token_id) + '/revoke';
+      },
+      dialog: byId('token-revoke-dialog'), name: byId('token-revoke-name'),
+      id: byId('token-revoke-id'), error: byId('token-revoke-error'),
+      cancel: byId('token-revoke-cancel'), confirm: byId('token-revoke-confirm'),
+    });
+    showToken = B.secretWindow({
+      dialog: el.createdDialog, secret: el.createdSecret, copy: byId('token-copy'),
+      copyStatus: byId('token-copy-status'), confirm: byId('token-created-confirm'),
+      facts: [el.createdName, el.createdId, el.createdScopes], onClosed: afterCreatedClosed,
+    });
+    B.trapFocus(el.dialog);
 
     el.open.addEventListener('click', openIssue);
     el.form.addEventListener('submit', submitIssue);
@@ -272,20 +190,6 @@
       if (!el.createdDialog.open) el.open.focus();
     });
 
-    el.copy.addEventListener('click', function () { B.copyText(el.createdSecret, el.copyStatus); });
-    el.createdConfirm.addEventListener('click', function () {
-      forgetToken();
-      el.createdDialog.close();
-    });
-    // Only Confirm closes this window: Escape must not throw the token away by accident.
-    el.createdDialog.addEventListener('cancel', function (event) { event.preventDefault(); });
-    el.createdDialog.addEventListener('close', afterCreatedClosed);
-
-    el.revokeCancel.addEventListener('click', function () { el.revokeDialog.close(); });
-    el.revokeConfirm.addEventListener('click', confirmRevoke);
-    el.revokeDialog.addEventListener('close', afterRevokeClosed);
-
-    el.table.setAttribute('aria-busy', 'true');
-    await refresh();
+    await list.refresh();
   });
 }());
