@@ -9,6 +9,7 @@ database keeps only the token's SHA-256 as well, so a stolen database yields nei
 A request that carries ``Authorization: Bearer`` is a management token's (access.py): its
 cookies are not consulted and the CSRF check does not apply to it.
 """
+
 from __future__ import annotations
 
 import hashlib
