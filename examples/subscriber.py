@@ -10,7 +10,8 @@ subscriber must join the stack's network, or RabbitMQ and key_service be publish
     python examples/subscriber.py
 
 It declares a durable quorum queue of its own (``APIKEYS_SUBSCRIBER_QUEUE``, default
-``example-subscriber``) and binds it to ``key.issued`` and ``key.revoked`` on the events exchange.
+``example-subscriber``) and binds it to ``key.issued``, ``key.rolled`` and ``key.revoked`` on the
+events exchange.
 It then reads key_service's feed for every event after ``APIKEYS_SUBSCRIBER_AFTER`` (default 0:
 the whole history), so nothing from before the queue existed is missed. (The feed is required:
 without it a subscriber could only skip the events it missed, a revocation among them.) Then,
@@ -58,11 +59,12 @@ from apikeys_shared import Env, EnvelopeError, Event, SignatureError, SignedEven
 from apikeys_shared import config as shared
 from apikeys_shared.amqp import BrokerAddresses, check_rabbitmq_url
 from apikeys_shared.errors import ConfigError
+from apikeys_shared.events import format_time
 from apikeys_shared.settings import REQUIRED, Catalogue, Setting
 
 log = logging.getLogger("subscriber")
 
-ROUTING_KEYS = ("key.issued", "key.revoked")
+ROUTING_KEYS = ("key.issued", "key.rolled", "key.revoked")
 # Pauses between attempts while RabbitMQ or key_service cannot be reached: doubling, capped.
 RETRY_FIRST = 0.5
 RETRY_MAX = 10.0
@@ -246,6 +248,8 @@ def describe(event: Event) -> str:
         "status": record.status,
         "issued_at": record.to_json()["issued_at"],
         "revoked_at": record.to_json()["revoked_at"],
+        # Set on a rolled key: from then on it no longer authenticates (docs/events.md).
+        "revokes_at": None if record.revokes_at is None else format_time(record.revokes_at),
     }, sort_keys=True)
 
 

@@ -1,88 +1,107 @@
-"""The JSON API for administrators: ``/api/v1/keys`` and ``/api/v1/audit``."""
+"""The JSON API: ``/api/v1/keys`` (issue, list, get, roll, revoke) and ``/api/v1/audit``.
+
+Every handler starts with its guard (access.require_scope): an administrator's session or a
+management token holding the scope.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from .appkeys import CONFIG, METRICS, OUTBOX_WAKEUP, SESSIONMAKER
+from .access import require_scope
+from .appkeys import CONFIG, METRICS, OUTBOX_WAKEUP, SCHEDULER_WAKEUP, SESSIONMAKER
 from .audit import audit_json, list_audit
-from .auth import CurrentUser, require_admin
 from .bodies import read_json_object
-from .keys import Actor, KeyService, key_json, parse_limit
-from .middleware import client_address, request_id
+from .errors import BadRequest
+from .keys import MAX_OVERLAP_SECONDS, KeyService, key_json, parse_limit
+from .scopes import AUDIT_READ, KEYS_READ, KEYS_WRITE
 
-__all__ = ["add_api_routes", "key_service"]
+__all__ = ["NO_STORE", "add_api_routes", "cursor_of", "key_service"]
 
-_NO_STORE = {"Cache-Control": "no-store"}
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def key_service(request: web.Request) -> KeyService:
-    """The service layer bound to this app's database, wake-up event and metrics."""
+    """The service layer bound to this app's database, wake-up events and metrics."""
     app = request.config_dict
     return KeyService(
         app[SESSIONMAKER], app[CONFIG].secrets.peppers, wakeup=app[OUTBOX_WAKEUP],
-        metrics=app[METRICS],
+        metrics=app[METRICS], scheduler_wakeup=app[SCHEDULER_WAKEUP],
     )
 
 
-def _actor(request: web.Request, user: CurrentUser) -> Actor:
-    return Actor(
-        user_id=user.user_id, username=user.username, client_address=client_address(request),
-        request_id=request_id(request),
-    )
-
-
-def _cursor(request: web.Request) -> str | None:
-    # An empty cursor means "from the start", like an absent one.
+def cursor_of(request: web.Request) -> str | None:
+    """The ``cursor`` query parameter; an empty one means "from the start", like none."""
     return request.query.get("cursor") or None
 
 
 async def list_keys(request: web.Request) -> web.Response:
     """``GET /api/v1/keys``: one page of keys in list order."""
-    await require_admin(request)
+    await require_scope(request, KEYS_READ)
     limit = parse_limit(request.query.get("limit"))
-    page = await key_service(request).list(limit, _cursor(request))
+    page = await key_service(request).list(limit, cursor_of(request))
     return web.json_response(
         {"items": [key_json(k) for k in page.items], "next_cursor": page.next_cursor},
-        headers=_NO_STORE,
+        headers=NO_STORE,
     )
 
 
 async def issue_key(request: web.Request) -> web.Response:
     """``POST /api/v1/keys``: issue a key; the only response that ever holds its secret."""
-    user = await require_admin(request)
+    principal = await require_scope(request, KEYS_WRITE)
     body = await read_json_object(request)
-    issued = await key_service(request).issue(body.get("name"), _actor(request, user))
+    issued = await key_service(request).issue(body.get("name"), principal.actor(request))
     payload = {**key_json(issued.key), "secret": issued.secret}
     return web.json_response(
         payload, status=201, headers={
-            **_NO_STORE, "Location": f"/api/v1/keys/{issued.key.key_id}",
+            **NO_STORE, "Location": f"/api/v1/keys/{issued.key.key_id}",
         },
     )
 
 
 async def get_key(request: web.Request) -> web.Response:
     """``GET /api/v1/keys/{key_id}``."""
-    await require_admin(request)
+    await require_scope(request, KEYS_READ)
     key = await key_service(request).get(request.match_info["key_id"])
-    return web.json_response(key_json(key), headers=_NO_STORE)
+    return web.json_response(key_json(key), headers=NO_STORE)
+
+
+async def roll_key(request: web.Request) -> web.Response:
+    """``POST /api/v1/keys/{key_id}/roll``: a replacement now, the old key revoked later."""
+    principal = await require_scope(request, KEYS_WRITE)
+    body = await read_json_object(request)
+    if "overlap_seconds" not in body:
+        raise BadRequest(
+            f"overlap_seconds is required (0 to {MAX_OVERLAP_SECONDS})", field="overlap_seconds"
+        )
+    rolled = await key_service(request).roll(
+        request.match_info["key_id"], body["overlap_seconds"], principal.actor(request),
+    )
+    payload = {
+        **key_json(rolled.key), "secret": rolled.secret, "replaced_key": key_json(rolled.replaced),
+    }
+    return web.json_response(
+        payload, status=201, headers={**NO_STORE, "Location": f"/api/v1/keys/{rolled.key.key_id}"},
+    )
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     """``POST /api/v1/keys/{key_id}/revoke``: revoke for ever."""
-    user = await require_admin(request)
-    key = await key_service(request).revoke(request.match_info["key_id"], _actor(request, user))
-    return web.json_response(key_json(key), headers=_NO_STORE)
+    principal = await require_scope(request, KEYS_WRITE)
+    key = await key_service(request).revoke(
+        request.match_info["key_id"], principal.actor(request)
+    )
+    return web.json_response(key_json(key), headers=NO_STORE)
 
 
 async def audit(request: web.Request) -> web.Response:
     """``GET /api/v1/audit``: audit rows, newest first."""
-    await require_admin(request)
+    await require_scope(request, AUDIT_READ)
     limit = parse_limit(request.query.get("limit"))
-    page = await list_audit(request.config_dict[SESSIONMAKER], limit, _cursor(request))
+    page = await list_audit(request.config_dict[SESSIONMAKER], limit, cursor_of(request))
     return web.json_response(
         {"items": [audit_json(e) for e in page.items], "next_cursor": page.next_cursor},
-        headers=_NO_STORE,
+        headers=NO_STORE,
     )
 
 
@@ -91,5 +110,6 @@ def add_api_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/keys", list_keys)
     app.router.add_post("/api/v1/keys", issue_key)
     app.router.add_get("/api/v1/keys/{key_id}", get_key)
+    app.router.add_post("/api/v1/keys/{key_id}/roll", roll_key)
     app.router.add_post("/api/v1/keys/{key_id}/revoke", revoke_key)
     app.router.add_get("/api/v1/audit", audit)

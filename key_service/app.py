@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .api import add_api_routes
-from .appkeys import CONFIG, ENGINE, METRICS, OUTBOX_WAKEUP, SESSIONMAKER
+from .api_tokens import add_token_routes
+from .appkeys import CONFIG, ENGINE, METRICS, OUTBOX_WAKEUP, SCHEDULER_WAKEUP, SESSIONMAKER
 from .auth import PASSWORDS, THROTTLE, add_session_routes, csrf_middleware
 from .config import KeyServiceConfig
 from .db import create_engine, make_sessionmaker
@@ -20,6 +21,7 @@ from .openapi import add_openapi_route
 from .ops import add_ops_routes
 from .pages import add_page_routes
 from .relay import relay_ctx
+from .scheduler import scheduler_ctx
 from .throttle import LoginThrottler
 from .users import PasswordChecker
 from .verify_keys import add_verify_keys_route
@@ -55,15 +57,19 @@ def create_app(config: KeyServiceConfig) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[OUTBOX_WAKEUP] = asyncio.Event()
+    app[SCHEDULER_WAKEUP] = asyncio.Event()
     app[PASSWORDS] = PasswordChecker(config.login_concurrency)
     app.cleanup_ctx.append(_database_ctx)
     add_ops_routes(app)
     add_session_routes(app)
     add_api_routes(app)
+    add_token_routes(app)
     add_openapi_route(app)
     add_page_routes(app)
     add_internal_routes(app)
     add_verify_keys_route(app)
-    # After the database context: the relay needs the engine and is stopped before it closes.
+    # After the database context: the relay and the scheduler need the engine and are stopped
+    # before it closes.
     app.cleanup_ctx.append(relay_ctx)
+    app.cleanup_ctx.append(scheduler_ctx)
     return app

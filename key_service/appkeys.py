@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from .config import KeyServiceConfig
 from .metrics import Metrics
 
-__all__ = ["CONFIG", "ENGINE", "METRICS", "OUTBOX_WAKEUP", "SESSIONMAKER"]
+__all__ = ["CONFIG", "ENGINE", "METRICS", "OUTBOX_WAKEUP", "SCHEDULER_WAKEUP", "SESSIONMAKER"]
 
 CONFIG = web.AppKey("config", KeyServiceConfig)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -18,3 +18,5 @@ SESSIONMAKER = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
 METRICS = web.AppKey("metrics", Metrics)
 # Set after every commit that wrote an outbox row, so the relay publishes without delay.
 OUTBOX_WAKEUP = web.AppKey("outbox_wakeup", asyncio.Event)
+# Set after a roll commits, so the revocation scheduler looks at the new revokes_at at once.
+SCHEDULER_WAKEUP = web.AppKey("scheduler_wakeup", asyncio.Event)

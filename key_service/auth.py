@@ -5,6 +5,9 @@ its SHA-256. The CSRF token is HMAC-SHA256 keyed with the session ID itself: it 
 server secret, ``GET /api/v1/session`` can hand it out again at any time (the page calls it on
 load), and it cannot be computed without the cookie that a cross-site attacker never sees. The
 database keeps only the token's SHA-256 as well, so a stolen database yields neither.
+
+A request that carries ``Authorization: Bearer`` is a management token's (access.py): its
+cookies are not consulted and the CSRF check does not apply to it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "THROTTLE",
     "CurrentUser",
     "add_session_routes",
+    "bearer_token",
     "csrf_middleware",
     "current_user",
     "require_admin",
@@ -79,11 +83,23 @@ def _csrf_for(session_id: str) -> str:
     return hmac.new(session_id.encode("ascii"), b"key_service csrf v1", hashlib.sha256).hexdigest()
 
 
+def bearer_token(request: web.Request) -> str | None:
+    """The credential of an ``Authorization: Bearer`` header (possibly empty), else None.
+
+    Other schemes (a proxy's Basic authentication passed through) are not ours: ignored.
+    """
+    scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credential.strip()
+
+
 async def current_user(request: web.Request) -> CurrentUser | None:
-    """The logged-in user of this request, or None (no cookie, unknown or expired session)."""
+    """The logged-in user of this request, or None (no cookie, unknown or expired session,
+    or a request authenticated by a management token instead)."""
     if _USER_KEY in request:
         return request[_USER_KEY]
-    user = await _lookup(request)
+    user = None if bearer_token(request) is not None else await _lookup(request)
     request[_USER_KEY] = user
     return user
 
@@ -117,11 +133,12 @@ async def require_admin(request: web.Request) -> CurrentUser:
 
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """State-changing API requests need a session and its CSRF token (except logging in)."""
+    """State-changing API requests need a session and its CSRF token (except logging in, and
+    requests authenticated by a management token, which the route's guard checks)."""
     path = request.path
     if request.method in _UNSAFE and path.startswith("/api/v1/") and not (
         request.method == "POST" and path == _LOGIN_PATH
-    ):
+    ) and bearer_token(request) is None:
         user = await current_user(request)
         if user is None:
             raise NotAuthenticated("log in first (POST /api/v1/session)")
@@ -211,6 +228,8 @@ async def show_session(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     """``DELETE /api/v1/session``: end the session (the CSRF middleware checked the token)."""
+    if await current_user(request) is None:
+        raise NotAuthenticated("not logged in")
     session_id = request.cookies.get(SESSION_COOKIE, "")
     async with write_session(request.config_dict[SESSIONMAKER]) as db:
         await db.execute(delete(Session).where(Session.id_hash == _sha256(session_id)))

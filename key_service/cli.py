@@ -3,6 +3,7 @@
 ``serve`` migrates the database before it listens (idempotent; replicas on one PostgreSQL take an
 advisory lock, so they may all start at once), so a fresh deployment needs no separate step.
 ``create-admin`` and ``create-user`` migrate too, so they work on a brand-new database.
+``keys`` and ``audit`` manage keys of a running key_service over its API (remote.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from apikeys_shared.errors import ConfigError
 
 from .config import load_config, load_database_url
 from .errors import KeyServiceError
+from .remote import add_remote_commands, run_remote
 from .roles import ADMIN_ROLE, MIN_PASSWORD_LENGTH, ROLES
 
 # The web app, database drivers and Alembic are imported by the commands that use them, so that
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--role", required=True, choices=ROLES, help="the user's role")
     user.add_argument("--password-stdin", action="store_true", required=True,
                       help="read the password from standard input (required)")
+
+    add_remote_commands(sub)
 
     sub.add_parser(
         "generate-secrets", help="print a fresh env file of deployment secrets",
@@ -127,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return _serve(args)
+        if args.command in ("keys", "audit"):
+            return run_remote(args)
         url = load_database_url()
         if args.command == "migrate":
             from .db import migrate

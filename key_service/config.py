@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from apikeys_shared import config as shared
 from apikeys_shared.amqp import check_rabbitmq_url
@@ -20,7 +21,10 @@ from apikeys_shared.errors import ConfigError
 from apikeys_shared.settings import Catalogue, Setting
 from apikeys_shared.signing import Verifier
 
-__all__ = ["SETTINGS", "KeyServiceConfig", "load_config", "load_database_url"]
+__all__ = [
+    "CLIENT_SETTINGS", "SETTINGS", "ClientConfig", "KeyServiceConfig", "load_client_config",
+    "load_config", "load_database_url",
+]
 
 HOST: Setting[str] = Setting(
     "KEY_SERVICE_HOST", "127.0.0.1", "listen address (`serve --host` overrides it)")
@@ -195,3 +199,49 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
         login_throttle_window_seconds=LOGIN_THROTTLE_WINDOW.integer(env),
         verify_keys=_published_verify_keys(env),
     )
+
+
+CLIENT_URL: Setting[str | None] = Setting(
+    "APIKEYS_URL", None, "key_service's base URL, e.g. `http://127.0.0.1:8081` (`--url`)",
+    shown="required")
+CLIENT_TOKEN: Setting[str | None] = Setting(
+    "APIKEYS_TOKEN", None,
+    "a management token (`ksmt_...`) with the scopes the command needs (`--token`)",
+    shown="required")
+
+CLIENT_SETTINGS = Catalogue.of("command line", (
+    "`python -m key_service keys list|show|issue|revoke|roll` and `python -m key_service audit` "
+    "talk to a running key_service ([operations.md](operations.md)); the flags win over these."
+), (CLIENT_URL, CLIENT_TOKEN))
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the command line's ``keys`` and ``audit`` commands send requests, and as whom."""
+
+    url: str
+    token: str = field(repr=False)
+
+
+def load_client_config(
+    environ: Mapping[str, str] | None = None, *, url: str | None = None,
+    token: str | None = None,
+) -> ClientConfig:
+    """The API's base URL and the management token: the flags, else ``APIKEYS_URL`` and
+    ``APIKEYS_TOKEN``; ConfigError names what is missing or malformed (never the token)."""
+    env = Env(os.environ if environ is None else environ)
+    base = (url or "").strip() or CLIENT_URL.optional(env)
+    if base is None:
+        raise ConfigError(
+            "no API address: set APIKEYS_URL (or give --url), e.g. http://127.0.0.1:8081"
+        )
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigError(f"APIKEYS_URL / --url must be an http(s) base URL, got {base!r}")
+    secret = (token or "").strip() or CLIENT_TOKEN.optional(env)
+    if secret is None:
+        raise ConfigError(
+            "no management token: set APIKEYS_TOKEN (or give --token); an administrator "
+            "creates one on the Management Tokens page"
+        )
+    return ClientConfig(url=base.rstrip("/"), token=secret)

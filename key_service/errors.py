@@ -2,8 +2,8 @@
 
     KeyServiceError          500 unless a subclass says otherwise
     ├── BadRequest           400, optionally naming the ``field`` at fault
-    ├── NotAuthenticated     401: no valid session
-    ├── Forbidden            403: wrong role, or a missing / wrong CSRF token
+    ├── NotAuthenticated     401: no valid session, or no valid management token
+    ├── Forbidden            403: wrong role, a missing / wrong CSRF token, a missing scope
     ├── NotFound             404
     ├── Conflict             409: e.g. revoking a revoked key
     ├── UnsupportedMediaType 415
@@ -13,6 +13,8 @@
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 __all__ = [
     "BadRequest",
@@ -33,10 +35,15 @@ class KeyServiceError(Exception):
 
     status = 500
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        # Response headers the answer needs (Retry-After, WWW-Authenticate).
+        self.headers: Mapping[str, str] = headers or {}
 
 
 class BadRequest(KeyServiceError):
@@ -46,13 +53,13 @@ class BadRequest(KeyServiceError):
 
 
 class NotAuthenticated(KeyServiceError):
-    """No valid session (or wrong credentials at login)."""
+    """No valid session or management token (or wrong credentials at login)."""
 
     status = 401
 
 
 class Forbidden(KeyServiceError):
-    """Authenticated, but not allowed (role, or CSRF token)."""
+    """Authenticated, but not allowed (role, CSRF token, or a token's scopes)."""
 
     status = 403
 
@@ -81,7 +88,7 @@ class TooManyRequests(KeyServiceError):
     status = 429
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
-        super().__init__(detail)
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 
 

@@ -1,8 +1,15 @@
-"""The service layer for keys: issue, revoke, get and list.
+"""The service layer for keys: issue, roll, revoke, get and list.
 
 Issue and revoke each write three rows in one transaction: the key, its audit row and its outbox
 row. The outbox row carries only the key record (never the secret); the sequencer later numbers
 and signs it. The relay is woken right after the commit, so publishing needs no polling.
+
+Rolling a key issues its replacement and gives the old key a ``revokes_at`` in the same
+transaction (two keys, two audit rows, two events: ``apikey.issued`` for the new key, then
+``apikey.rolled`` for the old one). When ``revokes_at`` arrives, ``revoke_due`` (called by the
+scheduler, see scheduler.py) revokes the old key through the same three rows. Both take the
+key's row lock before they look at its state, so concurrent rolls, revocations and schedulers on
+any number of replicas change a key exactly once.
 """
 
 from __future__ import annotations
@@ -12,51 +19,52 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import Select, Table, insert, select, tuple_
+from sqlalchemy import Select, Table, func, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apikeys_shared.errors import EnvelopeError
-from apikeys_shared.events import KeyRecord, format_time, parse_time
+from apikeys_shared.events import KeyRecord, event_type_for, format_time, parse_time
 from apikeys_shared.hashing import PepperSet
 from apikeys_shared.keys import generate_secret, is_valid_key_id, new_key_id
 
+from .audit import SYSTEM_ACTOR, Actor, audit_row
 from .db import read_session, write_session
 from .errors import BadRequest, Conflict, NotFound
 from .metrics import Metrics
-from .models import ApiKey, AuditEntry, Base, OutboxEvent, utcnow
+from .models import ApiKey, Base, OutboxEvent, utcnow
 
 __all__ = [
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
     "MAX_NAME_LENGTH",
+    "MAX_OVERLAP_SECONDS",
     "Actor",
+    "Clock",
     "IssuedKey",
     "KeyPage",
     "KeyService",
+    "RolledKey",
     "active_list_query",
     "key_json",
     "parse_limit",
     "revoked_list_query",
     "validate_name",
+    "validate_overlap",
 ]
 
 MAX_NAME_LENGTH = 100
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+MAX_OVERLAP_SECONDS = 30 * 86400
+# Rolled keys revoked per transaction by revoke_due; it is called again while any are left.
+DUE_BATCH = 100
 
-
-@dataclass(frozen=True)
-class Actor:
-    """Who asks for a change, and from where: what the audit row records."""
-
-    user_id: int | None
-    username: str
-    client_address: str | None = None
-    request_id: str | None = None
+Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,15 @@ class IssuedKey:
 
     key: ApiKey
     secret: str
+
+
+@dataclass(frozen=True)
+class RolledKey:
+    """A roll: the replacement with its secret (shown once), and the old key as it is now."""
+
+    key: ApiKey
+    secret: str
+    replaced: ApiKey
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,20 @@ def validate_name(value: object) -> str:
     return name
 
 
+def validate_overlap(value: object) -> int:
+    """Seconds both keys of a roll stay valid: an integer from 0 to 30 days; BadRequest else."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(
+            "overlap_seconds must be an integer number of seconds", field="overlap_seconds"
+        )
+    if not 0 <= value <= MAX_OVERLAP_SECONDS:
+        raise BadRequest(
+            f"overlap_seconds must be from 0 to {MAX_OVERLAP_SECONDS} (30 days), got {value}",
+            field="overlap_seconds",
+        )
+    return value
+
+
 def parse_limit(raw: str | None) -> int:
     """The ``limit`` query parameter: 1 to 500, 50 when absent."""
     if raw is None:
@@ -104,6 +135,10 @@ def parse_limit(raw: str | None) -> int:
     return limit
 
 
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else format_time(moment)
+
+
 def key_json(key: ApiKey) -> dict[str, Any]:
     """The public view of a key (no hash, no secret)."""
     return {
@@ -111,35 +146,34 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "name": key.name,
         "status": key.status,
         "issued_at": format_time(key.issued_at),
-        "revoked_at": None if key.revoked_at is None else format_time(key.revoked_at),
+        "revoked_at": _time(key.revoked_at),
+        "revokes_at": _time(key.revokes_at),
+        "replaces": key.replaces,
+        "replaced_by": key.replaced_by,
     }
 
 
 def _record(key: ApiKey) -> KeyRecord:
+    # A revoked key's record says only that (revokes_at is cleared on revocation), so that it
+    # keeps the first dataschema every subscriber understands.
+    scheduled = key.revokes_at is not None
     return KeyRecord(
         key_id=key.key_id, name=key.name, status="revoked" if key.status == "revoked" else "active",
         issued_at=key.issued_at, revoked_at=key.revoked_at, secret_hash=key.secret_hash,
-        hash_version=key.hash_version,
+        hash_version=key.hash_version, revokes_at=key.revokes_at,
+        replaced_by=key.replaced_by if scheduled else None,
     )
 
 
-def _outbox_row(key: ApiKey) -> OutboxEvent:
+def _outbox_row(key: ApiKey, at: datetime) -> OutboxEvent:
     # sequence, body, signature and sent_at stay NULL: the sequencer numbers and signs the row.
+    record = _record(key)
     return OutboxEvent(
         event_id=str(uuid.uuid4()),
         key_id=key.key_id,
-        event_type="apikey.revoked" if key.status == "revoked" else "apikey.issued",
-        record=json.dumps(_record(key).to_json()),
-        created_at=utcnow(),
-    )
-
-
-def _audit_row(actor: Actor, action: str, key_id: str) -> AuditEntry:
-    return AuditEntry(
-        at=utcnow(), actor_id=actor.user_id, actor=actor.username[:64], action=action,
-        key_id=key_id,
-        client_address=None if actor.client_address is None else actor.client_address[:64],
-        request_id=actor.request_id,
+        event_type=event_type_for(record),
+        record=json.dumps(record.to_json()),
+        created_at=at,
     )
 
 
@@ -162,7 +196,7 @@ async def _insert_together(session: AsyncSession, rows: list[Base]) -> None:
     """
     # Core statements on the session's connection. SQLAlchemy does not fill Python-side column
     # defaults into a statement that carries CTEs, so the rows set every value themselves
-    # (_audit_row and _outbox_row stamp their times).
+    # (audit_row and _outbox_row stamp their times).
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
         *first, last = rows
@@ -230,64 +264,165 @@ def revoked_list_query(after: tuple[datetime, str] | None, limit: int) -> Select
 
 
 class KeyService:
-    """Issue, revoke, get and list keys on one database."""
+    """Issue, roll, revoke, get and list keys on one database."""
 
     def __init__(
         self, sessionmaker: async_sessionmaker[AsyncSession], peppers: PepperSet, *,
         wakeup: asyncio.Event | None = None, metrics: Metrics | None = None,
+        scheduler_wakeup: asyncio.Event | None = None, clock: Clock = utcnow,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._peppers = peppers
         self._wakeup = wakeup
         self._metrics = metrics
+        self._scheduler_wakeup = scheduler_wakeup
+        self._clock = clock
 
     def _committed(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
 
-    async def issue(self, name: object, actor: Actor) -> IssuedKey:
-        """Create a key named ``name``; the secret is returned here and never again."""
-        clean = validate_name(name)
+    def _new_key(self, name: str, actor: Actor, at: datetime) -> IssuedKey:
         key_id = new_key_id()
         secret = generate_secret()
         secret_hash, version = self._peppers.hash(key_id, secret)
         key = ApiKey(
-            key_id=key_id, name=clean, secret_hash=secret_hash, hash_version=version,
-            status="active", issued_at=utcnow(), revoked_at=None, issued_by=actor.user_id,
+            key_id=key_id, name=name, secret_hash=secret_hash, hash_version=version,
+            status="active", issued_at=at, revoked_at=None, issued_by=actor.user_id,
         )
+        return IssuedKey(key=key, secret=secret)
+
+    async def issue(self, name: object, actor: Actor) -> IssuedKey:
+        """Create a key named ``name``; the secret is returned here and never again."""
+        clean = validate_name(name)
+        now = self._clock()
+        issued = self._new_key(clean, actor, now)
+        key = issued.key
         async with write_session(self._sessionmaker) as session:
-            await _insert_together(
-                session, [key, _audit_row(actor, "key.issued", key_id), _outbox_row(key)]
-            )
+            await _insert_together(session, [
+                key, audit_row(actor, "key.issued", now, key_id=key.key_id),
+                _outbox_row(key, now),
+            ])
         self._committed()
         if self._metrics is not None:
             self._metrics.keys_issued.inc()
-        return IssuedKey(key=key, secret=secret)
+        return issued
 
-    async def revoke(self, key_id: str, actor: Actor) -> ApiKey:
-        """Revoke a key for ever; NotFound for unknown IDs, Conflict when already revoked."""
+    async def _locked(self, session: AsyncSession, key_id: str) -> ApiKey:
+        key = (await session.execute(
+            select(ApiKey).where(ApiKey.key_id == key_id).with_for_update()
+        )).scalar_one_or_none()
+        if key is None:
+            raise NotFound(f"no key with ID {key_id}")
+        return key
+
+    async def roll(self, key_id: str, overlap_seconds: object, actor: Actor) -> RolledKey:
+        """Issue a replacement for an active key and schedule the old key's revocation.
+
+        The replacement has the old key's name and ``replaces`` = its ID; the old key gets
+        ``revokes_at`` = now + ``overlap_seconds`` and ``replaced_by``. NotFound for unknown IDs;
+        Conflict for a revoked key or one rolled before (a key is rolled once).
+        """
+        overlap = validate_overlap(overlap_seconds)
         if not is_valid_key_id(key_id):
             raise NotFound("no key with this ID (a key ID is a lowercase UUID)")
+        now = self._clock()
         async with write_session(self._sessionmaker) as session:
-            key = (await session.execute(
-                select(ApiKey).where(ApiKey.key_id == key_id).with_for_update()
-            )).scalar_one_or_none()
-            if key is None:
-                raise NotFound(f"no key with ID {key_id}")
+            old = await self._locked(session, key_id)
+            if old.status == "revoked":
+                raise Conflict(f"key {key_id} is revoked; only an active key can be rolled")
+            if old.replaced_by is not None:
+                raise Conflict(
+                    f"key {key_id} was already rolled (replaced by {old.replaced_by}); "
+                    "a key is rolled once"
+                )
+            issued = self._new_key(old.name, actor, max(now, old.issued_at))
+            new = issued.key
+            new.replaces = old.key_id
+            old.replaced_by = new.key_id
+            old.revokes_at = new.issued_at + timedelta(seconds=overlap)
+            # One flush per step: outbox rows get their IDs (and so their order in the feed)
+            # in the order they are added: the replacement is announced before the roll.
+            for row in (
+                new, audit_row(actor, "key.issued", now, key_id=new.key_id),
+                audit_row(actor, "key.rolled", now, key_id=old.key_id),
+                _outbox_row(new, now), _outbox_row(old, now),
+            ):
+                session.add(row)
+                await session.flush()
+        self._committed()
+        if self._scheduler_wakeup is not None:
+            self._scheduler_wakeup.set()
+        if self._metrics is not None:
+            self._metrics.keys_issued.inc()
+            self._metrics.keys_rolled.inc()
+        return RolledKey(key=new, secret=issued.secret, replaced=old)
+
+    async def revoke(self, key_id: str, actor: Actor) -> ApiKey:
+        """Revoke a key for ever; NotFound for unknown IDs, Conflict when already revoked.
+
+        A rolled key may be revoked before its ``revokes_at``; the schedule then lapses.
+        """
+        if not is_valid_key_id(key_id):
+            raise NotFound("no key with this ID (a key ID is a lowercase UUID)")
+        now = self._clock()
+        async with write_session(self._sessionmaker) as session:
+            key = await self._locked(session, key_id)
             if key.status == "revoked":
                 raise Conflict(f"key {key_id} is already revoked; revocation is permanent")
             key.status = "revoked"
-            key.revoked_at = max(utcnow(), key.issued_at)
+            key.revoked_at = max(now, key.issued_at)
             key.revoked_by = actor.user_id
+            key.revokes_at = None
             await session.flush()
-            session.add(_audit_row(actor, "key.revoked", key_id))
+            session.add(audit_row(actor, "key.revoked", now, key_id=key_id))
             await session.flush()
-            session.add(_outbox_row(key))
+            session.add(_outbox_row(key, now))
             await session.flush()
         self._committed()
         if self._metrics is not None:
             self._metrics.keys_revoked.inc()
         return key
+
+    async def revoke_due(self, now: datetime, limit: int = DUE_BATCH) -> Sequence[ApiKey]:
+        """Revoke rolled keys whose ``revokes_at`` is at or before ``now``; return them.
+
+        At most ``limit`` per call (call again while it returns that many). Each is revoked as
+        of its ``revokes_at`` (the moment it stopped being valid, which a late run does not
+        move), with an audit row by key_service itself and a ``key.revoked`` event. Rows another
+        transaction holds are skipped (PostgreSQL ``SKIP LOCKED``): that transaction is
+        revoking or rolling them, and a key found revoked is never revoked again.
+        """
+        async with write_session(self._sessionmaker) as session:
+            due = list((await session.scalars(
+                select(ApiKey)
+                .where(ApiKey.revokes_at <= now, ApiKey.status == "active")
+                .order_by(ApiKey.revokes_at, ApiKey.key_id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )).all())
+            for key in due:
+                key.status = "revoked"
+                key.revoked_at = key.revokes_at
+                key.revokes_at = None
+                await session.flush()
+                session.add(audit_row(SYSTEM_ACTOR, "key.revoked", now, key_id=key.key_id))
+                await session.flush()
+                session.add(_outbox_row(key, now))
+                await session.flush()
+        if due:
+            self._committed()
+            if self._metrics is not None:
+                self._metrics.keys_revoked.inc(len(due))
+        return due
+
+    async def next_revocation(self) -> datetime | None:
+        """The earliest ``revokes_at`` of an active key, or None when no revocation waits."""
+        async with read_session(self._sessionmaker) as session:
+            moment: datetime | None = await session.scalar(
+                select(func.min(ApiKey.revokes_at)).where(ApiKey.status == "active")
+            )
+        return moment
 
     async def get(self, key_id: str) -> ApiKey:
         """One key; NotFound for unknown or malformed IDs."""

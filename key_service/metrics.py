@@ -26,6 +26,17 @@ class Metrics:
         )
         self.keys_issued = Counter("key_service_keys_issued", "Keys issued", registry=r)
         self.keys_revoked = Counter("key_service_keys_revoked", "Keys revoked", registry=r)
+        self.keys_rolled = Counter(
+            "key_service_keys_rolled", "Keys rolled (replaced, revocation scheduled)", registry=r,
+        )
+        self.scheduler_errors = Counter(
+            "key_service_scheduler_errors",
+            "Rounds of the revocation scheduler that failed (database away)", registry=r,
+        )
+        self.tokens_used = Counter(
+            "key_service_management_token_requests",
+            "API requests that presented a management token, by outcome", ["result"], registry=r,
+        )
         self.logins = Counter("key_service_logins", "Login attempts", ["result"], registry=r)
         self.outbox_backlog = Gauge(
             "key_service_outbox_backlog", "Outbox events not yet confirmed by the broker",

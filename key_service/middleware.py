@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from apikeys_shared.addresses import forwarded_address
 
 from .appkeys import CONFIG, METRICS
-from .errors import KeyServiceError, TooManyRequests
+from .errors import KeyServiceError
 from .logs import REQUEST_ID
 from .problems import problem
 
@@ -162,10 +162,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return problem(413, f"the request body must be at most {API_BODY_LIMIT} bytes")
     try:
         response = await handler(request)
-    except TooManyRequests as exc:
-        return problem(exc.status, exc.detail, headers={"Retry-After": str(exc.retry_after)})
     except KeyServiceError as exc:
-        return problem(exc.status, exc.detail, field=exc.field)
+        return problem(exc.status, exc.detail, field=exc.field, headers=exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -1,6 +1,7 @@
-"""The key database: keys, administrators, sessions, audit rows and the event outbox.
+"""The key database: keys, administrators, management tokens, sessions, audit rows, the outbox.
 
-The secret itself is never stored, only its keyed hash (see apikeys_shared.hashing).
+Neither a key's secret nor a management token is ever stored, only its keyed hash (see
+apikeys_shared.hashing).
 Timestamps are stored as naive UTC and always come back as aware UTC, on SQLite and PostgreSQL.
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "LoginThrottle",
+    "ManagementToken",
     "OutboxEvent",
     "Session",
     "User",
@@ -102,7 +104,11 @@ class LoginThrottle(Base):
 
 
 class ApiKey(Base):
-    """An API key: active until revoked, then revoked for ever."""
+    """An API key: active until revoked, then revoked for ever.
+
+    A rolled key has a replacement (``replaced_by``) and, while it is still active, the moment
+    of its scheduled revocation (``revokes_at``, cleared when it is revoked).
+    """
 
     __tablename__ = "api_keys"
 
@@ -115,25 +121,57 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     issued_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     revoked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    revokes_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    replaces: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    replaced_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
     __table_args__ = (
         # The list: active keys newest first, then revoked keys, most recently revoked last.
         Index("ix_api_keys_active_list", "status", "issued_at", "key_id"),
         Index("ix_api_keys_revoked_list", "status", "revoked_at", "key_id"),
+        # The revocation scheduler's question: which rolled keys are due, soonest first.
+        Index("ix_api_keys_revokes_at", "revokes_at"),
     )
 
 
+class ManagementToken(Base):
+    """A credential for machines to call the JSON API with a set of scopes, until revoked."""
+
+    __tablename__ = "management_tokens"
+
+    token_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(400))
+    scopes: Mapped[str] = mapped_column(String(200))  # space-separated, as in OAuth's "scope"
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    hash_version: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(8))  # "active" | "revoked"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    revoked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+
+
 class AuditEntry(Base):
-    """One row per issue and revoke, written in the same transaction as the change."""
+    """One row per change (a key issued, rolled or revoked; a token created or revoked),
+    written in the same transaction as the change.
+
+    The actor is a person (``actor_type`` "user", ``actor_id``), a management token ("token",
+    ``actor_token_id``; ``actor`` holds its name then) or key_service itself ("system": a
+    scheduled revocation). The subject is a key (``key_id``) or a token (``token_id``).
+    """
 
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
-    actor: Mapped[str] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(32))  # "key.issued" | "key.revoked"
-    key_id: Mapped[str] = mapped_column(String(36), index=True)
+    actor: Mapped[str] = mapped_column(String(400))
+    actor_type: Mapped[str] = mapped_column(String(8), server_default="user")
+    actor_token_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # "key.issued" | "key.rolled" | "key.revoked" | "token.created" | "token.revoked"
+    action: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    token_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     client_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
@@ -153,7 +191,8 @@ class OutboxEvent(Base):
     id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     key_id: Mapped[str] = mapped_column(String(36), index=True)
-    event_type: Mapped[str] = mapped_column(String(32))  # "apikey.issued" | "apikey.revoked"
+    # "apikey.issued" | "apikey.rolled" | "apikey.revoked"
+    event_type: Mapped[str] = mapped_column(String(32))
     record: Mapped[str] = mapped_column(Text)  # KeyRecord.to_json() as JSON text
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sequence: Mapped[int | None] = mapped_column(BigInteger, unique=True, nullable=True)

@@ -9,9 +9,12 @@ from typing import Any
 
 from aiohttp import web
 
+from .audit import ACTIONS
 from .auth import CSRF_HEADER, SESSION_COOKIE
-from .keys import DEFAULT_LIMIT, MAX_LIMIT, MAX_NAME_LENGTH
+from .keys import DEFAULT_LIMIT, MAX_LIMIT, MAX_NAME_LENGTH, MAX_OVERLAP_SECONDS
 from .middleware import API_BODY_LIMIT
+from .scopes import AUDIT_READ, KEYS_READ, KEYS_WRITE, SCOPE_HELP, SCOPES
+from .tokenformat import TOKEN_PATTERN
 
 __all__ = ["OPENAPI", "add_openapi_route"]
 
@@ -19,6 +22,30 @@ _TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"
 _KEY_ID = {
     "type": "string", "format": "uuid", "minLength": 36, "maxLength": 36,
     "description": "A lowercase UUID (36 characters); not secret",
+}
+_TOKEN_ID = {**_KEY_ID, "description": "The token's ID, a lowercase UUID; not secret"}
+_ROLL_FIELDS: dict[str, Any] = {
+    "revokes_at": {
+        "type": ["string", "null"], "format": "date-time",
+        "description": "A rolled key's scheduled revocation (RFC 3339, UTC); null otherwise "
+                       "(and once the key is revoked)",
+    },
+    "replaces": {
+        "type": ["string", "null"], "format": "uuid",
+        "description": "The key this one was issued to replace (by a roll), or null",
+    },
+    "replaced_by": {
+        "type": ["string", "null"], "format": "uuid",
+        "description": "The key that replaced this one (it was rolled), or null",
+    },
+}
+_KEY_FIELDS = ["key_id", "name", "status", "issued_at", "revoked_at", *_ROLL_FIELDS]
+_NAME = {
+    "type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"\S",
+    "description": (
+        f"1-{MAX_NAME_LENGTH} printable characters after trimming white space; duplicates "
+        "are allowed"
+    ),
 }
 
 
@@ -58,8 +85,24 @@ def _errors(*codes: str) -> dict[str, Any]:
     return {code: _R[code] for code in codes}
 
 
+# Security requirements: alternatives, each a set that must all be met. A management token's
+# entry lists the scope the operation needs (OpenAPI 3.1 allows role names for http schemes).
 _READ: list[dict[str, list[str]]] = [{"sessionCookie": []}]
 _WRITE: list[dict[str, list[str]]] = [{"sessionCookie": [], "csrfToken": []}]
+
+
+def _read_or_token(scope: str) -> list[dict[str, list[str]]]:
+    return [*_READ, {"managementToken": [scope]}]
+
+
+def _write_or_token(scope: str) -> list[dict[str, list[str]]]:
+    return [*_WRITE, {"managementToken": [scope]}]
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
 _PAGING = [
     {
         "name": "limit", "in": "query", "required": False,
@@ -76,6 +119,10 @@ _KEY_PATH_PARAM = {
     "name": "key_id", "in": "path", "required": True, "schema": {"type": "string"},
     "description": "The key ID; anything that is not a lowercase UUID is answered 404",
 }
+_TOKEN_PATH_PARAM = {
+    "name": "token_id", "in": "path", "required": True, "schema": {"type": "string"},
+    "description": "The token ID; anything that is not a lowercase UUID is answered 404",
+}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -83,12 +130,17 @@ OPENAPI: dict[str, Any] = {
         "title": "key_service API",
         "version": "1.0.0",
         "description": (
-            "Issue, list and revoke API keys for the Backoffice API. Only users with the "
-            "system_administrator role may use /api/v1/keys and /api/v1/audit (others get 403; "
-            "without a session 401). Log in with POST /api/v1/session; it sets the "
+            "Issue, list, roll and revoke API keys for the Backoffice API. Two ways in. A "
+            "person logs in with POST /api/v1/session, which sets the "
             f"`{SESSION_COOKIE}` cookie and returns a CSRF token that every POST, PUT, PATCH and "
-            f"DELETE must send as `{CSRF_HEADER}`. Request bodies are limited to "
-            f"{API_BODY_LIMIT} bytes. Errors are RFC 9457 problem details."
+            f"DELETE must send as `{CSRF_HEADER}`; only the system_administrator role may use "
+            "/api/v1/keys, /api/v1/audit and /api/v1/tokens (others get 403, no session 401). "
+            "A machine sends `Authorization: Bearer <management token>` instead, with no "
+            "cookie and no CSRF token; a token may use the operations its scopes allow "
+            "(each operation's security names the scope; a missing scope is a 403 naming it, "
+            "a malformed, unknown or revoked token a 401) and never /api/v1/tokens. Request "
+            f"bodies are limited to {API_BODY_LIMIT} bytes. Errors are RFC 9457 problem "
+            "details."
         ),
     },
     "paths": {
@@ -129,25 +181,22 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "listKeys",
                 "summary": "List keys: active newest first, then revoked, latest revoked last",
-                "security": _READ,
+                "security": _read_or_token(KEYS_READ),
                 "parameters": _PAGING,
                 "responses": {"200": _json("KeyList", "One page of keys"),
-                              **_errors("400", "401", "403")},
+                              **_errors("400", "401", "403", "503")},
             },
             "post": {
                 "operationId": "issueKey",
                 "summary": "Issue a key; the only response that ever contains its secret",
-                "security": _WRITE,
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("NewKey")}},
-                },
+                "security": _write_or_token(KEYS_WRITE),
+                "requestBody": _body("NewKey"),
                 "responses": {
                     "201": _json("IssuedKey", "Issued", headers={
                         "Location": {"schema": {"type": "string"}},
                         "Cache-Control": {"schema": {"type": "string", "const": "no-store"}},
                     }),
-                    **_errors("400", "401", "403", "413", "415"),
+                    **_errors("400", "401", "403", "413", "415", "503"),
                 },
             },
         },
@@ -156,19 +205,43 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "getKey",
                 "summary": "One key",
-                "security": _READ,
-                "responses": {"200": _json("Key", "The key"), **_errors("401", "403", "404")},
+                "security": _read_or_token(KEYS_READ),
+                "responses": {"200": _json("Key", "The key"),
+                              **_errors("401", "403", "404", "503")},
+            },
+        },
+        "/api/v1/keys/{key_id}/roll": {
+            "parameters": [_KEY_PATH_PARAM],
+            "post": {
+                "operationId": "rollKey",
+                "summary": (
+                    "Roll a key: issue its replacement now (same name; its secret is in this "
+                    "response only) and revoke the old key overlap_seconds later. A key is "
+                    "rolled once; the old key may still be revoked early by hand"
+                ),
+                "security": _write_or_token(KEYS_WRITE),
+                "requestBody": _body("Roll"),
+                "responses": {
+                    "201": _json("RolledKey", "The replacement, and the old key as it is now",
+                                 headers={
+                        "Location": {"schema": {"type": "string"}},
+                        "Cache-Control": {"schema": {"type": "string", "const": "no-store"}},
+                    }),
+                    "409": _problem("The key is revoked, or was rolled before"),
+                    **_errors("400", "401", "403", "404", "413", "415", "503"),
+                },
             },
         },
         "/api/v1/keys/{key_id}/revoke": {
             "parameters": [_KEY_PATH_PARAM],
             "post": {
                 "operationId": "revokeKey",
-                "summary": "Revoke a key (permanent)",
-                "security": _WRITE,
+                "summary": "Revoke a key (permanent); a rolled key may be revoked before its "
+                           "revokes_at",
+                "security": _write_or_token(KEYS_WRITE),
                 "responses": {
                     "200": _json("Key", "Revoked"),
-                    **_errors("401", "403", "404", "409"),
+                    **_errors("401", "403", "404", "409", "413", "503"),
                 },
             },
         },
@@ -189,11 +262,50 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/audit": {
             "get": {
                 "operationId": "listAudit",
-                "summary": "Audit rows of issues and revokes, newest first",
-                "security": _READ,
+                "summary": "Audit rows of every change to keys and tokens, newest first",
+                "security": _read_or_token(AUDIT_READ),
                 "parameters": _PAGING,
                 "responses": {"200": _json("AuditList", "One page of audit rows"),
-                              **_errors("400", "401", "403")},
+                              **_errors("400", "401", "403", "503")},
+            },
+        },
+        "/api/v1/tokens": {
+            "get": {
+                "operationId": "listTokens",
+                "summary": "List management tokens, newest first (administrators' sessions "
+                           "only)",
+                "security": _READ,
+                "parameters": _PAGING,
+                "responses": {"200": _json("TokenList", "One page of tokens"),
+                              **_errors("400", "401", "403", "503")},
+            },
+            "post": {
+                "operationId": "createToken",
+                "summary": "Create a management token; the only response that ever contains "
+                           "it (administrators' sessions only: a token cannot make tokens)",
+                "security": _WRITE,
+                "requestBody": _body("NewToken"),
+                "responses": {
+                    "201": _json("CreatedToken", "Created", headers={
+                        "Cache-Control": {"schema": {"type": "string", "const": "no-store"}},
+                    }),
+                    **_errors("400", "401", "403", "413", "415", "503"),
+                },
+            },
+        },
+        "/api/v1/tokens/{token_id}/revoke": {
+            "parameters": [_TOKEN_PATH_PARAM],
+            "post": {
+                "operationId": "revokeToken",
+                "summary": "Revoke a management token (permanent; administrators' sessions "
+                           "only)",
+                "security": _WRITE,
+                "responses": {
+                    "200": _json("Token", "Revoked"),
+                    "404": _problem("No token with this ID (or not a token ID at all)"),
+                    "409": _problem("The token is already revoked"),
+                    **_errors("401", "403", "413", "503"),
+                },
             },
         },
     },
@@ -201,6 +313,13 @@ OPENAPI: dict[str, Any] = {
         "securitySchemes": {
             "sessionCookie": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
             "csrfToken": {"type": "apiKey", "in": "header", "name": CSRF_HEADER},
+            "managementToken": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "ksmt_ management token",
+                "description": (
+                    "A management token, created by an administrator (POST /api/v1/tokens). "
+                    "Scopes: " + "; ".join(f"{k}: {v}" for k, v in SCOPE_HELP.items())
+                ),
+            },
         },
         "schemas": {
             "Login": {
@@ -224,20 +343,25 @@ OPENAPI: dict[str, Any] = {
             "NewKey": {
                 "type": "object",
                 "required": ["name"],
+                "properties": {"name": _NAME},
+            },
+            "Roll": {
+                "type": "object",
+                "required": ["overlap_seconds"],
                 "properties": {
-                    "name": {
-                        "type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH,
-                        "pattern": r"\S",
+                    "overlap_seconds": {
+                        "type": "integer", "minimum": 0, "maximum": MAX_OVERLAP_SECONDS,
                         "description": (
-                            f"1-{MAX_NAME_LENGTH} printable characters after trimming "
-                            "white space; duplicates are allowed"
+                            "How long the old key keeps working beside its replacement, in "
+                            f"seconds: 0 to {MAX_OVERLAP_SECONDS} (30 days). The old key's "
+                            "revokes_at is the replacement's issued_at plus this"
                         ),
                     },
                 },
             },
             "Key": {
                 "type": "object",
-                "required": ["key_id", "name", "status", "issued_at", "revoked_at"],
+                "required": _KEY_FIELDS,
                 "additionalProperties": False,
                 "properties": {
                     "key_id": _KEY_ID,
@@ -246,11 +370,12 @@ OPENAPI: dict[str, Any] = {
                     "issued_at": _TIME,
                     "revoked_at": {"oneOf": [_TIME, {"type": "null"}],
                                    "description": "null while the key is active"},
+                    **_ROLL_FIELDS,
                 },
             },
             "IssuedKey": {
                 "type": "object",
-                "required": ["key_id", "name", "status", "issued_at", "revoked_at", "secret"],
+                "required": [*_KEY_FIELDS, "secret"],
                 "additionalProperties": False,
                 "properties": {
                     "key_id": _KEY_ID,
@@ -258,9 +383,36 @@ OPENAPI: dict[str, Any] = {
                     "status": {"type": "string", "const": "active"},
                     "issued_at": _TIME,
                     "revoked_at": {"type": "null"},
+                    "revokes_at": {"type": "null"},
+                    "replaces": {"type": "null"},
+                    "replaced_by": {"type": "null"},
                     "secret": {
                         "type": "string", "pattern": "^[0-9A-Za-z]{64}$",
                         "description": "The key secret, shown this once and never again",
+                    },
+                },
+            },
+            "RolledKey": {
+                "type": "object",
+                "required": [*_KEY_FIELDS, "secret", "replaced_key"],
+                "additionalProperties": False,
+                "properties": {
+                    "key_id": _KEY_ID,
+                    "name": {"type": "string", "description": "The old key's name"},
+                    "status": {"type": "string", "const": "active"},
+                    "issued_at": _TIME,
+                    "revoked_at": {"type": "null"},
+                    "revokes_at": {"type": "null"},
+                    "replaces": {**_KEY_ID, "description": "The old key's ID"},
+                    "replaced_by": {"type": "null"},
+                    "secret": {
+                        "type": "string", "pattern": "^[0-9A-Za-z]{64}$",
+                        "description": "The new key's secret, shown this once and never again",
+                    },
+                    "replaced_key": {
+                        **_ref("Key"),
+                        "description": "The old key as it is now: active, with revokes_at and "
+                                       "replaced_by set",
                     },
                 },
             },
@@ -275,15 +427,27 @@ OPENAPI: dict[str, Any] = {
             },
             "AuditEntry": {
                 "type": "object",
-                "required": ["id", "at", "actor", "action", "key_id", "client_address",
-                             "request_id"],
+                "required": ["id", "at", "actor", "actor_type", "actor_token_id", "action",
+                             "key_id", "token_id", "client_address", "request_id"],
                 "additionalProperties": False,
                 "properties": {
                     "id": {"type": "integer"},
                     "at": _TIME,
-                    "actor": {"type": "string"},
-                    "action": {"type": "string", "enum": ["key.issued", "key.revoked"]},
-                    "key_id": _KEY_ID,
+                    "actor": {
+                        "type": "string",
+                        "description": "Who: a person's username, a token's name, or "
+                                       "key_service (a scheduled revocation)",
+                    },
+                    "actor_type": {"type": "string", "enum": ["user", "token", "system"]},
+                    "actor_token_id": {
+                        "type": ["string", "null"], "format": "uuid",
+                        "description": "The management token that acted, when it was one",
+                    },
+                    "action": {"type": "string", "enum": list(ACTIONS)},
+                    "key_id": {"type": ["string", "null"], "format": "uuid",
+                               "description": "The key acted on (key.* actions)"},
+                    "token_id": {"type": ["string", "null"], "format": "uuid",
+                                 "description": "The token acted on (token.* actions)"},
                     "client_address": {"type": ["string", "null"]},
                     "request_id": {"type": ["string", "null"]},
                 },
@@ -326,6 +490,63 @@ OPENAPI: dict[str, Any] = {
                                 "description": "Whether key_service signs new events with it"},
                 },
             },
+            "NewToken": {
+                "type": "object",
+                "required": ["name", "scopes"],
+                "properties": {
+                    "name": _NAME,
+                    "scopes": {
+                        "type": "array", "minItems": 1, "uniqueItems": True,
+                        "items": {"type": "string", "enum": list(SCOPES)},
+                        "description": "; ".join(f"{k}: {v}" for k, v in SCOPE_HELP.items()),
+                    },
+                },
+            },
+            "Token": {
+                "type": "object",
+                "required": ["token_id", "name", "scopes", "status", "created_at",
+                             "revoked_at"],
+                "additionalProperties": False,
+                "properties": {
+                    "token_id": _TOKEN_ID,
+                    "name": {"type": "string"},
+                    "scopes": {"type": "array",
+                               "items": {"type": "string", "enum": list(SCOPES)}},
+                    "status": {"type": "string", "enum": ["active", "revoked"]},
+                    "created_at": _TIME,
+                    "revoked_at": {"type": ["string", "null"], "format": "date-time",
+                                   "description": "null while the token is active"},
+                },
+            },
+            "CreatedToken": {
+                "type": "object",
+                "required": ["token_id", "name", "scopes", "status", "created_at",
+                             "revoked_at", "token"],
+                "additionalProperties": False,
+                "properties": {
+                    "token_id": _TOKEN_ID,
+                    "name": {"type": "string"},
+                    "scopes": {"type": "array",
+                               "items": {"type": "string", "enum": list(SCOPES)}},
+                    "status": {"type": "string", "const": "active"},
+                    "created_at": _TIME,
+                    "revoked_at": {"type": "null"},
+                    "token": {
+                        "type": "string", "pattern": f"^{TOKEN_PATTERN}$",
+                        "description": "The token, shown this once and never again; send it "
+                                       "as Authorization: Bearer <token>",
+                    },
+                },
+            },
+            "TokenList": {
+                "type": "object",
+                "required": ["items", "next_cursor"],
+                "additionalProperties": False,
+                "properties": {
+                    "items": {"type": "array", "items": _ref("Token")},
+                    "next_cursor": {"type": ["string", "null"]},
+                },
+            },
             "Problem": {
                 "type": "object",
                 "required": ["type", "title", "status", "detail"],
@@ -340,8 +561,15 @@ OPENAPI: dict[str, Any] = {
         },
         "responses": {
             "BadRequest": _problem("Malformed input; `field` names the input at fault"),
-            "Unauthorized": _problem("No valid session (or wrong username or password)"),
-            "Forbidden": _problem("Not a system_administrator, or a missing or wrong CSRF token"),
+            "Unauthorized": _problem(
+                "No valid session (or wrong username or password), or a management token "
+                "that is malformed, unknown or revoked"
+            ),
+            "Forbidden": _problem(
+                "Not a system_administrator, a missing or wrong CSRF token, a management "
+                "token without the operation's scope (named in detail), or a management "
+                "token on /api/v1/tokens"
+            ),
             "NotFound": _problem("No key with this ID (or not a key ID at all)"),
             "Conflict": _problem("The key is already revoked"),
             "TooLarge": _problem(f"The body is over {API_BODY_LIMIT} bytes"),

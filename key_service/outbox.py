@@ -27,7 +27,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apikeys_shared.errors import ApiKeysError
-from apikeys_shared.events import EVENT_TYPES, ROUTING_KEYS, Event, KeyRecord, SignedEvent
+from apikeys_shared.events import (
+    EVENT_TYPES,
+    ROUTING_KEYS,
+    Event,
+    KeyRecord,
+    SignedEvent,
+    event_type_for,
+)
 from apikeys_shared.signing import Signer
 
 from .db import READ_ONLY, write_connection
@@ -97,8 +104,7 @@ def _build(row: Any, sequence: int, source: str, signer: Signer) -> SignedEvent:
     except (ValueError, ApiKeysError) as exc:
         raise OutboxError(f"outbox row {row_id} holds a malformed key record: {exc}") from exc
     event_type = row.event_type
-    expected = "apikey.revoked" if record.status == "revoked" else "apikey.issued"
-    if event_type not in EVENT_TYPES or event_type != expected:
+    if event_type not in EVENT_TYPES or event_type != event_type_for(record):
         raise OutboxError(
             f"outbox row {row_id} has event type {event_type!r} for a {record.status} key"
         )

@@ -1,8 +1,9 @@
-"""The Backoffice page: login, the layout with its sidebar, Settings, and Manage API Keys.
+"""The Backoffice page: login, the layout with its sidebar, Settings, and the administrators'
+settings pages (Manage API Keys, Management Tokens, Audit Log).
 
 Pages are rendered on the server from small templates (``templates/``) so that what a role may see
-is decided where it is enforced: only a ``system_administrator`` gets the Manage API Keys entry and
-page. The behaviour is plain JavaScript under ``/backoffice/static/`` that calls the JSON API;
+is decided where it is enforced: only a ``system_administrator`` gets the settings entries and
+pages. The behaviour is plain JavaScript under ``/backoffice/static/`` that calls the JSON API;
 no inline script or style exists, so the Content-Security-Policy can forbid both.
 """
 
@@ -17,8 +18,10 @@ from string import Template
 from urllib.parse import urlencode
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .auth import CurrentUser, current_user
+from .scopes import KEYS_READ, SCOPE_HELP
 
 __all__ = ["PAGE_HEADERS", "add_page_routes", "safe_return_path"]
 
@@ -30,6 +33,39 @@ BACKOFFICE = "/backoffice/"
 LOGIN = "/backoffice/login"
 SETTINGS = "/backoffice/settings"
 API_KEYS = "/backoffice/settings/api-keys"
+TOKENS = "/backoffice/settings/tokens"
+AUDIT = "/backoffice/settings/audit"
+
+
+@dataclass(frozen=True)
+class _SettingsPage:
+    path: str
+    title: str
+    template: str
+    script: str
+
+
+def _scope_choices() -> str:
+    """The Issue New Token dialog's scope check boxes (keys:read checked), from scopes.py."""
+    esc = html.escape
+    return "\n".join(
+        f'          <label class="choice"><input type="checkbox" name="scope" '
+        f'value="{esc(scope)}"{" checked" if scope == KEYS_READ else ""}> '
+        f'<span><code>{esc(scope)}</code> <span class="choice-help">{esc(help_text)}</span>'
+        "</span></label>"
+        for scope, help_text in SCOPE_HELP.items()
+    )
+
+
+# Values of the settings pages' templates that come from code (written once, there).
+_TEMPLATE_VALUES: Mapping[str, Mapping[str, str]] = {"tokens": {"scope_choices": _scope_choices()}}
+
+# The Settings list, in its order; each is for administrators only.
+_SETTINGS_PAGES = (
+    _SettingsPage(API_KEYS, "Manage API Keys", "api_keys", "keys.js"),
+    _SettingsPage(TOKENS, "Management Tokens", "tokens", "tokens.js"),
+    _SettingsPage(AUDIT, "Audit Log", "audit", "audit.js"),
+)
 
 _CSP = "; ".join([
     "default-src 'none'",
@@ -136,14 +172,15 @@ class _Pages:
         )
         return _html(body, status)
 
-    def _settings_list(self, user: CurrentUser, *, current: bool) -> str:
+    def _settings_list(self, user: CurrentUser, *, current: str | None) -> str:
         if user.is_admin:
-            aria = ' aria-current="page"' if current else ""
-            items = (
-                "    <ul>\n"
-                f'      <li><a href="{API_KEYS}"{aria}>Manage API Keys</a></li>\n'
-                "    </ul>"
+            current_attr = ' aria-current="page"'
+            links = "".join(
+                f'      <li><a href="{page.path}"{current_attr if page.path == current else ""}>'
+                f"{page.title}</a></li>\n"
+                for page in _SETTINGS_PAGES
             )
+            items = f"    <ul>\n{links}    </ul>"
         else:
             items = '    <p class="empty">No settings are available to your role.</p>'
         return self._fill("settings_list", items=items)
@@ -182,28 +219,34 @@ class _Pages:
         )
         return self._page(
             user, title="Settings", section="settings",
-            subnav=self._settings_list(user, current=False),
+            subnav=self._settings_list(user, current=None),
             main=self._fill("settings", hint=html.escape(hint)),
         )
 
-    async def api_keys(self, request: web.Request) -> web.StreamResponse:
-        """Manage API Keys; administrators only (anyone else gets a 403 page)."""
-        user = await _user_or_login(request)
-        if not user.is_admin:
-            main = self._fill(
-                "forbidden",
-                username=html.escape(user.username),
-                role_label=html.escape(_role_label(user.role)),
-            )
+    def settings_page(self, page: _SettingsPage) -> Handler:
+        """The handler of one administrators' settings page (anyone else gets a 403 page)."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            user = await _user_or_login(request)
+            if not user.is_admin:
+                main = self._fill(
+                    "forbidden",
+                    page_title=html.escape(page.title),
+                    username=html.escape(user.username),
+                    role_label=html.escape(_role_label(user.role)),
+                )
+                return self._page(
+                    user, title="Access denied", section="settings", status=403,
+                    subnav=self._settings_list(user, current=None), main=main,
+                )
             return self._page(
-                user, title="Access denied", section="settings", status=403,
-                subnav=self._settings_list(user, current=False), main=main,
+                user, title=page.title, section="settings",
+                subnav=self._settings_list(user, current=page.path),
+                main=self._fill(page.template, **_TEMPLATE_VALUES.get(page.template, {})),
+                scripts=(page.script,),
             )
-        return self._page(
-            user, title="Manage API Keys", section="settings",
-            subnav=self._settings_list(user, current=True),
-            main=self._fill("api_keys"), scripts=("keys.js",),
-        )
+
+        return handler
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         """A static asset; only the files shipped in ``static/`` exist."""
@@ -239,5 +282,6 @@ def add_page_routes(app: web.Application) -> None:
     app.router.add_get(BACKOFFICE, pages.home)
     app.router.add_get(LOGIN, pages.login)
     app.router.add_get(SETTINGS, pages.settings)
-    app.router.add_get(API_KEYS, pages.api_keys)
+    for settings_page in _SETTINGS_PAGES:
+        app.router.add_get(settings_page.path, pages.settings_page(settings_page))
     app.router.add_get("/backoffice/static/{name}", pages.asset)

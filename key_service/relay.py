@@ -57,6 +57,7 @@ from apikeys_shared.events import CONTENT_TYPE
 from apikeys_shared.signing import Signer
 
 from .appkeys import CONFIG, ENGINE, METRICS, OUTBOX_WAKEUP
+from .background import finish
 from .config import KeyServiceConfig
 from .metrics import Metrics
 from .outbox import (
@@ -157,13 +158,7 @@ class Relay:
         self._stop.set()
         self._wakeup.set()
         task, self._task = self._task, None
-        if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await finish(task, STOP_TIMEOUT)
         await self._close_broker()
         await self._release_lock()
 

@@ -49,11 +49,12 @@ def _load_script(path: Path) -> ModuleType:
 def catalogues() -> list[Catalogue]:
     """Every program's catalogue, in the page's order."""
     from auth_gateway.config import SETTINGS as GATEWAY
+    from key_service.config import CLIENT_SETTINGS
     from key_service.config import SETTINGS as KEY_SERVICE
 
     run_local = _load_script(ROOT / "scripts" / "run_local.py")
     subscriber = _load_script(ROOT / "examples" / "subscriber.py")
-    return [KEY_SERVICE, GATEWAY, run_local.SETTINGS, subscriber.SETTINGS]
+    return [KEY_SERVICE, GATEWAY, CLIENT_SETTINGS, run_local.SETTINGS, subscriber.SETTINGS]
 
 
 def _bounds(setting: Setting[Any]) -> str:

@@ -1,9 +1,12 @@
-/* Shared by every Backoffice page: calls to the JSON API, the login round trip, log out and
-   dialog focus handling. Data is only ever written with textContent, never as markup. */
+/* Shared by every Backoffice page: calls to the JSON API, the login round trip, log out, dialog
+   focus handling, table cells and copying a one-time secret. Data is only ever written with
+   textContent, never as markup. */
 (function () {
   'use strict';
 
   const PENDING_KEY = 'backoffice.pending';
+  // Items per request when a page loads a whole list.
+  const LIST_PAGE_SIZE = 100;
   // Return paths are same-site Backoffice paths only, so the login page cannot be turned into an
   // open redirect.
   const RETURN_PATH = /^\/backoffice\/[A-Za-z0-9._~\-\/]*$/;
@@ -126,6 +129,304 @@
     });
   }
 
+  // -- tables ---------------------------------------------------------------------------------
+  const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
+  const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'long' });
+
+  /** Milliseconds since the epoch of an API timestamp (0 when it is not one). */
+  function when(value) {
+    const ms = Date.parse(value);
+    return Number.isNaN(ms) ? 0 : ms;
+  }
+
+  /** A <time> element showing ``value`` (the date, or date and time), its full form as title. */
+  function timeElement(value, withTime) {
+    const time = document.createElement('time');
+    time.dateTime = value;
+    time.textContent = (withTime ? dateTimeFormat : dateFormat).format(new Date(value));
+    time.title = fullFormat.format(new Date(value));
+    return time;
+  }
+
+  /** Every item of a paged list (``items`` and ``next_cursor``), page after page. */
+  async function loadAll(path, pageSize) {
+    const all = [];
+    let cursor = null;
+    do {
+      const query = new URLSearchParams({ limit: String(pageSize) });
+      if (cursor) query.set('cursor', cursor);
+      const page = await api('GET', path + '?' + query.toString());
+      Array.prototype.push.apply(all, page.items);
+      cursor = page.next_cursor;
+    } while (cursor);
+    return all;
+  }
+
+  /** Active items newest first (by ``issuedField``), then revoked ones, latest revoked last. */
+  function activeFirst(items, idField, issuedField) {
+    const active = items.filter(function (k) { return k.status !== 'revoked'; });
+    const revoked = items.filter(function (k) { return k.status === 'revoked'; });
+    active.sort(function (a, b) {
+      return when(b[issuedField]) - when(a[issuedField]) || (a[idField] < b[idField] ? 1 : -1);
+    });
+    revoked.sort(function (a, b) {
+      return when(a.revoked_at) - when(b.revoked_at) || (a[idField] < b[idField] ? -1 : 1);
+    });
+    return active.concat(revoked);
+  }
+
+  /** A table cell holding a date; ``label`` names its column on narrow screens. */
+  function dateCell(label, value, withTime) {
+    const td = document.createElement('td');
+    td.className = 'cell-date';
+    td.dataset.label = label;
+    td.appendChild(timeElement(value, withTime));
+    return td;
+  }
+
+  /** A table cell of plain text (or code). */
+  function textCell(label, className, text, asCode) {
+    const td = document.createElement('td');
+    td.className = className;
+    td.dataset.label = label;
+    if (asCode) {
+      const code = document.createElement('code');
+      code.textContent = text;
+      td.appendChild(code);
+    } else {
+      td.textContent = text;
+    }
+    return td;
+  }
+
+  /** A full-width row with a message (empty list, loading). */
+  function placeholderRow(text, columns) {
+    const tr = document.createElement('tr');
+    tr.className = 'placeholder-row';
+    const td = document.createElement('td');
+    td.colSpan = columns;
+    td.textContent = text;
+    tr.appendChild(td);
+    return tr;
+  }
+
+  /** A small badge (Active, Revokes on ...). */
+  function badge(className, content) {
+    const span = document.createElement('span');
+    span.className = 'badge ' + className;
+    if (typeof content === 'string') {
+      span.textContent = content;
+    } else {
+      span.appendChild(content);
+    }
+    return span;
+  }
+
+  /** A button of a table row; its accessible name says which item it acts on. */
+  function rowButton(label, className, accessibleName, onClick) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'btn ' + className;
+    button.textContent = label;
+    button.setAttribute('aria-label', accessibleName);
+    button.addEventListener('click', function () { onClick(button); });
+    return button;
+  }
+
+  function capitalized(word) {
+    return word.charAt(0).toUpperCase() + word.slice(1);
+  }
+
+  // -- the list of a settings page (keys, tokens) -------------------------------------------------
+  /**
+   * Every page of ``o.path`` loaded, active items first, one table row each from ``o.row``; a
+   * failure is shown in ``o.listError`` and an expired session goes to the login page.
+   * ``refresh()`` resolves to true once the table shows the list as it is now.
+   */
+  function listTable(o) {
+    const list = { items: [] };
+    const plural = o.noun + 's';
+
+    function render() {
+      const rows = list.items.length
+        ? list.items.map(o.row)
+        : [placeholderRow('No ' + plural + ' yet. Select Issue New ' + capitalized(o.noun)
+          + ' to issue the first one.', o.columns)];
+      o.body.replaceChildren.apply(o.body, rows);
+      const active = list.items.filter(function (i) { return i.status !== 'revoked'; }).length;
+      o.summary.textContent = list.items.length
+        ? active + ' active, ' + (list.items.length - active) + ' revoked.'
+        : '';
+    }
+
+    list.refresh = async function () {
+      try {
+        list.items = activeFirst(await loadAll(o.path, LIST_PAGE_SIZE), o.idField, o.issuedField);
+      } catch (err) {
+        if (err instanceof SessionExpired) {
+          toLogin('expired');
+        } else {
+          o.listError.textContent = 'Could not load the ' + plural + ': ' + err.message;
+          o.listError.hidden = false;
+        }
+        return false;
+      }
+      o.listError.hidden = true;
+      o.table.setAttribute('aria-busy', 'false');
+      render();
+      return true;
+    };
+
+    list.find = function (id) {
+      return list.items.filter(function (i) { return i[o.idField] === id; })[0];
+    };
+
+    o.table.setAttribute('aria-busy', 'true');
+    return list;
+  }
+
+  // -- the Revoke window of a list ----------------------------------------------------------------
+  /**
+   * Shows an item's name and ID; Confirm revokes it (``o.path(item)``), refreshes ``o.list`` and
+   * says so, or that it was revoked meanwhile (409). ``o.onExpired(item)`` runs before the
+   * login round trip; focus returns to the button that opened it, or to ``o.home`` after a
+   * revocation. Returns ``open(item, invoker)``.
+   */
+  function revokeWindow(o) {
+    const Noun = capitalized(o.noun);
+    let target = null;
+    let invoker = null;
+    let busy = false;
+
+    function open(item, from) {
+      target = item;
+      invoker = from;
+      o.name.textContent = item.name;
+      o.id.textContent = item[o.idField];
+      o.error.hidden = true;
+      o.announce('');
+      o.dialog.showModal();
+      o.cancel.focus();
+    }
+
+    async function done(message) {
+      invoker = null;
+      o.dialog.close();
+      if (await o.list.refresh()) o.announce(message);
+      o.home.focus();
+    }
+
+    async function confirm() {
+      if (busy || !target) return;
+      const item = target;
+      busy = true;
+      o.confirm.disabled = true;
+      try {
+        await api('POST', o.path(item));
+        await done(Noun + ' “' + item.name + '” revoked.');
+      } catch (err) {
+        if (err instanceof SessionExpired) {
+          if (o.onExpired) o.onExpired(item);
+          toLogin('expired');
+        } else if (err instanceof ApiError && err.status === 409) {
+          // Someone else revoked it meanwhile: show the list as it is now.
+          await done(Noun + ' “' + item.name + '” was already revoked.');
+        } else {
+          o.error.textContent = 'Could not revoke the ' + o.noun + ': ' + err.message;
+          o.error.hidden = false;
+        }
+      } finally {
+        busy = false;
+        o.confirm.disabled = false;
+      }
+    }
+
+    trapFocus(o.dialog);
+    o.cancel.addEventListener('click', function () { o.dialog.close(); });
+    o.confirm.addEventListener('click', confirm);
+    o.dialog.addEventListener('close', function () {
+      target = null;
+      o.name.textContent = '';
+      o.id.textContent = '';
+      if (invoker && invoker.isConnected) invoker.focus();
+      invoker = null;
+    });
+    return open;
+  }
+
+  // -- a secret shown once ----------------------------------------------------------------------
+  function copyByHand(element) {
+    const selection = window.getSelection();
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    selection.removeAllRanges();
+    selection.addRange(range);
+    let copied = false;
+    try {
+      copied = document.execCommand('copy');
+    } catch (err) {
+      copied = false;
+    }
+    selection.removeAllRanges();
+    return copied;
+  }
+
+  /** Copies the text of ``element`` to the clipboard and says so in ``status``. */
+  async function copyText(element, status) {
+    let copied = false;
+    if (navigator.clipboard && window.isSecureContext) {
+      try {
+        await navigator.clipboard.writeText(element.textContent);
+        copied = true;
+      } catch (err) {
+        copied = false;
+      }
+    }
+    if (!copied) copied = copyByHand(element);
+    status.textContent = copied
+      ? 'Copied to the clipboard.'
+      : 'Copying is blocked here: select the secret and copy it by hand.';
+  }
+
+  /** Empties the elements that showed a secret, and any selection of it. */
+  function forget(elements) {
+    elements.forEach(function (el) { el.textContent = ''; });
+    const selection = window.getSelection();
+    if (selection) selection.removeAllRanges();
+  }
+
+  /**
+   * The window that shows a new secret once (New API Key Created, New Management Token Created).
+   * Copy copies it; only Confirm closes the window (Escape is refused, so that the secret is not
+   * thrown away by accident); whatever closes it, the secret and the ``o.facts`` elements are
+   * emptied first, then ``o.onClosed()`` runs. Returns ``show()``: fill the window, then call it.
+   */
+  function secretWindow(o) {
+    function forgetAll() {
+      forget([o.secret, o.copyStatus].concat(o.facts));
+    }
+    trapFocus(o.dialog);
+    o.copy.addEventListener('click', function () { copyText(o.secret, o.copyStatus); });
+    // Forgotten before the dialog closes: the 'close' event fires a task later, and nothing
+    // should be able to read the secret from the page after Confirm.
+    o.confirm.addEventListener('click', function () {
+      forgetAll();
+      o.dialog.close();
+    });
+    o.dialog.addEventListener('cancel', function (event) { event.preventDefault(); });
+    // Whatever closes it (Confirm, or a browser that forces Escape through), the secret goes.
+    o.dialog.addEventListener('close', function () {
+      forgetAll();
+      o.onClosed();
+    });
+    return function show() {
+      o.copyStatus.textContent = '';
+      o.dialog.showModal();
+      o.copy.focus();
+    };
+  }
+
   async function logout() {
     const button = document.getElementById('logout');
     button.disabled = true;
@@ -151,13 +452,23 @@
     ApiError: ApiError,
     SessionExpired: SessionExpired,
     api: api,
+    badge: badge,
     clearPending: clearPending,
     currentUser: function () { return meta('backoffice-user'); },
+    dateCell: dateCell,
+    listTable: listTable,
+    placeholderRow: placeholderRow,
+    revokeWindow: revokeWindow,
+    rowButton: rowButton,
     safeReturnPath: safeReturnPath,
+    secretWindow: secretWindow,
     savePending: savePending,
     showGlobalError: showGlobalError,
     takePending: takePending,
+    textCell: textCell,
+    timeElement: timeElement,
     toLogin: toLogin,
     trapFocus: trapFocus,
+    when: when,
   });
 }());

@@ -1,4 +1,5 @@
-/* Manage API Keys: the list, the Issue New Key / New API Key Created dialogs and the Revoke dialog.
+/* Manage API Keys: the list, the Issue New Key / New API Key Created dialogs, the Roll dialog and
+   the Revoke dialog.
 
    The secret of a new key lives only in the text of #created-secret while that dialog is open: no
    variable, attribute, storage, URL or history entry ever holds it, and Confirm empties the element. */
@@ -6,61 +7,36 @@
   'use strict';
 
   const B = window.Backoffice;
-  const PAGE_SIZE = 100;
-  const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
-  const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'long' });
 
   let el = {};
-  let keys = [];
+  let list = null;
+  let openRevoke = null;
+  let showSecret = null;
   let busy = false;
-  let revokeTarget = null;
-  let revokeInvoker = null;
+  let rollTarget = null;
+  let rollInvoker = null;
 
   function byId(id) {
     return document.getElementById(id);
   }
 
+  function announce(message) {
+    el.status.textContent = message;
+  }
+
   // -- the list ------------------------------------------------------------------------------
-  function when(value) {
-    const ms = Date.parse(value);
-    return Number.isNaN(ms) ? 0 : ms;
-  }
-
-  /** Active keys newest first, then revoked keys with the most recently revoked last. */
-  function ordered(items) {
-    const active = items.filter(function (k) { return k.status !== 'revoked'; });
-    const revoked = items.filter(function (k) { return k.status === 'revoked'; });
-    active.sort(function (a, b) {
-      return when(b.issued_at) - when(a.issued_at) || (a.key_id < b.key_id ? 1 : -1);
-    });
-    revoked.sort(function (a, b) {
-      return when(a.revoked_at) - when(b.revoked_at) || (a.key_id < b.key_id ? -1 : 1);
-    });
-    return active.concat(revoked);
-  }
-
-  function dateCell(label, value) {
+  /** Revoked On: the date; for a rolled key still active, when it will be; else Active. */
+  function revokedOnCell(key) {
+    if (key.status === 'revoked' && key.revoked_at) return B.dateCell('Revoked On', key.revoked_at);
     const td = document.createElement('td');
-    td.className = 'cell-date';
-    td.dataset.label = label;
-    const time = document.createElement('time');
-    time.dateTime = value;
-    time.textContent = dateFormat.format(new Date(value));
-    time.title = fullFormat.format(new Date(value));
-    td.appendChild(time);
-    return td;
-  }
-
-  function textCell(label, className, text, asCode) {
-    const td = document.createElement('td');
-    td.className = className;
-    td.dataset.label = label;
-    if (asCode) {
-      const code = document.createElement('code');
-      code.textContent = text;
-      td.appendChild(code);
+    td.className = 'cell-status';
+    td.dataset.label = 'Revoked On';
+    if (key.revokes_at) {
+      const pending = B.badge('badge-pending', 'Revokes on ');
+      pending.appendChild(B.timeElement(key.revokes_at, true));
+      td.appendChild(pending);
     } else {
-      td.textContent = text;
+      td.appendChild(B.badge('badge-active', 'Active'));
     }
     return td;
   }
@@ -70,21 +46,10 @@
     tr.dataset.keyId = key.key_id;
     const revoked = key.status === 'revoked';
     if (revoked) tr.className = 'is-revoked';
-    tr.appendChild(textCell('Key Name', 'cell-name', key.name, false));
-    tr.appendChild(textCell('Key ID', 'cell-id', key.key_id, true));
-    tr.appendChild(dateCell('Issued On', key.issued_at));
-    if (revoked && key.revoked_at) {
-      tr.appendChild(dateCell('Revoked On', key.revoked_at));
-    } else {
-      const td = document.createElement('td');
-      td.className = 'cell-status';
-      td.dataset.label = 'Revoked On';
-      const badge = document.createElement('span');
-      badge.className = 'badge badge-active';
-      badge.textContent = 'Active';
-      td.appendChild(badge);
-      tr.appendChild(td);
-    }
+    tr.appendChild(B.textCell('Key Name', 'cell-name', key.name, false));
+    tr.appendChild(B.textCell('Key ID', 'cell-id', key.key_id, true));
+    tr.appendChild(B.dateCell('Issued On', key.issued_at));
+    tr.appendChild(revokedOnCell(key));
     const action = document.createElement('td');
     action.className = 'cell-action';
     action.dataset.label = 'Revoke This Key';
@@ -92,71 +57,16 @@
       // A revoked key cannot be revoked or reactivated: no button at all.
       action.classList.add('is-empty');
     } else {
-      const button = document.createElement('button');
-      button.type = 'button';
-      button.className = 'btn btn-outline-danger revoke-button';
-      button.textContent = 'Revoke';
-      button.setAttribute('aria-label', 'Revoke ' + key.name);
-      button.addEventListener('click', function () { openRevoke(key, button); });
-      action.appendChild(button);
+      // A key is rolled once: a rolled key waiting for its revocation can only be revoked early.
+      if (!key.replaced_by) {
+        action.appendChild(B.rowButton('Roll', 'btn-outline roll-button', 'Roll ' + key.name,
+          function (button) { openRoll(key, button); }));
+      }
+      action.appendChild(B.rowButton('Revoke', 'btn-outline-danger revoke-button',
+        'Revoke ' + key.name, function (button) { openRevoke(key, button); }));
     }
     tr.appendChild(action);
     return tr;
-  }
-
-  function placeholder(text) {
-    const tr = document.createElement('tr');
-    tr.className = 'placeholder-row';
-    const td = document.createElement('td');
-    td.colSpan = 5;
-    td.textContent = text;
-    tr.appendChild(td);
-    return tr;
-  }
-
-  function render() {
-    const rows = keys.length ? keys.map(row) : [placeholder('No keys yet. Select Issue New Key to issue the first one.')];
-    el.body.replaceChildren.apply(el.body, rows);
-    const active = keys.filter(function (k) { return k.status !== 'revoked'; }).length;
-    el.summary.textContent = keys.length
-      ? active + ' active, ' + (keys.length - active) + ' revoked.'
-      : '';
-  }
-
-  /** Loads every page of the list, then renders it. */
-  async function load() {
-    const all = [];
-    let cursor = null;
-    do {
-      const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
-      if (cursor) query.set('cursor', cursor);
-      const page = await B.api('GET', '/api/v1/keys?' + query.toString());
-      Array.prototype.push.apply(all, page.items);
-      cursor = page.next_cursor;
-    } while (cursor);
-    keys = ordered(all);
-    el.listError.hidden = true;
-    el.table.setAttribute('aria-busy', 'false');
-    render();
-  }
-
-  async function refresh() {
-    try {
-      await load();
-      return true;
-    } catch (err) {
-      if (err instanceof B.SessionExpired) {
-        B.toLogin('expired');
-      } else {
-        el.listError.textContent = 'Could not load the keys: ' + err.message;
-        el.listError.hidden = false;
-      }
-      return false;
-    }
-  }
-
-  function announce(message) {
-    el.status.textContent = message;
   }
 
   // -- Issue New Key -------------------------------------------------------------------------
@@ -216,114 +126,94 @@
     el.createdName.textContent = created.name;
     el.createdId.textContent = created.key_id;
     el.createdSecret.textContent = created.secret;
-    el.copyStatus.textContent = '';
+    const replaced = created.replaced_key;
+    el.createdRolled.hidden = !replaced;
+    if (replaced) {
+      el.createdRolled.replaceChildren(
+        document.createTextNode('The old key keeps working until '),
+        B.timeElement(replaced.revokes_at, true),
+        document.createTextNode(', then it is revoked.'));
+    }
     el.createdDialog.dataset.keyId = created.key_id;
-    el.createdDialog.showModal();
-    el.copy.focus();
-  }
-
-  function copyByHand() {
-    const selection = window.getSelection();
-    const range = document.createRange();
-    range.selectNodeContents(el.createdSecret);
-    selection.removeAllRanges();
-    selection.addRange(range);
-    let copied = false;
-    try {
-      copied = document.execCommand('copy');
-    } catch (err) {
-      copied = false;
-    }
-    selection.removeAllRanges();
-    return copied;
-  }
-
-  async function copySecret() {
-    let copied = false;
-    if (navigator.clipboard && window.isSecureContext) {
-      try {
-        await navigator.clipboard.writeText(el.createdSecret.textContent);
-        copied = true;
-      } catch (err) {
-        copied = false;
-      }
-    }
-    if (!copied) copied = copyByHand();
-    el.copyStatus.textContent = copied
-      ? 'Copied to the clipboard.'
-      : 'Copying is blocked here: select the secret and copy it by hand.';
-  }
-
-  function forgetSecret() {
-    el.createdSecret.textContent = '';
-    el.createdName.textContent = '';
-    el.createdId.textContent = '';
-    el.copyStatus.textContent = '';
-    const selection = window.getSelection();
-    if (selection) selection.removeAllRanges();
+    el.createdDialog.dataset.replaces = replaced ? replaced.key_id : '';
+    showSecret();
   }
 
   async function afterCreatedClosed() {
     const keyId = el.createdDialog.dataset.keyId || '';
+    const rolled = Boolean(el.createdDialog.dataset.replaces);
     delete el.createdDialog.dataset.keyId;
-    forgetSecret();
-    if (await refresh()) {
-      const created = keys.filter(function (k) { return k.key_id === keyId; })[0];
-      announce(created ? 'Key “' + created.name + '” issued.' : '');
+    delete el.createdDialog.dataset.replaces;
+    if (await list.refresh()) {
+      const created = list.find(keyId);
+      announce(created ? 'Key “' + created.name + '” ' + (rolled ? 'rolled.' : 'issued.') : '');
     }
     el.issueOpen.focus();
   }
 
-  // -- Revoke ----------------------------------------------------------------------------------
-  function openRevoke(key, invoker) {
-    revokeTarget = key;
-    revokeInvoker = invoker;
-    el.revokeName.textContent = key.name;
-    el.revokeId.textContent = key.key_id;
-    el.revokeError.hidden = true;
-    announce('');
-    el.revokeDialog.showModal();
-    el.revokeCancel.focus();
+  // -- Roll ------------------------------------------------------------------------------------
+  function overlapChoice() {
+    const checked = el.rollForm.querySelector('input[name="overlap"]:checked');
+    return checked ? Number(checked.value) : NaN;
   }
 
-  async function confirmRevoke() {
-    if (busy || !revokeTarget) return;
-    const key = revokeTarget;
+  function openRoll(key, invoker, overlap) {
+    rollTarget = key;
+    rollInvoker = invoker;
+    el.rollForm.reset();
+    if (overlap) {
+      const choice = el.rollForm.querySelector('input[name="overlap"][value="' + overlap + '"]');
+      if (choice) choice.checked = true;
+    }
+    el.rollName.textContent = key.name;
+    el.rollId.textContent = key.key_id;
+    el.rollError.hidden = true;
+    announce('');
+    el.rollDialog.showModal();
+    const checked = el.rollForm.querySelector('input[name="overlap"]:checked');
+    if (checked) checked.focus();
+  }
+
+  async function submitRoll(event) {
+    event.preventDefault();
+    if (busy || !rollTarget) return;
+    const key = rollTarget;
+    const overlap = overlapChoice();
     busy = true;
-    el.revokeConfirm.disabled = true;
+    el.rollSubmit.disabled = true;
     try {
-      await B.api('POST', '/api/v1/keys/' + encodeURIComponent(key.key_id) + '/revoke');
-      revokeInvoker = null;
-      el.revokeDialog.close();
-      if (await refresh()) announce('Key “' + key.name + '” revoked.');
-      el.issueOpen.focus();
+      const created = await B.api('POST', '/api/v1/keys/' + encodeURIComponent(key.key_id) + '/roll',
+        { overlap_seconds: overlap });
+      rollInvoker = null;
+      el.rollDialog.close();
+      showCreated(created);
     } catch (err) {
       if (err instanceof B.SessionExpired) {
-        B.savePending({ action: 'revoke', key_id: key.key_id });
+        B.savePending({ action: 'roll', key_id: key.key_id, overlap: overlap });
         B.toLogin('expired');
       } else if (err instanceof B.ApiError && err.status === 409) {
-        // Someone else revoked it meanwhile: show the list as it is now.
-        revokeInvoker = null;
-        el.revokeDialog.close();
-        await refresh();
-        announce('Key “' + key.name + '” was already revoked.');
+        // Rolled or revoked elsewhere meanwhile: show the list as it is now.
+        rollInvoker = null;
+        el.rollDialog.close();
+        await list.refresh();
+        announce('Key “' + key.name + '” was not rolled: ' + err.message);
         el.issueOpen.focus();
       } else {
-        el.revokeError.textContent = 'Could not revoke the key: ' + err.message;
-        el.revokeError.hidden = false;
+        el.rollError.textContent = 'Could not roll the key: ' + err.message;
+        el.rollError.hidden = false;
       }
     } finally {
       busy = false;
-      el.revokeConfirm.disabled = false;
+      el.rollSubmit.disabled = false;
     }
   }
 
-  function afterRevokeClosed() {
-    revokeTarget = null;
-    el.revokeName.textContent = '';
-    el.revokeId.textContent = '';
-    if (revokeInvoker && revokeInvoker.isConnected) revokeInvoker.focus();
-    revokeInvoker = null;
+  function afterRollClosed() {
+    rollTarget = null;
+    el.rollName.textContent = '';
+    el.rollId.textContent = '';
+    if (rollInvoker && rollInvoker.isConnected) rollInvoker.focus();
+    rollInvoker = null;
   }
 
   // -- after a login round trip: reopen what the user was doing --------------------------------
@@ -335,30 +225,49 @@
       setNameError('');
       el.issueNotice.textContent = 'Your session had expired. Check the name and select Issue Key again.';
       el.issueNotice.hidden = false;
-    } else if (pending.action === 'revoke') {
-      const key = keys.filter(function (k) { return k.key_id === pending.key_id; })[0];
-      if (key && key.status !== 'revoked') {
-        const button = el.body.querySelector('tr[data-key-id="' + CSS.escape(key.key_id) + '"] .revoke-button');
-        openRevoke(key, button);
-      }
+      return;
+    }
+    const key = list.find(pending.key_id);
+    if (!key || key.status === 'revoked') return;
+    const selector = 'tr[data-key-id="' + CSS.escape(key.key_id) + '"] ';
+    if (pending.action === 'revoke') {
+      openRevoke(key, el.body.querySelector(selector + '.revoke-button'));
+    } else if (pending.action === 'roll' && !key.replaced_by) {
+      openRoll(key, el.body.querySelector(selector + '.roll-button'), pending.overlap);
     }
   }
 
   document.addEventListener('DOMContentLoaded', async function () {
     el = {
-      table: byId('keys'), body: byId('keys-body'), summary: byId('keys-summary'),
-      status: byId('status'), listError: byId('list-error'), issueOpen: byId('issue-open'),
+      body: byId('keys-body'), status: byId('status'), issueOpen: byId('issue-open'),
       issueDialog: byId('issue-dialog'), issueForm: byId('issue-form'), name: byId('key-name'),
       nameError: byId('key-name-error'), issueSubmit: byId('issue-submit'),
       issueCancel: byId('issue-cancel'), issueNotice: byId('issue-notice'),
       createdDialog: byId('created-dialog'), createdName: byId('created-name'),
-      createdId: byId('created-id'), createdSecret: byId('created-secret'), copy: byId('copy-secret'),
-      copyStatus: byId('copy-status'), createdConfirm: byId('created-confirm'),
-      revokeDialog: byId('revoke-dialog'), revokeName: byId('revoke-name'), revokeId: byId('revoke-id'),
-      revokeError: byId('revoke-error'), revokeCancel: byId('revoke-cancel'),
-      revokeConfirm: byId('revoke-confirm'),
+      createdId: byId('created-id'), createdSecret: byId('created-secret'),
+      createdRolled: byId('created-rolled'),
+      rollDialog: byId('roll-dialog'), rollForm: byId('roll-form'), rollName: byId('roll-name'),
+      rollId: byId('roll-id'), rollError: byId('roll-error'), rollCancel: byId('roll-cancel'),
+      rollSubmit: byId('roll-submit'),
     };
-    [el.issueDialog, el.createdDialog, el.revokeDialog].forEach(B.trapFocus);
+    list = B.listTable({
+      path: '/api/v1/keys', idField: 'key_id', issuedField: 'issued_at', noun: 'key', columns: 5,
+      table: byId('keys'), body: el.body, summary: byId('keys-summary'),
+      listError: byId('list-error'), row: row,
+    });
+    openRevoke = B.revokeWindow({
+      noun: 'key', idField: 'key_id', list: list, announce: announce, home: el.issueOpen,
+      path: function (key) { return '/api/v1/keys/' + encodeURIComponent(key.key_id) + '/revoke'; },
+      onExpired: function (key) { B.savePending({ action: 'revoke', key_id: key.key_id }); },
+      dialog: byId('revoke-dialog'), name: byId('revoke-name'), id: byId('revoke-id'),
+      error: byId('revoke-error'), cancel: byId('revoke-cancel'), confirm: byId('revoke-confirm'),
+    });
+    showSecret = B.secretWindow({
+      dialog: el.createdDialog, secret: el.createdSecret, copy: byId('copy-secret'),
+      copyStatus: byId('copy-status'), confirm: byId('created-confirm'),
+      facts: [el.createdName, el.createdId, el.createdRolled], onClosed: afterCreatedClosed,
+    });
+    [el.issueDialog, el.rollDialog].forEach(B.trapFocus);
 
     el.issueOpen.addEventListener('click', function () { openIssue(''); });
     el.issueForm.addEventListener('submit', submitIssue);
@@ -370,23 +279,10 @@
       if (!el.createdDialog.open) el.issueOpen.focus();
     });
 
-    el.copy.addEventListener('click', copySecret);
-    // Forget the secret before the dialog closes: the 'close' event fires a task later, and
-    // nothing should be able to read the secret from the page after Confirm.
-    el.createdConfirm.addEventListener('click', function () {
-      forgetSecret();
-      el.createdDialog.close();
-    });
-    // Escape must not throw the secret away by accident: only Confirm closes this window.
-    el.createdDialog.addEventListener('cancel', function (event) { event.preventDefault(); });
-    // Whatever closes it (Confirm, or a browser that forces Escape through), the secret goes.
-    el.createdDialog.addEventListener('close', afterCreatedClosed);
+    el.rollForm.addEventListener('submit', submitRoll);
+    el.rollCancel.addEventListener('click', function () { el.rollDialog.close(); });
+    el.rollDialog.addEventListener('close', afterRollClosed);
 
-    el.revokeCancel.addEventListener('click', function () { el.revokeDialog.close(); });
-    el.revokeConfirm.addEventListener('click', confirmRevoke);
-    el.revokeDialog.addEventListener('close', afterRevokeClosed);
-
-    el.table.setAttribute('aria-busy', 'true');
-    if (await refresh()) resume();
+    if (await list.refresh()) resume();
   });
 }());

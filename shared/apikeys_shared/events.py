@@ -4,6 +4,16 @@ An event's ``data`` is the whole key record, never the secret. The same signed b
 purposes: the AMQP message on ``apikeys.events``, an entry of key_service's replayable feed, and
 the record a gateway keeps in Redis. Consumers apply a record only when its ``sequence`` is newer
 than the one they hold, and ``revoked`` is terminal.
+
+Two shapes of ``data`` exist, each named by its ``dataschema``, and parsing is strict about both:
+
+* ``urn:apikeys:key-record:1``: the seven fields of every key.
+* ``urn:apikeys:key-record:2``: those seven plus ``revokes_at`` and ``replaced_by``, the
+  scheduled end of a rolled key (docs/events.md, "Rolling a key").
+
+A record is always written in the oldest shape that holds it: only a rolled key waiting for its
+revocation (type ``apikey.rolled``) needs version 2, so a subscriber that knows only version 1
+keeps understanding every issue and revocation, and refuses (never misreads) a roll.
 """
 
 from __future__ import annotations
@@ -21,7 +31,9 @@ from .signing import Signer, Verifier
 
 __all__ = [
     "CONTENT_TYPE",
-    "DATASCHEMA",
+    "DATASCHEMAS",
+    "DATASCHEMA_V1",
+    "DATASCHEMA_V2",
     "EVENT_TYPES",
     "EXCHANGE",
     "MAX_SEQUENCE",
@@ -30,6 +42,7 @@ __all__ = [
     "Event",
     "KeyRecord",
     "SignedEvent",
+    "event_type_for",
     "format_sequence",
     "format_time",
     "parse_time",
@@ -38,17 +51,23 @@ __all__ = [
 EXCHANGE = "apikeys.events"
 CONTENT_TYPE = "application/cloudevents+json"
 SPECVERSION = "1.0"
-DATASCHEMA = "urn:apikeys:key-record:1"
-EventType = Literal["apikey.issued", "apikey.revoked"]
-EVENT_TYPES: tuple[EventType, ...] = ("apikey.issued", "apikey.revoked")
-ROUTING_KEYS: dict[str, str] = {"apikey.issued": "key.issued", "apikey.revoked": "key.revoked"}
+DATASCHEMA_V1 = "urn:apikeys:key-record:1"
+DATASCHEMA_V2 = "urn:apikeys:key-record:2"
+DATASCHEMAS = (DATASCHEMA_V1, DATASCHEMA_V2)
+EventType = Literal["apikey.issued", "apikey.rolled", "apikey.revoked"]
+EVENT_TYPES: tuple[EventType, ...] = ("apikey.issued", "apikey.rolled", "apikey.revoked")
+ROUTING_KEYS: dict[str, str] = {
+    "apikey.issued": "key.issued", "apikey.rolled": "key.rolled", "apikey.revoked": "key.revoked",
+}
 Status = Literal["active", "revoked"]
 
 _REQUIRED = ("specversion", "id", "source", "type", "time", "sequence", "dataschema", "data")
 _KNOWN = {*_REQUIRED, "datacontenttype", "subject"}
-_RECORD_FIELDS = (
+_V1_FIELDS = (
     "key_id", "name", "status", "issued_at", "revoked_at", "secret_hash", "hash_version",
 )
+_V2_FIELDS = (*_V1_FIELDS, "revokes_at", "replaced_by")
+_FIELDS = {DATASCHEMA_V1: _V1_FIELDS, DATASCHEMA_V2: _V2_FIELDS}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # ``sequence`` on the wire: zero-padded to SEQUENCE_DIGITS, so that string order is numeric order
 # (the CloudEvents sequence extension requires a lexicographically orderable string). Events
@@ -90,7 +109,12 @@ def parse_time(value: object, what: str = "time") -> datetime:
 
 @dataclass(frozen=True)
 class KeyRecord:
-    """What every consumer knows of a key: never the secret, only its keyed hash."""
+    """What every consumer knows of a key: never the secret, only its keyed hash.
+
+    ``revokes_at`` and ``replaced_by`` are set together, on a key that was rolled and waits for
+    its scheduled revocation: from ``revokes_at`` on it must not authenticate, whatever its
+    ``status`` still says (see ``active_at``).
+    """
 
     key_id: str
     name: str
@@ -99,15 +123,28 @@ class KeyRecord:
     revoked_at: datetime | None
     secret_hash: str
     hash_version: str
+    revokes_at: datetime | None = None
+    replaced_by: str | None = None
 
     @property
     def active(self) -> bool:
-        """True while the key may authenticate."""
+        """True while the status is active (a rolled key may still be past ``revokes_at``)."""
         return self.status == "active"
 
+    def active_at(self, now: datetime) -> bool:
+        """True when the key may authenticate at the wall-clock moment ``now`` (aware)."""
+        return self.status == "active" and (self.revokes_at is None or now < self.revokes_at)
+
+    @property
+    def dataschema(self) -> str:
+        """The oldest ``dataschema`` that holds this record."""
+        if self.revokes_at is None and self.replaced_by is None:
+            return DATASCHEMA_V1
+        return DATASCHEMA_V2
+
     def to_json(self) -> dict[str, Any]:
-        """The record as the ``data`` object of an event."""
-        return {
+        """The record as the ``data`` object of an event, in the shape of ``dataschema``."""
+        data: dict[str, Any] = {
             "key_id": self.key_id,
             "name": self.name,
             "status": self.status,
@@ -116,16 +153,27 @@ class KeyRecord:
             "secret_hash": self.secret_hash,
             "hash_version": self.hash_version,
         }
+        if self.dataschema == DATASCHEMA_V2:
+            data["revokes_at"] = None if self.revokes_at is None else format_time(self.revokes_at)
+            data["replaced_by"] = self.replaced_by
+        return data
 
     @classmethod
-    def from_json(cls, data: object) -> KeyRecord:
-        """Parse and validate a ``data`` object; raise EnvelopeError naming the bad field."""
+    def from_json(cls, data: object, dataschema: str | None = None) -> KeyRecord:
+        """Parse and validate a ``data`` object; raise EnvelopeError naming the bad field.
+
+        With ``dataschema`` the fields must be exactly that version's; without it (a record
+        stored on its own) the version is told by the fields present.
+        """
         if not isinstance(data, dict):
             raise EnvelopeError("data must be an object")
-        missing = [f for f in _RECORD_FIELDS if f not in data]
+        if dataschema is None:
+            dataschema = DATASCHEMA_V2 if "revokes_at" in data else DATASCHEMA_V1
+        fields = _FIELDS[dataschema]
+        missing = [f for f in fields if f not in data]
         if missing:
             raise EnvelopeError(f"data is missing {', '.join(missing)}")
-        unknown = sorted(set(data) - set(_RECORD_FIELDS))
+        unknown = sorted(set(data) - set(fields))
         if unknown:
             raise EnvelopeError(f"data has unknown fields {', '.join(unknown)}")
         if not is_valid_key_id(data["key_id"]):
@@ -142,6 +190,13 @@ class KeyRecord:
             raise EnvelopeError("data.secret_hash must be 64 lowercase hex characters")
         if not isinstance(data["hash_version"], str) or not data["hash_version"]:
             raise EnvelopeError("data.hash_version must be a non-empty string")
+        revokes_at, replaced_by = data.get("revokes_at"), data.get("replaced_by")
+        if (revokes_at is None) != (replaced_by is None):
+            raise EnvelopeError("data.revokes_at and data.replaced_by must be set together")
+        if replaced_by is not None and (
+            not is_valid_key_id(replaced_by) or replaced_by == data["key_id"]
+        ):
+            raise EnvelopeError("data.replaced_by must be the key ID of another key")
         return cls(
             key_id=data["key_id"],
             name=data["name"],
@@ -150,7 +205,18 @@ class KeyRecord:
             revoked_at=None if revoked_at is None else parse_time(revoked_at, "data.revoked_at"),
             secret_hash=data["secret_hash"],
             hash_version=data["hash_version"],
+            revokes_at=None if revokes_at is None else parse_time(revokes_at, "data.revokes_at"),
+            replaced_by=replaced_by,
         )
+
+
+def event_type_for(record: KeyRecord) -> EventType:
+    """The type of the event that announces ``record``: revoked, rolled, or issued."""
+    if record.status == "revoked":
+        return "apikey.revoked"
+    if record.revokes_at is not None:
+        return "apikey.rolled"
+    return "apikey.issued"
 
 
 @dataclass(frozen=True)
@@ -166,7 +232,7 @@ class Event:
 
     @property
     def routing_key(self) -> str:
-        """``key.issued`` or ``key.revoked``."""
+        """``key.issued``, ``key.rolled`` or ``key.revoked``."""
         return ROUTING_KEYS[self.type]
 
     @classmethod
@@ -178,7 +244,7 @@ class Event:
         return cls(
             id=event_id or str(uuid.uuid4()),
             source=source,
-            type="apikey.revoked" if record.status == "revoked" else "apikey.issued",
+            type=event_type_for(record),
             time=time or datetime.now(UTC),
             sequence=sequence,
             record=record,
@@ -194,7 +260,7 @@ class Event:
             "time": format_time(self.time),
             "sequence": format_sequence(self.sequence),
             "datacontenttype": "application/json",
-            "dataschema": DATASCHEMA,
+            "dataschema": self.record.dataschema,
             "subject": self.record.key_id,
             "data": self.record.to_json(),
         }
@@ -218,7 +284,7 @@ class Event:
             raise EnvelopeError(f"event has unknown attributes {', '.join(unknown)}")
         if obj["specversion"] != SPECVERSION:
             raise EnvelopeError(f"unsupported specversion {obj['specversion']!r}")
-        if obj["dataschema"] != DATASCHEMA:
+        if obj["dataschema"] not in DATASCHEMAS:
             raise EnvelopeError(f"unsupported dataschema {obj['dataschema']!r}")
         if obj["type"] not in EVENT_TYPES:
             raise EnvelopeError(f"unknown event type {obj['type']!r}")
@@ -234,10 +300,9 @@ class Event:
                 f"sequence must be a decimal string of {SEQUENCE_DIGITS} digits "
                 f"from 1 to {MAX_SEQUENCE}"
             )
-        record = KeyRecord.from_json(obj["data"])
-        expected = "apikey.revoked" if record.status == "revoked" else "apikey.issued"
-        if obj["type"] != expected:
-            raise EnvelopeError(f"type {obj['type']} does not match status {record.status}")
+        record = KeyRecord.from_json(obj["data"], obj["dataschema"])
+        if obj["type"] != event_type_for(record):
+            raise EnvelopeError(f"type {obj['type']} does not match the record's state")
         if "subject" in obj and obj["subject"] != record.key_id:
             raise EnvelopeError("subject must equal data.key_id")
         return cls(

@@ -27,6 +27,7 @@ __all__ = [
     "is_valid_secret",
     "new_key_id",
     "parse_key_id",
+    "random_base62",
     "secret_checksum",
 ]
 
@@ -79,7 +80,8 @@ def secret_checksum(body: str) -> str:
     return _base62(zlib.crc32(body.encode("ascii")), CHECKSUM_LENGTH)
 
 
-def _random_chars(count: int) -> str:
+def random_base62(count: int) -> str:
+    """``count`` uniformly random characters of ``[0-9A-Za-z]`` from the OS CSPRNG."""
     out: list[str] = []
     while len(out) < count:
         for byte in _secrets.token_bytes(count * 2):
@@ -92,7 +94,7 @@ def _random_chars(count: int) -> str:
 
 def generate_secret() -> str:
     """Return a new 64-character secret from the OS CSPRNG, checksum included."""
-    body = _random_chars(RANDOM_LENGTH)
+    body = random_base62(RANDOM_LENGTH)
     return body + secret_checksum(body)
 
 

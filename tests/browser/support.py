@@ -32,6 +32,10 @@ ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS_DIR", ROOT / "artifacts" / "s
 KEY_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SECRET_RE = re.compile(r"[0-9A-Za-z]{64}")
 COLUMNS = ["Key Name", "Key ID", "Issued On", "Revoked On", "Revoke This Key"]
+# A row's buttons are named "Revoke <key name>" and "Roll <key name>"; a key's name may itself
+# hold either word, so match on the start.
+REVOKE = re.compile(r"^Revoke ")
+ROLL = re.compile(r"^Roll ")
 NEVER_AGAIN = "The secret will never be shown again after you close this window."
 PERMANENT = "Revoking a key is permanent and cannot be undone."
 
@@ -71,6 +75,7 @@ class ApiClient:
     base_url: str
     jar: CookieJar = field(default_factory=CookieJar)
     csrf_token: str = ""
+    bearer: str = field(default="", repr=False)
 
     def _call(self, method: str, path: str, body: object = None,
               cookie: str | None = None) -> Any:
@@ -81,6 +86,8 @@ class ApiClient:
             request.add_header("Content-Type", "application/json")
         if method != "GET" and self.csrf_token:
             request.add_header("X-CSRF-Token", self.csrf_token)
+        if self.bearer:
+            request.add_header("Authorization", f"Bearer {self.bearer}")
         if cookie is not None:
             request.add_header("Cookie", cookie)
             opener = urllib.request.build_opener()
@@ -121,6 +128,41 @@ class ApiClient:
         """Revoke a key."""
         record: dict[str, Any] = self._call("POST", f"/api/v1/keys/{key_id}/revoke")
         return record
+
+    def roll(self, key_id: str, overlap_seconds: int) -> dict[str, Any]:
+        """Roll a key; the answer holds the replacement's secret and the old key."""
+        rolled: dict[str, Any] = self._call(
+            "POST", f"/api/v1/keys/{key_id}/roll", {"overlap_seconds": overlap_seconds}
+        )
+        return rolled
+
+    def get_key(self, key_id: str) -> dict[str, Any]:
+        """One key."""
+        key: dict[str, Any] = self._call("GET", f"/api/v1/keys/{key_id}")
+        return key
+
+    def create_token(self, name: str, scopes: list[str]) -> dict[str, Any]:
+        """Create a management token; the answer holds its text."""
+        created: dict[str, Any] = self._call(
+            "POST", "/api/v1/tokens", {"name": name, "scopes": scopes}
+        )
+        return created
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """Every management token (one page is plenty in these tests)."""
+        page: dict[str, Any] = self._call("GET", "/api/v1/tokens?limit=500")
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    def audit(self, limit: int = 500) -> list[dict[str, Any]]:
+        """The newest audit rows."""
+        page: dict[str, Any] = self._call("GET", f"/api/v1/audit?limit={limit}")
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    def with_token(self, method: str, path: str, token: str, body: object = None) -> Any:
+        """A call made with a management token (no cookie, no CSRF token)."""
+        return ApiClient(self.base_url, bearer=token)._call(method, path, body)
 
     def session(self, cookie: str | None = None) -> dict[str, Any]:
         """``GET /api/v1/session``: who is logged in (with ``cookie`` if given)."""
@@ -179,17 +221,24 @@ def fill_login(page: Page, user: tuple[str, str]) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
-def open_manage_api_keys(page: Page, base_url: str) -> None:
-    """Steps 1 and 2 of every procedure: Settings in the sidebar, then Manage API Keys."""
+def open_settings(page: Page, base_url: str, title: str, path: str, table: str) -> None:
+    """Settings in the sidebar, then ``title`` in the Settings list; waits for its table."""
     sidebar = page.get_by_role("navigation", name="Main")
     sidebar.get_by_role("link", name="Settings").click()
     expect(page).to_have_url(base_url + "/backoffice/settings")
     settings_list = page.get_by_role("navigation", name="Settings")
     expect(settings_list).to_be_visible()
-    settings_list.get_by_role("link", name="Manage API Keys").click()
-    expect(page).to_have_url(base_url + "/backoffice/settings/api-keys")
-    expect(page.get_by_role("heading", name="Manage API Keys", level=1)).to_be_visible()
-    expect(page.locator("#keys")).to_have_attribute("aria-busy", "false")
+    settings_list.get_by_role("link", name=title).click()
+    expect(page).to_have_url(base_url + path)
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+    expect(settings_list.get_by_role("link", name=title)).to_have_attribute(
+        "aria-current", "page")
+    expect(page.locator(table)).to_have_attribute("aria-busy", "false")
+
+
+def open_manage_api_keys(page: Page, base_url: str) -> None:
+    """Steps 1 and 2 of every procedure: Settings in the sidebar, then Manage API Keys."""
+    open_settings(page, base_url, "Manage API Keys", "/backoffice/settings/api-keys", "#keys")
 
 
 def rows(page: Page) -> Locator:
@@ -214,6 +263,13 @@ def table_view(page: Page) -> list[dict[str, str]]:
         row = rows(page).nth(i)
         result.append({c: cell(row, c).inner_text().strip() for c in COLUMNS})
     return result
+
+
+def en_us_time(iso: str) -> str:
+    """An API timestamp as the page shows a date and time in en-US at UTC (medium, short)."""
+    when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
+    hour = when.hour % 12 or 12
+    return f"{when:%b} {when.day}, {when.year}, {hour}:{when:%M} {when:%p}"
 
 
 def today_en_us() -> str:

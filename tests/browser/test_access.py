@@ -7,6 +7,8 @@ from playwright.sync_api import Page, expect
 
 from .support import (
     ADMIN,
+    REVOKE,
+    ROLL,
     VIEWER,
     ApiClient,
     ApiError,
@@ -16,6 +18,7 @@ from .support import (
     fill_login,
     log_in,
     open_manage_api_keys,
+    row_for,
     rows,
     screenshot,
 )
@@ -134,9 +137,22 @@ def test_a_375_pixel_wide_screen(page: Page, key_service: RunningKeyService) -> 
     created.get_by_role("button", name="Confirm").click()
     expect(cell(rows(page).first, "Key Name")).to_have_text("Phone-issued key")
 
-    revoke = page.locator(f'tr[data-key-id="{old["key_id"]}"]').get_by_role("button")
+    revoke = row_for(page, old["key_id"]).get_by_role("button", name=REVOKE)
     revoke.scroll_into_view_if_needed()
     revoke.click()
     page.get_by_role("dialog", name="Revoke").get_by_role("button", name="Confirm").click()
     expect(rows(page).last).to_have_attribute("data-key-id", old["key_id"])
+    no_sideways_scroll()
+
+    # Rolling fits too: the overlap dialog, and "Revokes on" in the old key's card.
+    rows(page).first.get_by_role("button", name=ROLL).click()
+    roll = page.get_by_role("dialog", name="Roll Key")
+    box = roll.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0
+    assert box["x"] + box["width"] <= 375
+    roll.get_by_role("button", name="Roll Key").click()
+    page.get_by_role("dialog", name="New API Key Created").get_by_role(
+        "button", name="Confirm").click()
+    expect(cell(rows(page).nth(1), "Revoked On")).to_contain_text("Revokes on")
     no_sideways_scroll()

@@ -24,7 +24,7 @@ from apikeys_shared.config import generate_secrets
 from tests.support.services import RABBITMQ, RABBITMQ_URL, REDIS, REDIS_URL, require
 from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, Stack, StackOptions
 
-from .support import cell, fill_login, open_manage_api_keys, row_for, rows, run_async
+from .support import REVOKE, cell, fill_login, open_manage_api_keys, row_for, rows, run_async
 
 
 async def _delete_exchange(name: str) -> None:
@@ -110,7 +110,7 @@ def test_a_key_issued_in_the_page_works_at_the_gateway_until_revoked_there(
     assert "x-authenticationkeyvalue" not in headers
     assert "x-authenticationkeyid" not in headers
 
-    row_for(page, key_id).get_by_role("button", name="Revoke").click()
+    row_for(page, key_id).get_by_role("button", name=REVOKE).click()
     page.get_by_role("dialog", name="Revoke").get_by_role("button", name="Confirm").click()
     expect(cell(row_for(page, key_id), "Revoked On")).not_to_have_text("Active")
 

@@ -7,6 +7,7 @@ from playwright.sync_api import Page, expect
 from .support import (
     ADMIN,
     PERMANENT,
+    REVOKE,
     RunningKeyService,
     cell,
     expect_login_page,
@@ -42,7 +43,7 @@ def test_revoke_a_key(page: Page, key_service: RunningKeyService) -> None:
     assert rows(page).last.get_attribute("data-key-id") == target["key_id"]
 
     # 4. In the Revoke This Key column, select Revoke.
-    cell(row, "Revoke This Key").get_by_role("button", name="Revoke").click()
+    cell(row, "Revoke This Key").get_by_role("button", name=REVOKE).click()
 
     # 5. The Revoke window shows the key name and key ID, and that revoking is permanent.
     dialog = page.get_by_role("dialog", name="Revoke")
@@ -68,7 +69,7 @@ def test_revoke_a_key(page: Page, key_service: RunningKeyService) -> None:
                       newest["key_id"]: "active"}
 
     # A second revocation moves that key to the very bottom, below the first.
-    row_for(page, newest["key_id"]).get_by_role("button", name="Revoke").click()
+    row_for(page, newest["key_id"]).get_by_role("button", name=REVOKE).click()
     dialog.get_by_role("button", name="Confirm").click()
     expect(rows(page).last).to_have_attribute("data-key-id", newest["key_id"])
     expect(rows(page).first).to_have_attribute("data-key-id", newer["key_id"])
@@ -86,7 +87,7 @@ def test_a_revoked_key_has_no_revoke_button(page: Page, key_service: RunningKeyS
     api.revoke(dead["key_id"])
     log_in(page, key_service.base_url)
     open_manage_api_keys(page, key_service.base_url)
-    expect(row_for(page, live["key_id"]).get_by_role("button", name="Revoke")).to_have_count(1)
+    expect(row_for(page, live["key_id"]).get_by_role("button", name=REVOKE)).to_have_count(1)
     expect(row_for(page, dead["key_id"]).get_by_role("button")).to_have_count(0)
     expect(cell(row_for(page, dead["key_id"]), "Revoked On")).not_to_have_text("Active")
 
@@ -96,7 +97,7 @@ def test_cancel_and_escape_revoke_nothing(page: Page, key_service: RunningKeySer
     key = api.issue("keep me")
     log_in(page, key_service.base_url)
     open_manage_api_keys(page, key_service.base_url)
-    button = row_for(page, key["key_id"]).get_by_role("button", name="Revoke")
+    button = row_for(page, key["key_id"]).get_by_role("button", name=REVOKE)
     dialog = page.get_by_role("dialog", name="Revoke")
 
     button.click()
@@ -120,7 +121,7 @@ def test_revoke_with_the_keyboard_alone(page: Page, key_service: RunningKeyServi
     log_in(page, key_service.base_url)
     open_manage_api_keys(page, key_service.base_url)
 
-    tab_to_locator(page, row_for(page, target["key_id"]).get_by_role("button", name="Revoke"))
+    tab_to_locator(page, row_for(page, target["key_id"]).get_by_role("button", name=REVOKE))
     page.keyboard.press("Enter")
     dialog = page.get_by_role("dialog", name="Revoke")
     expect(dialog).to_be_visible()
@@ -146,7 +147,7 @@ def test_a_key_revoked_elsewhere_meanwhile_is_reported(
     key = api.issue("raced")
     log_in(page, key_service.base_url)
     open_manage_api_keys(page, key_service.base_url)
-    row_for(page, key["key_id"]).get_by_role("button", name="Revoke").click()
+    row_for(page, key["key_id"]).get_by_role("button", name=REVOKE).click()
     api.revoke(key["key_id"])
     page.get_by_role("dialog", name="Revoke").get_by_role("button", name="Confirm").click()
     expect(page.locator("#status")).to_have_text("Key “raced” was already revoked.")
@@ -160,7 +161,7 @@ def test_an_expired_session_logs_in_again_and_keeps_the_revoke_window(
     key = api.issue("revoke after re-login")
     log_in(page, key_service.base_url)
     open_manage_api_keys(page, key_service.base_url)
-    row_for(page, key["key_id"]).get_by_role("button", name="Revoke").click()
+    row_for(page, key["key_id"]).get_by_role("button", name=REVOKE).click()
 
     cookie = next(c for c in page.context.cookies() if c["name"] == "ks_session")
     token = page.locator('meta[name="csrf-token"]').get_attribute("content")

@@ -7,6 +7,7 @@ from playwright.sync_api import Page, expect
 from .support import (
     COLUMNS,
     KEY_ID_RE,
+    REVOKE,
     RunningKeyService,
     cell,
     en_us,
@@ -61,7 +62,7 @@ def test_view_list_of_keys(page: Page, key_service: RunningKeyService) -> None:
     # Revoke This Key: the Revoke button, not displayed for a revoked key.
     for key in (third, first):
         expect(cell(row_for(page, key["key_id"]), "Revoke This Key")
-               .get_by_role("button", name="Revoke")).to_be_visible()
+               .get_by_role("button", name=REVOKE)).to_be_visible()
     expect(row_for(page, second["key_id"]).get_by_role("button")).to_have_count(0)
     screenshot(page, "keys-list")
 

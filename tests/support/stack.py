@@ -326,6 +326,16 @@ class Admin:
         assert status == 201, body
         return body["key_id"], body["secret"]
 
+    async def roll(self, key_id: str, overlap_seconds: int) -> dict[str, Any]:
+        """Roll a key; the replacement (with its secret) and ``replaced_key``."""
+        async with self._session.post(
+            f"{self._base}/api/v1/keys/{key_id}/roll", json={"overlap_seconds": overlap_seconds},
+            headers={"X-CSRF-Token": self._csrf},
+        ) as resp:
+            body: dict[str, Any] = await resp.json()
+            assert resp.status == 201, body
+        return body
+
     async def revoke(self, key_id: str) -> None:
         """Revoke a key (it must be active)."""
         status, body, _ = await self.try_revoke(key_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from key_service.app import create_app
 from key_service.appkeys import SESSIONMAKER
 from key_service.config import KeyServiceConfig, load_config
-from key_service.db import migrate_async
+from key_service.db import create_engine, make_sessionmaker, migrate_async
 from key_service.models import User
 from key_service.users import ADMIN_ROLE, VIEWER_ROLE, hash_password
 from tests.conftest import AmqpNames
@@ -38,6 +38,17 @@ class Client:
         if self.csrf is not None:
             headers["X-CSRF-Token"] = self.csrf
         return headers
+
+
+@pytest.fixture
+async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A migrated database's sessionmaker (for tests of the service layer, without the app)."""
+    await migrate_async(database_url)
+    engine = create_engine(database_url)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -8,24 +8,7 @@ import uuid
 
 from apikeys_shared.keys import is_valid_key_id, is_valid_secret
 from tests.integration.key_service.conftest import Client
-
-PROBLEM = "application/problem+json"
-
-
-async def _problem(resp: object, status: int, field: str | None = None) -> dict[str, object]:
-    from aiohttp import ClientResponse
-
-    assert isinstance(resp, ClientResponse)
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == PROBLEM
-    body = await resp.json(content_type=PROBLEM)
-    assert body["status"] == status
-    assert body["type"] == "about:blank"
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    if field is not None:
-        assert body["field"] == field
-    return dict(body)
+from tests.integration.key_service.problems import expect_problem
 
 
 def _json_headers(client: Client) -> dict[str, str]:
@@ -45,7 +28,9 @@ async def test_issue_returns_the_secret_once(admin: Client) -> None:
     assert resp.status == 201
     assert resp.headers["Cache-Control"] == "no-store"
     body = await resp.json()
-    assert set(body) == {"key_id", "name", "status", "issued_at", "revoked_at", "secret"}
+    assert set(body) == {"key_id", "name", "status", "issued_at", "revoked_at", "revokes_at",
+                         "replaces", "replaced_by", "secret"}
+    assert (body["revokes_at"], body["replaces"], body["replaced_by"]) == (None, None, None)
     assert body["name"] == "billing app"
     assert body["status"] == "active"
     assert body["revoked_at"] is None
@@ -74,7 +59,7 @@ async def test_revoke_then_conflict_then_list_order(admin: Client) -> None:
     resp = await admin.http.post(
         f"/api/v1/keys/{keys[1]['key_id']}/revoke", headers=admin.headers()
     )
-    await _problem(resp, 409)
+    await expect_problem(resp, 409)
     listing = await (await admin.http.get("/api/v1/keys")).json()
     assert [i["name"] for i in listing["items"]] == ["k4", "k2", "k0", "k1", "k3"]
     assert listing["next_cursor"] is None
@@ -106,9 +91,9 @@ async def test_pagination_walks_every_key_once_in_order(admin: Client) -> None:
 async def test_bad_names_are_400_naming_the_field_and_change_nothing(admin: Client) -> None:
     for name in ["", "   ", "x" * 101, 42, None, ["a"], {"a": 1}, "tab\tinside", "nul\x00"]:
         resp = await admin.http.post("/api/v1/keys", json={"name": name}, headers=admin.headers())
-        await _problem(resp, 400, "name")
+        await expect_problem(resp, 400, "name")
     resp = await admin.http.post("/api/v1/keys", json={}, headers=admin.headers())
-    await _problem(resp, 400, "name")
+    await expect_problem(resp, 400, "name")
     listing = await (await admin.http.get("/api/v1/keys")).json()
     assert listing["items"] == []
     audit = await (await admin.http.get("/api/v1/audit")).json()
@@ -124,19 +109,19 @@ async def test_malformed_json_wrong_type_and_large_bodies(admin: Client) -> None
     resp = await admin.http.post(
         "/api/v1/keys", data=b"{not json", headers=_json_headers(admin)
     )
-    await _problem(resp, 400)
+    await expect_problem(resp, 400)
     resp = await admin.http.post(
         "/api/v1/keys", data=b"[1, 2]", headers=_json_headers(admin)
     )
-    await _problem(resp, 400)
+    await expect_problem(resp, 400)
     resp = await admin.http.post(
         "/api/v1/keys", data=b"name=x", headers=admin.headers(**{"Content-Type": "text/plain"})
     )
-    await _problem(resp, 415)
+    await expect_problem(resp, 415)
     resp = await admin.http.post(
         "/api/v1/keys", json={"name": "x" * 20000}, headers=admin.headers()
     )
-    await _problem(resp, 413)
+    await expect_problem(resp, 413)
 
     async def chunks() -> object:
         # No Content-Length: the limit must hold for streamed bodies too.
@@ -145,7 +130,7 @@ async def test_malformed_json_wrong_type_and_large_bodies(admin: Client) -> None
     resp = await admin.http.post(
         "/api/v1/keys", data=chunks(), headers=_json_headers(admin)
     )
-    await _problem(resp, 413)
+    await expect_problem(resp, 413)
     listing = await (await admin.http.get("/api/v1/keys")).json()
     assert listing["items"] == []
 
@@ -153,14 +138,15 @@ async def test_malformed_json_wrong_type_and_large_bodies(admin: Client) -> None
 async def test_unknown_and_malformed_ids_are_404(admin: Client) -> None:
     unknown = "01890a5d-ac96-774b-bcce-b302099a8057"
     for key_id in (unknown, "not-a-uuid", str(uuid.uuid4()).upper(), "1" * 36):
-        await _problem(await admin.http.get(f"/api/v1/keys/{key_id}"), 404)
+        await expect_problem(await admin.http.get(f"/api/v1/keys/{key_id}"), 404)
         resp = await admin.http.post(f"/api/v1/keys/{key_id}/revoke", headers=admin.headers())
-        await _problem(resp, 404)
+        await expect_problem(resp, 404)
 
 
 async def test_bad_limit_and_cursor_are_400(admin: Client) -> None:
     for limit in ("0", "501", "ten", "-1"):
-        await _problem(await admin.http.get("/api/v1/keys", params={"limit": limit}), 400, "limit")
+        resp = await admin.http.get("/api/v1/keys", params={"limit": limit})
+        await expect_problem(resp, 400, "limit")
     # The last two: well-formed cursors whose times have no UTC equivalent (OverflowError).
     edges = [
         base64.urlsafe_b64encode(json.dumps(
@@ -170,9 +156,9 @@ async def test_bad_limit_and_cursor_are_400(admin: Client) -> None:
     ]
     for cursor in ("garbage", "eyJwIjoieiJ9", "!!!", *edges):
         resp = await admin.http.get("/api/v1/keys", params={"cursor": cursor})
-        await _problem(resp, 400, "cursor")
+        await expect_problem(resp, 400, "cursor")
         resp = await admin.http.get("/api/v1/audit", params={"cursor": cursor})
-        await _problem(resp, 400, "cursor")
+        await expect_problem(resp, 400, "cursor")
 
 
 async def test_audit_rows_for_issue_and_revoke(admin: Client) -> None:
@@ -202,9 +188,9 @@ async def test_audit_rows_for_issue_and_revoke(admin: Client) -> None:
 
 
 async def test_unknown_route_and_method_are_problems(admin: Client) -> None:
-    await _problem(await admin.http.get("/api/v1/nothing"), 404)
+    await expect_problem(await admin.http.get("/api/v1/nothing"), 404)
     resp = await admin.http.put("/api/v1/keys", json={}, headers=admin.headers())
-    body = await _problem(resp, 405)
+    body = await expect_problem(resp, 405)
     assert body["title"] == "Method Not Allowed"
 
 
@@ -212,11 +198,11 @@ async def test_deeply_nested_json_is_400_not_500(admin: Client, anon: Client) ->
     # json.loads raises RecursionError (not ValueError) past ~1000 levels; within the body limit.
     nested = b"[" * 5000 + b"]" * 5000
     resp = await admin.http.post("/api/v1/keys", data=nested, headers=_json_headers(admin))
-    await _problem(resp, 400)
+    await expect_problem(resp, 400)
     resp = await anon.http.post(
         "/api/v1/session", data=nested, headers={"Content-Type": "application/json"}
     )
-    await _problem(resp, 400)
+    await expect_problem(resp, 400)
     listing = await (await admin.http.get("/api/v1/keys")).json()
     assert listing["items"] == []
 
@@ -226,4 +212,4 @@ async def test_deeply_nested_cursor_is_400_not_500(admin: Client) -> None:
 
     cursor = base64.urlsafe_b64encode(b"[" * 4000).decode().rstrip("=")
     resp = await admin.http.get("/api/v1/keys", params={"cursor": cursor})
-    await _problem(resp, 400, "cursor")
+    await expect_problem(resp, 400, "cursor")

@@ -12,7 +12,7 @@ import pytest
 from apikeys_shared.config import Env, load_secrets
 from tests.support.procs import ROOT
 
-COMMANDS = ["serve", "migrate", "create-admin", "create-user", "generate-secrets"]
+COMMANDS = ["serve", "migrate", "create-admin", "create-user", "keys", "audit", "generate-secrets"]
 PASSWORD = "a long enough password"
 
 

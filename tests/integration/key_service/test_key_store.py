@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, select, text
@@ -21,17 +20,6 @@ from key_service.keys import Actor, KeyService
 from key_service.models import ApiKey, AuditEntry, OutboxEvent
 
 ACTOR = Actor(user_id=None, username="tester", client_address="192.0.2.7", request_id="r-1")
-
-
-@pytest.fixture
-async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """A migrated database's sessionmaker."""
-    await migrate_async(database_url)
-    engine = create_engine(database_url)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, insert, inspect, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
+import key_service
 from key_service.db import create_engine, migrate_async
 from key_service.keys import active_list_query, revoked_list_query
 from key_service.models import ApiKey, Base
+
+MIGRATIONS = Path(key_service.__file__).resolve().parent / "migrations"
 
 
 def _diff(conn: Connection) -> list[object]:
@@ -34,8 +41,51 @@ async def test_migrations_match_the_models_and_are_idempotent(database_url: str)
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
     finally:
         await engine.dispose()
-    assert {"api_keys", "users", "sessions", "audit_log", "outbox", "login_throttle"} <= tables
-    assert version == "0001"
+    assert {"api_keys", "users", "sessions", "audit_log", "outbox", "login_throttle",
+            "management_tokens"} <= tables
+    assert version == "0002"
+
+
+def _to(revision: str, direction: str) -> Callable[[Connection], None]:
+    def run(connection: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        getattr(command, direction)(config, revision)
+    return run
+
+
+async def test_0002_keeps_the_rows_of_0001_and_goes_back(database_url: str) -> None:
+    engine = create_engine(database_url)
+    issued = datetime(2026, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("0001", "upgrade"))
+            await conn.execute(text(
+                "INSERT INTO api_keys (key_id, name, secret_hash, hash_version, status, "
+                "issued_at) VALUES (:k, 'old key', :h, 'p1', 'active', :t)"
+            ), {"k": "00000000-0000-7000-8000-000000000001", "h": "0" * 64, "t": issued})
+            await conn.execute(text(
+                "INSERT INTO audit_log (at, actor, action, key_id) "
+                "VALUES (:t, 'ada', 'key.issued', :k)"
+            ), {"k": "00000000-0000-7000-8000-000000000001", "t": issued})
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("head", "upgrade"))
+            row = (await conn.execute(text(
+                "SELECT actor, actor_type, actor_token_id, token_id, key_id FROM audit_log"
+            ))).one()
+            key = (await conn.execute(text(
+                "SELECT name, revokes_at, replaces, replaced_by FROM api_keys"
+            ))).one()
+        assert tuple(row) == ("ada", "user", None, None, "00000000-0000-7000-8000-000000000001")
+        assert tuple(key) == ("old key", None, None, None)
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("0001", "downgrade"))
+            assert (await conn.execute(text("SELECT actor FROM audit_log"))).scalar() == "ada"
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert "management_tokens" not in tables
+    finally:
+        await engine.dispose()
 
 
 async def test_replicas_may_migrate_at_once(postgres_url: str) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +182,28 @@ async def _publish(rabbitmq_url: str, exchange_name: str, signed: list[SignedEve
         await channel.close()
 
 
+async def test_subscriber_takes_a_roll_on_its_own_routing_key(
+    amqp_names: AmqpNames, rabbitmq_url: str,
+) -> None:
+    secrets = _secrets()
+    signer = Signer.from_base64(secrets["APIKEYS_SIGNING_KEY"])
+    feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
+    record = _record(secrets)
+    revokes_at = record.issued_at + timedelta(hours=24)
+    rolled = Event.for_record(
+        replace(record, revokes_at=revokes_at, replaced_by=new_key_id()), sequence=1,
+        source="urn:apikeys:key_service",
+    )
+    assert rolled.routing_key == "key.rolled"
+    async with feed.serving() as feed_url, run_subscriber(_env(
+        amqp_names, rabbitmq_url, secrets, feed_url,
+    )) as subscriber:
+        await _publish(rabbitmq_url, amqp_names.exchange, [SignedEvent.sign(rolled, signer)])
+        line = await subscriber.next_event()
+    assert (line["type"], line["sequence"], line["status"]) == ("apikey.rolled", 1, "active")
+    assert line["revokes_at"] == revokes_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 async def test_subscriber_verifies_and_applies_issue_then_revoke_once(
     amqp_names: AmqpNames, rabbitmq_url: str,
 ) -> None:
@@ -215,7 +237,7 @@ async def test_subscriber_verifies_and_applies_issue_then_revoke_once(
     assert first == {
         "event_id": issued.id, "type": "apikey.issued", "sequence": 7,
         "key_id": record.key_id, "name": "billing export", "status": "active",
-        "issued_at": record.to_json()["issued_at"], "revoked_at": None,
+        "issued_at": record.to_json()["issued_at"], "revoked_at": None, "revokes_at": None,
     }
     assert second["event_id"] == revoked.id
     assert second["type"] == "apikey.revoked"

@@ -1,10 +1,11 @@
-"""The CloudEvents envelope and its Ed25519 signature."""
+"""The CloudEvents envelope, its two record shapes (dataschema 1 and 2) and its signature."""
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -13,12 +14,15 @@ from hypothesis import strategies as st
 from apikeys_shared.errors import EnvelopeError, SignatureError
 from apikeys_shared.events import (
     CONTENT_TYPE,
-    DATASCHEMA,
+    DATASCHEMA_V1,
+    DATASCHEMA_V2,
     MAX_SEQUENCE,
+    ROUTING_KEYS,
     SEQUENCE_DIGITS,
     Event,
     KeyRecord,
     SignedEvent,
+    event_type_for,
     format_sequence,
 )
 from apikeys_shared.keys import new_key_id
@@ -56,7 +60,7 @@ def test_round_trip_through_the_envelope() -> None:
     assert obj["specversion"] == "1.0"
     assert obj["type"] == "apikey.revoked"
     assert obj["sequence"] == "00000000000000000042"
-    assert obj["dataschema"] == DATASCHEMA
+    assert obj["dataschema"] == DATASCHEMA_V1
     assert set(obj["data"]) == {
         "key_id", "name", "status", "issued_at", "revoked_at", "secret_hash", "hash_version",
     }
@@ -66,6 +70,77 @@ def test_round_trip_through_the_envelope() -> None:
     assert parsed == event
     assert parsed.routing_key == "key.revoked"
     assert CONTENT_TYPE == "application/cloudevents+json"
+
+
+def _rolled(revokes_in: timedelta = timedelta(hours=24)) -> KeyRecord:
+    record = _record()
+    return replace(record, revokes_at=record.issued_at + revokes_in, replaced_by=new_key_id())
+
+
+def test_a_rolled_record_is_dataschema_2_and_type_rolled() -> None:
+    record = _rolled()
+    event = Event.for_record(record, sequence=9, source="urn:test")
+    obj = json.loads(event.to_bytes())
+    assert obj["type"] == "apikey.rolled"
+    assert obj["dataschema"] == DATASCHEMA_V2
+    assert obj["data"]["revokes_at"] == "2026-11-28T15:04:05.123456Z"
+    assert obj["data"]["replaced_by"] == record.replaced_by
+    assert set(obj["data"]) == {
+        "key_id", "name", "status", "issued_at", "revoked_at", "secret_hash", "hash_version",
+        "revokes_at", "replaced_by",
+    }
+    parsed = Event.from_bytes(event.to_bytes())
+    assert parsed == event
+    assert parsed.routing_key == "key.rolled" == ROUTING_KEYS["apikey.rolled"]
+    signed = SignedEvent.sign(event, SIGNER)
+    assert signed.verify(VERIFIER).record == record
+
+
+def test_records_without_the_new_fields_keep_dataschema_1_byte_for_byte() -> None:
+    # What every subscriber written for version 1 understands: issued and revoked keys look
+    # exactly as they always did, and an old stored record (no revokes_at) still parses.
+    for status in ("active", "revoked"):
+        record = _record(status)
+        data = record.to_json()
+        assert "revokes_at" not in data
+        assert KeyRecord.from_json(data) == record
+        assert KeyRecord.from_json(data, DATASCHEMA_V1) == record
+        assert json.loads(Event.for_record(record, sequence=1, source="s").to_bytes())[
+            "dataschema"] == DATASCHEMA_V1
+
+
+def test_dataschema_2_with_empty_new_fields_is_an_ordinary_issue() -> None:
+    data = {**_record().to_json(), "revokes_at": None, "replaced_by": None}
+    record = KeyRecord.from_json(data, DATASCHEMA_V2)
+    assert event_type_for(record) == "apikey.issued"
+    body = json.loads(_signed().body)
+    body.update(dataschema=DATASCHEMA_V2, data={**body["data"], "revokes_at": None,
+                                                "replaced_by": None})
+    assert Event.from_bytes(json.dumps(body).encode()).record.revokes_at is None
+
+
+def test_active_at_is_the_status_and_the_clock() -> None:
+    record = _rolled(timedelta(seconds=3))
+    assert record.revokes_at is not None
+    moment = record.revokes_at
+    assert record.active_at(moment - timedelta(microseconds=1))
+    assert not record.active_at(moment)
+    assert not record.active_at(moment + timedelta(days=1))
+    assert record.active  # the status alone still says active
+    plain = _record()
+    assert plain.active_at(datetime(9999, 1, 1, tzinfo=UTC))
+    assert not _record("revoked").active_at(plain.issued_at)
+
+
+def test_an_old_subscriber_sees_a_roll_as_an_unknown_dataschema() -> None:
+    # A parser that knows only version 1 refuses the roll outright (docs/events.md): it is told
+    # "unsupported dataschema", never handed a record it would misread as plainly active.
+    body = Event.for_record(_rolled(), sequence=3, source="s").to_bytes()
+    obj = json.loads(body)
+    v1_fields = set(_record().to_json())
+    assert obj["dataschema"] != DATASCHEMA_V1
+    assert set(obj["data"]) - v1_fields == {"revokes_at", "replaced_by"}
+    assert obj["type"] not in ("apikey.issued", "apikey.revoked")
 
 
 def test_signed_event_verifies_and_survives_every_wire_form() -> None:
@@ -142,9 +217,11 @@ def _body(**changes: object) -> bytes:
         b"[]",
         _body(specversion="0.3"),
         _body(specversion="2.0"),
-        _body(dataschema="urn:apikeys:key-record:2"),
+        _body(dataschema="urn:apikeys:key-record:2"),  # version 2 needs its two fields
+        _body(dataschema="urn:apikeys:key-record:3"),
         _body(type="apikey.renamed"),
         _body(type="apikey.revoked"),  # type disagrees with status
+        _body(type="apikey.rolled"),  # a roll needs revokes_at
         _body(sequence=7),
         _body(sequence="007"),
         _body(sequence="-1"),
@@ -225,6 +302,47 @@ def _data(**changes: object) -> dict[str, object]:
     ],
 )
 def test_strict_parsing_refuses_malformed_records(data: object) -> None:
+    with pytest.raises(EnvelopeError):
+        KeyRecord.from_json(data)
+
+
+def _v2(**changes: object) -> dict[str, object]:
+    data = _rolled().to_json()
+    for key, value in changes.items():
+        if value is ...:
+            data.pop(key)
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "dataschema"),
+    [
+        (_v2(revokes_at="tomorrow"), DATASCHEMA_V2),
+        (_v2(revokes_at="2026-11-27T15:04:05"), DATASCHEMA_V2),  # no offset
+        (_v2(revokes_at=None), DATASCHEMA_V2),  # replaced_by without revokes_at
+        (_v2(replaced_by=None), DATASCHEMA_V2),  # revokes_at without replaced_by
+        (_v2(replaced_by="not-a-key"), DATASCHEMA_V2),
+        (_v2(replaced_by=5), DATASCHEMA_V2),
+        (_v2(replaced_by=...), DATASCHEMA_V2),
+        (_v2(revokes_at=...), DATASCHEMA_V2),
+        (_v2(extra=1), DATASCHEMA_V2),
+        (_v2(), DATASCHEMA_V1),  # version 1 has no revokes_at
+        (_data(), DATASCHEMA_V2),  # version 2 needs both new fields
+        (_data(replaced_by=None), None),  # inferred version 1: replaced_by is unknown there
+    ],
+)
+def test_strict_parsing_refuses_malformed_version_2_records(
+    data: dict[str, object], dataschema: str | None,
+) -> None:
+    with pytest.raises(EnvelopeError):
+        KeyRecord.from_json(data, dataschema)
+
+
+def test_a_key_cannot_replace_itself() -> None:
+    data = _v2()
+    data["replaced_by"] = data["key_id"]
     with pytest.raises(EnvelopeError):
         KeyRecord.from_json(data)
 

@@ -72,3 +72,23 @@ def test_bad_pepper_sets_are_refused(current: str, peppers: dict[str, bytes]) ->
 
 def test_peppers_do_not_appear_in_repr() -> None:
     assert "1111" not in repr(PEPPERS)
+
+
+def test_another_domain_hashes_apart_and_never_verifies_across() -> None:
+    tokens = PEPPERS.for_domain(b"ks-mgmt-token-v1")
+    key_id, secret = new_key_id(), generate_secret()
+    api_digest, version = PEPPERS.hash(key_id, secret)
+    token_digest, token_version = tokens.hash(key_id, secret)
+    assert token_version == version
+    assert token_digest != api_digest
+    assert token_digest == hash_secret(key_id, secret, b"2" * 32, b"ks-mgmt-token-v1").hex()
+    assert not PEPPERS.verify(key_id, secret, token_digest, version)
+    assert not tokens.verify(key_id, secret, api_digest, version)
+    assert tokens.verify(key_id, secret, token_digest, version)
+    assert PEPPERS.person == PERSON  # the API keys' domain is the default, unchanged
+
+
+@pytest.mark.parametrize("person", [b"", b"x" * 17])
+def test_a_personalisation_is_1_to_16_bytes(person: bytes) -> None:
+    with pytest.raises(ConfigError):
+        PEPPERS.for_domain(person)
