@@ -22,6 +22,7 @@ from .ops import add_ops_routes
 from .pages import add_page_routes
 from .relay import relay_ctx
 from .scheduler import scheduler_ctx
+from .subscriber_feed import add_subscriber_feed_route
 from .throttle import LoginThrottler
 from .users import PasswordChecker
 from .verify_keys import add_verify_keys_route
@@ -68,6 +69,7 @@ def create_app(config: KeyServiceConfig) -> web.Application:
     add_page_routes(app)
     add_internal_routes(app)
     add_verify_keys_route(app)
+    add_subscriber_feed_route(app)
     # After the database context: the relay and the scheduler need the engine and are stopped
     # before it closes.
     app.cleanup_ctx.append(relay_ctx)

@@ -20,10 +20,19 @@ from apikeys_shared.events import MAX_SEQUENCE, SEQUENCE_DIGITS
 from apikeys_shared.keys import is_valid_key_id
 
 from .appkeys import CONFIG, ENGINE, OUTBOX_WAKEUP
-from .outbox import OutboxError, fetch_feed, has_pending, latest_for_key, sequence_pending
+from .outbox import (
+    FeedPage,
+    OutboxError,
+    fetch_feed,
+    has_pending,
+    latest_for_key,
+    sequence_pending,
+)
 from .problems import problem
 
-__all__ = ["FEED_DEFAULT_LIMIT", "FEED_MAX_LIMIT", "add_internal_routes"]
+__all__ = [
+    "FEED_DEFAULT_LIMIT", "FEED_MAX_LIMIT", "FeedQueryError", "add_internal_routes", "read_feed",
+]
 
 FEED_DEFAULT_LIMIT = 500
 FEED_MAX_LIMIT = 1000
@@ -61,30 +70,46 @@ def _integer(request: web.Request, name: str, default: int, low: int, high: int)
     return int(raw)
 
 
+class FeedQueryError(ValueError):
+    """A bad ``after`` or ``limit``; ``field`` names it."""
+
+    def __init__(self, detail: str, field: str) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+async def read_feed(request: web.Request) -> FeedPage:
+    """The page of the feed the query asks for (``after``, ``limit``), the newest commits
+    sequenced first; FeedQueryError for a bad query, OutboxError when the database is away."""
+    try:
+        after = _integer(request, "after", 0, 0, MAX_SEQUENCE)
+    except ValueError as exc:
+        raise FeedQueryError(str(exc), "after") from None
+    try:
+        limit = _integer(request, "limit", FEED_DEFAULT_LIMIT, 1, FEED_MAX_LIMIT)
+    except ValueError as exc:
+        raise FeedQueryError(str(exc), "limit") from None
+    config = request.config_dict[CONFIG]
+    engine = request.config_dict[ENGINE]
+    assert config.secrets.signer is not None  # load_config always reads the signing key
+    # A key committed a moment ago must be in the feed now, not after the relay's next round: a
+    # reader asking because it saw a gap would otherwise miss it.
+    if await has_pending(engine):
+        await sequence_pending(
+            engine, source=config.event_source, signer=config.secrets.signer, notify=True,
+        )
+        request.config_dict[OUTBOX_WAKEUP].set()
+    return await fetch_feed(engine, after, limit)
+
+
 async def events(request: web.Request) -> web.Response:
     """The signed event feed, strictly after ``after``, in sequence order."""
     if not _authorized(request):
         return _unauthorized()
     try:
-        after = _integer(request, "after", 0, 0, MAX_SEQUENCE)
-    except ValueError as exc:
-        return problem(400, str(exc), field="after")
-    try:
-        limit = _integer(request, "limit", FEED_DEFAULT_LIMIT, 1, FEED_MAX_LIMIT)
-    except ValueError as exc:
-        return problem(400, str(exc), field="limit")
-    config = request.config_dict[CONFIG]
-    engine = request.config_dict[ENGINE]
-    assert config.secrets.signer is not None  # load_config always reads the signing key
-    try:
-        # A key committed a moment ago must be in the feed now, not after the relay's next
-        # round: a gateway asking because it saw a gap would otherwise miss it.
-        if await has_pending(engine):
-            await sequence_pending(
-                engine, source=config.event_source, signer=config.secrets.signer, notify=True,
-            )
-            request.config_dict[OUTBOX_WAKEUP].set()
-        page = await fetch_feed(engine, after, limit)
+        page = await read_feed(request)
+    except FeedQueryError as exc:
+        return problem(400, str(exc), field=exc.field)
     except OutboxError as exc:
         return _unavailable(exc)
     return web.json_response({

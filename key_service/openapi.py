@@ -13,7 +13,8 @@ from .audit import ACTIONS
 from .auth import CSRF_HEADER, SESSION_COOKIE
 from .keys import DEFAULT_LIMIT, MAX_LIMIT, MAX_NAME_LENGTH, MAX_OVERLAP_SECONDS
 from .middleware import API_BODY_LIMIT
-from .scopes import AUDIT_READ, KEYS_READ, KEYS_WRITE, SCOPE_HELP, SCOPES
+from .internal import FEED_DEFAULT_LIMIT, FEED_MAX_LIMIT
+from .scopes import AUDIT_READ, EVENTS_READ, KEYS_READ, KEYS_WRITE, SCOPE_HELP, SCOPES
 from .tokenformat import TOKEN_PATTERN
 
 __all__ = ["OPENAPI", "add_openapi_route"]
@@ -245,6 +246,37 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/api/v1/events": {
+            "get": {
+                "operationId": "listEvents",
+                "summary": "The key event feed for subscribers, without the keyed secret hashes",
+                "description": (
+                    "The signed key events with a sequence above `after`, in sequence order, in "
+                    "their public form: the same CloudEvents as on RabbitMQ, whose `data` lacks "
+                    "`secret_hash` and `hash_version`, under the dataschema "
+                    "`urn:apikeys:key-record-public:N`, each signed by key_service (verify with "
+                    "GET /api/v1/verify-keys; docs/events.md). Page with `after` = the last "
+                    "sequence received until it reaches `last_sequence`."
+                ),
+                "security": _read_or_token(EVENTS_READ),
+                "parameters": [
+                    {
+                        "name": "after", "in": "query", "required": False,
+                        "description": "Exclusive: events with a greater sequence (the plain "
+                                       "or the zero-padded form of a sequence)",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,20}$", "default": "0"},
+                    },
+                    {
+                        "name": "limit", "in": "query", "required": False,
+                        "description": f"Events per page (default {FEED_DEFAULT_LIMIT})",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": FEED_MAX_LIMIT,
+                                   "default": FEED_DEFAULT_LIMIT},
+                    },
+                ],
+                "responses": {"200": _json("EventPage", "One page of the feed"),
+                              **_errors("400", "401", "403", "503")},
+            },
+        },
         "/api/v1/verify-keys": {
             "get": {
                 "operationId": "listVerifyKeys",
@@ -460,6 +492,39 @@ OPENAPI: dict[str, Any] = {
                     "items": {"type": "array",
                               "items": {"$ref": "#/components/schemas/AuditEntry"}},
                     "next_cursor": {"type": ["string", "null"]},
+                },
+            },
+            "EventPage": {
+                "type": "object",
+                "required": ["events", "last_sequence"],
+                "additionalProperties": False,
+                "properties": {
+                    "events": {"type": "array", "items": _ref("SignedEvent")},
+                    "last_sequence": {
+                        "type": "integer", "minimum": 0,
+                        "description": "The highest sequence assigned so far (0: none yet)",
+                    },
+                },
+            },
+            "SignedEvent": {
+                "type": "object",
+                "required": ["body", "signature", "signing_key"],
+                "additionalProperties": False,
+                "properties": {
+                    "body": {
+                        "type": "string",
+                        "description": "The event (CloudEvents 1.0, structured JSON mode) as "
+                                       "the exact text that was signed: verify it as it is",
+                    },
+                    "signature": {
+                        "type": "string", "pattern": "^[A-Za-z0-9+/]{86}==$",
+                        "description": "Ed25519 signature of the body's bytes, standard base64 "
+                                       "with padding",
+                    },
+                    "signing_key": {
+                        "type": "string", "pattern": "^[0-9a-f]{16}$",
+                        "description": "The fingerprint of the key that signed it",
+                    },
                 },
             },
             "VerifyKeys": {

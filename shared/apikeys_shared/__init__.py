@@ -17,6 +17,7 @@ from .keys import (
     new_key_id,
     parse_key_id,
 )
+from .public_events import PublicEvent, PublicRecord, verify_public
 from .signing import Signer, Verifier, generate_signing_key
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "KeyRecord",
     "MalformedKey",
     "PepperSet",
+    "PublicEvent",
+    "PublicRecord",
     "Secrets",
     "SignatureError",
     "SignedEvent",
@@ -45,4 +48,5 @@ __all__ = [
     "load_secrets",
     "new_key_id",
     "parse_key_id",
+    "verify_public",
 ]

@@ -252,6 +252,11 @@ class Event:
 
     def to_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, no spaces, ASCII): the exact bytes that get signed."""
+        return self.envelope(self.record.dataschema, self.record.to_json())
+
+    def envelope(self, dataschema: str, data: dict[str, Any]) -> bytes:
+        """This event's envelope around ``data`` of ``dataschema``, as canonical JSON (also the
+        subscribers' form of the event, in ``public_events``)."""
         body = {
             "specversion": SPECVERSION,
             "id": self.id,
@@ -260,9 +265,9 @@ class Event:
             "time": format_time(self.time),
             "sequence": format_sequence(self.sequence),
             "datacontenttype": "application/json",
-            "dataschema": self.record.dataschema,
+            "dataschema": dataschema,
             "subject": self.record.key_id,
-            "data": self.record.to_json(),
+            "data": data,
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
