@@ -11,9 +11,9 @@ from aiohttp import web
 
 from .audit import ACTIONS
 from .auth import CSRF_HEADER, SESSION_COOKIE
+from .internal import FEED_DEFAULT_LIMIT, FEED_MAX_LIMIT
 from .keys import DEFAULT_LIMIT, MAX_LIMIT, MAX_NAME_LENGTH, MAX_OVERLAP_SECONDS
 from .middleware import API_BODY_LIMIT
-from .internal import FEED_DEFAULT_LIMIT, FEED_MAX_LIMIT
 from .scopes import AUDIT_READ, EVENTS_READ, KEYS_READ, KEYS_WRITE, SCOPE_HELP, SCOPES
 from .tokenformat import TOKEN_PATTERN
 
