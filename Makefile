@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-NODE_STAMPS := tests/typescript/node_modules/.package-lock.json
+NODE_STAMPS := tests/typescript/node_modules/.package-lock.json \
+	examples/node-subscriber/node_modules/.package-lock.json
 
 .DEFAULT_GOAL := help
 .PHONY: help install packages run test lint docs bench secrets up down clean

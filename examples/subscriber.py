@@ -4,10 +4,14 @@ Run it next to a running stack (``make run`` prints these values; with ``docker 
 subscriber must join the stack's network, or RabbitMQ and key_service be published)::
 
     RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/ \\
-    APIKEYS_VERIFY_KEYS=<the verify key from the deployment's secrets> \\
     KEY_SERVICE_URL=http://127.0.0.1:8081 \\
-    APIKEYS_INTERNAL_TOKEN=<the internal token from the deployment's secrets> \\
+    APIKEYS_TOKEN=<a management token with the events:read scope> \\
     python examples/subscriber.py
+
+It needs no deployment secret: it reads key_service's subscriber feed (``GET /api/v1/events``)
+with a management token holding ``events:read``, and takes the keys that event signatures verify
+against from ``GET /api/v1/verify-keys`` (again whenever an event names a key it does not know),
+unless they are pinned in ``APIKEYS_VERIFY_KEYS``.
 
 It declares a durable quorum queue of its own (``APIKEYS_SUBSCRIBER_QUEUE``, default
 ``example-subscriber``) and binds it to ``key.issued``, ``key.rolled`` and ``key.revoked`` on the
@@ -19,7 +23,9 @@ one message at a time, in order:
 
 1. it rebuilds the signed event from the body and the ``x-signature`` / ``x-signing-key`` headers
    and verifies it against the trusted verify keys; a message that does not verify is rejected
-   (not requeued) and never applied: write access to RabbitMQ must not be enough to fake a key;
+   (not requeued) and never applied: write access to RabbitMQ must not be enough to fake a key.
+   It reads only what subscribers need of a key, never the keyed secret hash (the feed does
+   not even send it);
 2. it drops duplicates: delivery is at-least-once, so an event whose ``sequence`` is not above the
    highest one applied is acknowledged and ignored;
 3. it fills gaps: an event whose sequence is more than one above the highest applied means events
@@ -55,7 +61,15 @@ import aio_pika.exceptions
 import aiohttp
 import aiormq.exceptions
 
-from apikeys_shared import Env, EnvelopeError, Event, SignatureError, SignedEvent, Verifier
+from apikeys_shared import (
+    Env,
+    EnvelopeError,
+    PublicEvent,
+    SignatureError,
+    SignedEvent,
+    Verifier,
+    verify_public,
+)
 from apikeys_shared import config as shared
 from apikeys_shared.amqp import BrokerAddresses, check_rabbitmq_url
 from apikeys_shared.errors import ConfigError
@@ -78,15 +92,26 @@ QUEUE: Setting[str] = Setting(
 PREFETCH: Setting[int] = Setting(
     "APIKEYS_SUBSCRIBER_PREFETCH", 50, "unacknowledged messages in flight", 1, 10_000)
 KEY_SERVICE_URL: Setting[str] = Setting(
-    "KEY_SERVICE_URL", REQUIRED, "key_service, whose feed it catches up and fills gaps from")
+    "KEY_SERVICE_URL", REQUIRED,
+    "key_service, whose subscriber feed it catches up and fills gaps from, and whose verify "
+    "keys it trusts")
+TOKEN: Setting[str] = Setting(
+    "APIKEYS_TOKEN", REQUIRED, "a management token with the `events:read` scope, for the feed")
+PINNED_KEYS: Setting[str | None] = Setting(
+    shared.VERIFY_KEYS.name, None,
+    "base64 Ed25519 verify keys, comma separated, to trust instead of those key_service "
+    "publishes at `/api/v1/verify-keys`")
+# Re-reading the published verify keys for an unknown signer: at most this often, so that forged
+# events cannot make the subscriber hammer key_service.
+KEYS_REFRESH_SECONDS = 5.0
 AFTER: Setting[int] = Setting(
     "APIKEYS_SUBSCRIBER_AFTER", 0,
     "the sequence already applied (a real subscriber stores it)", 0)
 
 SETTINGS = Catalogue.of("example subscriber", (
     "`examples/subscriber.py` ([events.md](events.md#the-example-subscriber))."
-), (shared.RABBITMQ_URL, shared.EXCHANGE, shared.VERIFY_KEYS, QUEUE, PREFETCH, KEY_SERVICE_URL,
-    shared.INTERNAL_TOKEN, AFTER))
+), (shared.RABBITMQ_URL, shared.EXCHANGE, QUEUE, PREFETCH, KEY_SERVICE_URL, TOKEN, PINNED_KEYS,
+    AFTER))
 
 
 @dataclass(frozen=True)
@@ -96,9 +121,9 @@ class SubscriberConfig:
     rabbitmq_url: str = field(repr=False)
     exchange: str
     queue: str
-    verifier: Verifier = field(repr=False)
     key_service_url: str
-    internal_token: str = field(repr=False)
+    token: str = field(repr=False)
+    pinned: Verifier | None = field(default=None, repr=False)
     prefetch: int = PREFETCH.default
     after: int = AFTER.default
 
@@ -106,16 +131,61 @@ class SubscriberConfig:
 def load_config(environ: Mapping[str, str]) -> SubscriberConfig:
     """Read the subscriber's variables; ConfigError names a missing or bad one."""
     env = Env(environ)
+    pinned = PINNED_KEYS.optional(env)
     return SubscriberConfig(
         rabbitmq_url=check_rabbitmq_url(shared.RABBITMQ_URL.text(env)),
         exchange=shared.EXCHANGE.text(env),
         queue=QUEUE.text(env),
-        verifier=shared.verifiers(shared.VERIFY_KEYS.text(env)),
-        prefetch=PREFETCH.integer(env),
         key_service_url=KEY_SERVICE_URL.url(env, ("http", "https")).rstrip("/"),
-        internal_token=shared.INTERNAL_TOKEN.text(env),
+        token=TOKEN.text(env),
+        pinned=None if pinned is None else shared.verifiers(pinned),
+        prefetch=PREFETCH.integer(env),
         after=AFTER.integer(env),
     )
+
+
+class TrustedKeys:
+    """The verify keys events are checked against: pinned, or key_service's published ones.
+
+    Published keys are read at start and again when an event names a key not held (a rotation
+    of key_service's signing key), at most every KEYS_REFRESH_SECONDS for such events.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str,
+                 pinned: Verifier | None) -> None:
+        self._session = session
+        self._url = f"{base_url}/api/v1/verify-keys"
+        self._verifier = pinned
+        self._pinned = pinned is not None
+        self._refreshed_at = -KEYS_REFRESH_SECONDS
+
+    async def load(self) -> None:
+        """Read the published keys (nothing when pinned); raises FEED_ERRORS on failure."""
+        if self._pinned:
+            return
+        async with self._session.get(self._url) as response:
+            if response.status != 200:
+                raise FeedError(f"verify keys answered {response.status}")
+            keys = (await response.json())["keys"]
+        self._verifier = Verifier.from_base64([key["public_key"] for key in keys])
+
+    async def ready(self) -> None:
+        """Make sure keys are held (the first catch-up calls this, and waits out failures)."""
+        if self._verifier is None:
+            await self.load()
+
+    async def verify(self, signed: SignedEvent) -> PublicEvent:
+        """``signed``, verified and parsed; SignatureError or EnvelopeError if it is not good."""
+        assert self._verifier is not None, "ready() first"
+        now = asyncio.get_running_loop().time()
+        if (signed.signing_key not in self._verifier.key_ids and not self._pinned
+                and now - self._refreshed_at >= KEYS_REFRESH_SECONDS):
+            self._refreshed_at = now
+            log.info("an event names signing key %s: reading key_service's verify keys again",
+                     signed.signing_key[:16])
+            with contextlib.suppress(*FEED_ERRORS):
+                await self.load()
+        return verify_public(signed, self._verifier)
 
 
 class KeyView:
@@ -130,15 +200,15 @@ class KeyView:
         self.sequence = after
         self.status: dict[str, str] = {}
 
-    def is_new(self, event: Event) -> bool:
+    def is_new(self, event: PublicEvent) -> bool:
         """False for a duplicate or an event already replayed from the feed."""
         return event.sequence > self.sequence
 
-    def is_next(self, event: Event) -> bool:
+    def is_next(self, event: PublicEvent) -> bool:
         """True when no event is missing between what was applied and ``event``."""
         return event.sequence == self.sequence + 1
 
-    def apply(self, event: Event) -> bool:
+    def apply(self, event: PublicEvent) -> bool:
         """Apply ``event`` if it is news; False for a duplicate."""
         if not self.is_new(event):
             return False
@@ -151,18 +221,19 @@ class KeyView:
 
 
 class Feed:
-    """key_service's replayable feed: ``GET /internal/v1/events?after=SEQ`` (signed events)."""
+    """key_service's subscriber feed: ``GET /api/v1/events?after=SEQ`` (signed events)."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str,
-                 verifier: Verifier) -> None:
+                 keys: TrustedKeys) -> None:
         self._session = session
-        self._url = f"{base_url}/internal/v1/events"
+        self._url = f"{base_url}/api/v1/events"
         self._headers = {"Authorization": f"Bearer {token}"}
-        self._verifier = verifier
+        self._keys = keys
 
-    async def after(self, sequence: int) -> list[Event]:
+    async def after(self, sequence: int) -> list[PublicEvent]:
         """Every event after ``sequence`` that exists now, verified, in order."""
-        events: list[Event] = []
+        await self._keys.ready()
+        events: list[PublicEvent] = []
         while True:
             params = {"after": str(sequence), "limit": "500"}
             async with self._session.get(self._url, params=params,
@@ -172,7 +243,7 @@ class Feed:
                 page = await response.json()
             entries = page["events"]
             for entry in entries:
-                event = SignedEvent.from_json(entry).verify(self._verifier)
+                event = await self._keys.verify(SignedEvent.from_json(entry))
                 events.append(event)
                 sequence = event.sequence
             if not entries or sequence >= int(page["last_sequence"]):
@@ -236,7 +307,7 @@ async def settle(message: aio_pika.abc.AbstractIncomingMessage, *, accept: bool)
                     message.message_id, type(exc).__name__)
 
 
-def describe(event: Event) -> str:
+def describe(event: PublicEvent) -> str:
     """One JSON line naming what happened (never a secret: events carry none)."""
     record = event.record
     return json.dumps({
@@ -246,18 +317,18 @@ def describe(event: Event) -> str:
         "key_id": record.key_id,
         "name": record.name,
         "status": record.status,
-        "issued_at": record.to_json()["issued_at"],
-        "revoked_at": record.to_json()["revoked_at"],
+        "issued_at": format_time(record.issued_at),
+        "revoked_at": None if record.revoked_at is None else format_time(record.revoked_at),
         # Set on a rolled key: from then on it no longer authenticates (docs/events.md).
         "revokes_at": None if record.revokes_at is None else format_time(record.revokes_at),
     }, sort_keys=True)
 
 
-async def handle(message: aio_pika.abc.AbstractIncomingMessage, verifier: Verifier,
+async def handle(message: aio_pika.abc.AbstractIncomingMessage, keys: TrustedKeys,
                  view: KeyView, feed: Feed, stop: asyncio.Event) -> None:
     """Verify, fill a gap from the feed, apply once, acknowledge; reject what does not verify."""
     try:
-        event = SignedEvent.from_amqp(message.body, dict(message.headers)).verify(verifier)
+        event = await keys.verify(SignedEvent.from_amqp(message.body, dict(message.headers)))
     except (SignatureError, EnvelopeError) as exc:
         log.warning("rejected message %s: %s", message.message_id, exc)
         await settle(message, accept=False)
@@ -307,14 +378,13 @@ async def bind(connection: aio_pika.abc.AbstractConnection,
 
 
 async def listen(connection: aio_pika.abc.AbstractConnection, queue: aio_pika.abc.AbstractQueue,
-                 config: SubscriberConfig, view: KeyView, feed: Feed,
-                 stop: asyncio.Event) -> None:
+                 keys: TrustedKeys, view: KeyView, feed: Feed, stop: asyncio.Event) -> None:
     """Handle messages one by one until ``stop``; ConnectionError when the connection is lost."""
 
     async def loop() -> None:
         async with queue.iterator() as messages:
             async for message in messages:
-                await handle(message, config.verifier, view, feed, stop)
+                await handle(message, keys, view, feed, stop)
 
     consumer = asyncio.create_task(loop())
     stopper = asyncio.create_task(stop.wait())
@@ -341,7 +411,8 @@ async def consume(config: SubscriberConfig, stop: asyncio.Event,
     """
     brokers = BrokerAddresses(config.rabbitmq_url)
     view = KeyView(config.after)
-    feed = Feed(session, config.key_service_url, config.internal_token, config.verifier)
+    keys = TrustedKeys(session, config.key_service_url, config.pinned)
+    feed = Feed(session, config.key_service_url, config.token, keys)
     caught_up = False
     backoff = Backoff(stop)
     while not stop.is_set():
@@ -359,7 +430,7 @@ async def consume(config: SubscriberConfig, stop: asyncio.Event,
             log.info("listening on queue %s bound to exchange %s (after sequence %d)",
                      config.queue, config.exchange, view.sequence)
             backoff = Backoff(stop)  # it consumed: a later loss starts from a short pause
-            await listen(connection, queue, config, view, feed, stop)
+            await listen(connection, queue, keys, view, feed, stop)
         except AMQP_ERRORS as exc:
             log.warning("lost RabbitMQ (%s); connecting again", type(exc).__name__)
         finally:

@@ -71,14 +71,28 @@ async def _drain(stream: asyncio.StreamReader, log: list[str], ready: asyncio.Ev
             ready.set()
 
 
+SUBSCRIBER_TOKEN = "ksmt_" + "0" * 32 + "_" + "x" * 49  # what the stand-in feed accepts
+
+
 @dataclass
 class FeedStandIn:
-    """key_service's ``GET /internal/v1/events`` over a list the test controls (``down``: 503)."""
+    """key_service's ``GET /api/v1/events`` over a list the test controls (``down``: 503), and
+    its ``GET /api/v1/verify-keys`` publishing ``verify_keys``."""
 
-    token: str
+    verify_keys: list[str]
     events: list[SignedEvent]
+    token: str = SUBSCRIBER_TOKEN
     down: bool = False
     reads: int = 0
+    key_reads: int = 0
+
+    async def _verify_keys(self, _request: web.Request) -> web.Response:
+        self.key_reads += 1
+        if self.down:
+            return web.json_response({"title": "Service Unavailable"}, status=503)
+        return web.json_response({"keys": [
+            {"fingerprint": "", "public_key": key, "algorithm": "Ed25519", "current": False}
+            for key in self.verify_keys]})
 
     async def _events(self, request: web.Request) -> web.Response:
         self.reads += 1
@@ -95,7 +109,8 @@ class FeedStandIn:
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[str]:
         app = web.Application()
-        app.router.add_get("/internal/v1/events", self._events)
+        app.router.add_get("/api/v1/events", self._events)
+        app.router.add_get("/api/v1/verify-keys", self._verify_keys)
         runner = web.AppRunner(app)
         await runner.setup()
         port = free_port()
@@ -136,15 +151,13 @@ def _secrets() -> dict[str, str]:
     return generate_secrets()
 
 
-def _env(names: AmqpNames, rabbitmq_url: str, secrets: dict[str, str], key_service_url: str,
-         **extra: str) -> dict[str, str]:
-    """The subscriber's environment: the test's broker names, the deployment's keys, a feed."""
+def _env(names: AmqpNames, rabbitmq_url: str, key_service_url: str,
+         token: str = SUBSCRIBER_TOKEN, **extra: str) -> dict[str, str]:
+    """The subscriber's environment: the test's broker names, key_service, a token."""
     return {
         "RABBITMQ_URL": rabbitmq_url, "APIKEYS_EXCHANGE": names.exchange,
         "APIKEYS_SUBSCRIBER_QUEUE": names.queue("subscriber"),
-        "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
-        "KEY_SERVICE_URL": key_service_url,
-        "APIKEYS_INTERNAL_TOKEN": secrets["APIKEYS_INTERNAL_TOKEN"], **extra,
+        "KEY_SERVICE_URL": key_service_url, "APIKEYS_TOKEN": token, **extra,
     }
 
 
@@ -187,7 +200,7 @@ async def test_subscriber_takes_a_roll_on_its_own_routing_key(
 ) -> None:
     secrets = _secrets()
     signer = Signer.from_base64(secrets["APIKEYS_SIGNING_KEY"])
-    feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
+    feed = FeedStandIn([secrets["APIKEYS_VERIFY_KEYS"]], [])
     record = _record(secrets)
     revokes_at = record.issued_at + timedelta(hours=24)
     rolled = Event.for_record(
@@ -195,9 +208,9 @@ async def test_subscriber_takes_a_roll_on_its_own_routing_key(
         source="urn:apikeys:key_service",
     )
     assert rolled.routing_key == "key.rolled"
-    async with feed.serving() as feed_url, run_subscriber(_env(
-        amqp_names, rabbitmq_url, secrets, feed_url,
-    )) as subscriber:
+    async with feed.serving() as feed_url, run_subscriber(
+        _env(amqp_names, rabbitmq_url, feed_url),
+    ) as subscriber:
         await _publish(rabbitmq_url, amqp_names.exchange, [SignedEvent.sign(rolled, signer)])
         line = await subscriber.next_event()
     assert (line["type"], line["sequence"], line["status"]) == ("apikey.rolled", 1, "active")
@@ -210,7 +223,7 @@ async def test_subscriber_verifies_and_applies_issue_then_revoke_once(
     secrets = _secrets()
     signer = Signer.from_base64(secrets["APIKEYS_SIGNING_KEY"])
     forger = Signer.from_base64(_secrets()["APIKEYS_SIGNING_KEY"])
-    feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
+    feed = FeedStandIn([secrets["APIKEYS_VERIFY_KEYS"]], [])
     record = _record(secrets)
     issued = Event.for_record(record, sequence=7, source="urn:apikeys:key_service")
     revoked_record = replace(record, status="revoked", revoked_at=datetime.now(UTC))
@@ -221,8 +234,9 @@ async def test_subscriber_verifies_and_applies_issue_then_revoke_once(
     tampered = replace(tampered, body=tampered.body.replace(b"billing export", b"billing exporT"))
 
     async with feed.serving() as feed_url, run_subscriber(_env(
-        amqp_names, rabbitmq_url, secrets, feed_url,
+        amqp_names, rabbitmq_url, feed_url,
         APIKEYS_SUBSCRIBER_AFTER="6",  # as if it had applied events 1 to 6 before
+        APIKEYS_VERIFY_KEYS=secrets["APIKEYS_VERIFY_KEYS"],  # pinned: never read from the feed
     )) as subscriber:
         await _publish(rabbitmq_url, amqp_names.exchange, [
             SignedEvent.sign(forged, forger),
@@ -249,6 +263,29 @@ async def test_subscriber_verifies_and_applies_issue_then_revoke_once(
     # Nothing beyond the two genuine events was applied.
     assert subscriber.proc.stdout is not None
     assert await subscriber.proc.stdout.read() == b""
+
+
+async def test_a_new_signing_key_is_read_from_key_service_when_an_event_names_it(
+    amqp_names: AmqpNames, rabbitmq_url: str,
+) -> None:
+    old, new = _secrets(), _secrets()
+    feed = FeedStandIn([old["APIKEYS_VERIFY_KEYS"]], [])
+    events = [Event.for_record(_record(old), sequence=n, source="urn:apikeys:key_service")
+              for n in (1, 2)]
+    async with feed.serving() as feed_url, run_subscriber(
+        _env(amqp_names, rabbitmq_url, feed_url),
+    ) as subscriber:
+        reads = feed.key_reads
+        await _publish(rabbitmq_url, amqp_names.exchange, [
+            SignedEvent.sign(events[0], Signer.from_base64(old["APIKEYS_SIGNING_KEY"]))])
+        assert (await subscriber.next_event())["sequence"] == 1
+        # key_service rotated its signing key: it publishes both, and signs with the new one.
+        feed.verify_keys = [new["APIKEYS_VERIFY_KEYS"], old["APIKEYS_VERIFY_KEYS"]]
+        await _publish(rabbitmq_url, amqp_names.exchange, [
+            SignedEvent.sign(events[1], Signer.from_base64(new["APIKEYS_SIGNING_KEY"]))])
+        assert (await subscriber.next_event())["sequence"] == 2
+        assert feed.key_reads == reads + 1
+    assert "rejected message" not in "".join(subscriber.log)
 
 
 # -- through the real key_service: its outbox relay and its feed -----------------------------
@@ -315,7 +352,13 @@ async def test_subscriber_gets_the_relays_events_and_replays_what_came_before_it
             headers = await _admin(session, url)
             # Issued before any subscriber queue exists: RabbitMQ drops it, the feed keeps it.
             early = await _issue(session, url, headers, "before the subscriber")
-            subscriber_env = _env(amqp_names, rabbitmq_url, secrets_env, url)
+            # No deployment secret: a token that may read events, and the published keys.
+            async with session.post(f"{url}/api/v1/tokens", headers=headers, json={
+                "name": "example subscriber", "scopes": ["events:read"],
+            }) as response:
+                assert response.status == 201, await response.text()
+                token = (await response.json())["token"]
+            subscriber_env = _env(amqp_names, rabbitmq_url, url, token)
             async with run_subscriber(subscriber_env) as subscriber:
                 replayed = await subscriber.next_event()
                 live = await _issue(session, url, headers, "while it listens")
@@ -352,9 +395,9 @@ async def test_a_gap_waits_for_the_feed_while_key_service_is_away(
         SignedEvent.sign(Event.for_record(r, sequence=n, source="urn:apikeys:key_service"), signer)
         for n, r in ((1, record), (2, revoked), (3, _record(secrets)))
     ]
-    feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
+    feed = FeedStandIn([secrets["APIKEYS_VERIFY_KEYS"]], [])
     async with feed.serving() as feed_url, run_subscriber(
-        _env(amqp_names, rabbitmq_url, secrets, feed_url),
+        _env(amqp_names, rabbitmq_url, feed_url),
     ) as subscriber:
         feed.down = True
         reads = feed.reads
@@ -380,9 +423,9 @@ async def test_rabbitmq_away_at_start_up_is_waited_for(
     proxy = fault_proxy(host, int(port))
     proxy.refuse()
     proxied = rabbitmq_url.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
-    feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
+    feed = FeedStandIn([secrets["APIKEYS_VERIFY_KEYS"]], [])
     async with feed.serving() as feed_url, run_subscriber(
-        _env(amqp_names, proxied, secrets, feed_url), wait_ready=False,
+        _env(amqp_names, proxied, feed_url), wait_ready=False,
     ) as subscriber:
         deadline = asyncio.get_running_loop().time() + TIMEOUT
         while "cannot connect to RabbitMQ" not in "".join(subscriber.log):
@@ -414,9 +457,9 @@ async def test_a_lost_broker_is_left_for_the_next_address_and_nothing_is_missed(
                                           source="urn:apikeys:key_service"), signer)
         for n in (1, 2, 3)
     ]
-    feed = FeedStandIn(secrets["APIKEYS_INTERNAL_TOKEN"], [])
+    feed = FeedStandIn([secrets["APIKEYS_VERIFY_KEYS"]], [])
     async with feed.serving() as feed_url, run_subscriber(
-        _env(amqp_names, two, secrets, feed_url),
+        _env(amqp_names, two, feed_url),
     ) as subscriber:
         await _publish(rabbitmq_url, amqp_names.exchange, events[:1])
         assert (await subscriber.next_event())["sequence"] == 1
@@ -434,7 +477,8 @@ def test_the_feed_is_required() -> None:
     secrets = _secrets()
     done = subprocess.run(
         [sys.executable, str(SUBSCRIBER)], cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
+        env={**os.environ, "APIKEYS_TOKEN": SUBSCRIBER_TOKEN,
+             "APIKEYS_VERIFY_KEYS": secrets["APIKEYS_VERIFY_KEYS"],
              "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/"}, check=False,
     )
     assert done.returncode == 2

@@ -63,6 +63,7 @@ def _loaders(tmp_path: Path) -> Iterator[tuple[Catalogue, Callable[[Mapping[str,
                                                 dict[str, str]]]:
     from auth_gateway.config import SETTINGS as GATEWAY
     from auth_gateway.config import load_config as load_gateway
+    from key_service.config import CLIENT_SETTINGS, load_client_config
     from key_service.config import SETTINGS as KEY_SERVICE
     from key_service.config import load_config as load_key_service
 
@@ -71,16 +72,19 @@ def _loaders(tmp_path: Path) -> Iterator[tuple[Catalogue, Callable[[Mapping[str,
     subscriber = _script("examples/subscriber.py")
     yield KEY_SERVICE, load_key_service, secrets
     yield GATEWAY, load_gateway, {**secrets, "GATEWAY_ROUTES": str(tmp_path / "routes.toml")}
+    yield CLIENT_SETTINGS, load_client_config, {
+        "APIKEYS_URL": "http://127.0.0.1:8081", "APIKEYS_TOKEN": "ksmt_x"}
     yield run_local.SETTINGS, run_local.load_settings, {}
     yield subscriber.SETTINGS, subscriber.load_config, {
-        **secrets, "KEY_SERVICE_URL": "http://127.0.0.1:8081"}
+        **secrets, "KEY_SERVICE_URL": "http://127.0.0.1:8081", "APIKEYS_TOKEN": "ksmt_x"}
 
 
 def test_each_program_reads_exactly_the_variables_its_catalogue_lists(tmp_path: Path) -> None:
     import auth_gateway.config
     import key_service.config
 
-    services = (key_service.config.SETTINGS, auth_gateway.config.SETTINGS)
+    services = (key_service.config.SETTINGS, auth_gateway.config.SETTINGS,
+                key_service.config.CLIENT_SETTINGS)
     documented = frozenset().union(*(s.names for s in services))
     for catalogue, load, environ in _loaders(tmp_path):
         env = _Recording(environ)
