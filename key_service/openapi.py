@@ -44,8 +44,9 @@ _KEY_FIELDS = ["key_id", "name", "status", "issued_at", "revoked_at", *_ROLL_FIE
 _NAME = {
     "type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"\S",
     "description": (
-        f"1-{MAX_NAME_LENGTH} printable characters after trimming white space; duplicates "
-        "are allowed"
+        f"1-{MAX_NAME_LENGTH} printable characters after trimming white space (no control, "
+        "format or separator character but the space); duplicates are allowed. Anything else "
+        "is a 400 naming `name`"
     ),
 }
 
@@ -98,6 +99,15 @@ def _read_or_token(scope: str) -> list[dict[str, list[str]]]:
 
 def _write_or_token(scope: str) -> list[dict[str, list[str]]]:
     return [*_WRITE, {"managementToken": [scope]}]
+
+
+def _key_links(key_id: str) -> dict[str, Any]:
+    """OpenAPI links from an answer naming a key to what can be done with it next."""
+    return {
+        name: {"operationId": operation, "parameters": {"key_id": key_id}}
+        for name, operation in (("GetTheKey", "getKey"), ("RollTheKey", "rollKey"),
+                                ("RevokeTheKey", "revokeKey"))
+    }
 
 
 def _body(schema: str) -> dict[str, Any]:
@@ -162,20 +172,21 @@ OPENAPI: dict[str, Any] = {
                             "schema": {"type": "string"},
                         }},
                     ),
-                    **_errors("400", "401", "413", "415", "429"),
+                    **_errors("400", "401", "413", "415", "429", "503"),
                 },
             },
             "get": {
                 "operationId": "showSession",
                 "summary": "Who is logged in, with the session's CSRF token",
                 "security": _READ,
-                "responses": {"200": _json("Session", "The session"), **_errors("401")},
+                "responses": {"200": _json("Session", "The session"), **_errors("401", "503")},
             },
             "delete": {
                 "operationId": "logout",
                 "summary": "Log out",
                 "security": _WRITE,
-                "responses": {"204": {"description": "Logged out"}, **_errors("401", "403")},
+                "responses": {"204": {"description": "Logged out"},
+                              **_errors("401", "403", "413", "503")},
             },
         },
         "/api/v1/keys": {
@@ -196,7 +207,7 @@ OPENAPI: dict[str, Any] = {
                     "201": _json("IssuedKey", "Issued", headers={
                         "Location": {"schema": {"type": "string"}},
                         "Cache-Control": {"schema": {"type": "string", "const": "no-store"}},
-                    }),
+                    }, links=_key_links("$response.body#/key_id")),
                     **_errors("400", "401", "403", "413", "415", "503"),
                 },
             },
@@ -227,7 +238,7 @@ OPENAPI: dict[str, Any] = {
                                  headers={
                         "Location": {"schema": {"type": "string"}},
                         "Cache-Control": {"schema": {"type": "string", "const": "no-store"}},
-                    }),
+                    }, links=_key_links("$response.body#/key_id")),
                     "409": _problem("The key is revoked, or was rolled before"),
                     **_errors("400", "401", "403", "404", "413", "415", "503"),
                 },
@@ -320,7 +331,10 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "201": _json("CreatedToken", "Created", headers={
                         "Cache-Control": {"schema": {"type": "string", "const": "no-store"}},
-                    }),
+                    }, links={"RevokeTheToken": {
+                        "operationId": "revokeToken",
+                        "parameters": {"token_id": "$response.body#/token_id"},
+                    }}),
                     **_errors("400", "401", "403", "413", "415", "503"),
                 },
             },
@@ -358,7 +372,12 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "required": ["username", "password"],
                 "properties": {
-                    "username": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "username": {
+                        "type": "string", "minLength": 1, "maxLength": 64,
+                        "description": "1-64 printable characters (no control, format or "
+                                       "separator character but the space); anything else "
+                                       "is a 400 naming `username`",
+                    },
                     "password": {"type": "string", "minLength": 1, "maxLength": 1024},
                 },
             },

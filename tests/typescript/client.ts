@@ -45,6 +45,36 @@ export async function tour(baseUrl: string, csrf: string): Promise<string[]> {
   const audit = await api.GET("/api/v1/audit", {});
   for (const row of audit.data?.items ?? []) seen.push(`${row.actor} ${row.action} ${row.key_id}`);
 
+  const rolled = await api.POST("/api/v1/keys/{key_id}/roll", {
+    params: { path: { key_id: id } },
+    body: { overlap_seconds: 3600 },
+    headers: { "X-CSRF-Token": csrf },
+  });
+  if (rolled.data) {
+    const revokesAt: string | null = rolled.data.replaced_key.revokes_at;
+    seen.push(rolled.data.secret.slice(0, 0), rolled.data.replaces ?? "", revokesAt ?? "");
+  }
+
+  const token = await api.POST("/api/v1/tokens", {
+    body: { name: "subscriber", scopes: ["events:read"] },
+    headers: { "X-CSRF-Token": csrf },
+  });
+  if (token.data) {
+    const text: string = token.data.token;
+    seen.push(text.slice(0, 5));
+    await api.POST("/api/v1/tokens/{token_id}/revoke", {
+      params: { path: { token_id: token.data.token_id } },
+      headers: { "X-CSRF-Token": csrf },
+    });
+  }
+  const tokens = await api.GET("/api/v1/tokens", { params: { query: { limit: 5 } } });
+  for (const t of tokens.data?.items ?? []) seen.push(`${t.name} ${t.scopes.join(",")}`);
+
+  const feed = await api.GET("/api/v1/events", { params: { query: { after: "0", limit: 100 } } });
+  for (const entry of feed.data?.events ?? []) seen.push(entry.signing_key, entry.body);
+  const last: number | undefined = feed.data?.last_sequence;
+  seen.push(String(last));
+
   const keys = await api.GET("/api/v1/verify-keys", {});
   for (const key of keys.data?.keys ?? []) seen.push(`${key.fingerprint} ${key.current}`);
 

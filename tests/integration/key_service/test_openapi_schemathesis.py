@@ -1,5 +1,8 @@
 """schemathesis against the served OpenAPI document: no 5xx, no response outside the schema.
 
+Each operation is run with positive and negative data, then the stateful phase follows the
+document's links (issue a key, then get, roll or revoke it; create a token, then revoke it).
+
 The service runs as ``python -m key_service serve`` on a real port; the run is logged in as an
 administrator and sends the session's CSRF token, so it reaches every handler, not just 401s.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import requests
 import schemathesis
@@ -68,6 +72,38 @@ def _run(strategy: st.SearchStrategy[schemathesis.Case], base: str, http: reques
     check()
 
 
+# Calls along links that only a link can make succeed: a random key or token ID is a 404.
+LINKED: list[tuple[str, int]] = []
+
+
+def _run_stateful(schema: schemathesis.BaseSchema, base: str, http: requests.Session,
+                  csrf: str) -> None:
+    """The stateful phase: sequences of calls following the document's links (issue a key, then
+    get, roll or revoke that key; create a token, then revoke it)."""
+
+    class Scenarios(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            case.cookies = {}
+            if case.headers:
+                case.headers = {k: v for k, v in case.headers.items()
+                                if k.lower() != "x-csrf-token"}
+            return {"base_url": base, "session": http, "headers": {"X-CSRF-Token": csrf},
+                    "timeout": 10}
+
+        def validate_response(self, response: Any, case: schemathesis.Case,
+                              additional_checks: Any = None, **kwargs: Any) -> None:
+            STATUSES.append(response.status_code)
+            if case.operation.path in ("/api/v1/keys/{key_id}/revoke",
+                                       "/api/v1/keys/{key_id}/roll",
+                                       "/api/v1/tokens/{token_id}/revoke"):
+                LINKED.append((case.operation.path, response.status_code))
+            case.validate_response(response, checks=CHECKS)
+
+    Scenarios.run(settings=settings(
+        max_examples=EXAMPLES, stateful_step_count=5, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck)))
+
+
 def test_the_api_keeps_to_its_openapi_document(
     secrets_env: dict[str, str], tmp_path: Path, amqp_names: AmqpNames,
 ) -> None:
@@ -96,6 +132,11 @@ def test_the_api_keeps_to_its_openapi_document(
                     modes.append(GenerationMode.NEGATIVE)
                 for mode in modes:
                     _run(op.as_strategy(generation_mode=mode), base, http, csrf)
+            # Logging out would end the run's session (as above).
+            _run_stateful(schema.exclude(method="DELETE"), base, http, csrf)
+            # The links were followed: a key issued was revoked or rolled, a token revoked.
+            assert {path for path, status in LINKED if status in (200, 201)} >= {
+                "/api/v1/keys/{key_id}/revoke", "/api/v1/tokens/{token_id}/revoke"}, LINKED
             # The session survived the run: everything above ran as the administrator.
             assert http.get(f"{base}/api/v1/session", timeout=10).status_code == 200
             # ...and it reached the handlers: successes and their refusals alike.
