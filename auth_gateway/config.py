@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apikeys_shared import config as shared
-from apikeys_shared.amqp import check_rabbitmq_url
 from apikeys_shared.config import Env, Secrets, load_secrets
 from apikeys_shared.errors import ConfigError
+from apikeys_shared.rabbitmq_url import check_rabbitmq_url
 from apikeys_shared.redis_url import parse_redis_url
 from apikeys_shared.settings import REQUIRED, Catalogue, Setting
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from apikeys_shared import config as shared
-from apikeys_shared.amqp import check_rabbitmq_url
 from apikeys_shared.config import Env, Secrets, load_secrets, verifiers
 from apikeys_shared.errors import ConfigError
+from apikeys_shared.rabbitmq_url import check_rabbitmq_url
 from apikeys_shared.settings import Catalogue, Setting
 from apikeys_shared.signing import Verifier
 

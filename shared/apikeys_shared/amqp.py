@@ -24,69 +24,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
 
 import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
-from .errors import ConfigError
-from .hostlist import format_host, parse_host_list
+from .rabbitmq_url import BrokerAddress, check_rabbitmq_url, parse_rabbitmq_url
 
 __all__ = ["BrokerAddress", "BrokerAddresses", "check_rabbitmq_url", "parse_rabbitmq_url"]
 
 log = logging.getLogger("apikeys_shared.amqp")
 
-_DEFAULT_PORT = {"amqp": 5672, "amqps": 5671}
 # What aio-pika raises when one address cannot be connected to: the next one is tried.
 _CONNECT_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError)
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """One node of ``RABBITMQ_URL``: its own single-host URL, and ``host:port`` for logs."""
-
-    url: str = field(repr=False)
-    name: str
-
-
-def parse_rabbitmq_url(url: str, what: str = "RABBITMQ_URL",
-                       query_defaults: Mapping[str, str] | None = None,
-                       ) -> tuple[BrokerAddress, ...]:
-    """One address per host of ``url``, in order; ConfigError names ``what`` and the problem.
-
-    ``query_defaults``: query parameters every address gets unless ``url`` sets them.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in _DEFAULT_PORT:
-        raise ConfigError(f"{what} must be an amqp or amqps URL")
-    location, _, query = rest.partition("?")
-    if "#" in query or "#" in location:
-        raise ConfigError(f"{what} must not have a fragment")
-    authority, slash, path = location.partition("/")
-    userinfo, at, hosts = authority.rpartition("@")
-    if not at:
-        hosts = authority
-    if not hosts:
-        raise ConfigError(f"{what} must name a host")
-    given = parse_qs(query, keep_blank_values=True)
-    extra = [f"{k}={v}" for k, v in (query_defaults or {}).items() if k not in given]
-    query = "&".join([query, *extra] if query else extra)
-    suffix = (slash + path) + ("?" + query if query else "")
-    prefix = f"{scheme}://{userinfo}{at}"
-    return tuple(
-        BrokerAddress(url=f"{prefix}{format_host(host, port)}{suffix}",
-                      name=format_host(host, port))
-        for host, port in parse_host_list(hosts, _DEFAULT_PORT[scheme], what)
-    )
-
-
-def check_rabbitmq_url(url: str, what: str = "RABBITMQ_URL") -> str:
-    """``url`` itself, once every address in it parses; ConfigError naming ``what`` if not."""
-    parse_rabbitmq_url(url, what)
-    return url
 
 
 class BrokerAddresses:

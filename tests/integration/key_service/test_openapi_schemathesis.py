@@ -52,18 +52,23 @@ async def _prepare(url: str) -> None:
         await engine.dispose()
 
 
+def _as_the_session(case: schemathesis.Case) -> None:
+    """The run's own session and CSRF token, not generated ones (cookie, CSRF header, bearer
+    token): the point is to reach the handlers as the administrator (authentication is tested
+    on its own, route by route)."""
+    case.cookies = {}
+    if case.headers:
+        case.headers = {k: v for k, v in case.headers.items()
+                        if k.lower() not in ("x-csrf-token", "authorization")}
+
+
 def _run(strategy: st.SearchStrategy[schemathesis.Case], base: str, http: requests.Session,
          csrf: str) -> None:
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(case=strategy)
     def check(case: schemathesis.Case) -> None:
-        # The run's own session and CSRF token, not generated ones: the point is to reach the
-        # handlers (authentication is tested on its own, route by route).
-        case.cookies = {}
-        if case.headers:
-            case.headers = {k: v for k, v in case.headers.items()
-                            if k.lower() != "x-csrf-token"}
+        _as_the_session(case)
         response = case.call(base_url=base, session=http, headers={"X-CSRF-Token": csrf},
                              timeout=10)
         STATUSES.append(response.status_code)
@@ -83,10 +88,7 @@ def _run_stateful(schema: schemathesis.BaseSchema, base: str, http: requests.Ses
 
     class Scenarios(schema.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
-            case.cookies = {}
-            if case.headers:
-                case.headers = {k: v for k, v in case.headers.items()
-                                if k.lower() != "x-csrf-token"}
+            _as_the_session(case)
             return {"base_url": base, "session": http, "headers": {"X-CSRF-Token": csrf},
                     "timeout": 10}
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from apikeys_shared.amqp import parse_rabbitmq_url
+from apikeys_shared.rabbitmq_url import parse_rabbitmq_url
 from apikeys_shared.redis_url import parse_redis_url
 from auth_gateway.config import load_config as load_gateway_config
 from auth_gateway.routes import load_routes
