@@ -2,7 +2,7 @@
 lifecycle), its request handler, and ``RunningGateway``, which serves it on a socket.
 
 Requests do not go through aiohttp's router: ``GatewayHandler`` is called by the lean server in
-``httpserver`` for every parsed request and answers the operational endpoints, forward-auth, or
+``http_server`` for every parsed request and answers the operational endpoints, forward-auth, or
 routes, authenticates and forwards (DESIGN §4).
 """
 
@@ -23,7 +23,6 @@ from multidict import istr
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from .abuse import FailureCounter, is_trusted
 from .appkeys import (
     AUTHENTICATOR,
     CONFIG,
@@ -39,8 +38,8 @@ from .appkeys import (
 )
 from .auth import Authenticator, Denial, Identity
 from .config import UNIX_PEER, GatewayConfig
-from .httpserver import HttpServer, Request
-from .keyservice import KeyServiceClient
+from .http_server import HttpServer, Request
+from .key_service_client import KeyServiceClient
 from .keystore import KeyStore
 from .logs import AccessLog
 from .metrics import Metrics
@@ -49,6 +48,7 @@ from .proxy import ForwardContext, Forwarder
 from .redisclient import open_redis
 from .routes import Route, is_safe_path, load_routes, normalize_path
 from .sync import FEED_READ, SYNCED, sync_ctx
+from .throttle import FailureCounter, is_trusted
 from .upstream import UpstreamPool
 
 __all__ = ["VERIFY_PATH", "GatewayHandler", "RunningGateway", "create_app"]

@@ -17,14 +17,14 @@ from aiohttp import hdrs
 from apikeys_shared.events import KeyRecord
 from apikeys_shared.hashing import PepperSet
 
-from .abuse import FailureCounter, client_address, failure_group
 from .credentials import ID_HEADER, SECRET_HEADER, CredentialProblem, Credentials, read_credentials
 from .errors import VerificationUnavailable
 from .headers import KEY_ID_OUT, KEY_NAME_OUT, header_safe
-from .httpserver import Request
+from .http_server import Request
 from .keystore import Held, KeyStore
 from .metrics import Metrics
 from .problems import UNAUTHORIZED, Reply, problem
+from .throttle import FailureCounter, client_address, failure_group
 
 __all__ = ["Authenticator", "Denial", "Identity"]
 

@@ -43,7 +43,7 @@ from apikeys_shared.signing import Verifier
 
 from .cache import TTLCache
 from .errors import RecordRejected, StoreUnavailable, VerificationUnavailable
-from .keyservice import KeyServiceClient
+from .key_service_client import KeyServiceClient
 from .metrics import Metrics
 from .redisclient import RedisClient
 

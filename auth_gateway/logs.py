@@ -10,7 +10,7 @@ import time as _time
 from datetime import UTC, datetime
 from typing import TextIO
 
-from .httpserver import Request
+from .http_server import Request
 
 __all__ = ["ACCESS_LINES", "AccessLog", "JsonFormatter", "LineBatcher", "setup_logging"]
 

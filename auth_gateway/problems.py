@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .httpserver import Request, problem_body
+from .http_server import Request, problem_body
 
 __all__ = [
     "PROBLEM_TYPE", "UNAUTHORIZED", "UNAUTHORIZED_BODY", "WWW_AUTHENTICATE", "Reply", "problem",

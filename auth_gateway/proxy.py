@@ -24,7 +24,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from .config import Limits
 from .headers import response_header_block, upstream_header_block
-from .httpserver import Request
+from .http_server import Request
 from .metrics import Metrics
 from .problems import Reply, problem
 from .routes import Route

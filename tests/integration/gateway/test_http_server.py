@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from auth_gateway.httpserver import _FEED_SLICE, _QUEUE_LIMIT, HttpServer, Request
+from auth_gateway.http_server import _FEED_SLICE, _QUEUE_LIMIT, HttpServer, Request
 from auth_gateway.upstream import Origin, PoolExhausted, UpstreamPool
 
 from .conftest import Gateway, GatewayFactory

@@ -18,7 +18,7 @@ from apikeys_shared.errors import SignatureError
 from apikeys_shared.signing import Signer, generate_signing_key
 from auth_gateway import keystore
 from auth_gateway.errors import RecordRejected, StoreUnavailable, VerificationUnavailable
-from auth_gateway.keyservice import KeyServiceClient
+from auth_gateway.key_service_client import KeyServiceClient
 from auth_gateway.keystore import Held, KeyStore
 from auth_gateway.metrics import Metrics
 from tests.support.faultproxy import FaultProxy

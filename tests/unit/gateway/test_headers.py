@@ -5,9 +5,9 @@ from __future__ import annotations
 from multidict import CIMultiDict
 
 from apikeys_shared.addresses import forwarded_address
-from auth_gateway.abuse import client_address, failure_group, is_trusted
 from auth_gateway.auth import Identity
 from auth_gateway.headers import header_safe, response_header_block, upstream_header_block
+from auth_gateway.throttle import client_address, failure_group, is_trusted
 
 
 def _raw(*pairs: tuple[str, str]) -> tuple[tuple[bytes, bytes], ...]:
@@ -152,18 +152,18 @@ def test_peers_on_the_unix_socket_are_trusted_only_when_named() -> None:
 
 
 def test_trust_decisions_are_remembered_per_address_and_list_within_a_bound() -> None:
-    from auth_gateway import abuse
+    from auth_gateway import throttle
 
-    remembered = abuse._is_trusted
+    remembered = throttle._is_trusted
     remembered.cache_clear()
     assert is_trusted("10.0.0.5", ("10.0.0.0/8",))
     assert not is_trusted("10.0.0.5", ("192.168.0.0/16",))  # another list, another answer
     assert not is_trusted("not an address", ("10.0.0.0/8",))
     assert is_trusted("10.0.0.5", ["10.0.0.0/8"])  # remembered, whatever sequence names the list
     assert remembered.cache_info().hits == 1
-    for n in range(abuse._REMEMBERED + 10):
+    for n in range(throttle._REMEMBERED + 10):
         is_trusted(f"10.1.{n // 256}.{n % 256}", ("10.0.0.0/8",))
-    assert remembered.cache_info().currsize <= abuse._REMEMBERED
+    assert remembered.cache_info().currsize <= throttle._REMEMBERED
     assert is_trusted("10.1.0.1", ("10.0.0.0/8",))
 
 

@@ -10,7 +10,7 @@ import re
 from types import SimpleNamespace
 from typing import Any, cast
 
-from auth_gateway.httpserver import Request
+from auth_gateway.http_server import Request
 from auth_gateway.logs import AccessLog, LineBatcher
 
 SECRET = "s3cr3t-value-never-logged"

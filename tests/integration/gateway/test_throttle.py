@@ -11,8 +11,8 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from auth_gateway.abuse import SYNC_SECONDS, FailureCounter
 from auth_gateway.redisclient import open_redis
+from auth_gateway.throttle import SYNC_SECONDS, FailureCounter
 from tests.support.procs import free_port
 
 
