@@ -38,10 +38,15 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http import HttpRequestParser, HttpVersion11, RawRequestMessage
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from .wire import (
+    EMPTY_PAYLOAD,
+    HttpProcessingError,
+    HttpVersion11,
+    LineTooLong,
+    RawRequestMessage,
+    StreamReader,
+    Wire,
+)
 
 __all__ = ["HttpServer", "Request", "date_header", "problem_body", "reason_phrase"]
 
@@ -274,7 +279,7 @@ def problem_body(status: int, detail: str) -> bytes:
     }, separators=(",", ":")).encode()
 
 
-class _Connection(BaseProtocol):
+class _Connection(Wire[RawRequestMessage]):
     """One client connection: parses requests and answers them in order."""
 
     def __init__(self, server: HttpServer, peer: str | None = None) -> None:
@@ -297,12 +302,8 @@ class _Connection(BaseProtocol):
         self._unfed = b""  # received, held back unparsed while enough requests are queued
         self._eof_held = False  # the client's EOF came behind held-back bytes
         self._linger_timer: asyncio.TimerHandle | None = None
-        self._request_parser = HttpRequestParser(
-            self, server.loop, _READ_LIMIT,
-            max_line_size=server.max_line_size, max_field_size=server.max_line_size,
-            max_headers=server.max_headers, auto_decompress=False,
-        )
-        self._parser = self._request_parser  # BaseProtocol's flow control pauses it
+        self.parse_requests(limit=_READ_LIMIT, max_line_size=server.max_line_size,
+                            max_headers=server.max_headers)
 
     # -- asyncio protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -310,7 +311,7 @@ class _Connection(BaseProtocol):
         if self._peer is None:
             peer = transport.get_extra_info("peername")
             self.remote = peer[0] if isinstance(peer, (tuple, list)) and peer else None
-        self.idle_since = self._loop.time()
+        self.idle_since = self.loop.time()
         self._server.connections.add(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -349,7 +350,7 @@ class _Connection(BaseProtocol):
                 return
             if len(self._queue) > _QUEUE_LIMIT:
                 self._unfed = data[start:]
-                self._pause_reading_for_buffer()
+                self.pause()
                 return
             self._feed_slice(data[start:start + _FEED_SLICE])
 
@@ -362,7 +363,7 @@ class _Connection(BaseProtocol):
             self._head_bytes += len(data)
         self._fed += len(data)
         try:
-            messages, upgraded, _tail = self._request_parser.feed_data(data)
+            messages, upgraded, _tail = self.parse(data)
         except HttpProcessingError as exc:
             self._refuse(exc)
             return
@@ -387,9 +388,9 @@ class _Connection(BaseProtocol):
             # last), then the connection closes before anything after it is read.
             self._stop_parsing = True
             self._last_message = messages[-1][0]
-            self._pause_transport_reading()
+            self.stop_reading()
         elif len(self._queue) > _QUEUE_LIMIT:
-            self._pause_reading_for_buffer()
+            self.pause()
 
     def _refuse(self, exc: HttpProcessingError) -> None:
         """The bytes received cannot be (or may not be) a request: answer 4xx after the
@@ -400,7 +401,7 @@ class _Connection(BaseProtocol):
         if payload is not None and not payload.is_eof():
             payload.set_exception(exc)
         self._queue.append(exc)
-        self._pause_transport_reading()
+        self.stop_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -411,7 +412,7 @@ class _Connection(BaseProtocol):
             self._eof_held = True  # taken in once the held-back bytes are parsed
             return True
         try:
-            self._request_parser.feed_eof()
+            self.parse_eof()
         except HttpProcessingError as exc:
             # The client ended mid-body: whoever reads that body learns it now.
             payload = self._payload
@@ -436,17 +437,17 @@ class _Connection(BaseProtocol):
             return
         self.idle_since = None
         handler = self._server.handler
-        loop = self._loop
-        while self._queue or (self._unfed and not self._paused):
+        loop = self.loop
+        while self._queue or (self._unfed and not self.writing_blocked):
             if not self._queue:
                 # Every queued request is answered: parse what was held back.
                 data, self._unfed = self._unfed, b""
                 self._feed(data)
                 continue
-            if self._paused:
+            if self.writing_blocked:
                 # The client does not read its answers: stop answering (and reading) until it
                 # does, so that its pipelined requests cannot pile up responses in memory.
-                self._pause_reading_for_buffer()
+                self.pause()
                 self.idle_since = loop.time()  # no progress for the keep-alive timeout: closed
                 return
             item = self._queue.popleft()
@@ -472,8 +473,8 @@ class _Connection(BaseProtocol):
             self.eof_received()
             return
         self.idle_since = loop.time()
-        if self._buffer_paused and not self._stop_parsing and not self._unfed:
-            self._resume_reading_for_buffer()
+        if self.held and not self._stop_parsing and not self._unfed:
+            self.resume()
 
     async def _later(self, request: Request, started: float) -> None:
         try:
@@ -482,7 +483,7 @@ class _Connection(BaseProtocol):
             except (asyncio.CancelledError, ConnectionError):
                 if not request.started:
                     request.status = 499  # the client left before an answer
-                self._server.handler.finished(request, self._loop.time() - started)
+                self._server.handler.finished(request, self.loop.time() - started)
                 self._abort()
                 return
             except Exception:
@@ -505,7 +506,7 @@ class _Connection(BaseProtocol):
 
     def _done(self, request: Request, started: float) -> bool:
         """Account for an answered request; False when the connection ends with it."""
-        self._server.handler.finished(request, self._loop.time() - started)
+        self._server.handler.finished(request, self.loop.time() - started)
         if not request.finished:
             self._abort()
             return False
@@ -544,12 +545,6 @@ class _Connection(BaseProtocol):
         if transport is not None:
             transport.writelines(parts)
 
-    async def drain(self) -> None:
-        if self._paused:
-            await self._drain_helper()
-        elif self.transport is None:
-            raise ConnectionResetError("client closed the connection")
-
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -577,8 +572,8 @@ class _Connection(BaseProtocol):
             transport.close()
             return
         transport.write_eof()
-        self._linger_timer = self._loop.call_later(_LINGER_SECONDS, self._close)
-        self._resume_transport_reading()
+        self._linger_timer = self.loop.call_later(_LINGER_SECONDS, self._close)
+        self.restart_reading()
 
     def begin_drain(self) -> None:
         """Server shutdown: close now when idle, else after the response in flight."""

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs
-from aiohttp.http import RawResponseMessage
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from .config import Limits
 from .headers import response_header_block, upstream_header_block
@@ -37,6 +35,7 @@ from .upstream import (
     UpstreamConnection,
     UpstreamPool,
 )
+from .wire import EMPTY_PAYLOAD, RawResponseMessage, StreamReader
 
 __all__ = ["BUFFERED_BODY_LIMIT", "READ_AHEAD", "ForwardContext", "Forwarder"]
 
