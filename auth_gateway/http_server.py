@@ -30,13 +30,12 @@ import asyncio
 import collections
 import contextlib
 import json
-import logging
 import socket
 import sys
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from .wire import (
     EMPTY_PAYLOAD,
@@ -50,20 +49,30 @@ from .wire import (
 
 __all__ = ["HttpServer", "Request", "date_header", "problem_body", "reason_phrase"]
 
-log = logging.getLogger("auth_gateway")
+
+E = TypeVar("E")  # the handler's record of one request
+S = TypeVar("S")  # what the handler's now() leaves for later()
 
 
-class Handler(Protocol):
-    """What the server calls for each request, in order."""
+class Handler(Protocol[E, S]):
+    """What the server calls for each request, in order: ``begin``, ``now``, ``later`` when
+    ``now`` left something, ``finished``."""
 
-    def now(self, request: Request) -> bool:
-        """Answer ``request`` without waiting if possible; False hands it to ``later``."""
+    def begin(self, request: Request) -> E:
+        """The handler's record of ``request``, handed back to every call after this one."""
 
-    async def later(self, request: Request) -> None:
-        """Answer ``request``, waiting for whatever it needs (run in a task of its own)."""
+    def now(self, exchange: E) -> S | None:
+        """Answer without waiting if possible (None); else what ``later`` is to do."""
 
-    def finished(self, request: Request, duration: float) -> None:
-        """``request`` was answered, or abandoned (``request.started`` is False)."""
+    async def later(self, exchange: E, step: S) -> None:
+        """Answer, waiting for whatever it needs (run in a task of its own)."""
+
+    def failed(self, exchange: E) -> None:
+        """An exception escaped ``now`` or ``later`` (called while it is being handled); the
+        server answers 500 when nothing was sent yet."""
+
+    def finished(self, exchange: E, duration: float) -> None:
+        """The request was answered, or abandoned (its ``started`` is False)."""
 
     def refused(self, status: int) -> None:
         """The parser refused a request; it was answered with ``status``."""
@@ -117,35 +126,30 @@ class Request:
 
     ``target`` is the raw request-target (still percent-encoded, query included). The handler
     answers with ``respond`` (one write) or ``start`` / ``write`` / ``finish`` (streaming); the
-    server adds the framing headers (Content-Length or chunked, Connection) itself. The
-    remaining attributes are notes for the access log and metrics.
+    server adds the framing headers (Content-Length or chunked, Connection) itself.
+    ``status``, ``body_bytes``, ``started`` and ``finished`` say what was sent.
     """
 
     __slots__ = (
         "_chunked_out",
         "_conn",
-        "auth",
         "body_bytes",
         "chunked",
         "finished",
         "head_bound",
         "headers",
         "keep_alive",
-        "key_id",
         "method",
         "payload",
         "raw_headers",
         "remote",
-        "request_id",
-        "route",
         "started",
-        "state",
         "status",
         "target",
         "version",
     )
 
-    def __init__(self, conn: _Connection, message: RawRequestMessage,
+    def __init__(self, conn: _Connection[Any, Any], message: RawRequestMessage,
                  payload: StreamReader, head_bound: int) -> None:
         self._conn = conn
         # The head (request line and header lines) is at most this many bytes long: all that
@@ -166,11 +170,6 @@ class Request:
         self.started = False
         self.finished = False
         self._chunked_out = False
-        self.request_id = ""
-        self.route = "_none"
-        self.key_id: str | None = None
-        self.auth: str | None = None
-        self.state: Any = None  # the handler's own, from now() to later()
 
     @property
     def connection_lost(self) -> bool:
@@ -279,10 +278,10 @@ def problem_body(status: int, detail: str) -> bytes:
     }, separators=(",", ":")).encode()
 
 
-class _Connection(Wire[RawRequestMessage]):
+class _Connection(Wire[RawRequestMessage], Generic[E, S]):
     """One client connection: parses requests and answers them in order."""
 
-    def __init__(self, server: HttpServer, peer: str | None = None) -> None:
+    def __init__(self, server: HttpServer[E, S], peer: str | None = None) -> None:
         super().__init__(server.loop)
         self._server = server
         self._peer = peer  # the name of every peer of a Unix socket (they have no address)
@@ -459,14 +458,16 @@ class _Connection(Wire[RawRequestMessage]):
             if message is self._last_message:
                 request.keep_alive = False
             started = loop.time()
+            exchange = handler.begin(request)
             try:
-                answered = handler.now(request)
+                step = handler.now(exchange)
             except Exception:
-                answered = self._failed(request)
-            if not answered:
-                self._task = loop.create_task(self._later(request, started))
+                step = None
+                self._failed(request, exchange)
+            if step is not None:
+                self._task = loop.create_task(self._later(request, exchange, step, started))
                 return
-            if not self._done(request, started):
+            if not self._done(request, exchange, started):
                 return
         if self._eof_held and not self._unfed:
             self._eof_held = False
@@ -476,37 +477,36 @@ class _Connection(Wire[RawRequestMessage]):
         if self.held and not self._stop_parsing and not self._unfed:
             self.resume()
 
-    async def _later(self, request: Request, started: float) -> None:
+    async def _later(self, request: Request, exchange: E, step: S, started: float) -> None:
         try:
             try:
-                await self._server.handler.later(request)
+                await self._server.handler.later(exchange, step)
             except (asyncio.CancelledError, ConnectionError):
                 if not request.started:
                     request.status = 499  # the client left before an answer
-                self._server.handler.finished(request, self.loop.time() - started)
+                self._server.handler.finished(exchange, self.loop.time() - started)
                 self._abort()
                 return
             except Exception:
-                self._failed(request)
-            if not self._done(request, started):
+                self._failed(request, exchange)
+            if not self._done(request, exchange, started):
                 return
         finally:
             self._task = None
         if self.transport is not None:
             self._wake()
 
-    def _failed(self, request: Request) -> bool:
+    def _failed(self, request: Request, exchange: E) -> None:
         """An unexpected error in the handler: a 500 if nothing was sent yet."""
-        log.exception("unhandled error", extra={"fields": {"request_id": request.request_id}})
+        self._server.handler.failed(exchange)
         if not request.started:
             request.close_after()
             request.respond(500, _PROBLEM, problem_body(
                 500, "The gateway failed to handle this request."))
-        return True
 
-    def _done(self, request: Request, started: float) -> bool:
+    def _done(self, request: Request, exchange: E, started: float) -> bool:
         """Account for an answered request; False when the connection ends with it."""
-        self._server.handler.finished(request, self.loop.time() - started)
+        self._server.handler.finished(exchange, self.loop.time() - started)
         if not request.finished:
             self._abort()
             return False
@@ -582,10 +582,10 @@ class _Connection(Wire[RawRequestMessage]):
             self._close()
 
 
-class HttpServer:
+class HttpServer(Generic[E, S]):
     """Serves ``handler`` on a listening socket; see the module docstring."""
 
-    def __init__(self, handler: Handler, *, max_line_size: int, max_headers: int,
+    def __init__(self, handler: Handler[E, S], *, max_line_size: int, max_headers: int,
                  max_head_bytes: int | None = None, keepalive_timeout: float = 75.0) -> None:
         self.handler = handler
         self.max_line_size = max_line_size
@@ -595,7 +595,7 @@ class HttpServer:
         self.max_head_bytes = max_line_size * 2 if max_head_bytes is None else max_head_bytes
         self.keepalive_timeout = keepalive_timeout
         self.loop = asyncio.get_running_loop()
-        self.connections: set[_Connection] = set()
+        self.connections: set[_Connection[E, S]] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -130,6 +130,9 @@ class KeyStore:
         self._clock = clock
         self._l1: TTLCache[Held] = TTLCache(l1_size, l1_ttl, clock)
         self._negative: TTLCache[bool] = TTLCache(negative_size, negative_ttl, clock)
+        # What L1 holds for a key (not counted as a lookup), or None: TTLCache.get itself, so
+        # that the authenticator's fast path pays one call for it.
+        self.cached: Callable[[str], Held | None] = self._l1.get
         self._inflight: dict[str, asyncio.Task[Held | None]] = {}
         # Bumped by every apply/evict: a lookup that started before may not fill the caches,
         # so that a slow read of an old record cannot undo a revocation that landed meanwhile.
@@ -159,20 +162,6 @@ class KeyStore:
     def redis_key(self, key_id: str) -> str:
         """Where Redis holds the signed record of ``key_id``."""
         return f"{self._prefix}key:{key_id}"
-
-    def cached(self, key_id: str) -> Held | None:
-        """What L1 holds for ``key_id`` (not counted as a lookup), or None."""
-        return self._l1.get(key_id)
-
-    @property
-    def l1_entries(self) -> OrderedDict[str, tuple[float, Held]]:
-        """L1's own map (``TTLCache.entries``): read-only, for the authenticator's fast path."""
-        return self._l1.entries
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        """The clock L1's expiry times are on."""
-        return self._clock
 
     async def lookup(self, key_id: str) -> KeyRecord | None:
         """The verified record of ``key_id``; None when it does not exist.

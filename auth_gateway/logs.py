@@ -10,7 +10,7 @@ import time as _time
 from datetime import UTC, datetime
 from typing import TextIO
 
-from .http_server import Request
+from .exchange import Exchange
 
 __all__ = ["ACCESS_LINES", "AccessLog", "JsonFormatter", "LineBatcher", "setup_logging"]
 
@@ -123,18 +123,19 @@ class AccessLog:
         self._stamp_ms = f"{self._stamp}.{ms % 1000:03d}+00:00"
         return self._stamp_ms
 
-    def log(self, request: Request, duration: float) -> None:
-        """Log one finished request."""
+    def log(self, exchange: Exchange, duration: float) -> None:
+        """Log one finished request: what the handler's record and the server's request say."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
         esc = _escape
-        rid = request.request_id
+        request = exchange.request
+        rid = exchange.request_id
         status = request.status if request.started else 499
         # What recurs from request to request (the client, the verdict, the route) is rendered
         # once per distinct combination and remembered; only the time, the request ID, the
         # path and the duration are written for every line.
-        key = (request.remote, request.method, status, request.body_bytes, request.route,
-               request.key_id, request.auth)
+        key = (request.remote, request.method, status, request.body_bytes, exchange.label,
+               exchange.key_id, exchange.auth)
         tail = self._tails.get(key)
         if tail is None:
             tail = self._tail(key)

@@ -180,18 +180,17 @@ class UpstreamConnection(Wire[RawResponseMessage]):
         return self.payload is None or self.payload.is_eof()
 
     def idle(self) -> None:
-        self.stop_parsing()
+        # Flow control may have held the connection while a slow client took the body; idle,
+        # it must read again, or the upstream closing it would go unseen until the next
+        # request is written into it. (aiohttp's reader resumes at the body's end; this does
+        # not rely on it.)
+        self.end_response()
         self._head = None
         self.payload = None
         # Idle since the response's head came, not since its end was relayed: the upstream's
         # keep-alive clock starts once it has written the response, which (with a slow client
         # holding the tail back in the buffers) may be long before the gateway reads it all.
         self.idle_since = self.head_at
-        # Flow control may have held the connection while a slow client took the body; idle,
-        # it must read again, or the upstream closing it would go unseen until the next
-        # request is written into it. (aiohttp's reader resumes at the body's end; this does
-        # not rely on it.)
-        self.release_body_hold()
 
     def close(self) -> None:
         self.reusable = False

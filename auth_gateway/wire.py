@@ -8,9 +8,10 @@ and using its underscored members: aiohttp changes them between releases, and it
 already removed some. So they are used here and nowhere else, behind plain names:
 
 - ``Wire``: the asyncio protocol both kinds of connection are. ``parse`` / ``parse_eof`` feed
-  the installed parser; ``pause`` / ``resume`` hold reading for a buffer of the caller's (and
-  cooperate with the readers' own flow control); ``stop_reading`` / ``restart_reading`` switch
-  the socket's reading regardless; ``drain`` waits while the peer reads slower than we write.
+  the installed parser (``end_response`` drops it); ``pause`` / ``resume`` hold reading for a
+  buffer of the caller's (in step with the body readers' own flow control); ``stop_reading`` /
+  ``restart_reading`` switch the socket's reading regardless; ``drain`` waits while the peer
+  reads slower than we write.
 - The parser's message types, body reader and errors, re-exported.
 
 ``tests/unit/gateway/test_wire.py`` checks every member relied on below, so that an aiohttp
@@ -80,37 +81,40 @@ class Wire(BaseProtocol, Generic[M]):
         self.parse_eof: Callable[[], object] = _no_eof
 
     # -- parsing ---------------------------------------------------------------------------
-    def _install(self, parser: HttpRequestParser | HttpResponseParser) -> None:
-        # The body readers' flow control pauses the parser installed here (BaseProtocol's
-        # pause_reading), and resume_reading() feeds it what was held back.
-        self._parser = parser
-        self.parse = parser.feed_data  # type: ignore[assignment]
-        self.parse_eof = parser.feed_eof
-
+    # The body readers' flow control pauses the parser installed as ``_parser``
+    # (BaseProtocol.pause_reading), and resume_reading() feeds it what was held back.
     def parse_requests(self, *, limit: int, max_line_size: int, max_headers: int) -> None:
         """Parse what arrives as requests, strictly (llhttp's strict mode and aiohttp's checks).
 
         ``limit``: body bytes buffered in a reader before reading pauses; ``max_line_size``
         bounds the request line and each header line.
         """
-        self._install(HttpRequestParser(
+        parser = self._parser = HttpRequestParser(
             self, self.loop, limit, max_line_size=max_line_size, max_field_size=max_line_size,
             max_headers=max_headers, auto_decompress=False,
-        ))
+        )
+        self.parse = parser.feed_data  # type: ignore[assignment]
+        self.parse_eof = parser.feed_eof
 
     def parse_response(self, *, limit: int, max_line_size: int, with_body: bool) -> None:
         """Parse what arrives as one response (``with_body`` False: to a HEAD request), as
         aiohttp's client does; a body without a length ends with the connection."""
-        self._install(HttpResponseParser(
+        parser = self._parser = HttpResponseParser(
             self, self.loop, limit, max_line_size=max_line_size, max_field_size=max_line_size,
             response_with_body=with_body, read_until_eof=True, auto_decompress=False,
-        ))
+        )
+        self.parse = parser.feed_data  # type: ignore[assignment]
+        self.parse_eof = parser.feed_eof
 
-    def stop_parsing(self) -> None:
-        """Drop the parser (until the next ``parse_response``)."""
+    def end_response(self) -> None:
+        """The response is done with: drop its parser (until the next ``parse_response``),
+        and read again if its body reader's flow control still holds the socket (without
+        feeding the parser)."""
         self._parser = None
         self.parse = _no_parser
         self.parse_eof = _no_eof
+        if self._reading_paused:
+            self.resume_reading(resume_parser=False)
 
     # -- reading ---------------------------------------------------------------------------
     def pause(self) -> None:
@@ -130,12 +134,6 @@ class Wire(BaseProtocol, Generic[M]):
     def restart_reading(self) -> None:
         """Read from the socket again, whatever held it."""
         self._resume_transport_reading()
-
-    def release_body_hold(self) -> None:
-        """Read again if a body reader's flow control still holds the socket (its body is
-        done with), without feeding the parser."""
-        if self._reading_paused:
-            self.resume_reading(resume_parser=False)
 
     # -- writing ---------------------------------------------------------------------------
     def pause_writing(self) -> None:

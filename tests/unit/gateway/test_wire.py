@@ -127,7 +127,7 @@ def test_the_signatures_the_fence_calls_with() -> None:
         "BaseProtocol._drain_helper is no longer a coroutine function", "await it in drain()")
     assert "resume_parser" in inspect.signature(BaseProtocol.resume_reading).parameters, _changed(
         "BaseProtocol.resume_reading() takes no resume_parser any more",
-        "restart reading without feeding the parser (release_body_hold)")
+        "restart reading without feeding the parser (end_response)")
     for parser in (wire.HttpRequestParser, wire.HttpResponseParser):
         # The C parser's __init__ cannot be inspected; constructing one is the check.
         try:
@@ -176,7 +176,7 @@ async def test_resume_leaves_reading_held_while_a_body_reader_holds_it() -> None
     assert transport.reading
 
 
-async def test_release_body_hold_reads_again_without_parsing() -> None:
+async def test_end_response_reads_again_without_parsing() -> None:
     protocol, transport = await _connected()
     protocol.parse_response(limit=16, max_line_size=1000, with_body=True)
     protocol.parse(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"a" * 60)
@@ -184,7 +184,7 @@ async def test_release_body_hold_reads_again_without_parsing() -> None:
     assert not transport.reading
     fed: list[bytes] = []
     protocol.data_received = fed.append  # type: ignore[method-assign]
-    protocol.release_body_hold()
+    protocol.end_response()
     assert transport.reading
     assert not protocol._reading_paused
     assert fed == [], _changed("resume_reading(resume_parser=False) feeds the parser",
