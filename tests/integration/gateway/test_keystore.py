@@ -16,7 +16,7 @@ from redis.backoff import NoBackoff
 from apikeys_shared.config import Env, load_secrets
 from apikeys_shared.errors import SignatureError
 from apikeys_shared.signing import Signer, generate_signing_key
-from auth_gateway import keystore
+from auth_gateway import ledger
 from auth_gateway.errors import RecordRejected, StoreUnavailable, VerificationUnavailable
 from auth_gateway.key_service_client import KeyServiceClient
 from auth_gateway.keystore import Held, KeyStore
@@ -299,7 +299,7 @@ async def test_past_the_bound_on_suspect_keys_every_key_is_doubted(
 ) -> None:
     # A flood of forged events must not push out the mark of a key whose revocation this
     # gateway could not verify: past the bound, no Redis copy of any key is trusted.
-    monkeypatch.setattr(keystore, "SUSPECT_LIMIT", 3)
+    monkeypatch.setattr(ledger, "SUSPECT_LIMIT", 3)
     key, bystander = rig.keyring.issue(), rig.keyring.issue()
     for k in (key, bystander):
         rig.fake.put(rig.keyring.signed(k), k.key_id)
@@ -385,7 +385,7 @@ async def test_an_unsigned_404_does_not_settle_a_doubt(rig: Rig) -> None:
 async def test_a_key_known_revoked_is_not_doubted(
     rig: Rig, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(keystore, "KNOWN_LIMIT", 0)  # the revocation's record is forgotten
+    monkeypatch.setattr(ledger, "KNOWN_LIMIT", 0)  # the revocation's record is forgotten
     key = rig.keyring.issue()
     await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key)))
     forger = Signer.from_base64(generate_signing_key()[0])
@@ -395,7 +395,7 @@ async def test_a_key_known_revoked_is_not_doubted(
         found = await rig.store.lookup(key.key_id)
         assert found is not None
         assert found.status == "revoked"
-    assert key.key_id not in rig.store._suspect
+    assert not rig.store.ledger.in_doubt(key.key_id)
     assert rig.fake.calls == 0
 
 
@@ -595,7 +595,7 @@ async def test_a_revocation_outlives_the_bound_on_remembered_records(
     # Past KNOWN_LIMIT the oldest revocations' records are forgotten, but never the fact:
     # the key's original, genuinely signed "issued" record put back into Redis (or replayed)
     # still does not revive it, and nobody needs asking.
-    monkeypatch.setattr(keystore, "KNOWN_LIMIT", 2)
+    monkeypatch.setattr(ledger, "KNOWN_LIMIT", 2)
     victim = rig.keyring.issue()
     issued = rig.keyring.signed(victim)
     await rig.store.apply(issued)
