@@ -1,12 +1,14 @@
-"""The gateway's HTTP/1.1 server: aiohttp's strict request parser under a lean protocol.
+"""The gateway's connection layer: HTTP/1.1 connections on aiohttp's strict request parser.
 
 aiohttp's web stack (router, middlewares, ``web.Response``, its writer) cost more per request
-than everything the gateway itself does, so requests are served by this protocol instead. It
-keeps what matters from aiohttp: every byte a client sends goes through aiohttp's own C parser
+than everything the gateway itself does, so requests are served by this protocol instead
+(docs/architecture.md, "The HTTP layer", has the measurement). It keeps what matters from
+aiohttp, reached through ``wire``: every byte a client sends goes through aiohttp's own C parser
 (llhttp in strict mode, plus aiohttp's checks: duplicate singleton headers, missing Host, NUL in
 values, obsolete WebSocket headers), and request bodies arrive in aiohttp ``StreamReader``s with
 its flow control. What it leaves out is everything the gateway does not need: a response is a
-status, a pre-encoded header block and a body, written with one ``transport.write``.
+status, a pre-encoded header block and a body, written with one ``transport.write``. Each
+parsed request goes to a ``Handler`` (``handler.GatewayHandler``).
 
 Per connection, requests are answered strictly in order (pipelining included); a request that
 the parser refuses gets a problem+json 400 (431 for an over-long line, or a head longer than
