@@ -172,7 +172,7 @@ def redis_from_url(url: str, what: str = "REDIS_URL",
     sentinel_kwargs.update(
         username=target.sentinel_username, password=target.sentinel_password,
     )
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         list(target.nodes), sentinel_kwargs=sentinel_kwargs,
     )
     master_kwargs: dict[str, Any] = {**auth, "db": target.db, **kwargs}
