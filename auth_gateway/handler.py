@@ -124,18 +124,17 @@ class GatewayHandler:
         # 2. Where it goes.
         step = self._route(exchange)
         # 3. Credentials and verdict, when a pair verified before settles them at once.
-        if isinstance(step, Forward):
-            if step.route.requires_auth:
-                step.identity = self._authenticator.verified_now(exchange)
-            return step
-        if isinstance(step, Reply):
-            self._answer(exchange, step)
-            return None
-        if isinstance(step, Verify):
+        if step is VERIFY:
             identity = self._authenticator.verified_now(exchange)
             if identity is not None:
                 self._verified(exchange, identity)
                 return None
+        elif isinstance(step, Forward):
+            if step.route.requires_auth:
+                step.identity = self._authenticator.verified_now(exchange)
+        elif isinstance(step, Reply):
+            self._answer(exchange, step)
+            return None
         return step
 
     async def later(self, exchange: Exchange, step: Step) -> None:

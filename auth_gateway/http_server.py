@@ -212,9 +212,15 @@ class Request:
         self.started = self.finished = True
         self.status = status
         send_body = self.method != "HEAD" and status not in _NO_BODY
-        head = [self._status_line(status, reason), block]
+        # Every response goes through here: the common status line, this second's Date line
+        # (date_header's own test) and the write are taken without a call each.
+        line = _STATUS_LINES.get(status)
+        if line is None or (reason is not None and reason != _reasons.get(status)):
+            line = self._status_line(status, reason)
+        head = [line, block]
         if date:
-            head.append(date_header())
+            now = time.time()
+            head.append(_date_line if _date_until - 1.0 <= now < _date_until else date_header())
         if length and status not in _NO_BODY:
             head.append(b"Content-Length: %d\r\n" % len(body))
         head.append(self._framing())
@@ -222,7 +228,9 @@ class Request:
         if send_body and body:
             head.append(body)
             self.body_bytes = len(body)
-        self._conn.send(b"".join(head))
+        transport = self._conn.transport
+        if transport is not None:
+            transport.write(b"".join(head))
 
     def start(self, status: int, block: bytes, *, length: int | None,
               reason: bytes | None = None, date: bool = True) -> None:
