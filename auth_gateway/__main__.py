@@ -1,4 +1,4 @@
-"""``python -m auth_gateway serve [--host H] [--port P] [--workers N]``."""
+"""The command line: ``python -m auth_gateway serve [--host H] [--port P] [--workers N]``."""
 
 from __future__ import annotations
 

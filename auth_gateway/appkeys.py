@@ -5,15 +5,15 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from .abuse import FailureCounter
 from .auth import Authenticator
 from .config import GatewayConfig
-from .keyservice import KeyServiceClient
+from .key_service_client import KeyServiceClient
 from .keystore import KeyStore
 from .metrics import Metrics
 from .proxy import Forwarder
 from .redisclient import RedisClient
 from .routes import RouteTable
+from .throttle import FailureCounter
 from .upstream import UpstreamPool
 
 __all__ = [

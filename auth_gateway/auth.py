@@ -1,8 +1,9 @@
-"""The authentication pipeline of DESIGN §4 steps 2-5 and 7, shared by proxying and forward-auth.
+"""Credentials to verdict: a request's key headers become an ``Identity`` or a ``Denial``.
 
-Verdicts are kept apart internally (for metrics and logs) but the client sees only three
-outcomes: the one identical 401, a 429 for a throttled address, and a 503 when nothing could
-verify the key. A request is let through only on a positive match against an active record.
+Shared by proxying and forward-auth (docs/architecture.md, "The request path"). Verdicts are
+kept apart internally (for metrics and logs) but the client sees only three outcomes: the one
+identical 401, a 429 for a throttled address, and a 503 when nothing could verify the key. A
+request is let through only on a positive match against an active record.
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ import hmac
 import os
 from dataclasses import dataclass
 
-from aiohttp import hdrs
-
 from apikeys_shared.events import KeyRecord
 from apikeys_shared.hashing import PepperSet
 
-from .abuse import FailureCounter, client_address, failure_group
 from .credentials import ID_HEADER, SECRET_HEADER, CredentialProblem, Credentials, read_credentials
 from .errors import VerificationUnavailable
+from .exchange import Exchange
 from .headers import KEY_ID_OUT, KEY_NAME_OUT, header_safe
-from .httpserver import Request
+from .http_server import Request
 from .keystore import Held, KeyStore
 from .metrics import Metrics
 from .problems import UNAUTHORIZED, Reply, problem
+from .throttle import FailureCounter
 
 __all__ = ["Authenticator", "Denial", "Identity"]
 
@@ -70,7 +70,7 @@ class Denial:
 
 
 class Authenticator:
-    """Turns a request's credential headers into an Identity or a Denial.
+    """Gives the verdict on a request's credential headers: an Identity or a Denial.
 
     The peppered hash (and the secret's checksum) cost more than anything else in
     authentication, so a pair that verified once is remembered on the key's L1 entry
@@ -82,19 +82,15 @@ class Authenticator:
     never matches and takes the full path.
 
     ``verified_now`` is that same remembered path without a single await, for the common case
-    (the key's entry in L1, the address not blocked, no throttle sync due): a request it
-    answers needs no task of its own. Whatever it cannot settle, ``authenticate`` does.
+    (the key's entry in L1, no address blocked, no throttle sync due): a request it answers
+    needs no task of its own. Whatever it cannot settle, ``verdict`` does.
     """
 
     def __init__(
         self, *, store: KeyStore, peppers: PepperSet, failures: FailureCounter, metrics: Metrics,
-        trusted_proxies: tuple[str, ...] = (), unavailable_retry_after: int = 2,
+        unavailable_retry_after: int = 2,
     ) -> None:
         self._store = store
-        if failures.clock is not store.clock:
-            raise ValueError("the key store and the failure counter must share one clock")
-        self._clock = store.clock
-        self._l1 = store.l1_entries
         # The note's MAC: BLAKE2b-256 of a random prefix of this process, then the secret.
         # BLAKE2 has no length extension, so a secret prefix makes it a MAC; its keyed mode
         # would pad the key to a whole 128-byte block and cost a second compression, while
@@ -103,29 +99,18 @@ class Authenticator:
         self._peppers = peppers
         self._failures = failures
         self._metrics = metrics
-        self._trusted = trusted_proxies
         self._retry_after = unavailable_retry_after
 
-    def client_address(self, request: Request) -> str:
-        """The client's address (the peer, or behind trusted proxies the nearest other hop)."""
-        return client_address(
-            request.remote, request.headers.getall(hdrs.X_FORWARDED_FOR, []), self._trusted
-        )
-
-    def failure_address(self, request: Request) -> str:
-        """What the request's failed attempts are counted against (``failure_group``)."""
-        return failure_group(self.client_address(request))
-
-    def verified_now(self, request: Request) -> Identity | None:
+    def verified_now(self, exchange: Exchange) -> Identity | None:
         """The identity of a pair verified before, when that can be settled without waiting.
 
-        None means only "not settled here": the caller must then call ``authenticate``. This
-        runs on nearly every authenticated request, so it reads L1's map and the failure
-        counter's clear window directly (what ``_remembered`` and ``TTLCache.get`` would do,
-        without their calls: on a slow machine each Python call is a measurable share of a
-        request).
+        None means only "not settled here": the caller must then ask ``verdict``. This runs on
+        nearly every authenticated request, so it is ``_remembered``'s check written out (on a
+        slow machine each Python call is a measurable share of a request); the client's
+        address is looked at only when some address is blocked or a read of the blocks other
+        processes made is due.
         """
-        headers = request.headers
+        headers = exchange.request.headers
         try:
             # Exactly one of each, or not settled here (duplicates are refused on the full path).
             (key_id,) = headers.getall(ID_HEADER, _NO_VALUES)
@@ -135,42 +120,38 @@ class Authenticator:
             secret_bytes = secret.encode()
         except (ValueError, UnicodeEncodeError):
             return None
-        l1 = self._l1
-        entry = l1.get(key_id)
-        if entry is None:
+        held = self._store.cached(key_id)
+        if held is None:
             return None
-        expires, held = entry
-        verified = held.verified
-        now = self._clock()
+        note = held.verified
         # (A note is only ever made on an active record, and a Held's record never changes:
         # the status test is a second line of defence, written out rather than the property.)
-        if verified is None or now >= expires or held.record.status != "active":
+        if note is None or held.record.status != "active":
             return None
         mac = self._mac_base.copy()
         mac.update(secret_bytes)
-        if not _compare_digest(verified[0], mac.digest()):
+        if not _compare_digest(note[0], mac.digest()):
             return None
         failures = self._failures
-        if not (failures.clear_from <= now < failures.clear_until) and not failures.clear_now(
-            self.failure_address(request)
-        ):
+        if not failures.quiet() and not failures.clear_now(exchange.group()):
             return None
-        l1.move_to_end(key_id)  # a hit, as TTLCache.get counts one
         self._metrics.fast_ok += 1  # an L1 hit and an "ok" verdict, counted when collected
-        return verified[1]  # type: ignore[no-any-return]
+        identity: Identity = note[1]
+        return identity
 
-    async def authenticate(self, request: Request) -> Identity | Denial:
-        """Verify the request's credentials; see the module docstring."""
-        verdict = await self._verdict(request)
+    async def verdict(self, exchange: Exchange) -> Identity | Denial:
+        """The verdict on the request's credentials; see the class docstring."""
+        verdict = await self._verdict(exchange)
         reason = "ok" if isinstance(verdict, Identity) else verdict.reason
         self._metrics.count(self._metrics.auth_results, reason)
         return verdict
 
-    async def _verdict(self, request: Request) -> Identity | Denial:
-        address = self.failure_address(request)
+    async def _verdict(self, exchange: Exchange) -> Identity | Denial:
+        address = exchange.group()
         wait = await self._failures.retry_after(address)
         if wait is not None:
             return Denial("throttled", status=429, retry_after=wait)
+        request = exchange.request
         remembered = self._remembered(request)
         known: tuple[KeyRecord, bytes] | None = None
         if remembered is not None:
@@ -226,10 +207,12 @@ class Authenticator:
     def _remembered(self, request: Request) -> tuple[str, str, Held, bytes] | None:
         """Key ID and secret when they are exactly a pair verified before, else None.
 
-        With them, the key's L1 entry that carries the note, and the secret's MAC.
+        With them, the key's L1 entry that carries the note, and the secret's MAC. Exactly one
+        of each header, or None (duplicates are refused on the full path).
         """
-        ids = request.headers.getall(ID_HEADER, ())
-        secrets = request.headers.getall(SECRET_HEADER, ())
+        headers = request.headers
+        ids = headers.getall(ID_HEADER, _NO_VALUES)
+        secrets = headers.getall(SECRET_HEADER, _NO_VALUES)
         if len(ids) != 1 or len(secrets) != 1:
             return None
         held = self._store.cached(ids[0])

@@ -27,13 +27,6 @@ class TTLCache(Generic[V]):
         self._clock = clock
         self._data: OrderedDict[str, tuple[float, V]] = OrderedDict()
 
-    @property
-    def entries(self) -> OrderedDict[str, tuple[float, V]]:
-        """The map itself, ``key -> (expires, value)``, oldest use first: read-only, for a hot
-        path that does ``get``'s work without a Python call (an expired entry is a miss, and a
-        hit should ``move_to_end``)."""
-        return self._data
-
     def get(self, key: str) -> V | None:
         """The live value for ``key`` (refreshing its recency), or None."""
         item = self._data.get(key)

@@ -1,7 +1,8 @@
-"""Reading the two credential headers strictly, before any lookup (DESIGN §4 step 2).
+"""Reading the two credential headers strictly, before any lookup.
 
-Missing, duplicated and malformed credentials (including a secret whose checksum is wrong) are
-refused here, so that no cache, Redis or key_service work is spent on them.
+The request path's "credentials" step (docs/architecture.md). Missing, duplicated and malformed
+credentials (including a secret whose checksum is wrong) are refused here, so that no cache,
+Redis or key_service work is spent on them.
 """
 
 from __future__ import annotations

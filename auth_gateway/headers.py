@@ -1,8 +1,9 @@
-"""Header rewriting for forwarding (DESIGN §4 step 6): what the upstream and the client see.
+"""Header rewriting for forwarding: what the upstream and the client see of the headers.
 
-Both directions work on the parser's raw header pairs (bytes, as received) and produce a
-ready-to-send header block (``Name: value\\r\\n`` lines), so that forwarding never decodes and
-re-encodes a header it passes through unchanged.
+Part of the request path's "forward" step (docs/architecture.md). Both directions work on the
+parser's raw header pairs (bytes, as received) and produce a ready-to-send header block
+(``Name: value\\r\\n`` lines), so that forwarding never decodes and re-encodes a header it
+passes through unchanged.
 """
 
 from __future__ import annotations

@@ -1,20 +1,19 @@
 """The gateway's key store: verified key records in L1, then Redis, then key_service.
 
-Lookup order (DESIGN §4 steps 3-4): the in-process LRU (L1); a short negative cache of unknown
-IDs; Redis, which holds each key's latest *signed* record at ``{prefix}key:{key_id}`` and is
-verified on every read; key_service's internal lookup, with concurrent misses for one ID
-coalesced into one call. Nothing is trusted without a signature from a configured verify key:
-write access to Redis must not be enough to mint or revive a key.
+Lookup order (docs/architecture.md, "The key store"): the in-process LRU (L1); a short negative
+cache of unknown IDs; Redis, which holds each key's latest *signed* record at
+``{prefix}key:{key_id}`` and is verified on every read; key_service's internal lookup, with
+concurrent misses for one ID coalesced into one call. Nothing is trusted without a signature
+from a configured verify key: write access to Redis must not be enough to mint or revive a key.
 
-``apply()`` is how events (from RabbitMQ or the feed) reach the store: a record replaces the one
-held only when its sequence is newer, and ``revoked`` is terminal. An event that does not verify
-is never applied, but the key it names becomes *suspect*: its copies in L1 and Redis are not
-used again until key_service's own answer for it verifies. A forged event costs that one lookup;
-an event key_service really sent, signed with a key this gateway does not trust (a signing-key
-rotation done in the wrong order), cannot leave a revoked key working: the key is refused (503)
-until the gateway is given the verify key. A verified revocation settles the doubt too (revoked is
-terminal). Marks are never dropped: past SUSPECT_LIMIT of them (a flood of forged events), the
-process doubts every key's Redis copy and asks key_service instead, until it restarts.
+This module keeps the caches and does the I/O; which record to believe it asks the trust ledger
+(``ledger``): a record replaces the one held only when its sequence is newer, ``revoked`` is
+terminal, and a key named by an event that does not verify is in doubt. ``apply()`` is how
+events (from RabbitMQ or the feed) reach the store. An event that does not verify is never
+applied, but its key's copies in L1 and Redis are not used again until key_service's own answer
+for it verifies. A forged event costs that one lookup; an event key_service really sent, signed
+with a key this gateway does not trust (a signing-key rotation done in the wrong order), cannot
+leave a revoked key working: the key is refused (503) until the gateway is given the verify key.
 
 Fail closed: when Redis is away, L1 and key_service keep verifying; when key_service is away
 too and L1 has nothing, ``lookup`` raises ``VerificationUnavailable`` (the caller answers 503).
@@ -29,9 +28,7 @@ import json
 import logging
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError, WatchError
@@ -41,9 +38,11 @@ from apikeys_shared.events import Event, KeyRecord, SignedEvent
 from apikeys_shared.keys import is_valid_key_id
 from apikeys_shared.signing import Verifier
 
+from . import ledger
 from .cache import TTLCache
 from .errors import RecordRejected, StoreUnavailable, VerificationUnavailable
-from .keyservice import KeyServiceClient
+from .key_service_client import KeyServiceClient
+from .ledger import Doubt, Held, Ledger, supersedes
 from .metrics import Metrics
 from .redisclient import RedisClient
 
@@ -55,31 +54,9 @@ log = logging.getLogger("auth_gateway")
 # per request; the next call after the pause probes it again.
 REDIS_PAUSE_SECONDS = 1.0
 _WATCH_RETRIES = 8
-# Bound on the per-process map of revocations with their signed records (and records Redis has
-# not taken yet); past it the oldest go, but a revoked key's ID stays in ``_revoked`` for good.
-KNOWN_LIMIT = 100_000
-# Bound on the keys held suspect (named by events that did not verify). Only a flood of forged
-# events could reach it; past it, no mark is dropped (that could serve a stale copy again):
-# the process doubts every key's Redis copy from then on (see ``_distrust``).
-SUSPECT_LIMIT = 100_000
 # How many loads a lookup may wait for: the first, and restarts when its key turned suspect
 # while it waited.
 _LOAD_ATTEMPTS = 3
-
-
-@dataclass(slots=True, eq=False)
-class Held:
-    """A verified record and the sequence of the event that carried it.
-
-    ``verified`` is the authenticator's note on this record: the MAC (under a random prefix of
-    this process) of a secret that matched the record's hash, and the identity it gave. It
-    lives and dies with this object, so a new record for the key (an event, a reload) never
-    inherits it.
-    """
-
-    sequence: int
-    record: KeyRecord
-    verified: tuple[bytes, Any] | None = None
 
 
 class _Waiter:
@@ -90,15 +67,6 @@ class _Waiter:
 
     def __init__(self) -> None:
         self.doubted = False
-
-
-def _supersedes(new: Held, held: Held | None) -> bool:
-    """True when ``new`` may replace ``held``: newer, and never reviving a revoked key."""
-    if held is None:
-        return True
-    if not held.record.active and new.record.active:
-        return False
-    return new.sequence > held.sequence
 
 
 class KeyStore:
@@ -130,25 +98,17 @@ class KeyStore:
         self._clock = clock
         self._l1: TTLCache[Held] = TTLCache(l1_size, l1_ttl, clock)
         self._negative: TTLCache[bool] = TTLCache(negative_size, negative_ttl, clock)
+        # What L1 holds for a key (not counted as a lookup), or None: TTLCache.get itself, so
+        # that the authenticator's fast path pays one call for it.
+        self.cached: Callable[[str], Held | None] = self._l1.get
         self._inflight: dict[str, asyncio.Task[Held | None]] = {}
         # Bumped by every apply/evict: a lookup that started before may not fill the caches,
         # so that a slow read of an old record cannot undo a revocation that landed meanwhile.
         self._epoch = 0
         self._redis_paused_until = 0.0
-        # Consulted on every Redis read and never dropped by evict(): every revocation this
-        # process applied (revoked is terminal, so a genuinely signed but older "active" record
-        # put back into Redis cannot revive the key), and any record Redis could not take, until
-        # Redis does (so a change made during a Redis outage stays in force once L1 forgets it).
-        self._known: OrderedDict[str, tuple[Held, SignedEvent]] = OrderedDict()
-        # The ID of every key this process has seen a verified revocation of, never dropped
-        # (about 100 bytes each): once ``_known`` has had to forget a revocation's record, an
-        # active record for that key (from Redis above all) is still never accepted.
-        self._revoked: set[str] = set()
-        # Keys named by events that did not verify (see the module docstring); a mark goes when
-        # key_service's verified answer, asked after it, decides, or a verified revocation does.
-        self._suspect: set[str] = set()
-        # Past SUSPECT_LIMIT marks: every key's Redis copy is in doubt, for good.
-        self._doubt_all = False
+        # What to believe beyond the caches (never dropped by evict()): revocations, records
+        # Redis has not taken yet, keys in doubt. Consulted on every Redis read and write.
+        self.ledger = Ledger(on_doubts=metrics.keys_in_doubt.set)
         # Loads under way when their key turned suspect: their answers are not used.
         self._doubted: weakref.WeakSet[asyncio.Task[Held | None]] = weakref.WeakSet()
         # The lookups waiting for a load, per key: a doubt arriving before a lookup has taken
@@ -159,20 +119,6 @@ class KeyStore:
     def redis_key(self, key_id: str) -> str:
         """Where Redis holds the signed record of ``key_id``."""
         return f"{self._prefix}key:{key_id}"
-
-    def cached(self, key_id: str) -> Held | None:
-        """What L1 holds for ``key_id`` (not counted as a lookup), or None."""
-        return self._l1.get(key_id)
-
-    @property
-    def l1_entries(self) -> OrderedDict[str, tuple[float, Held]]:
-        """L1's own map (``TTLCache.entries``): read-only, for the authenticator's fast path."""
-        return self._l1.entries
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        """The clock L1's expiry times are on."""
-        return self._clock
 
     async def lookup(self, key_id: str) -> KeyRecord | None:
         """The verified record of ``key_id``; None when it does not exist.
@@ -213,7 +159,7 @@ class KeyStore:
             return None
         # A load that began before a revocation was applied (this lookup may have joined it
         # later) must not hand out the record the revocation replaced.
-        held = self._current(held)
+        held = self.ledger.current(held)
         return held.record if held is not None else None
 
     async def apply(self, signed: SignedEvent, origin: str = "event", *,
@@ -232,7 +178,7 @@ class KeyStore:
             raise
         new = Held(event.sequence, event.record)
         key_id = new.record.key_id
-        if self._overridden(new) is not None or self._revoked_before(new):
+        if self.ledger.stale(new):
             # Older than what this process applied (a revocation above all): a replay, or a
             # catch-up going over old ground. Nothing changes, not even an expired L1 entry.
             self._metrics.records_applied.labels("stale").inc()
@@ -242,14 +188,14 @@ class KeyStore:
             self._negative.pop(key_id)
         self._remember(key_id, new)
         if not new.record.active:
-            self._keep_known(new, signed)
+            self.ledger.keep(new, signed)
         try:
             changed = await self._write(signed, new, likely_stored=likely_stored)
         except StoreUnavailable:
             self._metrics.records_applied.labels("redis_error").inc()
-            self._keep_known(new, signed)
+            self.ledger.keep(new, signed)
             raise
-        self._stored(new)
+        self.ledger.stored(new)
         self._metrics.records_applied.labels("written" if changed else "stale").inc()
         return changed
 
@@ -269,7 +215,7 @@ class KeyStore:
     def _distrust(self, signed: SignedEvent, origin: str) -> None:
         """An event that does not verify named a key: stop using what is cached for it."""
         key_id = _named_key(signed.body)
-        if key_id is None or key_id in self._revoked:
+        if key_id is None or self.ledger.is_revoked(key_id):
             self._unknown_signer(signed, origin)
             return  # nothing to doubt: revoked is terminal
         for waiter in self._waiting.pop(key_id, ()):
@@ -279,40 +225,15 @@ class KeyStore:
         task = self._inflight.pop(key_id, None)
         if task is not None:
             self._doubted.add(task)  # it may bring the very copy now in doubt
-        if self._in_doubt(key_id):
-            pass  # marked already
-        elif len(self._suspect) < SUSPECT_LIMIT:
-            self._suspect.add(key_id)
-            self._metrics.keys_in_doubt.set(len(self._suspect))
-        else:
-            # Dropping a mark could serve a stale copy again (a revocation signed by a key this
-            # process lacks, pushed out by a flood of forged events): doubt every key instead.
-            # L1 keeps what it holds (no marked key is in it); Redis is not read any more, and
-            # L1 is filled from key_service's answers only.
-            self._doubt_all = True
-            self._suspect.clear()
-            self._metrics.keys_in_doubt.set(-1)
+        if self.ledger.doubt(key_id) is Doubt.EVERY_KEY:
+            # L1 keeps what it holds (no key in doubt is in it); Redis is not read any more,
+            # and L1 is filled from key_service's answers only.
             log.error(
                 "more than %d keys were named by key events that do not verify: this process "
                 "no longer trusts the records in Redis and asks key_service for every key "
-                "it does not hold (until it restarts)", SUSPECT_LIMIT,
+                "it does not hold (until it restarts)", ledger.SUSPECT_LIMIT,
             )
         self._unknown_signer(signed, origin)
-
-    def _in_doubt(self, key_id: str) -> bool:
-        """Whether Redis's copy of ``key_id`` may not be used (see ``_distrust``)."""
-        return self._doubt_all or key_id in self._suspect
-
-    def _settle(self, key_id: str) -> None:
-        """``key_id`` is in doubt no more."""
-        if key_id in self._suspect:
-            self._suspect.discard(key_id)
-            self._metrics.keys_in_doubt.set(len(self._suspect))
-
-    def _seen_revoked(self, key_id: str) -> None:
-        """A verified revocation of ``key_id``: terminal, so nothing about it is in doubt."""
-        self._revoked.add(key_id)
-        self._settle(key_id)
 
     def _unknown_signer(self, signed: SignedEvent, origin: str) -> None:
         if signed.signing_key not in self._verifier.key_ids:
@@ -340,87 +261,26 @@ class KeyStore:
             self._metrics.rejected_records.labels(origin, "malformed").inc()
             raise RecordRejected(f"{origin} record is malformed: {exc}") from exc
 
-    def _overridden(self, held: Held) -> Held | None:
-        """What this process knows of ``held``'s key that must win over it, else None: a
-        revocation it applied (terminal) or a newer record it holds for Redis."""
-        current = self._known.get(held.record.key_id)
-        if current is None:
-            return None
-        known = current[0]
-        if (not known.record.active and held.record.active) or known.sequence > held.sequence:
-            return known
-        return None
-
-    def _current(self, held: Held) -> Held | None:
-        """What ``held`` stands for now: the record this process knows overrides it, or None for
-        an active record of a key seen revoked (the revocation's own record forgotten: the key
-        is answered as absent, which refuses it all the same)."""
-        held = self._overridden(held) or held
-        return None if self._revoked_before(held) else held
-
-    def _revoked_before(self, held: Held) -> bool:
-        """An active record of a key this process has seen revoked (terminal)."""
-        return held.record.active and held.record.key_id in self._revoked
-
-    def _keep_known(self, new: Held, signed: SignedEvent) -> None:
-        key_id = new.record.key_id
-        current = self._known.get(key_id)
-        if current is None or _supersedes(new, current[0]):
-            self._known[key_id] = (new, signed)
-            self._known.move_to_end(key_id)
-            while len(self._known) > KNOWN_LIMIT:
-                self._known.popitem(last=False)
-
-    def _stored(self, stored: Held) -> None:
-        """Redis now holds ``stored``: an active record need not be kept here any longer."""
-        current = self._known.get(stored.record.key_id)
-        if current is not None and current[0].record.active and not _supersedes(current[0], stored):
-            del self._known[stored.record.key_id]
-
     async def _with_known(self, key_id: str, held: Held | None, redis_ok: bool) -> Held | None:
-        """``held`` from Redis, unless what this process knows overrides it."""
-        current = self._known.get(key_id)
-        if current is None:
-            if held is not None and self._revoked_before(held):
-                # Revoked, and the revocation's record forgotten: Redis's active record is
-                # stale (or was put back there), and the key is refused without it.
-                self._metrics.rejected_records.labels("redis", "stale").inc()
-                return None
-            return held
-        known, signed = current
-        overrides = (
-            (not known.record.active and (held is None or held.record.active))
-            or _supersedes(known, held)
-        )
-        if not overrides:
-            self._stored(known)
-            return held
-        if held is not None:
+        """``held`` from Redis, unless what this process knows overrides it (then put back
+        into Redis when it can be)."""
+        belief = self.ledger.reconcile(key_id, held)
+        if belief.stale:
             self._metrics.rejected_records.labels("redis", "stale").inc()
-        if redis_ok:
+        if belief.repair is not None and redis_ok:
             # Put back what Redis is missing; a failure only means trying again next time.
+            known, signed = belief.repair
             with contextlib.suppress(StoreUnavailable):
                 await self._write(signed, known)
-                self._stored(known)
-        return known
+                self.ledger.stored(known)
+        return belief.held
 
     def _remember(self, key_id: str, new: Held, *, vouched: bool = False) -> None:
-        """Put ``new`` into L1 unless L1 already holds something that supersedes it, or this
-        process knows better (L1 forgets a revocation when its entry expires; ``_known`` not).
+        """Put ``new`` into L1 if the ledger admits it and L1 holds nothing that supersedes it.
 
-        ``vouched``: key_service answered with ``new`` after the key was last in doubt; an
-        active record of a key in doubt is cached only then.
+        ``vouched``: key_service answered with ``new`` after the key was last in doubt.
         """
-        if not new.record.active:
-            self._seen_revoked(key_id)
-        elif key_id in self._revoked:
-            return
-        elif not vouched and self._in_doubt(key_id):
-            return  # not cached until key_service's verified answer clears the doubt
-        if self._overridden(new) is not None:
-            return
-        current = self._l1.get(key_id)
-        if _supersedes(new, current):
+        if self.ledger.admits(new, vouched=vouched) and supersedes(new, self._l1.get(key_id)):
             self._l1.put(key_id, new)
 
     def _redis_available(self) -> bool:
@@ -477,7 +337,7 @@ class KeyStore:
 
         ``likely_stored``: Redis probably holds this very record already (a catch-up).
         """
-        if self._overridden(new) is not None or self._revoked_before(new):
+        if self.ledger.stale(new):
             return False  # never put back what this process knows was superseded
         if not self._redis_available():
             raise StoreUnavailable("Redis paused after a recent error")
@@ -501,7 +361,7 @@ class KeyStore:
                         await pipe.watch(key)
                         held = self._parse_held(
                             await self._get(pipe, key), new.record.key_id, "redis")
-                        if not _supersedes(new, held):
+                        if not supersedes(new, held):
                             await pipe.unwatch()  # type: ignore[no-untyped-call]
                             if held is not None:
                                 self._remember(new.record.key_id, held)
@@ -521,7 +381,7 @@ class KeyStore:
         """Redis, then key_service; fills the caches unless an apply/evict happened meanwhile."""
         redis_error: StoreUnavailable | None = None
         held: Held | None = None
-        doubt = self._in_doubt(key_id)
+        doubt = self.ledger.in_doubt(key_id)
         if doubt:
             # Named by an event that did not verify: Redis's copy is what is in doubt.
             self._metrics.cache_lookups.labels("redis", "skipped").inc()
@@ -541,7 +401,7 @@ class KeyStore:
         held = await self._with_known(key_id, held, redis_error is None)
         vouched = False
         if held is None or (doubt and held.record.active):
-            if key_id in self._revoked:
+            if self.ledger.is_revoked(key_id):
                 return None  # revoked for good; no need to ask (or to fail if none can answer)
             held = await self._ask_key_service(key_id, redis_error, epoch)
             # Asked after the doubt, and no new doubt since (that would have doubted this
@@ -549,14 +409,14 @@ class KeyStore:
             # (A 404 carries no signature: it settles nothing.)
             vouched = doubt and held is not None and asyncio.current_task() not in self._doubted
             if vouched:
-                self._settle(key_id)
+                self.ledger.settle(key_id)
             if held is None:
                 return None
         if not held.record.active:
             # Terminal, whatever else happened meanwhile (the epoch only guards L1 against
             # answers that a change overtook; a revocation is never overtaken).
-            self._seen_revoked(key_id)
-        held = self._current(held)  # the awaits above may have let a revocation in
+            self.ledger.seen_revoked(key_id)
+        held = self.ledger.current(held)  # the awaits above may have let a revocation in
         if held is None:
             return None
         if epoch == self._epoch and asyncio.current_task() not in self._doubted:

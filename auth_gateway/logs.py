@@ -10,7 +10,7 @@ import time as _time
 from datetime import UTC, datetime
 from typing import TextIO
 
-from .httpserver import Request
+from .exchange import Exchange
 
 __all__ = ["ACCESS_LINES", "AccessLog", "JsonFormatter", "LineBatcher", "setup_logging"]
 
@@ -123,24 +123,28 @@ class AccessLog:
         self._stamp_ms = f"{self._stamp}.{ms % 1000:03d}+00:00"
         return self._stamp_ms
 
-    def log(self, request: Request, duration: float) -> None:
-        """Log one finished request."""
+    def log(self, exchange: Exchange, duration: float) -> None:
+        """Log one finished request: what the handler's record and the server's request say."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
         esc = _escape
-        rid = request.request_id
+        request = exchange.request
+        rid = exchange.request_id
         status = request.status if request.started else 499
         # What recurs from request to request (the client, the verdict, the route) is rendered
         # once per distinct combination and remembered; only the time, the request ID, the
         # path and the duration are written for every line.
-        key = (request.remote, request.method, status, request.body_bytes, request.route,
-               request.key_id, request.auth)
+        key = (request.remote, request.method, status, request.body_bytes, exchange.label,
+               exchange.key_id, exchange.auth)
         tail = self._tails.get(key)
         if tail is None:
             tail = self._tail(key)
+        # This millisecond's stamp without a call (_time's own test), as a line is every request's.
+        now = _time.time()
+        stamp = self._stamp_ms if self._ms_from <= now < self._ms_until else self._time()
         # Every string goes through json's own (C) escaping; only the layout is written here.
         self.batcher.add(
-            f'{{"time":"{self._time()}","level":"info","logger":{self._name},'
+            f'{{"time":"{stamp}","level":"info","logger":{self._name},'
             f'"message":"request","request_id":{esc(rid) if rid else "null"},'
             f'"path":{esc(request.target.partition("?")[0][:2048])},'
             f'"duration_ms":{"%.3f" % (duration * 1000)},{tail}'

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .httpserver import Request, problem_body
+from .http_server import Request, problem_body
 
 __all__ = [
     "PROBLEM_TYPE", "UNAUTHORIZED", "UNAUTHORIZED_BODY", "WWW_AUTHENTICATE", "Reply", "problem",
@@ -38,12 +38,12 @@ class Reply:
     body: bytes
     close: bool = False
 
-    def send(self, request: Request) -> None:
-        """Write this reply as ``request``'s response (with the request's X-Request-Id)."""
+    def send(self, request: Request, request_id: str) -> None:
+        """Write this reply as ``request``'s response, with its X-Request-Id."""
         if self.close:
             request.close_after()
         request.respond(self.status, self.block + b"X-Request-Id: %s\r\n" % (
-            request.request_id.encode("ascii"),), self.body)
+            request_id.encode("ascii"),), self.body)
 
 
 def _block(headers: Mapping[str, str]) -> bytes:

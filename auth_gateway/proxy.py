@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs
-from aiohttp.http import RawResponseMessage
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from .config import Limits
 from .headers import response_header_block, upstream_header_block
-from .httpserver import Request
+from .http_server import Request
 from .metrics import Metrics
 from .problems import Reply, problem
 from .routes import Route
@@ -37,6 +35,7 @@ from .upstream import (
     UpstreamConnection,
     UpstreamPool,
 )
+from .wire import EMPTY_PAYLOAD, RawResponseMessage, StreamReader
 
 __all__ = ["BUFFERED_BODY_LIMIT", "READ_AHEAD", "ForwardContext", "Forwarder"]
 
@@ -117,9 +116,13 @@ class _Deadline:
             self._waiter.set_exception(_ClientTooSlow() if self.on_client else _TimedOut())
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ForwardContext:
-    """What the gateway knows about the request beyond its headers."""
+    """What the gateway knows about the request beyond its headers.
+
+    (Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+    and one of these is made for every request forwarded.)
+    """
 
     route: Route
     raw_path: str
@@ -177,7 +180,6 @@ class Forwarder:
         has_body = request.payload is not EMPTY_PAYLOAD
         if has_body and "100-continue" in request.headers.get(hdrs.EXPECT, "").lower():
             request.send_continue()
-        label = ctx.route.prefix
         started = time.perf_counter()
         fresh = False
         while True:
@@ -195,7 +197,7 @@ class Forwarder:
                 self._metrics.upstream_errors.labels("connect").inc()
                 return problem(502, "The upstream could not be reached.")
             try:
-                return await self._exchange(request, conn, head, has_body, label, started)
+                return await self._exchange(request, conn, head, has_body, ctx, started)
             except UpstreamBroken:
                 # A kept-alive connection the upstream had already closed before answering: a
                 # bodiless idempotent request is tried once more on a new connection (as
@@ -210,7 +212,7 @@ class Forwarder:
                 return problem(502, "The upstream could not be reached.")
 
     async def _exchange(self, request: Request, conn: UpstreamConnection, head: bytes,
-                        has_body: bool, label: str, started: float) -> Reply | None:
+                        has_body: bool, ctx: ForwardContext, started: float) -> Reply | None:
         reusable = False
         sender: asyncio.Task[None] | None = None
         try:
@@ -240,9 +242,9 @@ class Forwarder:
                 raise ConnectionResetError("the client's body could not be read") from exc
             finally:
                 deadline.cancel()
-            self._metrics.child(self._metrics.upstream_seconds, label).observe(
+            self._metrics.child(self._metrics.upstream_seconds, ctx.route.prefix).observe(
                 time.perf_counter() - started)
-            answered = await self._relay(request, message, payload)
+            answered = await self._relay(request, message, payload, ctx.request_id)
             body_sent = sender is None or (sender.done() and sender.exception() is None)
             reusable = (
                 body_sent and not message.should_close and conn.response_done()
@@ -312,14 +314,14 @@ class Forwarder:
             transport.write(b"0\r\n\r\n")
 
     async def _relay(self, request: Request, message: RawResponseMessage,
-                     payload: StreamReader) -> Reply | None:
+                     payload: StreamReader, request_id: str) -> Reply | None:
         status = message.code
         no_body = request.method == "HEAD" or status in _NO_BODY_STATUS
         # A HEAD or 304 answer's Content-Length describes the body not sent, and passes on; a
         # 204 must have none (RFC 9110 §8.6), whatever the upstream said.
         block, had_date = response_header_block(
             message.raw_headers, keep_length=no_body and status != 204)
-        block += b"X-Request-Id: %s\r\n" % request.request_id.encode("ascii")
+        block += b"X-Request-Id: %s\r\n" % request_id.encode("ascii")
         reason = message.reason.encode("utf-8", "surrogateescape")
         if no_body:
             request.respond(status, block, reason=reason, length=False, date=not had_date)

@@ -25,10 +25,7 @@ import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http import HttpResponseParser, RawResponseMessage
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.streams import StreamReader
+from .wire import HttpProcessingError, RawResponseMessage, StreamReader, Wire
 
 __all__ = [
     "ConnectFailed",
@@ -97,7 +94,7 @@ class Origin:
         )
 
 
-class UpstreamConnection(BaseProtocol):
+class UpstreamConnection(Wire[RawResponseMessage]):
     """One connection to an upstream; ``begin()`` before each request written to it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> None:
@@ -111,23 +108,17 @@ class UpstreamConnection(BaseProtocol):
         self.slot: _Slot  # the pool's share for this origin, set by the pool
         self.payload: StreamReader | None = None
         self._head: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
-        self._response_parser: HttpResponseParser | None = None
 
     def begin(self, *, head_only: bool) -> asyncio.Future[tuple[RawResponseMessage, StreamReader]]:
         """Prepare for one response; the future resolves with its head and body reader."""
-        parser = self._response_parser = HttpResponseParser(
-            self, self._loop, _READ_LIMIT, max_line_size=_MAX_LINE, max_field_size=_MAX_LINE,
-            response_with_body=not head_only, read_until_eof=True, auto_decompress=False,
-        )
-        self._parser = parser  # BaseProtocol's flow control pauses it
+        self.parse_response(limit=_READ_LIMIT, max_line_size=_MAX_LINE, with_body=not head_only)
         self.got_data = False
         self.payload = None
-        head = self._head = self._loop.create_future()
+        head = self._head = self.loop.create_future()
         return head
 
     def data_received(self, data: bytes) -> None:
-        parser = self._response_parser
-        if parser is None or self._head is None:
+        if self._head is None:
             if not data:
                 return  # a late resume_reading() of a finished body
             # Nothing was asked: an upstream talking out of turn cannot be trusted again.
@@ -138,7 +129,7 @@ class UpstreamConnection(BaseProtocol):
         if data:
             self.got_data = True
         try:
-            messages, upgraded, _tail = parser.feed_data(data)
+            messages, upgraded, _tail = self.parse(data)
         except HttpProcessingError as exc:
             self._broken(UpstreamBroken(f"invalid response from the upstream: {exc.message}"))
             return
@@ -150,7 +141,7 @@ class UpstreamConnection(BaseProtocol):
                 self._broken(UpstreamBroken("unexpected response from the upstream"))
                 return
             self.payload = payload
-            self.head_at = self._loop.time()
+            self.head_at = self.loop.time()
             head.set_result((message, payload))
         if upgraded:
             self._broken(UpstreamBroken("the upstream switched protocols"))
@@ -178,9 +169,9 @@ class UpstreamConnection(BaseProtocol):
             # A body delimited by the connection's end is complete at an orderly close (FIN);
             # a reset (exc set) cuts any body short, that one too, so that a truncated response
             # never reaches the client looking complete.
-            if exc is None and self._response_parser is not None:
+            if exc is None:
                 with contextlib.suppress(HttpProcessingError):
-                    self._response_parser.feed_eof()
+                    self.parse_eof()
             if not payload.is_eof():
                 payload.set_exception(ConnectionResetError("the upstream closed the connection"))
 
@@ -188,27 +179,18 @@ class UpstreamConnection(BaseProtocol):
         """True when the response was read to its end."""
         return self.payload is None or self.payload.is_eof()
 
-    async def drain(self) -> None:
-        """Wait while the upstream is slower than the body being sent to it."""
-        if self.transport is None:
-            raise ConnectionResetError("the upstream closed the connection")
-        if self._paused:
-            await self._drain_helper()
-
     def idle(self) -> None:
-        self._parser = self._response_parser = None
+        # Flow control may have held the connection while a slow client took the body; idle,
+        # it must read again, or the upstream closing it would go unseen until the next
+        # request is written into it. (aiohttp's reader resumes at the body's end; this does
+        # not rely on it.)
+        self.end_response()
         self._head = None
         self.payload = None
         # Idle since the response's head came, not since its end was relayed: the upstream's
         # keep-alive clock starts once it has written the response, which (with a slow client
         # holding the tail back in the buffers) may be long before the gateway reads it all.
         self.idle_since = self.head_at
-        if self._reading_paused:
-            # Flow control held the connection while a slow client took the body; idle, it
-            # must read again, or the upstream closing it would go unseen until the next
-            # request is written into it. (aiohttp's reader resumes at the body's end; this
-            # does not rely on it.)
-            self.resume_reading(resume_parser=False)
 
     def close(self) -> None:
         self.reusable = False

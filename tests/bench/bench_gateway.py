@@ -47,6 +47,11 @@ OUTPUT = ROOT / "artifacts" / "bench" / "gateway.md"
 
 GW_AUTH = "gateway, authenticated route (valid key)"
 GW_OPEN = 'gateway, unauthenticated route (auth = "none")'
+GW_PUBLIC = ("the same gateway on aiohttp's public low-level server (web.Server, web.BaseRequest) "
+             "instead of its own, authenticated route: the measurement docs/architecture.md's "
+             "choice of HTTP layer rests on")
+# The instruction counts of the gateway on web.Server are labelled with this.
+PUBLIC_PREFIX = "on aiohttp's web.Server: "
 NGINX = "plain nginx reverse proxy (baseline)"
 NGINX_FA = ("nginx + gateway forward-auth (deploy/nginx/forward-auth.conf as shipped: verdicts "
             "over the gateway's Unix socket; the gateway as it ships, 1 worker)")
@@ -158,6 +163,10 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_po
             extra_env={"GATEWAY_UNIX_SOCKET": str(fa_socket), **unix_env},
         )
         started.append(fa_proc)
+        # The same gateway (2 workers) on aiohttp's public server, for the choice of HTTP layer.
+        public_port, public_proc = stack.start_gateway(
+            routes, workers=2, name="public-server", module="tests.bench.public_server")
+        started.append(public_proc)
         plain_port, fa_port, fa2_port, tcp_port, ref_port = (free_port() for _ in range(5))
         front = stack.start_nginx(
             "front",
@@ -175,6 +184,7 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_po
             Scenario(NGINX, f"http://127.0.0.1:{plain_port}/bench", {}),
             Scenario(GW_OPEN, f"http://127.0.0.1:{gw_port}/open/bench", {}),
             Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
+            Scenario(GW_PUBLIC, f"http://127.0.0.1:{public_port}/auth/bench", key.headers()),
             Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
             Scenario(NGINX_FA_2W, f"http://127.0.0.1:{fa2_port}/bench", key.headers()),
             Scenario(NGINX_FA_TCP, f"http://127.0.0.1:{tcp_port}/bench", key.headers()),
@@ -183,16 +193,16 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_po
             # Shows the upstream is not what limits the proxies measured above.
             Scenario(UPSTREAM, f"http://127.0.0.1:{upstream_port}/bench", {}),
         ]
-        # CPU of the proxies under test: both gateways (supervisors and workers; the one a row
-        # does not use is idle) and the front nginx.
-        roots = [gw_proc.proc.pid, fa_proc.proc.pid] + (
+        # CPU of the proxies under test: the gateways (supervisors and workers; those a row
+        # does not use are idle) and the front nginx.
+        roots = [gw_proc.proc.pid, fa_proc.proc.pid, public_proc.proc.pid] + (
             [front.proc.pid] if front.proc is not None else [])
         results = measure_all(scenarios, options.load, stack.dir / "wrk", cpu_roots=roots)
     except BaseException:
         for proc in started:
             stack.stop_process(proc)  # not left running through the phases that follow
         raise
-    return results, gw_port, [gw_proc, fa_proc]
+    return results, gw_port, [gw_proc, fa_proc, public_proc]
 
 
 def _revocations(stack: BenchStack, admin: AdminClient, options: Options,
@@ -271,6 +281,28 @@ def _ceiling_note(results: dict[str, Measurement]) -> str:
     )
 
 
+def _public_server_note(results: dict[str, Measurement],
+                        instructions: InstructionResult | None) -> str:
+    """The comparison the choice of HTTP layer rests on (docs/architecture.md)."""
+    if GW_PUBLIC not in results or GW_AUTH not in results:
+        return "The gateway on aiohttp's public low-level server was not measured."
+    ours, public = results[GW_AUTH], results[GW_PUBLIC]
+    counted = ""
+    if instructions is not None:
+        mine, theirs = (instructions.per_request.get(AUTH),
+                        instructions.per_request.get(PUBLIC_PREFIX + AUTH))
+        if mine and theirs:
+            counted = (f"; by instructions per request (callgrind, below), {mine / theirs:.2f} "
+                       f"({theirs:,.0f} against {mine:,.0f})")
+    return (
+        f"HTTP layer: on aiohttp's public low-level server (web.Server), the gateway's "
+        f"authenticated row reaches {ratio(public.rps, ours.rps):.2f} times the requests/s of "
+        f"the gateway on its own server ({public.rps:,.0f} against {ours.rps:,.0f}); by CPU per "
+        f"request, {ratio(ours.cpu_us_per_request, public.cpu_us_per_request):.2f}{counted}. "
+        f"Within 10 % (0.90 or more) the public server would be the better choice."
+    )
+
+
 def _instructions_note(result: InstructionResult | None) -> str:
     if result is None:
         return ""
@@ -279,13 +311,17 @@ def _instructions_note(result: InstructionResult | None) -> str:
              f"more than an open one: authenticated / unauthenticated = "
              f"{open_count / auth_count:.3f}, the first aim counted rather than timed."
              if open_count and auth_count else "")
+    public = (f" The rows marked \"{PUBLIC_PREFIX.rstrip(': ')}\" come from a second gateway, "
+              f"the same but served by aiohttp's public low-level server "
+              f"(tests/bench/public_server.py), counted the same way."
+              if any(label.startswith(PUBLIC_PREFIX) for label in result.per_request) else "")
     return (
         f"Counted by valgrind's callgrind ({result.valgrind}) in one single-worker gateway: "
         f"{result.requests:,} requests per class after a warm-up, one at a time over one "
         f"keep-alive connection, counted from zero for each class; timer-driven work (the "
         f"failure counter's shared-block read, L1 expiry) set out of the way "
         f"(GATEWAY_FAILED_AUTH_SYNC=3600, GATEWAY_L1_TTL=86400). The same requests give the "
-        f"same count however busy the machine is.{share}"
+        f"same count however busy the machine is.{share}{public}"
     )
 
 
@@ -329,8 +365,12 @@ def run(options: Options) -> tuple[str, bool]:
                 print("  counting instructions per request under callgrind ...",
                       file=sys.stderr, flush=True)
                 try:
-                    instructions = measure_instructions(
-                        stack, stack.write_routes(upstream_port), key, options.instructions)
+                    routes = stack.write_routes(upstream_port)
+                    instructions = measure_instructions(stack, routes, key, options.instructions)
+                    public = measure_instructions(
+                        stack, routes, key, options.instructions, labels=(OPEN, AUTH),
+                        module="tests.bench.public_server", prefix=PUBLIC_PREFIX)
+                    instructions.per_request.update(public.per_request)
                 except Exception as exc:
                     failures["instructions per request"] = f"{type(exc).__name__}: {exc}"
                     traceback.print_exc()
@@ -390,6 +430,7 @@ def run(options: Options) -> tuple[str, bool]:
         f"the gateway's JSON lines to a file); off in the upstream nginx.",
         "Errors: socket errors, timeouts and responses ≥ 400 counted by wrk (should be 0).",
         _ceiling_note(results),
+        _public_server_note(results, instructions),
         "Timing probe: requests of all classes shuffled into one random order, latency measured "
         "client-side per request over 4 keep-alive connections to the 2-worker gateway; "
         "GATEWAY_FAILED_AUTH_THRESHOLD raised so that the probe's failures from one address are "

@@ -21,17 +21,33 @@ import http.client
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .admin import IssuedKey
 from .stack import BenchStack
 
-__all__ = ["AUTH", "OPEN", "OPEN_WITH_CREDENTIALS", "InstructionResult", "measure_instructions"]
+__all__ = [
+    "AUTH",
+    "FORWARD_AUTH",
+    "OPEN",
+    "OPEN_WITH_CREDENTIALS",
+    "InstructionResult",
+    "measure_instructions",
+]
 
 OPEN = "unauthenticated route (auth = \"none\")"
 OPEN_WITH_CREDENTIALS = "unauthenticated route, the credential headers sent anyway (information)"
 AUTH = "authenticated route (valid key)"
+FORWARD_AUTH = "forward-auth verdict (GET /_auth/verify, valid key: 204)"
+# The request classes, by label: (path, whether the key's headers are sent, the answer).
+CLASSES: dict[str, tuple[str, bool, int]] = {
+    OPEN: ("/open/x", False, 200),
+    OPEN_WITH_CREDENTIALS: ("/open/x", True, 200),
+    AUTH: ("/auth/x", True, 200),
+    FORWARD_AUTH: ("/_auth/verify", True, 204),
+}
 _WARMUP = 300  # uninstrumented, then as many again instrumented, per class
 _TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
 _TRIGGER = re.compile(r"^desc: Trigger: dump (\S+)", re.MULTILINE)
@@ -57,15 +73,16 @@ def _control(pid: int, *args: str) -> None:
         raise InstructionsError(f"callgrind_control {' '.join(args)}: {done.stderr.strip()}")
 
 
-def _send(port: int, path: str, headers: dict[str, str], count: int) -> None:
+def _send(port: int, path: str, headers: dict[str, str], count: int, expect: int) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
         for _ in range(count):
             conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
             resp.read()
-            if resp.status != 200:
-                raise InstructionsError(f"GET {path} answered {resp.status}, expected 200")
+            if resp.status != expect:
+                raise InstructionsError(
+                    f"GET {path} answered {resp.status}, expected {expect}")
     finally:
         conn.close()
 
@@ -81,9 +98,12 @@ def _dumped(directory: Path, pid: int) -> dict[str, int]:
     return totals
 
 
-def measure_instructions(stack: BenchStack, routes: Path, key: IssuedKey,
-                         requests: int) -> InstructionResult:
-    """Count instructions per request of each class in a gateway under callgrind."""
+def measure_instructions(stack: BenchStack, routes: Path, key: IssuedKey, requests: int, *,
+                         labels: Sequence[str] = tuple(CLASSES), module: str = "auth_gateway",
+                         prefix: str = "") -> InstructionResult:
+    """Count instructions per request of each class (``labels``, of ``CLASSES``) in a gateway
+    under callgrind, served by ``module`` (see ``BenchStack.start_gateway``); each result is
+    labelled ``prefix`` + the class."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise InstructionsError("valgrind is not installed (Debian package: valgrind)")
     version = subprocess.run(["valgrind", "--version"], capture_output=True, text=True,
@@ -91,7 +111,7 @@ def measure_instructions(stack: BenchStack, routes: Path, key: IssuedKey,
     out_dir = stack.dir / "callgrind"
     out_dir.mkdir(exist_ok=True)
     port, proc = stack.start_gateway(
-        routes, workers=1, name="callgrind",
+        routes, workers=1, name=f"callgrind-{module}", module=module,
         wrapper=["valgrind", "--tool=callgrind", "--instr-atstart=no",
                  f"--callgrind-out-file={out_dir}/callgrind.%p.out"],
         extra_env={"GATEWAY_FAILED_AUTH_SYNC": "3600", "GATEWAY_L1_TTL": "86400"},
@@ -99,21 +119,20 @@ def measure_instructions(stack: BenchStack, routes: Path, key: IssuedKey,
     )
     pid = proc.proc.pid
     classes = {
-        OPEN: ("/open/x", {}),
-        OPEN_WITH_CREDENTIALS: ("/open/x", key.headers()),
-        AUTH: ("/auth/x", key.headers()),
+        prefix + label: (path, key.headers() if credentials else {}, expect)
+        for label, (path, credentials, expect) in CLASSES.items() if label in labels
     }
+    tags: dict[str, str] = {}
     try:
-        for path, headers in classes.values():
-            _send(port, path, headers, _WARMUP)
+        for path, headers, expect in classes.values():
+            _send(port, path, headers, _WARMUP, expect)
         _control(pid, "--instr=on")
-        for path, headers in classes.values():
-            _send(port, path, headers, _WARMUP)
-        tags: dict[str, str] = {}
-        for number, (label, (path, headers)) in enumerate(classes.items()):
+        for path, headers, expect in classes.values():
+            _send(port, path, headers, _WARMUP, expect)
+        for number, (label, (path, headers, expect)) in enumerate(classes.items()):
             tags[label] = f"class{number}"
             _control(pid, "--zero")
-            _send(port, path, headers, requests)
+            _send(port, path, headers, requests, expect)
             _control(pid, f"--dump={tags[label]}")
         _control(pid, "--instr=off")
         totals = _dumped(out_dir, pid)

@@ -132,10 +132,12 @@ class BenchStack:
 
     def start_gateway(self, routes: Path, *, workers: int, name: str,
                       wrapper: Sequence[str] = (), extra_env: Mapping[str, str] | None = None,
-                      ready_timeout: float = 60) -> tuple[int, ServiceProcess]:
+                      ready_timeout: float = 60,
+                      module: str = "auth_gateway") -> tuple[int, ServiceProcess]:
         """Serve a gateway with ``workers`` processes on a fresh port; waits for ``/readyz``.
 
-        ``wrapper`` is a command the gateway runs under (valgrind, say).
+        ``wrapper`` is a command the gateway runs under (valgrind, say); ``module`` the one
+        that serves it (``tests.bench.public_server``: on aiohttp's own low-level server).
         """
         port = free_port()
         env = {
@@ -150,7 +152,7 @@ class BenchStack:
             **(extra_env or {}),
         }
         proc = ServiceProcess(
-            ["-m", "auth_gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
+            ["-m", module, "serve", "--host", "127.0.0.1", "--port", str(port),
              "--workers", str(workers)],
             env, self.dir / f"gateway-{name}.log", wrapper=wrapper,
         )

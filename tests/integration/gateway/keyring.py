@@ -73,13 +73,17 @@ class Keyring:
 @dataclass
 class FakeKeyService:
     """Serves ``/internal/v1/keys/{id}`` from a dict, counting calls (``down`` answers 503),
-    and ``/internal/v1/events`` from a list."""
+    and ``/internal/v1/events`` from a list.
+
+    ``hold``: while it is an event not set, key lookups are answered only once it is (a
+    key_service as slow as a test needs; ``calls`` counts them as they arrive).
+    """
 
     token: str
     records: dict[str, SignedEvent] = field(default_factory=dict)
     calls: int = 0
     down: bool = False
-    delay: float = 0.0
+    hold: asyncio.Event | None = None
     # What /internal/v1/events serves (its entries as JSON values, shaped right or not).
     feed: list[object] = field(default_factory=list)
 
@@ -103,8 +107,8 @@ class FakeKeyService:
         self.calls += 1
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return web.json_response({"title": "Unauthorized"}, status=401)
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.hold is not None:
+            await self.hold.wait()
         if self.down:
             return web.json_response({"title": "Service Unavailable"}, status=503)
         signed = self.records.get(request.match_info["key_id"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from auth_gateway.httpserver import _FEED_SLICE, _QUEUE_LIMIT, HttpServer, Request
+from auth_gateway.http_server import _FEED_SLICE, _QUEUE_LIMIT, HttpServer, Request
 from auth_gateway.upstream import Origin, PoolExhausted, UpstreamPool
 
 from .conftest import Gateway, GatewayFactory
@@ -348,13 +348,18 @@ async def test_a_request_line_the_parser_refuses_gets_400_and_a_closed_connectio
 
 
 class _Echo:
-    """A handler answering every request at once with its target."""
+    """A handler answering every request at once with its target (its record: the request)."""
 
-    def now(self, request: Request) -> bool:
+    def begin(self, request: Request) -> Request:
+        return request
+
+    def now(self, request: Request) -> None:
         request.respond(200, b"Content-Type: text/plain\r\n", request.target.encode())
-        return True
 
-    async def later(self, request: Request) -> None:
+    async def later(self, request: Request, step: object) -> None:
+        raise AssertionError("never called")
+
+    def failed(self, request: Request) -> None:
         raise AssertionError("never called")
 
     def finished(self, request: Request, duration: float) -> None:
@@ -486,9 +491,8 @@ async def test_a_204_from_the_upstream_loses_its_content_length(
 class _Big(_Echo):
     """Answers every request at once with 64 KiB."""
 
-    def now(self, request: Request) -> bool:
+    def now(self, request: Request) -> None:
         request.respond(200, b"", b"x" * 65536)
-        return True
 
 
 async def test_a_client_that_does_not_read_cannot_pile_up_answers() -> None:

@@ -16,15 +16,26 @@ from redis.backoff import NoBackoff
 from apikeys_shared.config import Env, load_secrets
 from apikeys_shared.errors import SignatureError
 from apikeys_shared.signing import Signer, generate_signing_key
-from auth_gateway import keystore
+from auth_gateway import keystore, ledger
 from auth_gateway.errors import RecordRejected, StoreUnavailable, VerificationUnavailable
-from auth_gateway.keyservice import KeyServiceClient
+from auth_gateway.key_service_client import KeyServiceClient
 from auth_gateway.keystore import Held, KeyStore
 from auth_gateway.metrics import Metrics
 from tests.support.faultproxy import FaultProxy
 from tests.support.services import REDIS
+from tests.support.stack import eventually
 
 from .keyring import FakeKeyService, Keyring
+
+
+class Clock:
+    """The key store's clock, moved by hand: time passes only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass
@@ -38,6 +49,7 @@ class Rig:
     # Another process's store on the same Redis (straight, not through the fault proxy), whose
     # signature checks are counted.
     other_store: Callable[[], tuple[KeyStore, list[bytes]]]
+    clock: Clock
 
     def sample(self, name: str, *labels: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -70,13 +82,14 @@ async def rig(
         retry=Retry(NoBackoff(), 0),
     )
     metrics = Metrics()
+    clock = Clock()
     async with aiohttp.ClientSession() as session:
         client = KeyServiceClient(
             session, str(server.make_url("/")), secrets.internal_token, timeout=2.0
         )
         store = KeyStore(
             redis=redis, key_service=client, verifier=secrets.verifier, metrics=metrics,
-            prefix=redis_prefix, negative_ttl=60.0,
+            prefix=redis_prefix, negative_ttl=60.0, clock=clock,
         )
 
         def other_store() -> tuple[KeyStore, list[bytes]]:
@@ -95,8 +108,15 @@ async def rig(
             )
             return other, checked
 
-        yield Rig(store, keyring, fake, metrics, redis_client, proxy, other_store)
+        yield Rig(store, keyring, fake, metrics, redis_client, proxy, other_store, clock)
     await redis.aclose()
+
+
+async def asked(fake: FakeKeyService, calls: int) -> None:
+    """Until key_service has been asked ``calls`` times in all (answers held back or not)."""
+    async def check() -> bool:
+        return fake.calls >= calls
+    await eventually(check, f"key_service asked {calls} times")
 
 
 async def test_miss_goes_to_key_service_and_fills_redis_then_l1(rig: Rig) -> None:
@@ -112,8 +132,11 @@ async def test_miss_goes_to_key_service_and_fills_redis_then_l1(rig: Rig) -> Non
 async def test_concurrent_misses_share_one_key_service_call(rig: Rig) -> None:
     key = rig.keyring.issue()
     rig.fake.put(rig.keyring.signed(key), key.key_id)
-    rig.fake.delay = 0.2
-    results = await asyncio.gather(*(rig.store.lookup(key.key_id) for _ in range(25)))
+    rig.fake.hold = asyncio.Event()
+    lookups = asyncio.gather(*(rig.store.lookup(key.key_id) for _ in range(25)))
+    await asked(rig.fake, 1)
+    rig.fake.hold.set()
+    results = await lookups
     assert all(r == key.record for r in results)
     assert rig.fake.calls == 1
 
@@ -229,15 +252,13 @@ async def test_a_revocation_signed_by_a_key_the_gateway_lacks_refuses_the_key(ri
 async def test_a_lookup_under_way_when_its_key_turns_suspect_starts_over(rig: Rig) -> None:
     key = rig.keyring.issue()
     rig.fake.put(rig.keyring.signed(key), key.key_id)
-    rig.fake.delay = 0.2
+    rig.fake.hold = asyncio.Event()
     first = asyncio.create_task(rig.store.lookup(key.key_id))
-    for _ in range(200):
-        if rig.fake.calls:
-            break
-        await asyncio.sleep(0.005)
+    await asked(rig.fake, 1)
     forger = Signer.from_base64(generate_signing_key()[0])
     with pytest.raises(RecordRejected):
         await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key), signer=forger))
+    rig.fake.hold.set()
     assert await first == key.record
     assert rig.fake.calls == 2  # the answer that began before the doubt was not taken
     assert rig.store.cached(key.key_id) is not None
@@ -272,24 +293,30 @@ async def test_a_doubted_load_is_not_used_though_another_settled_the_doubt(rig: 
     assert await rig.store.lookup(key.key_id) == key.record  # Redis holds the active record
     rig.store.evict(key.key_id)
     read = rig.store._read_redis
+    read_done, release = asyncio.Event(), asyncio.Event()
 
     async def slow_read(key_id: str) -> Held | None:
         held = await read(key_id)
-        await asyncio.sleep(0.3)
+        read_done.set()
+        await release.wait()
         return held
     rig.store._read_redis = slow_read  # type: ignore[method-assign]
     first = asyncio.create_task(rig.store.lookup(key.key_id))
-    await asyncio.sleep(0.05)
+    await read_done.wait()
     revoked = rig.keyring.revoke(key)
     rig.fake.put(rig.keyring.signed(revoked), key.key_id)
     rotated = Signer.from_base64(generate_signing_key()[0])
     with pytest.raises(RecordRejected):
         await rig.store.apply(rig.keyring.signed(revoked, signer=rotated))
-    rig.fake.delay = 0.05
+    rig.fake.hold = asyncio.Event()
+    calls = rig.fake.calls
     second = asyncio.create_task(rig.store.lookup(key.key_id))
-    await asyncio.sleep(0.01)
+    await asked(rig.fake, calls + 1)
     await rig.store.apply(rig.keyring.signed(rig.keyring.issue()))  # any other change
-    for found in (await second, await first):
+    rig.fake.hold.set()  # key_service answers the second lookup first...
+    answered = await second
+    release.set()  # ...then the first lookup's Redis read comes back
+    for found in (answered, await first):
         assert found is not None
         assert found.status == "revoked"
 
@@ -299,7 +326,7 @@ async def test_past_the_bound_on_suspect_keys_every_key_is_doubted(
 ) -> None:
     # A flood of forged events must not push out the mark of a key whose revocation this
     # gateway could not verify: past the bound, no Redis copy of any key is trusted.
-    monkeypatch.setattr(keystore, "SUSPECT_LIMIT", 3)
+    monkeypatch.setattr(ledger, "SUSPECT_LIMIT", 3)
     key, bystander = rig.keyring.issue(), rig.keyring.issue()
     for k in (key, bystander):
         rig.fake.put(rig.keyring.signed(k), k.key_id)
@@ -328,12 +355,13 @@ async def test_past_the_bound_on_suspect_keys_every_key_is_doubted(
 async def test_a_forged_event_does_not_keep_other_keys_out_of_l1(rig: Rig) -> None:
     key = rig.keyring.issue()
     rig.fake.put(rig.keyring.signed(key), key.key_id)
-    rig.fake.delay = 0.1
+    rig.fake.hold = asyncio.Event()
     task = asyncio.create_task(rig.store.lookup(key.key_id))
-    await asyncio.sleep(0.03)
+    await asked(rig.fake, 1)
     forger = Signer.from_base64(generate_signing_key()[0])
     with pytest.raises(RecordRejected):
         await rig.store.apply(rig.keyring.signed(rig.keyring.issue(), signer=forger))
+    rig.fake.hold.set()
     assert await task == key.record
     assert rig.store.cached(key.key_id) is not None
 
@@ -385,7 +413,7 @@ async def test_an_unsigned_404_does_not_settle_a_doubt(rig: Rig) -> None:
 async def test_a_key_known_revoked_is_not_doubted(
     rig: Rig, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(keystore, "KNOWN_LIMIT", 0)  # the revocation's record is forgotten
+    monkeypatch.setattr(ledger, "KNOWN_LIMIT", 0)  # the revocation's record is forgotten
     key = rig.keyring.issue()
     await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key)))
     forger = Signer.from_base64(generate_signing_key()[0])
@@ -395,7 +423,7 @@ async def test_a_key_known_revoked_is_not_doubted(
         found = await rig.store.lookup(key.key_id)
         assert found is not None
         assert found.status == "revoked"
-    assert key.key_id not in rig.store._suspect
+    assert not rig.store.ledger.in_doubt(key.key_id)
     assert rig.fake.calls == 0
 
 
@@ -451,7 +479,7 @@ async def test_redis_and_key_service_down_is_unavailable(rig: Rig) -> None:
     assert await rig.store.lookup(cached.key_id) == cached.record
     rig.redis_proxy.restore()
     rig.fake.down = False
-    await asyncio.sleep(1.1)  # past the pause after a Redis error
+    rig.clock.now += keystore.REDIS_PAUSE_SECONDS  # past the pause after a Redis error
     rig.fake.put(rig.keyring.signed(other), other.key_id)
     assert await rig.store.lookup(other.key_id) == other.record
 
@@ -464,7 +492,7 @@ async def test_revocation_redis_missed_outlives_l1_and_reaches_redis_later(rig: 
         await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key)))
     rig.redis_proxy.restore()
     rig.store.evict(key.key_id)  # as if L1's TTL or LRU had dropped it
-    await asyncio.sleep(1.1)  # past the pause after a Redis error
+    rig.clock.now += keystore.REDIS_PAUSE_SECONDS  # past the pause after a Redis error
     found = await rig.store.lookup(key.key_id)
     assert found is not None
     assert found.status == "revoked"
@@ -521,12 +549,15 @@ async def test_a_lookup_that_joins_a_load_begun_before_a_revocation_sees_the_rev
 ) -> None:
     key = rig.keyring.issue()
     rig.fake.put(rig.keyring.signed(key), key.key_id)
-    rig.fake.delay = 0.3  # a slow key_service answer, still carrying the old active record
+    rig.fake.hold = asyncio.Event()  # a slow key_service answer, with the old active record
     first = asyncio.create_task(rig.store.lookup(key.key_id))
-    await asyncio.sleep(0.05)
+    await asked(rig.fake, 1)
     assert await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key))) is True
     rig.store.evict(key.key_id)  # L1 pushed it out (LRU): the next lookup joins the load
-    later = await rig.store.lookup(key.key_id)
+    joining = asyncio.create_task(rig.store.lookup(key.key_id))
+    await asyncio.sleep(0)  # it joined the load and waits on it
+    rig.fake.hold.set()
+    later = await joining
     assert later is not None
     assert later.status == "revoked"
     earlier = await first
@@ -595,7 +626,7 @@ async def test_a_revocation_outlives_the_bound_on_remembered_records(
     # Past KNOWN_LIMIT the oldest revocations' records are forgotten, but never the fact:
     # the key's original, genuinely signed "issued" record put back into Redis (or replayed)
     # still does not revive it, and nobody needs asking.
-    monkeypatch.setattr(keystore, "KNOWN_LIMIT", 2)
+    monkeypatch.setattr(ledger, "KNOWN_LIMIT", 2)
     victim = rig.keyring.issue()
     issued = rig.keyring.signed(victim)
     await rig.store.apply(issued)

@@ -14,11 +14,11 @@ from pytest_aiohttp import AiohttpServer
 from redis.asyncio.cluster import RedisCluster
 
 from apikeys_shared.config import Env, load_secrets
-from auth_gateway.abuse import FailureCounter
-from auth_gateway.keyservice import KeyServiceClient
+from auth_gateway.key_service_client import KeyServiceClient
 from auth_gateway.keystore import KeyStore
 from auth_gateway.metrics import Metrics
 from auth_gateway.redisclient import open_redis
+from auth_gateway.throttle import FailureCounter
 from tests.support.private_redis import StartRedis, start_one_node_cluster
 
 from .keyring import FakeKeyService, Keyring

@@ -30,7 +30,7 @@ from apikeys_shared.keys import new_key_id
 from apikeys_shared.signing import Signer, generate_signing_key
 from auth_gateway.consumer import EventConsumer
 from auth_gateway.errors import VerificationUnavailable
-from auth_gateway.keyservice import KeyServiceClient
+from auth_gateway.key_service_client import KeyServiceClient
 from auth_gateway.keystore import KeyStore
 from auth_gateway.metrics import Metrics
 from auth_gateway.sync import Synchronizer, SyncSettings

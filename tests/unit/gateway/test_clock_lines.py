@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from auth_gateway import httpserver, logs
+from auth_gateway import http_server, logs
 from auth_gateway.logs import AccessLog
 
 
@@ -23,9 +23,9 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock(1_800_000_000.25)
-    monkeypatch.setattr(httpserver, "time", SimpleNamespace(time=fake.time))
+    monkeypatch.setattr(http_server, "time", SimpleNamespace(time=fake.time))
     monkeypatch.setattr(logs, "_time", SimpleNamespace(time=fake.time))
-    monkeypatch.setattr(httpserver, "_date_until", 0.0)
+    monkeypatch.setattr(http_server, "_date_until", 0.0)
     return fake
 
 
@@ -35,15 +35,15 @@ def _date(second: int) -> bytes:
 
 def test_the_date_line_follows_the_clock_second_by_second(clock: Clock) -> None:
     start = 1_800_000_000
-    assert httpserver.date_header() == _date(start)
+    assert http_server.date_header() == _date(start)
     clock.now = start + 0.999
-    assert httpserver.date_header() == _date(start)
+    assert http_server.date_header() == _date(start)
     clock.now = start + 1.0
-    assert httpserver.date_header() == _date(start + 1)
+    assert http_server.date_header() == _date(start + 1)
     clock.now = start - 5.5  # stepped back: not the line of a later second
-    assert httpserver.date_header() == _date(start - 6)
+    assert http_server.date_header() == _date(start - 6)
     clock.now = start + 3600.1
-    assert httpserver.date_header() == _date(start + 3600)
+    assert http_server.date_header() == _date(start + 3600)
 
 
 def test_the_access_log_stamp_follows_the_clock_ms_by_ms(clock: Clock) -> None:

@@ -10,7 +10,7 @@ import re
 from types import SimpleNamespace
 from typing import Any, cast
 
-from auth_gateway.httpserver import Request
+from auth_gateway.exchange import Exchange
 from auth_gateway.logs import AccessLog, LineBatcher
 
 SECRET = "s3cr3t-value-never-logged"
@@ -24,8 +24,9 @@ def _logger(stream: io.StringIO, level: int = logging.INFO) -> AccessLog:
     return access
 
 
-def _request(status: int = 200, **fields: Any) -> Request:
-    """What the access log reads of a request (the server's Request has these attributes)."""
+def _request(status: int = 200, **fields: Any) -> Exchange:
+    """What the access log reads of a request: the handler's record (request ID, route label,
+    key ID, verdict) and the server's Request it holds (what was asked and sent)."""
     values: dict[str, Any] = {
         "target": "/api/things?token=private", "method": "GET", "remote": "127.0.0.1",
         "headers": {"X-AuthenticationKeyId": "key_1", "X-AuthenticationKeyValue": SECRET},
@@ -33,7 +34,9 @@ def _request(status: int = 200, **fields: Any) -> Request:
         "status": status, "started": True, "body_bytes": 3,
     }
     values.update(fields)
-    return cast(Request, SimpleNamespace(**values))
+    record = {name: values.pop(name) for name in ("request_id", "key_id", "auth")}
+    record["label"] = values.pop("route")
+    return cast(Exchange, SimpleNamespace(request=SimpleNamespace(**values), **record))
 
 
 async def test_lines_carry_the_fields_and_are_written_in_batches() -> None:

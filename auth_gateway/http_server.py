@@ -1,12 +1,14 @@
-"""The gateway's HTTP/1.1 server: aiohttp's strict request parser under a lean protocol.
+"""The gateway's connection layer: HTTP/1.1 connections on aiohttp's strict request parser.
 
 aiohttp's web stack (router, middlewares, ``web.Response``, its writer) cost more per request
-than everything the gateway itself does, so requests are served by this protocol instead. It
-keeps what matters from aiohttp: every byte a client sends goes through aiohttp's own C parser
+than everything the gateway itself does, so requests are served by this protocol instead
+(docs/architecture.md, "The HTTP layer", has the measurement). It keeps what matters from
+aiohttp, reached through ``wire``: every byte a client sends goes through aiohttp's own C parser
 (llhttp in strict mode, plus aiohttp's checks: duplicate singleton headers, missing Host, NUL in
 values, obsolete WebSocket headers), and request bodies arrive in aiohttp ``StreamReader``s with
 its flow control. What it leaves out is everything the gateway does not need: a response is a
-status, a pre-encoded header block and a body, written with one ``transport.write``.
+status, a pre-encoded header block and a body, written with one ``transport.write``. Each
+parsed request goes to a ``Handler`` (``handler.GatewayHandler``).
 
 Per connection, requests are answered strictly in order (pipelining included); a request that
 the parser refuses gets a problem+json 400 (431 for an over-long line, or a head longer than
@@ -30,35 +32,49 @@ import asyncio
 import collections
 import contextlib
 import json
-import logging
 import socket
 import sys
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http import HttpRequestParser, HttpVersion11, RawRequestMessage
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from .wire import (
+    EMPTY_PAYLOAD,
+    HttpProcessingError,
+    HttpVersion11,
+    LineTooLong,
+    RawRequestMessage,
+    StreamReader,
+    Wire,
+)
 
 __all__ = ["HttpServer", "Request", "date_header", "problem_body", "reason_phrase"]
 
-log = logging.getLogger("auth_gateway")
+
+E = TypeVar("E")  # the handler's record of one request
+S = TypeVar("S")  # what the handler's now() leaves for later()
 
 
-class Handler(Protocol):
-    """What the server calls for each request, in order."""
+class Handler(Protocol[E, S]):
+    """What the server calls for each request, in order: ``begin``, ``now``, ``later`` when
+    ``now`` left something, ``finished``."""
 
-    def now(self, request: Request) -> bool:
-        """Answer ``request`` without waiting if possible; False hands it to ``later``."""
+    def begin(self, request: Request) -> E:
+        """The handler's record of ``request``, handed back to every call after this one."""
 
-    async def later(self, request: Request) -> None:
-        """Answer ``request``, waiting for whatever it needs (run in a task of its own)."""
+    def now(self, exchange: E) -> S | None:
+        """Answer without waiting if possible (None); else what ``later`` is to do."""
 
-    def finished(self, request: Request, duration: float) -> None:
-        """``request`` was answered, or abandoned (``request.started`` is False)."""
+    async def later(self, exchange: E, step: S) -> None:
+        """Answer, waiting for whatever it needs (run in a task of its own)."""
+
+    def failed(self, exchange: E) -> None:
+        """An exception escaped ``now`` or ``later`` (called while it is being handled); the
+        server answers 500 when nothing was sent yet."""
+
+    def finished(self, exchange: E, duration: float) -> None:
+        """The request was answered, or abandoned (its ``started`` is False)."""
 
     def refused(self, status: int) -> None:
         """The parser refused a request; it was answered with ``status``."""
@@ -112,35 +128,30 @@ class Request:
 
     ``target`` is the raw request-target (still percent-encoded, query included). The handler
     answers with ``respond`` (one write) or ``start`` / ``write`` / ``finish`` (streaming); the
-    server adds the framing headers (Content-Length or chunked, Connection) itself. The
-    remaining attributes are notes for the access log and metrics.
+    server adds the framing headers (Content-Length or chunked, Connection) itself.
+    ``status``, ``body_bytes``, ``started`` and ``finished`` say what was sent.
     """
 
     __slots__ = (
         "_chunked_out",
         "_conn",
-        "auth",
         "body_bytes",
         "chunked",
         "finished",
         "head_bound",
         "headers",
         "keep_alive",
-        "key_id",
         "method",
         "payload",
         "raw_headers",
         "remote",
-        "request_id",
-        "route",
         "started",
-        "state",
         "status",
         "target",
         "version",
     )
 
-    def __init__(self, conn: _Connection, message: RawRequestMessage,
+    def __init__(self, conn: _Connection[Any, Any], message: RawRequestMessage,
                  payload: StreamReader, head_bound: int) -> None:
         self._conn = conn
         # The head (request line and header lines) is at most this many bytes long: all that
@@ -161,11 +172,6 @@ class Request:
         self.started = False
         self.finished = False
         self._chunked_out = False
-        self.request_id = ""
-        self.route = "_none"
-        self.key_id: str | None = None
-        self.auth: str | None = None
-        self.state: Any = None  # the handler's own, from now() to later()
 
     @property
     def connection_lost(self) -> bool:
@@ -206,9 +212,15 @@ class Request:
         self.started = self.finished = True
         self.status = status
         send_body = self.method != "HEAD" and status not in _NO_BODY
-        head = [self._status_line(status, reason), block]
+        # Every response goes through here: the common status line, this second's Date line
+        # (date_header's own test) and the write are taken without a call each.
+        line = _STATUS_LINES.get(status)
+        if line is None or (reason is not None and reason != _reasons.get(status)):
+            line = self._status_line(status, reason)
+        head = [line, block]
         if date:
-            head.append(date_header())
+            now = time.time()
+            head.append(_date_line if _date_until - 1.0 <= now < _date_until else date_header())
         if length and status not in _NO_BODY:
             head.append(b"Content-Length: %d\r\n" % len(body))
         head.append(self._framing())
@@ -216,7 +228,9 @@ class Request:
         if send_body and body:
             head.append(body)
             self.body_bytes = len(body)
-        self._conn.send(b"".join(head))
+        transport = self._conn.transport
+        if transport is not None:
+            transport.write(b"".join(head))
 
     def start(self, status: int, block: bytes, *, length: int | None,
               reason: bytes | None = None, date: bool = True) -> None:
@@ -274,10 +288,10 @@ def problem_body(status: int, detail: str) -> bytes:
     }, separators=(",", ":")).encode()
 
 
-class _Connection(BaseProtocol):
+class _Connection(Wire[RawRequestMessage], Generic[E, S]):
     """One client connection: parses requests and answers them in order."""
 
-    def __init__(self, server: HttpServer, peer: str | None = None) -> None:
+    def __init__(self, server: HttpServer[E, S], peer: str | None = None) -> None:
         super().__init__(server.loop)
         self._server = server
         self._peer = peer  # the name of every peer of a Unix socket (they have no address)
@@ -297,12 +311,8 @@ class _Connection(BaseProtocol):
         self._unfed = b""  # received, held back unparsed while enough requests are queued
         self._eof_held = False  # the client's EOF came behind held-back bytes
         self._linger_timer: asyncio.TimerHandle | None = None
-        self._request_parser = HttpRequestParser(
-            self, server.loop, _READ_LIMIT,
-            max_line_size=server.max_line_size, max_field_size=server.max_line_size,
-            max_headers=server.max_headers, auto_decompress=False,
-        )
-        self._parser = self._request_parser  # BaseProtocol's flow control pauses it
+        self.parse_requests(limit=_READ_LIMIT, max_line_size=server.max_line_size,
+                            max_headers=server.max_headers)
 
     # -- asyncio protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -310,7 +320,7 @@ class _Connection(BaseProtocol):
         if self._peer is None:
             peer = transport.get_extra_info("peername")
             self.remote = peer[0] if isinstance(peer, (tuple, list)) and peer else None
-        self.idle_since = self._loop.time()
+        self.idle_since = self.loop.time()
         self._server.connections.add(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -349,7 +359,7 @@ class _Connection(BaseProtocol):
                 return
             if len(self._queue) > _QUEUE_LIMIT:
                 self._unfed = data[start:]
-                self._pause_reading_for_buffer()
+                self.pause()
                 return
             self._feed_slice(data[start:start + _FEED_SLICE])
 
@@ -362,7 +372,7 @@ class _Connection(BaseProtocol):
             self._head_bytes += len(data)
         self._fed += len(data)
         try:
-            messages, upgraded, _tail = self._request_parser.feed_data(data)
+            messages, upgraded, _tail = self.parse(data)
         except HttpProcessingError as exc:
             self._refuse(exc)
             return
@@ -387,9 +397,9 @@ class _Connection(BaseProtocol):
             # last), then the connection closes before anything after it is read.
             self._stop_parsing = True
             self._last_message = messages[-1][0]
-            self._pause_transport_reading()
+            self.stop_reading()
         elif len(self._queue) > _QUEUE_LIMIT:
-            self._pause_reading_for_buffer()
+            self.pause()
 
     def _refuse(self, exc: HttpProcessingError) -> None:
         """The bytes received cannot be (or may not be) a request: answer 4xx after the
@@ -400,7 +410,7 @@ class _Connection(BaseProtocol):
         if payload is not None and not payload.is_eof():
             payload.set_exception(exc)
         self._queue.append(exc)
-        self._pause_transport_reading()
+        self.stop_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -411,7 +421,7 @@ class _Connection(BaseProtocol):
             self._eof_held = True  # taken in once the held-back bytes are parsed
             return True
         try:
-            self._request_parser.feed_eof()
+            self.parse_eof()
         except HttpProcessingError as exc:
             # The client ended mid-body: whoever reads that body learns it now.
             payload = self._payload
@@ -436,17 +446,17 @@ class _Connection(BaseProtocol):
             return
         self.idle_since = None
         handler = self._server.handler
-        loop = self._loop
-        while self._queue or (self._unfed and not self._paused):
+        loop = self.loop
+        while self._queue or (self._unfed and not self.writing_blocked):
             if not self._queue:
                 # Every queued request is answered: parse what was held back.
                 data, self._unfed = self._unfed, b""
                 self._feed(data)
                 continue
-            if self._paused:
+            if self.writing_blocked:
                 # The client does not read its answers: stop answering (and reading) until it
                 # does, so that its pipelined requests cannot pile up responses in memory.
-                self._pause_reading_for_buffer()
+                self.pause()
                 self.idle_since = loop.time()  # no progress for the keep-alive timeout: closed
                 return
             item = self._queue.popleft()
@@ -458,54 +468,55 @@ class _Connection(BaseProtocol):
             if message is self._last_message:
                 request.keep_alive = False
             started = loop.time()
+            exchange = handler.begin(request)
             try:
-                answered = handler.now(request)
+                step = handler.now(exchange)
             except Exception:
-                answered = self._failed(request)
-            if not answered:
-                self._task = loop.create_task(self._later(request, started))
+                step = None
+                self._failed(request, exchange)
+            if step is not None:
+                self._task = loop.create_task(self._later(request, exchange, step, started))
                 return
-            if not self._done(request, started):
+            if not self._done(request, exchange, started):
                 return
         if self._eof_held and not self._unfed:
             self._eof_held = False
             self.eof_received()
             return
         self.idle_since = loop.time()
-        if self._buffer_paused and not self._stop_parsing and not self._unfed:
-            self._resume_reading_for_buffer()
+        if self.held and not self._stop_parsing and not self._unfed:
+            self.resume()
 
-    async def _later(self, request: Request, started: float) -> None:
+    async def _later(self, request: Request, exchange: E, step: S, started: float) -> None:
         try:
             try:
-                await self._server.handler.later(request)
+                await self._server.handler.later(exchange, step)
             except (asyncio.CancelledError, ConnectionError):
                 if not request.started:
                     request.status = 499  # the client left before an answer
-                self._server.handler.finished(request, self._loop.time() - started)
+                self._server.handler.finished(exchange, self.loop.time() - started)
                 self._abort()
                 return
             except Exception:
-                self._failed(request)
-            if not self._done(request, started):
+                self._failed(request, exchange)
+            if not self._done(request, exchange, started):
                 return
         finally:
             self._task = None
         if self.transport is not None:
             self._wake()
 
-    def _failed(self, request: Request) -> bool:
+    def _failed(self, request: Request, exchange: E) -> None:
         """An unexpected error in the handler: a 500 if nothing was sent yet."""
-        log.exception("unhandled error", extra={"fields": {"request_id": request.request_id}})
+        self._server.handler.failed(exchange)
         if not request.started:
             request.close_after()
             request.respond(500, _PROBLEM, problem_body(
                 500, "The gateway failed to handle this request."))
-        return True
 
-    def _done(self, request: Request, started: float) -> bool:
+    def _done(self, request: Request, exchange: E, started: float) -> bool:
         """Account for an answered request; False when the connection ends with it."""
-        self._server.handler.finished(request, self._loop.time() - started)
+        self._server.handler.finished(exchange, self.loop.time() - started)
         if not request.finished:
             self._abort()
             return False
@@ -544,12 +555,6 @@ class _Connection(BaseProtocol):
         if transport is not None:
             transport.writelines(parts)
 
-    async def drain(self) -> None:
-        if self._paused:
-            await self._drain_helper()
-        elif self.transport is None:
-            raise ConnectionResetError("client closed the connection")
-
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -577,8 +582,8 @@ class _Connection(BaseProtocol):
             transport.close()
             return
         transport.write_eof()
-        self._linger_timer = self._loop.call_later(_LINGER_SECONDS, self._close)
-        self._resume_transport_reading()
+        self._linger_timer = self.loop.call_later(_LINGER_SECONDS, self._close)
+        self.restart_reading()
 
     def begin_drain(self) -> None:
         """Server shutdown: close now when idle, else after the response in flight."""
@@ -587,10 +592,10 @@ class _Connection(BaseProtocol):
             self._close()
 
 
-class HttpServer:
+class HttpServer(Generic[E, S]):
     """Serves ``handler`` on a listening socket; see the module docstring."""
 
-    def __init__(self, handler: Handler, *, max_line_size: int, max_headers: int,
+    def __init__(self, handler: Handler[E, S], *, max_line_size: int, max_headers: int,
                  max_head_bytes: int | None = None, keepalive_timeout: float = 75.0) -> None:
         self.handler = handler
         self.max_line_size = max_line_size
@@ -600,7 +605,7 @@ class HttpServer:
         self.max_head_bytes = max_line_size * 2 if max_head_bytes is None else max_head_bytes
         self.keepalive_timeout = keepalive_timeout
         self.loop = asyncio.get_running_loop()
-        self.connections: set[_Connection] = set()
+        self.connections: set[_Connection[E, S]] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
 

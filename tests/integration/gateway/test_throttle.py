@@ -1,8 +1,8 @@
-"""The failure counter's clear window: the authenticator's fast path trusts it without a call.
+"""The failure counter's quiet window: the authenticator's fast path trusts it.
 
-``clear_from <= clock() < clear_until`` must hold exactly when no address is blocked here, no
-read of other processes' blocks is due and Redis is not paused, or the fast path would skip a
-throttle (or, the other way, never run).
+``quiet()`` must hold exactly when no address is blocked here, no read of other processes'
+blocks is due and Redis is not paused, or the fast path would skip a throttle (or, the other
+way, never run).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from auth_gateway.abuse import SYNC_SECONDS, FailureCounter
 from auth_gateway.redisclient import open_redis
+from auth_gateway.throttle import SYNC_SECONDS, FailureCounter
 from tests.support.procs import free_port
 
 
@@ -25,8 +25,8 @@ class Clock:
 
 
 def _clear(counter: FailureCounter, clock: Clock) -> bool:
-    # What the authenticator's fast path evaluates.
-    return counter.clear_from <= clock() < counter.clear_until
+    # What the authenticator's fast path asks first (``clock`` is the counter's).
+    return counter.quiet()
 
 
 async def test_clear_only_between_syncs_and_while_nothing_is_blocked(
