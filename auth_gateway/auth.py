@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from apikeys_shared.events import KeyRecord
 from apikeys_shared.hashing import PepperSet
@@ -182,7 +183,9 @@ class Authenticator:
             creds.key_id, creds.secret, record.secret_hash, record.hash_version
         ):
             denial = Denial("wrong_secret", key_id=creds.key_id)
-        elif not record.active:
+        elif not record.active_at(datetime.fromtimestamp(self._store.wall_clock(), UTC)):
+            # Revoked, or a rolled key whose revokes_at has come (on this process's clock):
+            # refused even when nothing could tell this process of its revocation.
             denial = Denial("revoked", key_id=creds.key_id)
         else:
             held = self._store.cached(creds.key_id)

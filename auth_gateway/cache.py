@@ -39,11 +39,13 @@ class TTLCache(Generic[V]):
         self._data.move_to_end(key)
         return value
 
-    def put(self, key: str, value: V) -> None:
-        """Store ``value``; the least recently used entry goes when the map is full."""
+    def put(self, key: str, value: V, *, ends: float | None = None) -> None:
+        """Store ``value``, until ``ends`` (on the clock) when that comes before the TTL; the
+        least recently used entry goes when the map is full."""
         if self._size <= 0 or self._ttl <= 0:
             return
-        self._data[key] = (self._clock() + self._ttl, value)
+        expires = self._clock() + self._ttl
+        self._data[key] = (expires if ends is None or ends > expires else ends, value)
         self._data.move_to_end(key)
         while len(self._data) > self._size:
             self._data.popitem(last=False)

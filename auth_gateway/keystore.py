@@ -85,10 +85,12 @@ class KeyStore:
         negative_size: int = 10000,
         negative_ttl: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         feed_read: asyncio.Event | None = None,
     ) -> None:
         """``feed_read``: set once a catch-up has applied the whole feed in this process; Redis
-        is read only from then on (None: from the start, for tests of the store alone)."""
+        is read only from then on (None: from the start, for tests of the store alone).
+        ``wall_clock``: Unix time, against which rolled keys' ``revokes_at`` is compared."""
         self._feed_read = feed_read
         self._redis = redis
         self._key_service = key_service
@@ -96,6 +98,7 @@ class KeyStore:
         self._metrics = metrics
         self._prefix = prefix
         self._clock = clock
+        self.wall_clock = wall_clock
         self._l1: TTLCache[Held] = TTLCache(l1_size, l1_ttl, clock)
         self._negative: TTLCache[bool] = TTLCache(negative_size, negative_ttl, clock)
         # What L1 holds for a key (not counted as a lookup), or None: TTLCache.get itself, so
@@ -160,6 +163,8 @@ class KeyStore:
         # A load that began before a revocation was applied (this lookup may have joined it
         # later) must not hand out the record the revocation replaced.
         held = self.ledger.current(held)
+        if held is not None:
+            self._left(held.record)  # a rolled key's end, noted whichever way the record came
         return held.record if held is not None else None
 
     async def apply(self, signed: SignedEvent, origin: str = "event", *,
@@ -278,10 +283,26 @@ class KeyStore:
     def _remember(self, key_id: str, new: Held, *, vouched: bool = False) -> None:
         """Put ``new`` into L1 if the ledger admits it and L1 holds nothing that supersedes it.
 
-        ``vouched``: key_service answered with ``new`` after the key was last in doubt.
+        ``vouched``: key_service answered with ``new`` after the key was last in doubt. A rolled
+        key's entry ends at its ``revokes_at`` (on this process's clock), so that from then on
+        no request is answered from L1 (the authenticator's fast path included): the lookup
+        that follows finds it due (``lookup``), whatever else can be reached.
         """
+        left = self._left(new.record)
+        if left is not None and left <= 0:
+            return
         if self.ledger.admits(new, vouched=vouched) and supersedes(new, self._l1.get(key_id)):
-            self._l1.put(key_id, new)
+            self._l1.put(key_id, new, ends=None if left is None else self._clock() + left)
+
+    def _left(self, record: KeyRecord) -> float | None:
+        """Seconds until a rolled key's scheduled revocation (noted in the ledger); None for a
+        key without one."""
+        at = self.ledger.schedule(record)
+        return None if at is None else at - self.wall_clock()
+
+    def due(self, key_id: str) -> bool:
+        """``key_id`` is revoked here, or its scheduled revocation (``revokes_at``) has come."""
+        return self.ledger.due(key_id, self.wall_clock())
 
     def _redis_available(self) -> bool:
         return self._clock() >= self._redis_paused_until
@@ -401,8 +422,10 @@ class KeyStore:
         held = await self._with_known(key_id, held, redis_error is None)
         vouched = False
         if held is None or (doubt and held.record.active):
-            if self.ledger.is_revoked(key_id):
-                return None  # revoked for good; no need to ask (or to fail if none can answer)
+            if self.due(key_id):
+                # Revoked for good, or a rolled key whose end has come: no need to ask (nor to
+                # fail when nothing can answer): the key is refused either way.
+                return None
             held = await self._ask_key_service(key_id, redis_error, epoch)
             # Asked after the doubt, and no new doubt since (that would have doubted this
             # very load): key_service's verified answer decides.

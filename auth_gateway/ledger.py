@@ -14,6 +14,10 @@ What this process knows beyond its caches (``Ledger``):
   revocation), and any record Redis could not take yet, until Redis does. At most
   ``KNOWN_LIMIT`` records; past it the oldest go, but the ID of a key seen revoked is kept for
   good (about 100 bytes each), so that an active record for it is never accepted again.
+- The scheduled end of every rolled key it has seen (a signed record's ``revokes_at``, as a
+  Unix time): from then on the key counts as revoked here (``due``), whatever can or cannot be
+  asked, exactly as if its revocation had arrived: key_service promised it in a signed record,
+  and no later record can take it back (a key is rolled once; revoked is terminal).
 - The keys in doubt: named by an event that did not verify (forged, or signed with a key this
   gateway lacks). Redis's copy of such a key is not used, nor is an active record cached,
   until key_service's verified answer asked after the doubt settles it ("vouched"), or a
@@ -108,6 +112,7 @@ class Ledger:
         # key ID -> (record, its signed event): revocations applied, records Redis lacks.
         self._known: OrderedDict[str, tuple[Held, SignedEvent]] = OrderedDict()
         self._revoked: set[str] = set()  # every key seen revoked (verified), for good
+        self._revokes_at: dict[str, float] = {}  # rolled keys -> their revokes_at, Unix time
         self._suspect: set[str] = set()  # keys in doubt
         self._doubt_all = False  # past SUSPECT_LIMIT doubts: every key is in doubt
 
@@ -142,6 +147,24 @@ class Ledger:
     def is_revoked(self, key_id: str) -> bool:
         """This process has seen a verified revocation of ``key_id``."""
         return key_id in self._revoked
+
+    def schedule(self, record: KeyRecord) -> float | None:
+        """Note a rolled key's ``revokes_at`` (Unix time, returned; None for a record without
+        one). The earliest one seen stands: a key is rolled once."""
+        if record.revokes_at is None:
+            return None
+        at = record.revokes_at.timestamp()
+        held = self._revokes_at.get(record.key_id)
+        if held is None or at < held:
+            self._revokes_at[record.key_id] = held = at
+        return held
+
+    def due(self, key_id: str, now: float) -> bool:
+        """``key_id`` is revoked, or its scheduled revocation has come by ``now`` (Unix time)."""
+        if key_id in self._revoked:
+            return True
+        at = self._revokes_at.get(key_id)
+        return at is not None and now >= at
 
     def admits(self, new: Held, *, vouched: bool = False) -> bool:
         """Whether ``new`` may go into the in-process cache (which then keeps it only if it
@@ -231,8 +254,10 @@ class Ledger:
             self._doubts_changed()
 
     def seen_revoked(self, key_id: str) -> None:
-        """A verified revocation of ``key_id``: terminal, so nothing about it is in doubt."""
+        """A verified revocation of ``key_id``: terminal, so nothing about it is in doubt (and
+        no scheduled end is left to wait for)."""
         self._revoked.add(key_id)
+        self._revokes_at.pop(key_id, None)
         self.settle(key_id)
 
     def _doubts_changed(self) -> None:

@@ -58,6 +58,8 @@ class StackOptions:
     """How the stack is shaped; the defaults suit the end-to-end suite."""
 
     gateways: int = 2
+    # Worker processes per gateway (sharing its port).
+    workers: int = 1
     feed_poll_interval: float = 0.5
     # The failed-authentication throttle is tested on its own; here every request of the load
     # comes from 127.0.0.1 and must be judged on its credentials alone.
@@ -250,7 +252,7 @@ class Stack:
         proc = self._spawn(
             f"gateway{len(self.gateway_procs)}",
             ["-m", "auth_gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
+             "--workers", str(self.options.workers)],
             {**self.gateway_env(), "GATEWAY_PORT": str(port)},
         )
         self.gateway_procs.append(proc)

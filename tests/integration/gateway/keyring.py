@@ -10,6 +10,7 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -61,8 +62,12 @@ class Keyring:
 
     def revoke(self, key: IssuedKey) -> IssuedKey:
         """The same key, revoked, at the next sequence."""
-        record = replace(key.record, status="revoked", revoked_at=datetime.now(UTC))
-        return replace(key, record=record, sequence=next(self._seq))
+        return self.change(key, status="revoked", revoked_at=datetime.now(UTC), revokes_at=None,
+                           replaced_by=None)
+
+    def change(self, key: IssuedKey, **fields: Any) -> IssuedKey:
+        """The same key with ``fields`` of its record changed, at the next sequence."""
+        return replace(key, record=replace(key.record, **fields), sequence=next(self._seq))
 
     def signed(self, key: IssuedKey, signer: Signer | None = None) -> SignedEvent:
         """The signed event carrying ``key``'s record."""

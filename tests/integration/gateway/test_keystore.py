@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
@@ -15,6 +17,7 @@ from redis.backoff import NoBackoff
 
 from apikeys_shared.config import Env, load_secrets
 from apikeys_shared.errors import SignatureError
+from apikeys_shared.keys import new_key_id
 from apikeys_shared.signing import Signer, generate_signing_key
 from auth_gateway import keystore, ledger
 from auth_gateway.errors import RecordRejected, StoreUnavailable, VerificationUnavailable
@@ -25,14 +28,14 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.services import REDIS
 from tests.support.stack import eventually
 
-from .keyring import FakeKeyService, Keyring
+from .keyring import FakeKeyService, IssuedKey, Keyring
 
 
 class Clock:
-    """The key store's clock, moved by hand: time passes only when a test says so."""
+    """One of the key store's clocks, moved by hand: time passes only when a test says so."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now
@@ -50,6 +53,8 @@ class Rig:
     # signature checks are counted.
     other_store: Callable[[], tuple[KeyStore, list[bytes]]]
     clock: Clock
+    # Unix time as the store sees it (for rolled keys' revokes_at), moved by hand too.
+    wall: Clock
 
     def sample(self, name: str, *labels: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -83,13 +88,14 @@ async def rig(
     )
     metrics = Metrics()
     clock = Clock()
+    wall = Clock(time.time())
     async with aiohttp.ClientSession() as session:
         client = KeyServiceClient(
             session, str(server.make_url("/")), secrets.internal_token, timeout=2.0
         )
         store = KeyStore(
             redis=redis, key_service=client, verifier=secrets.verifier, metrics=metrics,
-            prefix=redis_prefix, negative_ttl=60.0, clock=clock,
+            prefix=redis_prefix, negative_ttl=60.0, clock=clock, wall_clock=wall,
         )
 
         def other_store() -> tuple[KeyStore, list[bytes]]:
@@ -108,7 +114,7 @@ async def rig(
             )
             return other, checked
 
-        yield Rig(store, keyring, fake, metrics, redis_client, proxy, other_store, clock)
+        yield Rig(store, keyring, fake, metrics, redis_client, proxy, other_store, clock, wall)
     await redis.aclose()
 
 
@@ -678,3 +684,77 @@ async def test_a_key_of_another_type_in_redis_reads_as_malformed_and_is_replaced
         stored = await rig.redis.get(rig.store.redis_key(key.key_id))
         assert stored is not None
         assert key.key_id.encode() in stored
+
+
+# -- rolled keys: the end at revokes_at, by this process's own clock ---------------------------
+# A rolled key ends at its revokes_at in every gateway process whatever else can be reached: no
+# request is answered from L1 after it, and a lookup then finds the key due even with Redis and
+# key_service away.
+def _rolled(rig: Rig, overlap: float) -> IssuedKey:
+    """A key rolled ``overlap`` seconds before its end, as the store's wall clock reads now."""
+    ends = datetime.fromtimestamp(rig.wall.now + overlap, UTC)
+    return rig.keyring.change(rig.keyring.issue("rolled"), revokes_at=ends,
+                              replaced_by=new_key_id())
+
+
+def _advance(rig: Rig, seconds: float) -> None:
+    rig.clock.now += seconds
+    rig.wall.now += seconds
+
+
+async def test_the_l1_entry_ends_at_revokes_at_and_the_key_is_due_then(rig: Rig) -> None:
+    key = _rolled(rig, overlap=3)
+    await rig.store.apply(rig.keyring.signed(key))
+    assert rig.store.cached(key.key_id) is not None  # the overlap: served from L1
+    assert not rig.store.due(key.key_id)
+    _advance(rig, 2.9)
+    assert rig.store.cached(key.key_id) is not None
+    _advance(rig, 0.2)
+    assert rig.store.cached(key.key_id) is None  # not even the fast path serves it now
+    assert rig.store.due(key.key_id)
+    # Nothing can be asked: the key is still refused, never a 503.
+    rig.redis_proxy.cut()
+    rig.fake.down = True
+    assert await rig.store.lookup(key.key_id) is None
+    assert rig.fake.calls == 0
+
+
+async def test_with_redis_up_the_record_is_found_but_no_longer_active(rig: Rig) -> None:
+    key = _rolled(rig, overlap=1)
+    await rig.store.apply(rig.keyring.signed(key))
+    _advance(rig, 1.5)
+    record = await rig.store.lookup(key.key_id)  # from Redis: key_service is not asked
+    assert record == key.record
+    assert not record.active_at(datetime.fromtimestamp(rig.wall.now, UTC))
+    assert rig.store.cached(key.key_id) is None  # and L1 does not take it back
+    assert rig.fake.calls == 0
+
+
+async def test_a_record_already_past_its_end_never_enters_l1(rig: Rig) -> None:
+    key = _rolled(rig, overlap=-5)
+    await rig.store.apply(rig.keyring.signed(key))
+    assert rig.store.cached(key.key_id) is None
+    assert rig.store.due(key.key_id)
+
+
+async def test_a_gateway_whose_clock_is_late_ends_the_key_that_much_later(rig: Rig) -> None:
+    # The key ends at 12:00:03 by key_service's clock; this gateway's clock is 2 s late, so by
+    # its own reading the end comes 2 s after 12:00:03 real time: the documented bound.
+    key = _rolled(rig, overlap=3)
+    rig.wall.now -= 2
+    await rig.store.apply(rig.keyring.signed(key))
+    _advance(rig, 3.5)  # real time is past the end; the gateway's clock is not yet
+    assert rig.store.cached(key.key_id) is not None
+    assert not rig.store.due(key.key_id)
+    _advance(rig, 2)
+    assert rig.store.cached(key.key_id) is None
+    assert rig.store.due(key.key_id)
+
+
+async def test_revoked_early_it_is_terminal_as_any_revocation(rig: Rig) -> None:
+    key = _rolled(rig, overlap=3600)
+    await rig.store.apply(rig.keyring.signed(key))
+    revoked = rig.keyring.revoke(key)
+    await rig.store.apply(rig.keyring.signed(revoked))
+    assert rig.store.due(key.key_id)
+    assert (await rig.store.lookup(key.key_id)) == revoked.record

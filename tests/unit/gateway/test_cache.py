@@ -48,3 +48,19 @@ def test_pop_clear_and_disabled_cache() -> None:
     off: TTLCache[int] = TTLCache(0, 5, Clock())
     off.put("a", 1)
     assert off.get("a") is None
+
+
+def test_an_entry_may_end_before_its_ttl() -> None:
+    clock = Clock()
+    cache: TTLCache[str] = TTLCache(10, 30, clock)
+    cache.put("rolled", "record", ends=clock.now + 3)
+    cache.put("plain", "record", ends=clock.now + 60)  # later than the TTL: the TTL holds
+    clock.now += 2.9
+    assert cache.get("rolled") == "record"
+    clock.now += 0.1
+    assert cache.get("rolled") is None
+    clock.now += 26.9
+    assert cache.get("plain") == "record"
+    clock.now += 0.1
+    assert cache.get("plain") is None
+

@@ -2,7 +2,8 @@
 
 Pure logic: no Redis, no key_service, no sleeps. The ledger has no clock either: which record
 wins depends on sequences and statuses only, never on time (the caches' expiry is the key
-store's, tested there with its injected clock).
+store's, tested there with its injected clock); whether a rolled key's end has come is asked
+with the moment given.
 """
 
 from __future__ import annotations
@@ -232,3 +233,36 @@ def test_past_the_bound_no_doubt_is_dropped_every_key_is_doubted_instead(
     assert counts == [1, 2, -1]  # the marks went with the bound: nothing more to settle
     assert not book.admits(active(1, OTHER))
     assert book.admits(active(1, OTHER), vouched=True)
+
+
+# -- rolled keys: the scheduled end ------------------------------------------------------------
+def rolled(sequence: int, ends: float, key_id: str = KEY) -> Held:
+    """The key's record, active and rolled: its revocation is scheduled at ``ends`` (Unix)."""
+    held = active(sequence, key_id)
+    record = held.record
+    return Held(sequence, KeyRecord(
+        key_id=record.key_id, name=record.name, status="active", issued_at=record.issued_at,
+        revoked_at=None, secret_hash="h", hash_version="v1",
+        revokes_at=datetime.fromtimestamp(ends, UTC), replaced_by=OTHER))
+
+
+@pytest.mark.parametrize(("seen", "now", "due"), [
+    ((), 5_000.0, False),  # nothing known of the key
+    ((active(1),), 5_000.0, False),  # an active key without an end
+    ((rolled(2, ends=5_000.0),), 4_999.9, False),  # the overlap
+    ((rolled(2, ends=5_000.0),), 5_000.0, True),  # its end has come
+    ((rolled(2, ends=5_000.0), rolled(3, ends=6_000.0)), 5_500.0, True),  # the earlier end holds
+    ((rolled(2, ends=6_000.0), rolled(3, ends=5_000.0)), 5_500.0, True),
+    ((rolled(2, ends=9_000.0), revoked(3)), 5_000.0, True),  # revoked early: terminal
+])
+def test_a_rolled_key_is_due_from_its_end_on(
+    seen: Sequence[Held], now: float, due: bool,
+) -> None:
+    book = Ledger()
+    for held in seen:
+        book.schedule(held.record)
+        if not held.record.active:
+            book.seen_revoked(held.record.key_id)
+    assert book.due(KEY, now) is due
+    assert not book.due(OTHER, now)
+
