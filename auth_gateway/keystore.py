@@ -130,10 +130,17 @@ class KeyStore:
         nothing for the key.
         """
         held = self._l1.get(key_id)
-        if held is not None:
+        if held is not None and (held.ends is None or self.wall_clock() < held.ends):
             self._metrics.child(self._metrics.cache_lookups, "l1", "hit").inc()
             return held.record
         self._metrics.child(self._metrics.cache_lookups, "l1", "miss").inc()
+        ends = self.ledger.end(key_id)
+        if ends is not None and self.wall_clock() >= ends:
+            # A rolled key whose end has come (by this process's wall clock, whatever L1's own
+            # expiry says): refused without asking anyone, so that nothing that can or cannot
+            # be reached changes the answer.
+            self._l1.pop(key_id)
+            return None
         if self._negative.get(key_id) is not None:
             self._metrics.child(self._metrics.cache_lookups, "negative", "hit").inc()
             return None
@@ -163,9 +170,14 @@ class KeyStore:
         # A load that began before a revocation was applied (this lookup may have joined it
         # later) must not hand out the record the revocation replaced.
         held = self.ledger.current(held)
-        if held is not None:
-            self._left(held.record)  # a rolled key's end, noted whichever way the record came
-        return held.record if held is not None else None
+        if held is None:
+            return None
+        if held.record.active and self._ended(held.record):
+            # The load (perhaps begun before the end, or bringing a record that carried it)
+            # ends now: a rolled key is refused from its end, whichever way its record came.
+            self._l1.pop(key_id)
+            return None
+        return held.record
 
     async def apply(self, signed: SignedEvent, origin: str = "event", *,
                     likely_stored: bool = False) -> bool:
@@ -283,22 +295,31 @@ class KeyStore:
     def _remember(self, key_id: str, new: Held, *, vouched: bool = False) -> None:
         """Put ``new`` into L1 if the ledger admits it and L1 holds nothing that supersedes it.
 
-        ``vouched``: key_service answered with ``new`` after the key was last in doubt. A rolled
-        key's entry ends at its ``revokes_at`` (on this process's clock), so that from then on
-        no request is answered from L1 (the authenticator's fast path included): the lookup
-        that follows finds it due (``lookup``), whatever else can be reached.
+        ``vouched``: key_service answered with ``new`` after the key was last in doubt. A key
+        with a scheduled end (a rolled key's ``revokes_at``, from whichever record of it this
+        process has seen) gets it on its entry (``Held.ends``, checked against the wall clock
+        by every lookup and by the authenticator's fast path), and L1 lets the entry go then
+        too. Once the end has come, nothing of the key stays in L1.
         """
-        left = self._left(new.record)
-        if left is not None and left <= 0:
-            return
+        ends = None if not new.record.active else self.ledger.schedule(new.record)
+        if ends is not None:
+            left = ends - self.wall_clock()
+            if left <= 0:
+                self._l1.pop(key_id)
+                return
+            new.ends = ends
+            held = self._l1.get(key_id)
+            if held is not None and (held.ends is None or held.ends > ends):
+                held.ends = ends  # an entry that came without the end learns it here
         if self.ledger.admits(new, vouched=vouched) and supersedes(new, self._l1.get(key_id)):
-            self._l1.put(key_id, new, ends=None if left is None else self._clock() + left)
+            self._l1.put(key_id, new,
+                         ends=None if ends is None else self._clock() + (ends - self.wall_clock()))
 
-    def _left(self, record: KeyRecord) -> float | None:
-        """Seconds until a rolled key's scheduled revocation (noted in the ledger); None for a
-        key without one."""
-        at = self.ledger.schedule(record)
-        return None if at is None else at - self.wall_clock()
+    def _ended(self, record: KeyRecord) -> bool:
+        """``record``'s key has a scheduled end (noted in the ledger, ``record``'s own
+        ``revokes_at`` included) and it has come by the wall clock."""
+        ends = self.ledger.schedule(record)
+        return ends is not None and self.wall_clock() >= ends
 
     def due(self, key_id: str) -> bool:
         """``key_id`` is revoked here, or its scheduled revocation (``revokes_at``) has come."""

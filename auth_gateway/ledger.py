@@ -67,6 +67,10 @@ class Held:
     sequence: int
     record: KeyRecord
     verified: tuple[bytes, Any] | None = None
+    # When the key stops being served (Unix time; the earliest ``revokes_at`` this process has
+    # seen for the key, whichever record carried it), None for a key that was never rolled.
+    # The authenticator's fast path compares it with the wall clock on every request.
+    ends: float | None = None
 
 
 def supersedes(new: Held, held: Held | None) -> bool:
@@ -149,15 +153,21 @@ class Ledger:
         return key_id in self._revoked
 
     def schedule(self, record: KeyRecord) -> float | None:
-        """Note a rolled key's ``revokes_at`` (Unix time, returned; None for a record without
-        one). The earliest one seen stands: a key is rolled once."""
-        if record.revokes_at is None:
-            return None
-        at = record.revokes_at.timestamp()
-        held = self._revokes_at.get(record.key_id)
-        if held is None or at < held:
-            self._revokes_at[record.key_id] = held = at
+        """Note ``record``'s ``revokes_at`` if it has one, and return the end noted for its key
+        (Unix time; None for a key never seen rolled). The earliest one seen stands, whichever
+        record carried it: a key is rolled once, and an older record without ``revokes_at``
+        (put back into Redis, replayed, or read by a catch-up) does not lift the end."""
+        key_id = record.key_id
+        held = self._revokes_at.get(key_id)
+        if record.revokes_at is not None and key_id not in self._revoked:
+            at = record.revokes_at.timestamp()
+            if held is None or at < held:
+                self._revokes_at[key_id] = held = at
         return held
+
+    def end(self, key_id: str) -> float | None:
+        """The scheduled end noted for ``key_id`` (Unix time), None when it has none."""
+        return self._revokes_at.get(key_id)
 
     def due(self, key_id: str, now: float) -> bool:
         """``key_id`` is revoked, or its scheduled revocation has come by ``now`` (Unix time)."""
