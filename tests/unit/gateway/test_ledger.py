@@ -266,3 +266,20 @@ def test_a_rolled_key_is_due_from_its_end_on(
     assert book.due(KEY, now) is due
     assert not book.due(OTHER, now)
 
+
+
+@pytest.mark.parametrize(("seen", "noted"), [
+    ((active(1),), None),  # never rolled
+    ((rolled(2, ends=5_000.0),), 5_000.0),
+    ((rolled(2, ends=5_000.0), active(1)), 5_000.0),  # an older record without the end after it
+    ((active(1), rolled(2, ends=5_000.0), active(3)), 5_000.0),  # any record of the key, later
+    ((rolled(2, ends=6_000.0), rolled(3, ends=5_000.0)), 5_000.0),  # the earliest end holds
+])
+def test_schedule_gives_the_key_s_end_for_whichever_record_is_read(
+    seen: Sequence[Held], noted: float | None,
+) -> None:
+    book = Ledger()
+    answers = [book.schedule(held.record) for held in seen]
+    assert answers[-1] == noted
+    assert book.end(KEY) == noted
+    assert book.end(OTHER) is None
