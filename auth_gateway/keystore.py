@@ -37,6 +37,7 @@ from apikeys_shared.errors import EnvelopeError, SignatureError
 from apikeys_shared.events import Event, KeyRecord, SignedEvent
 from apikeys_shared.keys import is_valid_key_id
 from apikeys_shared.signing import Verifier
+from apikeys_shared.snapshot import Snapshot
 
 from . import ledger
 from .cache import TTLCache
@@ -215,6 +216,15 @@ class KeyStore:
         self.ledger.stored(new)
         self._metrics.records_applied.labels("written" if changed else "stale").inc()
         return changed
+
+    def start_from(self, snapshot: Snapshot) -> None:
+        """Know every revocation and rolled key's end as of ``snapshot`` (verified by the
+        caller), as if the feed up to its sequence had been applied in this process."""
+        self._epoch += 1
+        self.ledger.start_from(
+            snapshot.revoked, {key_id: at.timestamp() for key_id, at in snapshot.ends.items()})
+        # Whatever L1 held (nothing, at start) is judged again from Redis and the ledger.
+        self._l1.clear()
 
     def evict(self, key_id: str) -> None:
         """Drop ``key_id`` from the in-process caches; the next lookup reads Redis again."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,6 +262,21 @@ class Ledger:
         if key_id in self._suspect:
             self._suspect.discard(key_id)
             self._doubts_changed()
+
+    def start_from(self, revoked: Iterable[str], ends: Mapping[str, float]) -> None:
+        """Take a revocation snapshot: every key in ``revoked`` is seen revoked (terminal, as by
+        ``seen_revoked``, without the records), and every end in ``ends`` (key ID -> Unix time)
+        is noted as by ``schedule``."""
+        self._revoked.update(revoked)
+        for key_id in self._revoked.intersection(self._revokes_at):
+            del self._revokes_at[key_id]
+        if self._suspect and not self._suspect.isdisjoint(self._revoked):
+            self._suspect.difference_update(self._revoked)
+            self._doubts_changed()
+        for key_id, at in ends.items():
+            held = self._revokes_at.get(key_id)
+            if key_id not in self._revoked and (held is None or at < held):
+                self._revokes_at[key_id] = at
 
     def seen_revoked(self, key_id: str) -> None:
         """A verified revocation of ``key_id``: terminal, so nothing about it is in doubt (and

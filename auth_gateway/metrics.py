@@ -112,6 +112,12 @@ class Metrics:
             "gateway_events", "Key events received, by source (amqp, feed) and outcome",
             ["source", "outcome"], registry=r,
         )
+        self.snapshots = Counter(
+            "gateway_snapshots",
+            "Revocation snapshots a starting process used or passed over, by source (redis, "
+            "key_service) and outcome (used, stale, rejected, absent)",
+            ["source", "outcome"], registry=r,
+        )
         self.keys_in_doubt = Gauge(
             "gateway_keys_in_doubt",
             "Keys named by key events that did not verify, whose Redis copy is not used until "

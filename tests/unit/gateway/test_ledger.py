@@ -283,3 +283,41 @@ def test_schedule_gives_the_key_s_end_for_whichever_record_is_read(
     assert answers[-1] == noted
     assert book.end(KEY) == noted
     assert book.end(OTHER) is None
+
+
+# -- starting from a revocation snapshot -------------------------------------------------------
+def test_a_snapshot_counts_as_every_revocation_and_end_it_names() -> None:
+    book = Ledger()
+    book.doubt(KEY)
+    book.start_from([KEY], {OTHER: 5_000.0})
+    assert book.is_revoked(KEY)
+    assert not book.in_doubt(KEY)  # revoked is terminal: nothing left to doubt
+    assert book.current(active(1)) is None  # an active record of it is answered as absent
+    assert not book.admits(active(9))
+    assert not book.is_revoked(OTHER)
+    assert book.end(OTHER) == 5_000.0
+    assert book.due(OTHER, 5_000.0)
+    assert not book.due(OTHER, 4_999.0)
+
+
+@pytest.mark.parametrize(("noted", "ends", "expected"), [
+    (None, 5_000.0, 5_000.0),
+    (4_000.0, 5_000.0, 4_000.0),  # the earliest end holds, whichever came first
+    (6_000.0, 5_000.0, 5_000.0),
+])
+def test_a_snapshot_s_end_and_an_event_s_end_meet_at_the_earliest(
+    noted: float | None, ends: float, expected: float,
+) -> None:
+    book = Ledger()
+    if noted is not None:
+        book.schedule(rolled(2, ends=noted).record)
+    book.start_from([], {KEY: ends})
+    assert book.end(KEY) == expected
+
+
+def test_a_key_revoked_in_the_snapshot_has_no_end_left() -> None:
+    book = Ledger()
+    book.schedule(rolled(2, ends=5_000.0).record)
+    book.start_from([KEY], {KEY: 5_000.0})
+    assert book.end(KEY) is None
+    assert book.due(KEY, 0.0)  # revoked: due at any time
