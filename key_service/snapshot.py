@@ -6,9 +6,11 @@ event up to that sequence was committed before it was given its sequence (``outb
 keys table read afterwards shows each of those revocations and rolls; anything it shows beyond
 them is true as well, and comes again from the feed after the snapshot's sequence.
 
-The last snapshot made is kept in memory and served again while the feed has not moved: the
-gateways of a rolling restart then cost one read of the keys table between them. Redis keeps a
-copy too (the gateway's side), so most starts do not reach key_service at all.
+The last snapshot made is kept in memory with its sets. Asked again once the feed has moved on by
+at most ``INCREMENTAL_LIMIT`` events, it is brought up to date from those events (the feed's own
+signed bodies, read in order) instead of the whole table: a key_service that has been running a
+while answers every gateway start with a read of the few events since the last one. Redis keeps
+a copy too (the gateway's side), so most starts do not reach key_service at all.
 """
 
 from __future__ import annotations
@@ -22,25 +24,36 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from apikeys_shared.errors import EnvelopeError
+from apikeys_shared.events import Event
 from apikeys_shared.signing import Signer
 from apikeys_shared.snapshot import SignedSnapshot, Snapshot
 
 from .db import READ_ONLY
 from .models import ApiKey, OutboxEvent
-from .outbox import OutboxError
+from .outbox import OutboxError, fetch_feed
 
-__all__ = ["SnapshotCache", "read_snapshot"]
+__all__ = ["INCREMENTAL_LIMIT", "SnapshotCache", "read_snapshot"]
+
+FEED_PAGE = 1000
 
 _keys = cast(Table, ApiKey.__table__)
 _outbox = cast(Table, OutboxEvent.__table__)
 
 
+# Brought up to date from at most this many new events; past it, the keys table is read again.
+INCREMENTAL_LIMIT = 10_000
+
+
 @dataclass
 class SnapshotCache:
-    """The last snapshot made by this process, and a lock so that concurrent asks make one."""
+    """The last snapshot made by this process, its sets, and a lock so that concurrent asks
+    make one."""
 
     signed: SignedSnapshot | None = None
     sequence: int = -1
+    revoked: set[str] = field(default_factory=set)
+    ends: dict[str, datetime] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -52,7 +65,7 @@ async def _last_sequence(engine: AsyncEngine) -> int:
         )).scalar_one())
 
 
-async def _make(engine: AsyncEngine, sequence: int, signer: Signer) -> SignedSnapshot:
+async def _read_table(engine: AsyncEngine, cache: SnapshotCache) -> None:
     async with engine.connect() as conn:
         conn = await conn.execution_options(**{READ_ONLY: True})
         revoked = (await conn.execute(
@@ -62,12 +75,26 @@ async def _make(engine: AsyncEngine, sequence: int, signer: Signer) -> SignedSna
             select(_keys.c.key_id, _keys.c.revokes_at)
             .where(_keys.c.status == "active", _keys.c.revokes_at.is_not(None))
         )).all()
-    snapshot = Snapshot(
-        sequence=sequence, time=datetime.now(UTC), revoked=tuple(revoked),
-        ends={row.key_id: row.revokes_at for row in ends},
-    )
-    # Serialising and signing a large set takes a while: off the event loop.
-    return await asyncio.to_thread(SignedSnapshot.sign, snapshot, signer)
+    cache.revoked = set(revoked)
+    cache.ends = {row.key_id: row.revokes_at for row in ends}
+
+
+async def _read_events(engine: AsyncEngine, cache: SnapshotCache, sequence: int) -> None:
+    """Apply the feed's events after ``cache.sequence`` up to ``sequence`` to the sets."""
+    after = cache.sequence
+    while after < sequence:
+        page = await fetch_feed(engine, after, min(FEED_PAGE, sequence - after))
+        if not page.events:
+            raise OutboxError("the feed ended before the sequence it reported")
+        for signed in page.events:
+            event = Event.from_bytes(signed.body)
+            record = event.record
+            if not record.active:
+                cache.revoked.add(record.key_id)
+                cache.ends.pop(record.key_id, None)
+            elif record.revokes_at is not None:
+                cache.ends[record.key_id] = record.revokes_at
+            after = event.sequence
 
 
 async def read_snapshot(
@@ -80,8 +107,17 @@ async def read_snapshot(
             return cache.signed
         async with cache.lock:
             if cache.signed is None or cache.sequence != sequence:
-                cache.signed = await _make(engine, sequence, signer)
+                behind = sequence - cache.sequence
+                if cache.signed is not None and 0 < behind <= INCREMENTAL_LIMIT:
+                    await _read_events(engine, cache, sequence)
+                else:
+                    # (Also when the feed went backwards: a database restored from a backup.)
+                    await _read_table(engine, cache)
+                snapshot = Snapshot(sequence=sequence, time=datetime.now(UTC),
+                                    revoked=tuple(cache.revoked), ends=dict(cache.ends))
+                # Serialising and signing a large set takes a while: off the event loop.
+                cache.signed = await asyncio.to_thread(SignedSnapshot.sign, snapshot, signer)
                 cache.sequence = sequence
             return cache.signed
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, EnvelopeError) as exc:
         raise OutboxError(f"reading the revoked keys failed: {exc.__class__.__name__}") from exc

@@ -9,7 +9,9 @@ from typing import Any
 from apikeys_shared.events import Event, SignedEvent
 from apikeys_shared.signing import Verifier
 from apikeys_shared.snapshot import SignedSnapshot, Snapshot
+from key_service.appkeys import ENGINE
 from key_service.config import KeyServiceConfig
+from key_service.snapshot import SnapshotCache, read_snapshot
 from tests.integration.key_service.conftest import Client
 
 PATH = "/internal/v1/snapshot"
@@ -98,3 +100,24 @@ async def test_only_the_internal_token_reads_it(
         assert resp.content_type == "application/problem+json"
     # A session is not the internal token either.
     assert (await admin.http.get(PATH)).status == 401
+
+
+async def test_brought_up_to_date_from_the_feed_it_equals_a_read_of_the_table(
+    admin: Client, ks_config: KeyServiceConfig,
+) -> None:
+    keys = [await _post(admin, "/api/v1/keys", {"name": f"k{n}"}) for n in range(4)]
+    await _snapshot(admin, ks_config)  # cached: later asks start from here
+    await _post(admin, f"/api/v1/keys/{keys[0]['key_id']}/revoke")
+    await _post(admin, f"/api/v1/keys/{keys[1]['key_id']}/roll", {"overlap_seconds": 600})
+    await _post(admin, f"/api/v1/keys/{keys[2]['key_id']}/roll", {"overlap_seconds": 600})
+    await _post(admin, f"/api/v1/keys/{keys[2]['key_id']}/revoke")  # rolled, then revoked
+    _, updated = await _snapshot(admin, ks_config)
+    engine = admin.http.server.app[ENGINE]
+    assert ks_config.secrets.signer is not None
+    fresh = (await read_snapshot(engine, ks_config.secrets.signer, SnapshotCache())).verify(
+        _verifier(ks_config))
+    assert updated.sequence == fresh.sequence
+    assert sorted(updated.revoked) == sorted(fresh.revoked) == sorted(
+        [keys[0]["key_id"], keys[2]["key_id"]])
+    assert updated.ends == fresh.ends
+    assert list(updated.ends) == [keys[1]["key_id"]]
