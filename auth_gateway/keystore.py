@@ -40,7 +40,9 @@ from apikeys_shared.signing import Verifier
 from apikeys_shared.snapshot import Snapshot
 
 from . import ledger
+from .budget import Budget
 from .cache import TTLCache
+from .config import UNKNOWN_KEY_LOOKUPS
 from .errors import RecordRejected, StoreUnavailable, VerificationUnavailable
 from .key_service_client import KeyServiceClient
 from .ledger import Doubt, Held, Ledger, supersedes
@@ -88,10 +90,12 @@ class KeyStore:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         feed_read: asyncio.Event | None = None,
+        unknown_lookups: float = UNKNOWN_KEY_LOOKUPS.default,
     ) -> None:
         """``feed_read``: set once a catch-up has applied the whole feed in this process; Redis
         is read only from then on (None: from the start, for tests of the store alone).
-        ``wall_clock``: Unix time, against which rolled keys' ``revokes_at`` is compared."""
+        ``wall_clock``: Unix time, against which rolled keys' ``revokes_at`` is compared.
+        ``unknown_lookups``: lookups a second of IDs this process does not know to exist."""
         self._feed_read = feed_read
         self._redis = redis
         self._key_service = key_service
@@ -110,6 +114,7 @@ class KeyStore:
         # so that a slow read of an old record cannot undo a revocation that landed meanwhile.
         self._epoch = 0
         self._redis_paused_until = 0.0
+        self._unknown_budget = Budget(unknown_lookups, clock=clock)
         # What to believe beyond the caches (never dropped by evict()): revocations, records
         # Redis has not taken yet, keys in doubt. Consulted on every Redis read and write.
         self.ledger = Ledger(on_doubts=metrics.keys_in_doubt.set)
@@ -144,6 +149,11 @@ class KeyStore:
             return None
         if self._negative.get(key_id) is not None:
             self._metrics.child(self._metrics.cache_lookups, "negative", "hit").inc()
+            return None
+        if self.ledger.exists(key_id) is False and not self._unknown_budget.take():
+            # Not a key this process knows of (from its snapshot and every verified record
+            # since), and the budget for such lookups is spent: a made-up ID, most likely.
+            self._metrics.child(self._metrics.cache_lookups, "unknown", "refused").inc()
             return None
         for _ in range(_LOAD_ATTEMPTS):
             task = self._inflight.get(key_id)
@@ -196,6 +206,7 @@ class KeyStore:
             raise
         new = Held(event.sequence, event.record)
         key_id = new.record.key_id
+        self.ledger.note_exists(key_id)
         if self.ledger.stale(new):
             # Older than what this process applied (a revocation above all): a replay, or a
             # catch-up going over old ground. Nothing changes, not even an expired L1 entry.
@@ -222,7 +233,8 @@ class KeyStore:
         caller), as if the feed up to its sequence had been applied in this process."""
         self._epoch += 1
         self.ledger.start_from(
-            snapshot.revoked, {key_id: at.timestamp() for key_id, at in snapshot.ends.items()})
+            snapshot.revoked, {key_id: at.timestamp() for key_id, at in snapshot.ends.items()},
+            snapshot.active)
         # Whatever L1 held (nothing, at start) is judged again from Redis and the ledger.
         self._l1.clear()
 
@@ -354,6 +366,7 @@ class KeyStore:
         if event.record.key_id != key_id:
             self._metrics.rejected_records.labels(origin, "wrong_key").inc()
             return None
+        self.ledger.note_exists(key_id)
         return Held(event.sequence, event.record)
 
     async def _get(self, reader: Any, key: str, *, count: bool = True) -> bytes | None:

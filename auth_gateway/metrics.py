@@ -77,7 +77,9 @@ class Metrics:
         )
         self.cache_lookups = Counter(
             "gateway_cache_lookups",
-            "Key lookups by tier (l1, negative, redis, key_service) and result (hit, miss, error)",
+            "Key lookups by tier (l1, negative, redis, key_service) and result (hit, miss, error, "
+            "skipped); unknown/refused: IDs this process does not know to exist, refused "
+            "without a lookup once GATEWAY_UNKNOWN_KEY_LOOKUPS was spent",
             ["tier", "result"], registry=r,
         )
         self.rejected_records = Counter(

@@ -1,4 +1,5 @@
-"""The revocation snapshot gateways start from (``GET /internal/v1/snapshot``).
+"""The snapshot gateways start from (``GET /internal/v1/snapshot``): which keys exist, which are
+revoked, and the rolled keys' ends.
 
 What it holds, and why a superset is as good as the exact set: ``apikeys_shared.snapshot``.
 How it is read, and why that order: the feed's last sequence first, then the keys table. Every
@@ -52,6 +53,7 @@ class SnapshotCache:
 
     signed: SignedSnapshot | None = None
     sequence: int = -1
+    active: set[str] = field(default_factory=set)
     revoked: set[str] = field(default_factory=set)
     ends: dict[str, datetime] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -66,17 +68,16 @@ async def _last_sequence(engine: AsyncEngine) -> int:
 
 
 async def _read_table(engine: AsyncEngine, cache: SnapshotCache) -> None:
+    """Every key's status (and a rolled key's end), in one statement: one consistent view."""
     async with engine.connect() as conn:
         conn = await conn.execution_options(**{READ_ONLY: True})
-        revoked = (await conn.execute(
-            select(_keys.c.key_id).where(_keys.c.status == "revoked")
-        )).scalars().all()
-        ends = (await conn.execute(
-            select(_keys.c.key_id, _keys.c.revokes_at)
-            .where(_keys.c.status == "active", _keys.c.revokes_at.is_not(None))
+        rows = (await conn.execute(
+            select(_keys.c.key_id, _keys.c.status, _keys.c.revokes_at)
         )).all()
-    cache.revoked = set(revoked)
-    cache.ends = {row.key_id: row.revokes_at for row in ends}
+    cache.active = {row.key_id for row in rows if row.status == "active"}
+    cache.revoked = {row.key_id for row in rows if row.status != "active"}
+    cache.ends = {row.key_id: row.revokes_at for row in rows
+                  if row.status == "active" and row.revokes_at is not None}
 
 
 async def _read_events(engine: AsyncEngine, cache: SnapshotCache, sequence: int) -> None:
@@ -90,10 +91,13 @@ async def _read_events(engine: AsyncEngine, cache: SnapshotCache, sequence: int)
             event = Event.from_bytes(signed.body)
             record = event.record
             if not record.active:
+                cache.active.discard(record.key_id)
                 cache.revoked.add(record.key_id)
                 cache.ends.pop(record.key_id, None)
-            elif record.revokes_at is not None:
-                cache.ends[record.key_id] = record.revokes_at
+            else:
+                cache.active.add(record.key_id)
+                if record.revokes_at is not None:
+                    cache.ends[record.key_id] = record.revokes_at
             after = event.sequence
 
 
@@ -114,7 +118,8 @@ async def read_snapshot(
                     # (Also when the feed went backwards: a database restored from a backup.)
                     await _read_table(engine, cache)
                 snapshot = Snapshot(sequence=sequence, time=datetime.now(UTC),
-                                    revoked=tuple(cache.revoked), ends=dict(cache.ends))
+                                    active=tuple(cache.active), revoked=tuple(cache.revoked),
+                                    ends=dict(cache.ends))
                 # Serialising and signing a large set takes a while: off the event loop.
                 cache.signed = await asyncio.to_thread(SignedSnapshot.sign, snapshot, signer)
                 cache.sequence = sequence

@@ -1,19 +1,22 @@
-"""The revocation snapshot: every revoked key and every rolled key's end, as of one sequence.
+"""The revocation snapshot: every key that exists, which are revoked, and every rolled key's end,
+as of one sequence.
 
 A gateway process that starts must know every revocation before it may trust Redis; reading the
 whole event feed for that grows with history (every issue and revoke ever made). key_service
 serves instead one signed document (docs/architecture.md, "Starting from a snapshot"):
 
     {"type": "apikeys.revocation-snapshot", "version": 1, "sequence": 1234, "time": "...",
-     "revoked": ["<key ID>", ...], "ends": {"<key ID>": "<revokes_at>", ...}}
+     "active": ["<key ID>", ...], "revoked": ["<key ID>", ...],
+     "ends": {"<key ID>": "<revokes_at>", ...}}
 
 signed with key_service's Ed25519 signing key exactly as an event body is (the signature over
 the body's bytes, ``signature`` in base64 and ``signing_key`` the key's fingerprint). It says: every
-key whose revocation has a sequence up to ``sequence`` is in ``revoked``, and every key rolled by
-then and not yet revoked has its ``revokes_at`` in ``ends``. It may say more (a revocation
-committed while the snapshot was read, with a later sequence): both lists only ever name keys
-that really are revoked or rolled, so a superset is as true as the exact set. A gateway applies
-it, then the feed after ``sequence``.
+key whose revocation has a sequence up to ``sequence`` is in ``revoked``; every key issued by
+then is in ``active`` or ``revoked``; and every key rolled by then and not yet revoked has its
+``revokes_at`` in ``ends``. It may say more (a key issued or revoked while the snapshot was read,
+with a later sequence): the lists only ever name keys that really exist, are revoked or are
+rolled, so a superset is as true as the exact set (a key in both lists is revoked). A gateway
+applies it, then the feed after ``sequence``.
 
 Its ``type`` keeps it apart from events: an event body is not a snapshot, and a snapshot body
 is not an event, so neither signature can be passed off as the other.
@@ -45,6 +48,7 @@ class Snapshot:
 
     sequence: int
     time: datetime
+    active: tuple[str, ...]
     revoked: tuple[str, ...]
     ends: dict[str, datetime]
 
@@ -55,6 +59,7 @@ class Snapshot:
             "version": SNAPSHOT_VERSION,
             "sequence": self.sequence,
             "time": format_time(self.time),
+            "active": sorted(self.active),
             "revoked": sorted(self.revoked),
             "ends": {key_id: format_time(at) for key_id, at in sorted(self.ends.items())},
         }, separators=(",", ":"), sort_keys=True).encode("ascii")
@@ -74,21 +79,25 @@ class Snapshot:
         if (not isinstance(sequence, int) or isinstance(sequence, bool)
                 or not 0 <= sequence <= MAX_SEQUENCE):
             raise EnvelopeError("snapshot sequence must be an integer from 0")
+        active = obj.get("active")
         revoked = obj.get("revoked")
         ends = obj.get("ends")
-        if not isinstance(revoked, list) or not isinstance(ends, dict):
-            raise EnvelopeError("snapshot needs revoked[] and ends{}")
+        if (not isinstance(active, list) or not isinstance(revoked, list)
+                or not isinstance(ends, dict)):
+            raise EnvelopeError("snapshot needs active[], revoked[] and ends{}")
         match = _KEY_ID.fullmatch
-        for key_id in revoked:
-            if not isinstance(key_id, str) or match(key_id) is None:
-                raise EnvelopeError("snapshot revoked[] holds something that is not a key ID")
+        for name, ids in (("active", active), ("revoked", revoked)):
+            for key_id in ids:
+                if not isinstance(key_id, str) or match(key_id) is None:
+                    raise EnvelopeError(
+                        f"snapshot {name}[] holds something that is not a key ID")
         parsed_ends: dict[str, datetime] = {}
         for key_id, at in ends.items():
             if match(key_id) is None:
                 raise EnvelopeError("snapshot ends{} names something that is not a key ID")
             parsed_ends[key_id] = parse_time(at, "snapshot ends{}")
         return cls(sequence=sequence, time=parse_time(obj.get("time"), "snapshot time"),
-                   revoked=tuple(revoked), ends=parsed_ends)
+                   active=tuple(active), revoked=tuple(revoked), ends=parsed_ends)
 
 
 @dataclass(frozen=True, slots=True)

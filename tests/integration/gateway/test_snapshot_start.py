@@ -1,7 +1,9 @@
 """A gateway process starts from the revocation snapshot (Redis's copy, else key_service's) and
 reads only the feed after it, keeping every guarantee of reading the whole feed: a revocation
 made while it was down is enforced from its first request, a replayed older record in Redis
-never revives a revoked key, and with key_service away it does not become ready.
+never revives a revoked key, and with key_service away it does not become ready. Knowing which
+keys exist, it looks up made-up key IDs only within a budget, while a key issued a moment ago
+still works at once.
 
 The real key_service app (SQLite) and the real Redis; the synchronizer is driven by hand (one
 ``catch_up`` is the start of a process), without the AMQP consumer.
@@ -10,6 +12,7 @@ The real key_service app (SQLite) and the real Redis; the synchronizer is driven
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -46,8 +49,8 @@ class Started:
 
 
 async def _start(make_gateway: GatewayFactory, secrets_env: dict[str, str], url: str,
-                 *, max_behind: int = 1000, catch_up: bool = True) -> Started:
-    gateway = await make_gateway(sync=False, KEY_SERVICE_URL=url)
+                 *, max_behind: int = 1000, catch_up: bool = True, **env: str) -> Started:
+    gateway = await make_gateway(sync=False, KEY_SERVICE_URL=url, **env)
     app = gateway.app
     verifier = load_secrets(Env(secrets_env), signer=False, verifier=True).verifier
     assert verifier is not None
@@ -203,3 +206,43 @@ async def test_a_key_service_without_snapshots_means_reading_the_whole_feed(
     assert started.feed_events == 2
     assert started.gateway.store.ledger.is_revoked(key.key_id)
     assert not started.gateway.store.ledger.is_revoked(new_key_id())
+
+
+async def test_made_up_key_ids_cost_key_service_at_most_the_budget(
+    make_gateway: GatewayFactory, real_key_service: RealKeyService, secrets_env: dict[str, str],
+) -> None:
+    before = (await real_key_service.issue("issued before the start"))["X-AuthenticationKeyId"]
+    # One lookup of an ID it does not know, then one every 2 s.
+    started = await _start(make_gateway, secrets_env, real_key_service.url,
+                           GATEWAY_UNKNOWN_KEY_LOOKUPS="0.5")
+    store, gateway = started.gateway.store, started.gateway
+
+    def lookups(result: str) -> float:
+        tier = "key_service" if result == "miss" else "unknown"
+        return gateway.metric("gateway_cache_lookups_total", {"tier": tier, "result": result})
+
+    # Issued after the start, its event not applied yet: looked up within the budget, so it
+    # works at once.
+    moment_ago = (await real_key_service.issue("a moment ago"))["X-AuthenticationKeyId"]
+    record = await store.lookup(moment_ago)
+    assert record is not None
+    assert record.active
+
+    began = time.monotonic()
+    for _ in range(300):
+        assert await store.lookup(new_key_id()) is None
+    elapsed = time.monotonic() - began
+    assert lookups("miss") <= 0.5 * elapsed + 1  # what came back meanwhile
+    assert lookups("miss") + lookups("refused") == 300
+
+    # The budget spent: keys the process knows of are looked up all the same...
+    assert await store.lookup(before) is not None
+    # ...a key issued now is refused until its event arrives...
+    unknown_yet = (await real_key_service.issue("its event not here yet"))["X-AuthenticationKeyId"]
+    refused = lookups("refused")
+    while lookups("refused") == refused:  # whatever came back meanwhile, spent again
+        assert await store.lookup(new_key_id()) is None
+    assert await store.lookup(unknown_yet) is None
+    # ...and works once it has.
+    assert await started.sync.catch_up()
+    assert await store.lookup(unknown_yet) is not None

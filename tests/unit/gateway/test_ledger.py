@@ -321,3 +321,22 @@ def test_a_key_revoked_in_the_snapshot_has_no_end_left() -> None:
     book.start_from([KEY], {KEY: 5_000.0})
     assert book.end(KEY) is None
     assert book.due(KEY, 0.0)  # revoked: due at any time
+
+
+def test_which_keys_exist_is_told_only_after_a_snapshot_that_lists_them() -> None:
+    book = Ledger()
+    book.note_exists(KEY)
+    assert book.exists(KEY) is None  # no snapshot: cannot tell
+    book.start_from([OTHER], {}, active=[])
+    assert book.exists(OTHER) is True  # revoked keys exist too
+    assert book.exists(KEY) is False  # noted before the snapshot: not kept
+    book.note_exists(KEY)  # a verified record named it since
+    assert book.exists(KEY) is True
+    book.seen_revoked(KEY)
+    assert book.exists(KEY) is True
+
+
+def test_a_snapshot_without_the_keys_leaves_existence_untold() -> None:
+    book = Ledger()
+    book.start_from([KEY], {})
+    assert book.exists(OTHER) is None

@@ -24,24 +24,27 @@ def keys() -> tuple[Signer, Verifier]:
 
 
 def _snapshot() -> Snapshot:
-    return Snapshot(sequence=42, time=AT, revoked=(B, A), ends={A: AT})
+    return Snapshot(sequence=42, time=AT, active=(A,), revoked=(B,), ends={A: AT})
 
 
 def test_a_signed_snapshot_verifies_and_reads_back(keys: tuple[Signer, Verifier]) -> None:
     signer, verifier = keys
     signed = SignedSnapshot.sign(_snapshot(), signer)
     read = signed.verify(verifier)
-    assert (read.sequence, read.time, sorted(read.revoked), read.ends) == (42, AT, [A, B], {A: AT})
+    assert (read.sequence, read.time, read.active, read.revoked, read.ends) == (
+        42, AT, (A,), (B,), {A: AT})
     assert signed.signing_key == signer.key_id
     # Canonical: the same content gives the same bytes, the IDs in order.
     assert signed.body == SignedSnapshot.sign(_snapshot(), signer).body
-    assert json.loads(signed.body)["revoked"] == [A, B]
+    both = SignedSnapshot.sign(Snapshot(sequence=1, time=AT, active=(B, A), revoked=(),
+                                        ends={}), signer)
+    assert json.loads(both.body)["active"] == [A, B]
 
 
 def test_a_changed_body_or_another_key_does_not_verify(keys: tuple[Signer, Verifier]) -> None:
     signer, verifier = keys
     signed = SignedSnapshot.sign(_snapshot(), signer)
-    emptied = signed.body.replace(A.encode(), B.encode())
+    emptied = signed.body.replace(B.encode(), A.encode())
     with pytest.raises(SignatureError):
         SignedSnapshot(emptied, signed.signature, signed.signing_key).verify(verifier)
     other, _ = generate_signing_key()
@@ -65,6 +68,8 @@ def test_an_event_body_is_not_a_snapshot(keys: tuple[Signer, Verifier]) -> None:
     ({"sequence": True}, "sequence"),
     ({"sequence": "42"}, "sequence"),
     ({"revoked": {}}, "revoked"),
+    ({"active": None}, "active"),
+    ({"active": ["not-a-key-id"]}, "active"),
     ({"revoked": ["not-a-key-id"]}, "revoked"),
     ({"revoked": [A.upper()]}, "revoked"),
     ({"revoked": [7]}, "revoked"),
