@@ -1,5 +1,5 @@
 """``python -m tests.bench`` (what ``make bench`` runs): the gateway benchmark, key_service's,
-then the gateway's start-up against a long history.
+the gateway's start-up against a long history, and a flood of made-up key IDs.
 
 Each prints its own Markdown tables; the gateway's is also written to artifacts/bench/gateway.md.
 Arguments are passed to the gateway benchmark (``--help`` lists them). The exit status is
@@ -25,7 +25,8 @@ def main(argv: list[str]) -> int:
         return gateway
     sys.stdout.flush()
     statuses = [gateway]
-    for module in ("tests.bench.bench_key_service", "tests.bench.bench_startup"):
+    for module in ("tests.bench.bench_key_service", "tests.bench.bench_startup",
+                   "tests.bench.bench_flood"):
         try:
             status = subprocess.run([sys.executable, "-m", module], cwd=ROOT,
                                     check=False).returncode
