@@ -45,8 +45,8 @@ __all__ = [
 
 log = logging.getLogger("auth_gateway.usage")
 
-# Keys per batch: one POST of at most some 100 KiB.
-MAX_BATCH_KEYS = 500
+# Keys per batch: as many as key_service takes in one report (some 12 KiB of JSON).
+MAX_BATCH_KEYS = 100
 _DAY = 86400
 
 
