@@ -8,7 +8,7 @@ Three parts, kept apart so that the rules can be tested without a clock or a net
   request pays a clock read and two dict updates. A request counts once its verdict lets it
   through (forwarded upstream, whatever the upstream then answers; forward-auth's 204).
 * ``UsageBuffer`` holds the batches ``take`` makes, oldest first, while key_service cannot take
-  them, up to a bound in key entries (``GATEWAY_USAGE_BUFFER_KEYS``). Past it the oldest batches
+  them, up to a bound in key entries (``GATEWAY_USAGE_BUFFER_KEYS``). Past it the oldest entries
   go, and the requests they counted are added to ``gateway_usage_dropped_requests``.
 * ``UsageReporter`` moves what was noted into the buffer every ``GATEWAY_USAGE_REPORT_INTERVAL``
   seconds and sends the buffer, oldest first, until a send fails; once more at SIGTERM, after
@@ -143,8 +143,9 @@ class UsageRecorder:
 class UsageBuffer:
     """Batches waiting for key_service, oldest first, holding at most ``max_keys`` key entries.
 
-    Adding past the bound drops whole batches, oldest first; ``on_drop`` is told how many
-    requests each dropped batch counted.
+    Past the bound the oldest entries go (whole batches, and from the oldest batch left as many
+    entries as it takes); ``on_drop`` is told how many requests they counted. The bound covers
+    everything not yet delivered, the report about to be sent included.
     """
 
     def __init__(self, max_keys: int, on_drop: Callable[[int], None]) -> None:
@@ -193,9 +194,21 @@ class UsageBuffer:
 
     def _trim(self) -> None:
         while self._keys > self._max:
-            batch = self._batches.popleft()
-            self._keys -= len(batch.keys)
-            self._on_drop(batch.requests)
+            oldest = self._batches[0]
+            excess = self._keys - self._max
+            if len(oldest.keys) <= excess:
+                self._batches.popleft()
+                self._keys -= len(oldest.keys)
+                self._on_drop(oldest.requests)
+                continue
+            # Part of a batch: it keeps its ID, so that if an earlier try of it did arrive,
+            # the rest is not counted a second time (what went is then counted as dropped
+            # although it arrived: drops are an upper bound).
+            requests = 0
+            for _ in range(excess):
+                requests += oldest.keys.popitem()[1][1]
+            self._keys -= excess
+            self._on_drop(requests)
 
 
 Send = Callable[[UsageBatch], Awaitable[None]]

@@ -91,18 +91,28 @@ def test_the_wire_form() -> None:
 
 
 # -- the buffer --------------------------------------------------------------------------------
-def test_buffer_drops_whole_batches_oldest_first_past_its_bound() -> None:
+def test_buffer_drops_the_oldest_entries_past_its_bound() -> None:
     dropped: list[int] = []
     buffer = UsageBuffer(10, dropped.append)
     buffer.add([_batch(4, 2, "a"), _batch(4, 3, "b")])
     assert (buffer.pending_keys, dropped) == (8, [])
-    buffer.add([_batch(4, 5, "c")])  # 12 > 10: the oldest goes
-    assert dropped == [8]
-    assert buffer.pending_keys == 8
-    assert buffer.pending_requests == 4 * 3 + 4 * 5
+    buffer.add([_batch(4, 5, "c")])  # 12 > 10: two entries of the oldest batch go
+    assert dropped == [2 * 2]
+    assert buffer.pending_keys == 10
+    assert buffer.pending_requests == 2 * 2 + 4 * 3 + 4 * 5
     first = buffer.pop()
     assert first is not None
-    assert first.batch_id == "bb"
+    assert (first.batch_id, len(first.keys)) == ("ba", 2)  # the same batch, what is left of it
+    buffer.add([_batch(9, 1, "d")])  # 8 + 9 > 10: b goes whole, then three entries of c
+    assert dropped == [4, 4 * 3, 3 * 5]
+    assert buffer.pending_keys == 10
+
+
+def test_a_fresh_report_larger_than_the_bound_is_cut_to_it() -> None:
+    dropped: list[int] = []
+    buffer = UsageBuffer(2, dropped.append)
+    buffer.add([_batch(5, 1, "a")])
+    assert (buffer.pending_keys, dropped) == (2, [3])
 
 
 def test_a_batch_put_back_is_sent_first_and_still_bounded() -> None:
