@@ -130,7 +130,7 @@ async def test_past_the_buffer_the_oldest_go_and_are_counted(
     assert stack.key_service_proxy is not None
     stack.key_service_proxy.cut()
     # Five keys in a row, then more: far more entries than the two the buffer holds.
-    for round_ in range(3):
+    for _ in range(3):
         for index, key in enumerate(keys):
             await _send(http, small, key, index + 1)
             sent[key[0]] += index + 1
