@@ -70,7 +70,7 @@
     return td;
   }
 
-  /** The Revoke window's warning: the key was used within the last day. */
+  /** The Revoke window's warning: the key was used within the last day (as the list knew). */
   function showRecentUse(key) {
     const used = key.last_used_at;
     const recent = used && Date.now() - new Date(used).getTime() < RECENT_SECONDS * 1000;
@@ -301,9 +301,17 @@
       dialog: byId('revoke-dialog'), name: byId('revoke-name'), id: byId('revoke-id'),
       error: byId('revoke-error'), cancel: byId('revoke-cancel'), confirm: byId('revoke-confirm'),
     });
+    // The list may be minutes old: the window warns with what it knew at once, then with the
+    // key as it is now, if the window is still open for it.
+    let revokeShown = null;
+    byId('revoke-dialog').addEventListener('close', function () { revokeShown = null; });
     openRevoke = function (key, invoker) {
       showRecentUse(key);
       openRevokeWindow(key, invoker);
+      revokeShown = key.key_id;
+      B.api('GET', '/api/v1/keys/' + encodeURIComponent(key.key_id)).then(function (now) {
+        if (revokeShown === key.key_id) showRecentUse(now);
+      }, function () { /* the list's value stands */ });
     };
     showSecret = B.secretWindow({
       dialog: el.createdDialog, secret: el.createdSecret, copy: byId('copy-secret'),

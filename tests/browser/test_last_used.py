@@ -112,3 +112,17 @@ def test_the_revoke_window_warns_of_a_key_used_within_a_day(
     expect(dialog).to_be_hidden()
     expect(page.locator("#status")).to_have_text("Key “Busy service” revoked.")
     assert {k["key_id"]: k["status"] for k in api.list_keys()}[busy["key_id"]] == "revoked"
+
+
+def test_the_revoke_window_warns_of_a_use_after_the_list_was_loaded(
+    page: Page, key_service: RunningKeyService,
+) -> None:
+    api = key_service.admin_api()
+    key = api.issue("Used since the page loaded")
+    log_in(page, key_service.base_url)
+    open_manage_api_keys(page, key_service.base_url)
+    expect(cell(row_for(page, key["key_id"]), "Last Used")).to_have_text("Never")
+    key_service.report_use(key["key_id"], datetime.now(UTC) - timedelta(minutes=2, seconds=5))
+    row_for(page, key["key_id"]).get_by_role("button", name=REVOKE).click()
+    dialog = page.get_by_role("dialog", name="Revoke")
+    expect(dialog.locator("#revoke-recent")).to_have_text("This key was used 2 minutes ago.")
