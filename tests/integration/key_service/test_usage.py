@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apikeys_shared.events import format_time
+from auth_gateway.usage import MAX_BATCH_KEYS
+from auth_gateway.usage import UsageBatch as UsageBatch_
 from key_service.config import KeyServiceConfig
 from key_service.models import KeyUsageDay, UsageBatch
 from key_service.usage import (
@@ -193,3 +195,17 @@ async def test_old_days_and_report_ids_are_pruned(admin: Client) -> None:
 
 def _parsed(key_id: str, at: datetime) -> UsageReport:
     return parse_report(_report({key_id: (at, 9)}))
+
+
+async def test_the_largest_report_a_gateway_sends_fits_the_body_limit(
+    admin: Client, ks_config: KeyServiceConfig,
+) -> None:
+    key_id = await _issue(admin)
+    now = datetime.now(UTC)
+    others = [f"00000000-0000-7000-8000-{i:012x}" for i in range(1, MAX_BATCH_KEYS)]
+    batch = UsageBatch_(uuid.uuid4().hex, now.date(),
+                        {k: (now.timestamp(), 10**12) for k in [key_id, *others]})
+    assert await _post(admin, ks_config, batch.to_json()) == {
+        "accepted": True, "unknown_keys": MAX_BATCH_KEYS - 1}
+    usage = await (await admin.http.get(f"/api/v1/keys/{key_id}/usage")).json()
+    assert usage["days"] == [{"day": now.date().isoformat(), "requests": 10**12}]
