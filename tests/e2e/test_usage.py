@@ -1,6 +1,7 @@
 """End to end: gateway processes report which keys they authenticated, and key_service keeps it.
 
-Real key_service, Redis, RabbitMQ, demo backend and gateway processes. The invariant every test
+Real key_service (on SQLite, then on PostgreSQL), Redis, RabbitMQ, demo backend and gateway
+processes. The invariant every test
 checks: each request a gateway let through is either counted by key_service or counted in a
 gateway's ``gateway_usage_dropped_requests`` (only ever past its buffer's bound); and
 ``last_used_at`` lands between the moments the test sent its first and last request.
@@ -9,17 +10,55 @@ gateway's ``gateway_usage_dropped_requests`` (only ever past its buffer's bound)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import pytest
 
-from tests.support.stack import Admin, Stack, StackOptions, credentials, eventually, metric
+from tests.support.services import POSTGRES, RABBITMQ, REDIS, require, temporary_database
+from tests.support.stack import (
+    Admin,
+    Stack,
+    StackOptions,
+    clean_up_after,
+    credentials,
+    eventually,
+    metric,
+    new_stack,
+)
 
 # Reports five times a second, so that the bounds below are generous (30 s by default).
 STACK_OPTIONS = StackOptions(extra_gateway_env={"GATEWAY_USAGE_REPORT_INTERVAL": "0.2"})
 DROPPED = "gateway_usage_dropped_requests_total"
 PENDING = "gateway_usage_pending_keys"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def stack(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The e2e stack of tests/e2e/conftest.py, with key_service on SQLite, then on PostgreSQL."""
+    require(REDIS)
+    require(RABBITMQ)
+    options = STACK_OPTIONS
+    loop = asyncio.new_event_loop()
+    database = temporary_database()
+    try:
+        if request.param == "postgres":
+            require(POSTGRES)
+            options = replace(options, database_url=loop.run_until_complete(database.__aenter__()))
+        running = new_stack(tmp_path_factory.mktemp("stack"), options)
+        try:
+            with running:
+                yield running
+        finally:
+            clean_up_after(running)
+    finally:
+        if request.param == "postgres":
+            loop.run_until_complete(database.__aexit__(None, None, None))
+        loop.close()
 
 
 async def _send(http: aiohttp.ClientSession, url: str, key: tuple[str, str], n: int) -> None:
