@@ -1,13 +1,16 @@
-"""Routes for gateways: the signed event feed, the lookup of one key's latest record, and
-the usage reports.
+"""Routes for gateways: the signed event feed, the lookup of one key's latest record, the
+revocation snapshot, and the usage reports.
 
-Every route answers only to ``Authorization: Bearer <APIKEYS_INTERNAL_TOKEN>``. What they return is
-signed by key_service, so a gateway trusts the content by its signature, not by the channel.
+Every route answers only to ``Authorization: Bearer <APIKEYS_INTERNAL_TOKEN>``. What the reading
+routes return is signed by key_service, so a gateway trusts the content by its signature, not by
+the channel.
 
 * ``GET /internal/v1/events?after=SEQ&limit=N`` → ``{"events": [signed, ...],
   "last_sequence": N}``: the events with a sequence above ``after``, in order, and the highest
   sequence assigned so far (0 when there is none).
 * ``GET /internal/v1/keys/{key_id}`` → the key's newest signed event, or 404.
+* ``GET /internal/v1/snapshot`` → the signed revocation snapshot (``snapshot``): its body as
+  the response body, its signature in ``X-Signature`` and ``X-Signing-Key``.
 * ``POST /internal/v1/usage`` with ``{"batch_id", "day", "keys": [{"key_id", "last_used_at",
   "count"}]}`` → ``{"accepted": bool, "unknown_keys": N}``: one gateway process's usage report
   (usage.py); ``accepted`` is false for a report taken in before, which changes nothing.
@@ -34,6 +37,7 @@ from .outbox import (
     sequence_pending,
 )
 from .problems import problem
+from .snapshot import SnapshotCache, read_snapshot
 from .usage import UsageService, parse_report
 
 __all__ = [
@@ -156,8 +160,36 @@ async def usage(request: web.Request) -> web.Response:
         headers={"Cache-Control": "no-store"})
 
 
+_SNAPSHOTS = web.AppKey("snapshots", SnapshotCache)
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    """The signed revocation snapshot as of the feed's last sequence."""
+    if not _authorized(request):
+        return _unauthorized()
+    config = request.config_dict[CONFIG]
+    assert config.secrets.signer is not None  # load_config always reads the signing key
+    engine = request.config_dict[ENGINE]
+    try:
+        # As of the newest commit, as the feed is (see read_feed).
+        if await has_pending(engine):
+            await sequence_pending(
+                engine, source=config.event_source, signer=config.secrets.signer, notify=True,
+            )
+            request.config_dict[OUTBOX_WAKEUP].set()
+        signed = await read_snapshot(engine, config.secrets.signer, request.app[_SNAPSHOTS])
+    except OutboxError as exc:
+        return _unavailable(exc)
+    return web.Response(body=signed.body, content_type="application/json", headers={
+        "X-Signature": signed.signature, "X-Signing-Key": signed.signing_key,
+        "Cache-Control": "no-store",
+    })
+
+
 def add_internal_routes(app: web.Application) -> None:
     """Register ``/internal/v1/*`` on ``app``."""
+    app[_SNAPSHOTS] = SnapshotCache()
+    app.router.add_get("/internal/v1/snapshot", snapshot, name="internal_snapshot")
     app.router.add_get("/internal/v1/events", events, name="internal_events")
     app.router.add_get("/internal/v1/keys/{key_id}", key_record, name="internal_key")
     app.router.add_post("/internal/v1/usage", usage, name="internal_usage")

@@ -248,6 +248,7 @@
   }
 
   function afterRollClosed() {
+    if (el.rollDialog.open) return;  // reopened before this late 'close' task ran
     rollTarget = null;
     el.rollName.textContent = '';
     el.rollId.textContent = '';
@@ -304,7 +305,9 @@
     // The list may be minutes old: the window warns with what it knew at once, then with the
     // key as it is now, if the window is still open for it.
     let revokeShown = null;
-    byId('revoke-dialog').addEventListener('close', function () { revokeShown = null; });
+    byId('revoke-dialog').addEventListener('close', function () {
+      if (!byId('revoke-dialog').open) revokeShown = null;  // unless reopened meanwhile
+    });
     openRevoke = function (key, invoker) {
       showRecentUse(key);
       openRevokeWindow(key, invoker);
@@ -324,6 +327,9 @@
     el.issueForm.addEventListener('submit', submitIssue);
     el.issueCancel.addEventListener('click', function () { el.issueDialog.close(); });
     el.issueDialog.addEventListener('close', function () {
+      // 'close' fires a task after close(); a user quick enough (Escape, then Enter at once) has
+      // already reopened the dialog and typed into it, and that must not be wiped.
+      if (el.issueDialog.open) return;
       el.name.value = '';
       el.issueNotice.hidden = true;
       setNameError('');
