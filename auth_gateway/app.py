@@ -28,6 +28,7 @@ from .appkeys import (
     REDIS,
     ROUTES,
     UPSTREAM_POOL,
+    USAGE,
 )
 from .auth import Authenticator
 from .config import UNIX_PEER, GatewayConfig
@@ -43,6 +44,7 @@ from .routes import load_routes
 from .sync import FEED_READ, SYNCED, sync_ctx
 from .throttle import FailureCounter
 from .upstream import UpstreamPool
+from .usage import UsageBuffer, UsageRecorder, UsageReporter
 
 __all__ = ["RunningGateway", "create_app"]
 
@@ -104,6 +106,26 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         await ks_session.close()
 
 
+async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Reports what ``app[USAGE]`` noted to key_service; once more when the app stops (after
+    the server drained), bounded by twice the key_service timeout."""
+    config = app[CONFIG]
+    if not config.usage_recording:
+        yield
+        return
+    metrics = app[METRICS]
+    buffer = UsageBuffer(config.usage_buffer_keys, on_drop=metrics.usage_dropped.inc)
+    reporter = UsageReporter(
+        app[USAGE], buffer, app[KEY_SERVICE].post_usage,
+        interval=config.usage_report_interval, on_change=metrics.usage_pending.set,
+    )
+    reporter.start()
+    try:
+        yield
+    finally:
+        await reporter.drain(2 * config.key_service_timeout)
+
+
 def create_app(config: GatewayConfig, *, with_sync: bool = True) -> web.Application:
     """The gateway's resources; RouteTableError if the route table is invalid.
 
@@ -117,6 +139,8 @@ def create_app(config: GatewayConfig, *, with_sync: bool = True) -> web.Applicat
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_http_ctx)
+    app[USAGE] = UsageRecorder()
+    app.cleanup_ctx.append(_usage_ctx)
     app[SYNCED] = asyncio.Event()
     app[FEED_READ] = asyncio.Event()
     if with_sync:

@@ -15,6 +15,7 @@ from .redisclient import RedisClient
 from .routes import RouteTable
 from .throttle import FailureCounter
 from .upstream import UpstreamPool
+from .usage import UsageRecorder
 
 __all__ = [
     "AUTHENTICATOR",
@@ -28,6 +29,7 @@ __all__ = [
     "REDIS",
     "ROUTES",
     "UPSTREAM_POOL",
+    "USAGE",
 ]
 
 CONFIG = web.AppKey("config", GatewayConfig)
@@ -47,3 +49,5 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 FAILURES = web.AppKey("failures", FailureCounter)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 
+# Per key, the last authenticated request and a count (usage.py).
+USAGE = web.AppKey("usage", UsageRecorder)

@@ -108,6 +108,22 @@ FAILED_AUTH_SYNC: Setting[float] = Setting(
 )
 RETRY_AFTER: Setting[int] = Setting(
     "GATEWAY_RETRY_AFTER", 2, "`Retry-After` seconds on a 503", 1, 3600)
+USAGE_RECORDING: Setting[bool] = Setting(
+    "GATEWAY_USAGE_RECORDING", True,
+    "note per key the time of its last authenticated request and a count, and report them to "
+    "key_service (each key's `last_used_at` and daily counts; docs/operations.md)",
+)
+USAGE_REPORT_INTERVAL: Setting[float] = Setting(
+    "GATEWAY_USAGE_REPORT_INTERVAL", 30.0,
+    "seconds between each process's usage reports to key_service (and one more at SIGTERM): "
+    "how far `last_used_at` may lag behind a request", 0.05, 30,
+)
+USAGE_BUFFER_KEYS: Setting[int] = Setting(
+    "GATEWAY_USAGE_BUFFER_KEYS", 100_000,
+    "usage entries (one per key and UTC day) each process holds while key_service cannot take "
+    "its reports; past it the oldest go, counted in `gateway_usage_dropped_requests`",
+    1, 10_000_000,
+)
 TRUSTED_PROXIES: Setting[str | None] = Setting(
     "GATEWAY_TRUSTED_PROXIES", None,
     "IPs or CIDR networks, comma separated, whose `X-Forwarded-For` / `-Proto` are believed; "
@@ -168,8 +184,8 @@ SETTINGS = Catalogue.of("auth_gateway", (
     REDIS_TIMEOUT, REDIS_PREFIX, shared.RABBITMQ_URL, shared.EXCHANGE, QUEUE_PREFIX,
     DEAD_LETTER_EXCHANGE, FEED_POLL_INTERVAL, FEED_SAFETY_INTERVAL, L1_SIZE, L1_TTL,
     NEGATIVE_SIZE, NEGATIVE_TTL, UNKNOWN_KEY_LOOKUPS, FAILED_AUTH_THRESHOLD, FAILED_AUTH_WINDOW,
-    FAILED_AUTH_SYNC, RETRY_AFTER, TRUSTED_PROXIES, METRICS_ALLOW, MAX_HEADER_BYTES, MAX_HEADERS,
-    MAX_BODY_BYTES,
+    FAILED_AUTH_SYNC, RETRY_AFTER, USAGE_RECORDING, USAGE_REPORT_INTERVAL, USAGE_BUFFER_KEYS,
+    TRUSTED_PROXIES, METRICS_ALLOW, MAX_HEADER_BYTES, MAX_HEADERS, MAX_BODY_BYTES,
     UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TIMEOUT, MIN_UPLOAD_RATE, UPSTREAM_MAX_CONNECTIONS,
     UPSTREAM_IDLE_TIMEOUT, SHUTDOWN_TIMEOUT, LOG_LEVEL,
 ))
@@ -222,6 +238,9 @@ class GatewayConfig:
     failed_auth_window: int = FAILED_AUTH_WINDOW.default
     failed_auth_sync: float = FAILED_AUTH_SYNC.default
     unavailable_retry_after: int = RETRY_AFTER.default
+    usage_recording: bool = USAGE_RECORDING.default
+    usage_report_interval: float = USAGE_REPORT_INTERVAL.default
+    usage_buffer_keys: int = USAGE_BUFFER_KEYS.default
     trusted_proxies: tuple[str, ...] = ()
     metrics_allow: tuple[str, ...] | None = None  # None: /metrics for every peer
     limits: Limits = field(default_factory=Limits)
@@ -327,6 +346,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         failed_auth_window=FAILED_AUTH_WINDOW.integer(env),
         failed_auth_sync=FAILED_AUTH_SYNC.number(env),
         unavailable_retry_after=RETRY_AFTER.integer(env),
+        usage_recording=USAGE_RECORDING.flag(env),
+        usage_report_interval=USAGE_REPORT_INTERVAL.number(env),
+        usage_buffer_keys=USAGE_BUFFER_KEYS.integer(env),
         trusted_proxies=_proxies(env, TRUSTED_PROXIES) or (),
         metrics_allow=_proxies(env, METRICS_ALLOW),
         limits=limits,

@@ -23,7 +23,7 @@ from multidict import istr
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from .appkeys import AUTHENTICATOR, CONFIG, FORWARDER, METRICS, REDIS, ROUTES
+from .appkeys import AUTHENTICATOR, CONFIG, FORWARDER, METRICS, REDIS, ROUTES, USAGE
 from .auth import Denial, Identity
 from .clients import is_trusted
 from .config import Limits
@@ -101,6 +101,8 @@ class GatewayHandler:
         self._metrics = app[METRICS]
         self._authenticator = app[AUTHENTICATOR]
         self._forwarder = app[FORWARDER]
+        # Each request let through is noted for its key's last use (usage.py).
+        self._note = app[USAGE].note if config.usage_recording else _no_note
         self._access = AccessLog(logging.getLogger("auth_gateway.access"))
 
     # -- the request path, top to bottom -----------------------------------------------------
@@ -239,6 +241,7 @@ class GatewayHandler:
         if identity is not None:
             exchange.auth = "ok"
             exchange.key_id = identity.key_id
+            self._note(identity.key_id)
         proto = "http"
         remote = request.remote or ""
         if self._trusted and is_trusted(remote, self._trusted):
@@ -258,13 +261,17 @@ class GatewayHandler:
     def _answer(exchange: Exchange, reply: Reply) -> None:
         reply.send(exchange.request, exchange.request_id)
 
-    @staticmethod
-    def _verified(exchange: Exchange, identity: Identity) -> None:
+    def _verified(self, exchange: Exchange, identity: Identity) -> None:
         """Answer forward-auth with its 204 and the identity headers."""
         exchange.auth = "ok"
         exchange.key_id = identity.key_id
+        self._note(identity.key_id)
         exchange.request.respond(204, b"%sCache-Control: no-store\r\nX-Request-Id: %s\r\n" % (
             identity.block, exchange.request_id.encode("ascii")))
+
+
+def _no_note(key_id: str) -> None:
+    """What is noted with GATEWAY_USAGE_RECORDING off: nothing."""
 
 
 def _refusal(request: Request, limits: Limits) -> Reply | None:

@@ -1,7 +1,7 @@
-"""Client of key_service's internal API: one key's latest signed record, the event feed, and
-the revocation snapshot a process starts from.
+"""Client of key_service's internal API: one key's latest signed record, the event feed, the
+revocation snapshot a process starts from, and the usage reports (``usage.py``).
 
-Both routes need the internal bearer token. Transport failures, timeouts, 5xx answers and bodies
+Every route needs the internal bearer token. Transport failures, timeouts, 5xx answers and bodies
 that are not the documented shape all become ``KeyServiceUnavailable``; a 404 for a key means the
 key does not exist. Signatures are checked by the caller (the KeyStore), not here.
 """
@@ -18,6 +18,7 @@ from apikeys_shared.events import SignedEvent
 from apikeys_shared.snapshot import SignedSnapshot
 
 from .errors import KeyServiceUnavailable
+from .usage import BatchRefused, UsageBatch
 
 __all__ = ["FeedPage", "KeyServiceClient"]
 
@@ -64,6 +65,24 @@ class KeyServiceClient:
                 f"key_service sent a body that is not JSON for {path}"
             ) from exc
         return value
+
+    async def post_usage(self, batch: UsageBatch) -> None:
+        """Deliver one usage batch; BatchRefused when key_service answers 4xx (sending it again
+        cannot help), KeyServiceUnavailable when it may be sent again."""
+        path = "/internal/v1/usage"
+        try:
+            async with self._session.post(
+                f"{self._base}{path}", json=batch.to_json(), headers=self._headers,
+                timeout=self._timeout, allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise KeyServiceUnavailable(f"key_service unreachable: {type(exc).__name__}") from exc
+        if 400 <= status < 500:
+            raise BatchRefused(f"key_service answered {status} for {path}")
+        if status != 200:
+            raise KeyServiceUnavailable(f"key_service answered {status} for {path}")
 
     async def fetch_key(self, key_id: str) -> SignedEvent | None:
         """The latest signed record of ``key_id`` (unverified), or None when it does not exist."""

@@ -114,6 +114,17 @@ class Metrics:
             "gateway_events", "Key events received, by source (amqp, feed) and outcome",
             ["source", "outcome"], registry=r,
         )
+        self.usage_dropped = Counter(
+            "gateway_usage_dropped_requests",
+            "Authenticated requests whose usage record was dropped before key_service took it "
+            "(the buffer past GATEWAY_USAGE_BUFFER_KEYS, or a report key_service refused)",
+            registry=r,
+        )
+        self.usage_pending = Gauge(
+            "gateway_usage_pending_keys",
+            "Usage entries (one per key and UTC day) waiting for key_service",
+            registry=r,
+        )
         self.snapshots = Counter(
             "gateway_snapshots",
             "Revocation snapshots a starting process used or passed over, by source (redis, "

@@ -1,4 +1,4 @@
-"""The JSON API: ``/api/v1/keys`` (issue, list, get, roll, revoke) and ``/api/v1/audit``.
+"""The JSON API: ``/api/v1/keys`` (issue, list, get, usage, roll, revoke) and ``/api/v1/audit``.
 
 Every handler starts with its guard (access.require_scope): an administrator's session or a
 management token holding the scope.
@@ -15,6 +15,7 @@ from .bodies import read_json_object
 from .errors import BadRequest
 from .keys import MAX_OVERLAP_SECONDS, KeyService, key_json, parse_limit
 from .scopes import AUDIT_READ, KEYS_READ, KEYS_WRITE
+from .usage import UsageService, usage_json
 
 __all__ = ["NO_STORE", "add_api_routes", "cursor_of", "key_service"]
 
@@ -66,6 +67,14 @@ async def get_key(request: web.Request) -> web.Response:
     return web.json_response(key_json(key), headers=NO_STORE)
 
 
+async def key_usage(request: web.Request) -> web.Response:
+    """``GET /api/v1/keys/{key_id}/usage``: last use and requests per UTC day (usage.py)."""
+    await require_scope(request, KEYS_READ)
+    usage = await UsageService(request.config_dict[SESSIONMAKER]).usage(
+        request.match_info["key_id"])
+    return web.json_response(usage_json(usage), headers=NO_STORE)
+
+
 async def roll_key(request: web.Request) -> web.Response:
     """``POST /api/v1/keys/{key_id}/roll``: a replacement now, the old key revoked later."""
     principal = await require_scope(request, KEYS_WRITE)
@@ -110,6 +119,7 @@ def add_api_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/keys", list_keys)
     app.router.add_post("/api/v1/keys", issue_key)
     app.router.add_get("/api/v1/keys/{key_id}", get_key)
+    app.router.add_get("/api/v1/keys/{key_id}/usage", key_usage)
     app.router.add_post("/api/v1/keys/{key_id}/roll", roll_key)
     app.router.add_post("/api/v1/keys/{key_id}/revoke", revoke_key)
     app.router.add_get("/api/v1/audit", audit)

@@ -24,6 +24,7 @@ from .relay import relay_ctx
 from .scheduler import scheduler_ctx
 from .subscriber_feed import add_subscriber_feed_route
 from .throttle import LoginThrottler
+from .usage import usage_pruner_ctx
 from .users import PasswordChecker
 from .verify_keys import add_verify_keys_route
 
@@ -74,4 +75,5 @@ def create_app(config: KeyServiceConfig) -> web.Application:
     # before it closes.
     app.cleanup_ctx.append(relay_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
+    app.cleanup_ctx.append(usage_pruner_ctx)
     return app

@@ -1,7 +1,9 @@
-"""Routes for gateways: the signed event feed and the lookup of one key's latest record.
+"""Routes for gateways: the signed event feed, the lookup of one key's latest record, the
+revocation snapshot, and the usage reports.
 
-Both answer only to ``Authorization: Bearer <APIKEYS_INTERNAL_TOKEN>``. What they return is
-signed by key_service, so a gateway trusts the content by its signature, not by the channel.
+Every route answers only to ``Authorization: Bearer <APIKEYS_INTERNAL_TOKEN>``. What the reading
+routes return is signed by key_service, so a gateway trusts the content by its signature, not by
+the channel.
 
 * ``GET /internal/v1/events?after=SEQ&limit=N`` → ``{"events": [signed, ...],
   "last_sequence": N}``: the events with a sequence above ``after``, in order, and the highest
@@ -9,6 +11,9 @@ signed by key_service, so a gateway trusts the content by its signature, not by 
 * ``GET /internal/v1/keys/{key_id}`` → the key's newest signed event, or 404.
 * ``GET /internal/v1/snapshot`` → the signed revocation snapshot (``snapshot``): its body as
   the response body, its signature in ``X-Signature`` and ``X-Signing-Key``.
+* ``POST /internal/v1/usage`` with ``{"batch_id", "day", "keys": [{"key_id", "last_used_at",
+  "count"}]}`` → ``{"accepted": bool, "unknown_keys": N}``: one gateway process's usage report
+  (usage.py); ``accepted`` is false for a report taken in before, which changes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from aiohttp import web
 from apikeys_shared.events import MAX_SEQUENCE, SEQUENCE_DIGITS
 from apikeys_shared.keys import is_valid_key_id
 
-from .appkeys import CONFIG, ENGINE, OUTBOX_WAKEUP
+from .appkeys import CONFIG, ENGINE, OUTBOX_WAKEUP, SESSIONMAKER
+from .bodies import read_json_object
 from .outbox import (
     FeedPage,
     OutboxError,
@@ -32,6 +38,7 @@ from .outbox import (
 )
 from .problems import problem
 from .snapshot import SnapshotCache, read_snapshot
+from .usage import UsageService, parse_report
 
 __all__ = [
     "FEED_DEFAULT_LIMIT", "FEED_MAX_LIMIT", "FeedQueryError", "add_internal_routes", "read_feed",
@@ -142,6 +149,17 @@ async def key_record(request: web.Request) -> web.Response:
     return web.json_response(signed.to_json(), headers={"Cache-Control": "no-store"})
 
 
+async def usage(request: web.Request) -> web.Response:
+    """Take in one gateway process's usage report."""
+    if not _authorized(request):
+        return _unauthorized()
+    report = parse_report(await read_json_object(request))
+    outcome = await UsageService(request.config_dict[SESSIONMAKER]).record(report)
+    return web.json_response(
+        {"accepted": outcome.accepted, "unknown_keys": outcome.unknown_keys},
+        headers={"Cache-Control": "no-store"})
+
+
 _SNAPSHOTS = web.AppKey("snapshots", SnapshotCache)
 
 
@@ -174,3 +192,4 @@ def add_internal_routes(app: web.Application) -> None:
     app.router.add_get("/internal/v1/snapshot", snapshot, name="internal_snapshot")
     app.router.add_get("/internal/v1/events", events, name="internal_events")
     app.router.add_get("/internal/v1/keys/{key_id}", key_record, name="internal_key")
+    app.router.add_post("/internal/v1/usage", usage, name="internal_usage")

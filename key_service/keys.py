@@ -150,6 +150,7 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "revokes_at": _time(key.revokes_at),
         "replaces": key.replaces,
         "replaced_by": key.replaced_by,
+        "last_used_at": _time(key.last_used_at),
     }
 
 

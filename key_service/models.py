@@ -7,10 +7,11 @@ Timestamps are stored as naive UTC and always come back as aware UTC, on SQLite 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -26,10 +27,12 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "KeyUsageDay",
     "LoginThrottle",
     "ManagementToken",
     "OutboxEvent",
     "Session",
+    "UsageBatch",
     "User",
     "utcnow",
 ]
@@ -124,6 +127,8 @@ class ApiKey(Base):
     revokes_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     replaces: Mapped[str | None] = mapped_column(String(36), nullable=True)
     replaced_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # The latest request a gateway reported it authenticated; only ever moves forward (usage.py).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         # The list: active keys newest first, then revoked keys, most recently revoked last.
@@ -132,6 +137,25 @@ class ApiKey(Base):
         # The revocation scheduler's question: which rolled keys are due, soonest first.
         Index("ix_api_keys_revokes_at", "revokes_at"),
     )
+
+
+class KeyUsageDay(Base):
+    """Requests gateways authenticated with one key on one UTC day (kept 90 days: usage.py)."""
+
+    __tablename__ = "key_usage_days"
+
+    key_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    day: Mapped[date] = mapped_column(Date(), primary_key=True, index=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageBatch(Base):
+    """The ID of a usage report taken in, so that the same report sent again counts once."""
+
+    __tablename__ = "usage_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class ManagementToken(Base):

@@ -16,6 +16,7 @@ from .keys import DEFAULT_LIMIT, MAX_LIMIT, MAX_NAME_LENGTH, MAX_OVERLAP_SECONDS
 from .middleware import API_BODY_LIMIT
 from .scopes import AUDIT_READ, EVENTS_READ, KEYS_READ, KEYS_WRITE, SCOPE_HELP, SCOPES
 from .tokenformat import TOKEN_PATTERN
+from .usage import RETENTION_DAYS
 
 __all__ = ["OPENAPI", "add_openapi_route"]
 
@@ -40,7 +41,14 @@ _ROLL_FIELDS: dict[str, Any] = {
         "description": "The key that replaced this one (it was rolled), or null",
     },
 }
-_KEY_FIELDS = ["key_id", "name", "status", "issued_at", "revoked_at", *_ROLL_FIELDS]
+_LAST_USED = {
+    "type": ["string", "null"], "format": "date-time",
+    "description": "The latest request a gateway authenticated with this key, as gateways have "
+                   "reported it (RFC 3339, UTC; up to a report interval, 30 s by default, "
+                   "behind); null when none was ever reported",
+}
+_KEY_FIELDS = ["key_id", "name", "status", "issued_at", "revoked_at", *_ROLL_FIELDS,
+               "last_used_at"]
 _NAME = {
     "type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"\S",
     "description": (
@@ -219,6 +227,17 @@ OPENAPI: dict[str, Any] = {
                 "summary": "One key",
                 "security": _read_or_token(KEYS_READ),
                 "responses": {"200": _json("Key", "The key"),
+                              **_errors("401", "403", "404", "503")},
+            },
+        },
+        "/api/v1/keys/{key_id}/usage": {
+            "parameters": [_KEY_PATH_PARAM],
+            "get": {
+                "operationId": "getKeyUsage",
+                "summary": f"A key's last use and its requests per UTC day (the last "
+                           f"{RETENTION_DAYS} days), as the gateways have reported them",
+                "security": _read_or_token(KEYS_READ),
+                "responses": {"200": _json("KeyUsage", "The key's usage"),
                               **_errors("401", "403", "404", "503")},
             },
         },
@@ -422,6 +441,39 @@ OPENAPI: dict[str, Any] = {
                     "revoked_at": {"oneOf": [_TIME, {"type": "null"}],
                                    "description": "null while the key is active"},
                     **_ROLL_FIELDS,
+                    "last_used_at": _LAST_USED,
+                },
+            },
+            "KeyUsage": {
+                "type": "object",
+                "required": ["key_id", "last_used_at", "retention_days", "days"],
+                "additionalProperties": False,
+                "properties": {
+                    "key_id": _KEY_ID,
+                    "last_used_at": _LAST_USED,
+                    "retention_days": {
+                        "type": "integer", "const": RETENTION_DAYS,
+                        "description": "How many UTC days, today included, counts are kept",
+                    },
+                    "days": {
+                        "type": "array",
+                        "description": "Requests per UTC day within the retention, oldest "
+                                       "first; a day without requests is left out",
+                        "items": {
+                            "type": "object",
+                            "required": ["day", "requests"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "day": {"type": "string", "format": "date"},
+                                "requests": {
+                                    "type": "integer", "minimum": 1,
+                                    "description": "Requests the gateways authenticated with "
+                                                   "the key that day (forwarded upstream, or "
+                                                   "answered 204 by forward-auth)",
+                                },
+                            },
+                        },
+                    },
                 },
             },
             "IssuedKey": {
@@ -437,6 +489,7 @@ OPENAPI: dict[str, Any] = {
                     "revokes_at": {"type": "null"},
                     "replaces": {"type": "null"},
                     "replaced_by": {"type": "null"},
+                    "last_used_at": {"type": "null"},
                     "secret": {
                         "type": "string", "pattern": "^[0-9A-Za-z]{64}$",
                         "description": "The key secret, shown this once and never again",
@@ -456,6 +509,7 @@ OPENAPI: dict[str, Any] = {
                     "revokes_at": {"type": "null"},
                     "replaces": {**_KEY_ID, "description": "The old key's ID"},
                     "replaced_by": {"type": "null"},
+                    "last_used_at": {"type": "null"},
                     "secret": {
                         "type": "string", "pattern": "^[0-9A-Za-z]{64}$",
                         "description": "The new key's secret, shown this once and never again",

@@ -148,6 +148,8 @@ def _key_facts(key: dict[str, Any]) -> list[tuple[str, str]]:
         facts.append(("Replaces", key["replaces"]))
     if key.get("replaced_by"):
         facts.append(("Replaced by", key["replaced_by"]))
+    used = key.get("last_used_at")
+    facts.append(("Last used", _when(used) if used else "never"))
     return facts
 
 

@@ -1,5 +1,5 @@
 /* Manage API Keys: the list, the Issue New Key / New API Key Created dialogs, the Roll dialog and
-   the Revoke dialog.
+   the Revoke dialog (which warns when the key was used within the last day).
 
    The secret of a new key lives only in the text of #created-secret while that dialog is open: no
    variable, attribute, storage, URL or history entry ever holds it, and Confirm empties the element. */
@@ -41,6 +41,44 @@
     return td;
   }
 
+  // How long ago, in words: "just now", "3 minutes ago", "2 hours ago", "5 days ago".
+  const relative = new Intl.RelativeTimeFormat('en', { numeric: 'always' });
+  const UNITS = [['year', 31536000], ['month', 2592000], ['day', 86400], ['hour', 3600],
+    ['minute', 60]];
+  const RECENT_SECONDS = 86400;
+
+  function ago(value) {
+    const seconds = Math.max(0, (Date.now() - new Date(value).getTime()) / 1000);
+    for (const [unit, size] of UNITS) {
+      if (seconds >= size) return relative.format(-Math.floor(seconds / size), unit);
+    }
+    return 'just now';
+  }
+
+  /** Last Used: "Never", or how long ago, the exact time in the title (shown on hover). */
+  function lastUsedCell(key) {
+    const td = document.createElement('td');
+    td.className = 'cell-date';
+    td.dataset.label = 'Last Used';
+    if (!key.last_used_at) {
+      td.textContent = 'Never';
+      return td;
+    }
+    const time = B.timeElement(key.last_used_at, true);
+    time.textContent = ago(key.last_used_at);
+    td.appendChild(time);
+    return td;
+  }
+
+  /** The Revoke window's warning: the key was used within the last day (as the list knew). */
+  function showRecentUse(key) {
+    const used = key.last_used_at;
+    const recent = used && Date.now() - new Date(used).getTime() < RECENT_SECONDS * 1000;
+    el.revokeRecent.hidden = !recent;
+    el.revokeRecent.firstElementChild.textContent = recent
+      ? 'This key was used ' + ago(used) + '.' : '';
+  }
+
   function row(key) {
     const tr = document.createElement('tr');
     tr.dataset.keyId = key.key_id;
@@ -50,6 +88,7 @@
     tr.appendChild(B.textCell('Key ID', 'cell-id', key.key_id, true));
     tr.appendChild(B.dateCell('Issued On', key.issued_at));
     tr.appendChild(revokedOnCell(key));
+    tr.appendChild(lastUsedCell(key));
     const action = document.createElement('td');
     action.className = 'cell-action';
     action.dataset.label = 'Revoke This Key';
@@ -249,20 +288,34 @@
       createdRolled: byId('created-rolled'),
       rollDialog: byId('roll-dialog'), rollForm: byId('roll-form'), rollName: byId('roll-name'),
       rollId: byId('roll-id'), rollError: byId('roll-error'), rollCancel: byId('roll-cancel'),
-      rollSubmit: byId('roll-submit'),
+      rollSubmit: byId('roll-submit'), revokeRecent: byId('revoke-recent'),
     };
     list = B.listTable({
-      path: '/api/v1/keys', idField: 'key_id', issuedField: 'issued_at', noun: 'key', columns: 5,
+      path: '/api/v1/keys', idField: 'key_id', issuedField: 'issued_at', noun: 'key', columns: 6,
       table: byId('keys'), body: el.body, summary: byId('keys-summary'),
       listError: byId('list-error'), row: row,
     });
-    openRevoke = B.revokeWindow({
+    const openRevokeWindow = B.revokeWindow({
       noun: 'key', idField: 'key_id', list: list, announce: announce, home: el.issueOpen,
       path: function (key) { return '/api/v1/keys/' + encodeURIComponent(key.key_id) + '/revoke'; },
       onExpired: function (key) { B.savePending({ action: 'revoke', key_id: key.key_id }); },
       dialog: byId('revoke-dialog'), name: byId('revoke-name'), id: byId('revoke-id'),
       error: byId('revoke-error'), cancel: byId('revoke-cancel'), confirm: byId('revoke-confirm'),
     });
+    // The list may be minutes old: the window warns with what it knew at once, then with the
+    // key as it is now, if the window is still open for it.
+    let revokeShown = null;
+    byId('revoke-dialog').addEventListener('close', function () {
+      if (!byId('revoke-dialog').open) revokeShown = null;  // unless reopened meanwhile
+    });
+    openRevoke = function (key, invoker) {
+      showRecentUse(key);
+      openRevokeWindow(key, invoker);
+      revokeShown = key.key_id;
+      B.api('GET', '/api/v1/keys/' + encodeURIComponent(key.key_id)).then(function (now) {
+        if (revokeShown === key.key_id) showRecentUse(now);
+      }, function () { /* the list's value stands */ });
+    };
     showSecret = B.secretWindow({
       dialog: el.createdDialog, secret: el.createdSecret, copy: byId('copy-secret'),
       copyStatus: byId('copy-status'), confirm: byId('created-confirm'),

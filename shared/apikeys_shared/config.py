@@ -60,8 +60,8 @@ VERIFY_KEYS: Setting[str] = Setting(
 )
 INTERNAL_TOKEN: Setting[str] = Setting(
     "APIKEYS_INTERNAL_TOKEN", REQUIRED,
-    f"bearer token of key_service's `/internal/v1` routes (the gateways' feed and lookups), "
-    f"{MIN_TOKEN_LENGTH}+ characters",
+    f"bearer token of key_service's `/internal/v1` routes (the gateways' feed, lookups and "
+    f"usage reports), {MIN_TOKEN_LENGTH}+ characters",
 )
 REDIS_URL: Setting[str] = Setting(
     "REDIS_URL", DEFAULT_REDIS_URL,

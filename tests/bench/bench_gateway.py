@@ -47,11 +47,15 @@ OUTPUT = ROOT / "artifacts" / "bench" / "gateway.md"
 
 GW_AUTH = "gateway, authenticated route (valid key)"
 GW_OPEN = 'gateway, unauthenticated route (auth = "none")'
+GW_NO_USAGE = ("the same gateway with usage recording off (GATEWAY_USAGE_RECORDING=false), "
+               "authenticated route: what noting each key's last use and count costs")
 GW_PUBLIC = ("the same gateway on aiohttp's public low-level server (web.Server, web.BaseRequest) "
              "instead of its own, authenticated route: the measurement docs/architecture.md's "
              "choice of HTTP layer rests on")
 # The instruction counts of the gateway on web.Server are labelled with this.
 PUBLIC_PREFIX = "on aiohttp's web.Server: "
+# ... and those of the gateway with usage recording off with this.
+NO_USAGE_PREFIX = "usage recording off: "
 NGINX = "plain nginx reverse proxy (baseline)"
 NGINX_FA = ("nginx + gateway forward-auth (deploy/nginx/forward-auth.conf as shipped: verdicts "
             "over the gateway's Unix socket; the gateway as it ships, 1 worker)")
@@ -154,6 +158,10 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_po
             "GATEWAY_UNIX_SOCKET": str(gw_socket), **unix_env,
         })
         started.append(gw_proc)
+        # The same again without usage recording: the cost of noting each key's last use.
+        quiet_port, quiet_proc = stack.start_gateway(
+            routes, workers=2, name="no-usage", extra_env={"GATEWAY_USAGE_RECORDING": "false"})
+        started.append(quiet_proc)
         # Forward-auth is measured against the gateway as it ships (GATEWAY_WORKERS=1): on a
         # host it shares with nginx, nginx's workers need cores too, and one busier verdict
         # process serves more requests per wake-up than two (the 2-worker one is measured too).
@@ -184,6 +192,7 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_po
             Scenario(NGINX, f"http://127.0.0.1:{plain_port}/bench", {}),
             Scenario(GW_OPEN, f"http://127.0.0.1:{gw_port}/open/bench", {}),
             Scenario(GW_AUTH, f"http://127.0.0.1:{gw_port}/auth/bench", key.headers()),
+            Scenario(GW_NO_USAGE, f"http://127.0.0.1:{quiet_port}/auth/bench", key.headers()),
             Scenario(GW_PUBLIC, f"http://127.0.0.1:{public_port}/auth/bench", key.headers()),
             Scenario(NGINX_FA, f"http://127.0.0.1:{fa_port}/bench", key.headers()),
             Scenario(NGINX_FA_2W, f"http://127.0.0.1:{fa2_port}/bench", key.headers()),
@@ -195,14 +204,15 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_po
         ]
         # CPU of the proxies under test: the gateways (supervisors and workers; those a row
         # does not use are idle) and the front nginx.
-        roots = [gw_proc.proc.pid, fa_proc.proc.pid, public_proc.proc.pid] + (
+        roots = [gw_proc.proc.pid, quiet_proc.proc.pid, fa_proc.proc.pid,
+                 public_proc.proc.pid] + (
             [front.proc.pid] if front.proc is not None else [])
         results = measure_all(scenarios, options.load, stack.dir / "wrk", cpu_roots=roots)
     except BaseException:
         for proc in started:
             stack.stop_process(proc)  # not left running through the phases that follow
         raise
-    return results, gw_port, [gw_proc, fa_proc, public_proc]
+    return results, gw_port, started
 
 
 def _revocations(stack: BenchStack, admin: AdminClient, options: Options,
@@ -239,6 +249,8 @@ def _aims(results: dict[str, Measurement], revocation: Summary | None,
     aims = [
         Aim("authenticated / unauthenticated (gateway requests/s)",
             ratio(rps(GW_AUTH), rps(GW_OPEN)), 0.95, by_cpu=capacity(GW_AUTH, GW_OPEN)),
+        Aim("usage recording on / off (authenticated gateway requests/s)",
+            ratio(rps(GW_AUTH), rps(GW_NO_USAGE)), 0.98, by_cpu=capacity(GW_AUTH, GW_NO_USAGE)),
         Aim("gateway, 2 workers, authenticated / plain nginx", ratio(rps(GW_AUTH), rps(NGINX)),
             0.25, by_cpu=capacity(GW_AUTH, NGINX)),
         Aim("nginx + forward-auth / plain nginx", ratio(rps(NGINX_FA), rps(NGINX)), 0.5,
@@ -311,6 +323,12 @@ def _instructions_note(result: InstructionResult | None) -> str:
              f"more than an open one: authenticated / unauthenticated = "
              f"{open_count / auth_count:.3f}, the first aim counted rather than timed."
              if open_count and auth_count else "")
+    quiet = result.per_request.get(NO_USAGE_PREFIX + AUTH)
+    usage = (f" Usage recording (GATEWAY_USAGE_RECORDING) costs {auth_count - quiet:,.0f} "
+             f"instructions per authenticated request, {auth_count / quiet - 1:.2%}: "
+             f"on / off = {quiet / auth_count:.4f} (the row marked "
+             f"\"{NO_USAGE_PREFIX.rstrip(': ')}\" is the same gateway with it off)."
+             if quiet and auth_count else "")
     public = (f" The rows marked \"{PUBLIC_PREFIX.rstrip(': ')}\" come from a second gateway, "
               f"the same but served by aiohttp's public low-level server "
               f"(tests/bench/public_server.py), counted the same way."
@@ -321,7 +339,7 @@ def _instructions_note(result: InstructionResult | None) -> str:
         f"keep-alive connection, counted from zero for each class; timer-driven work (the "
         f"failure counter's shared-block read, L1 expiry) set out of the way "
         f"(GATEWAY_FAILED_AUTH_SYNC=3600, GATEWAY_L1_TTL=86400). The same requests give the "
-        f"same count however busy the machine is.{share}{public}"
+        f"same count however busy the machine is.{share}{usage}{public}"
     )
 
 
@@ -371,6 +389,10 @@ def run(options: Options) -> tuple[str, bool]:
                         stack, routes, key, options.instructions, labels=(OPEN, AUTH),
                         module="tests.bench.public_server", prefix=PUBLIC_PREFIX)
                     instructions.per_request.update(public.per_request)
+                    quiet = measure_instructions(
+                        stack, routes, key, options.instructions, labels=(AUTH,),
+                        prefix=NO_USAGE_PREFIX, extra_env={"GATEWAY_USAGE_RECORDING": "false"})
+                    instructions.per_request.update(quiet.per_request)
                 except Exception as exc:
                     failures["instructions per request"] = f"{type(exc).__name__}: {exc}"
                     traceback.print_exc()

@@ -21,7 +21,7 @@ import http.client
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,10 +100,11 @@ def _dumped(directory: Path, pid: int) -> dict[str, int]:
 
 def measure_instructions(stack: BenchStack, routes: Path, key: IssuedKey, requests: int, *,
                          labels: Sequence[str] = tuple(CLASSES), module: str = "auth_gateway",
-                         prefix: str = "") -> InstructionResult:
+                         prefix: str = "",
+                         extra_env: Mapping[str, str] | None = None) -> InstructionResult:
     """Count instructions per request of each class (``labels``, of ``CLASSES``) in a gateway
-    under callgrind, served by ``module`` (see ``BenchStack.start_gateway``); each result is
-    labelled ``prefix`` + the class."""
+    under callgrind, served by ``module`` (see ``BenchStack.start_gateway``) with ``extra_env``
+    on top of its environment; each result is labelled ``prefix`` + the class."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise InstructionsError("valgrind is not installed (Debian package: valgrind)")
     version = subprocess.run(["valgrind", "--version"], capture_output=True, text=True,
@@ -114,7 +115,8 @@ def measure_instructions(stack: BenchStack, routes: Path, key: IssuedKey, reques
         routes, workers=1, name=f"callgrind-{module}", module=module,
         wrapper=["valgrind", "--tool=callgrind", "--instr-atstart=no",
                  f"--callgrind-out-file={out_dir}/callgrind.%p.out"],
-        extra_env={"GATEWAY_FAILED_AUTH_SYNC": "3600", "GATEWAY_L1_TTL": "86400"},
+        extra_env={"GATEWAY_FAILED_AUTH_SYNC": "3600", "GATEWAY_L1_TTL": "86400",
+                   **(extra_env or {})},
         ready_timeout=300,
     )
     pid = proc.proc.pid

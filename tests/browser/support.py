@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS_DIR", ROOT / "artifacts" / "s
 
 KEY_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SECRET_RE = re.compile(r"[0-9A-Za-z]{64}")
-COLUMNS = ["Key Name", "Key ID", "Issued On", "Revoked On", "Revoke This Key"]
+COLUMNS = ["Key Name", "Key ID", "Issued On", "Revoked On", "Last Used", "Revoke This Key"]
 # A row's buttons are named "Revoke <key name>" and "Roll <key name>"; a key's name may itself
 # hold either word, so match on the start.
 REVOKE = re.compile(r"^Revoke ")
@@ -189,6 +190,15 @@ class RunningKeyService:
     def admin_api(self) -> ApiClient:
         """A fresh API client logged in as the administrator."""
         return ApiClient(self.base_url).login(*ADMIN)
+
+    def report_use(self, key_id: str, at: datetime, count: int = 1) -> None:
+        """Report a use of ``key_id`` at ``at``, as a gateway process does."""
+        client = ApiClient(self.base_url, bearer=self.env["APIKEYS_INTERNAL_TOKEN"])
+        client._call("POST", "/internal/v1/usage", {
+            "batch_id": uuid.uuid4().hex, "day": at.date().isoformat(),
+            "keys": [{"key_id": key_id, "count": count,
+                      "last_used_at": at.astimezone(UTC).isoformat().replace("+00:00", "Z")}],
+        })
 
 
 # -- the page, as the seed's steps describe it ------------------------------------------------

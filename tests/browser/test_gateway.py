@@ -43,7 +43,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     secrets = generate_secrets()
     running = Stack(
         tmp_path, secrets, exchange=f"t.{tag}.apikeys.events", redis_prefix=f"t:{tag}:",
-        queue_prefix=f"t.{tag}", options=StackOptions(gateways=1),
+        queue_prefix=f"t.{tag}", options=StackOptions(
+            gateways=1, extra_gateway_env={"GATEWAY_USAGE_REPORT_INTERVAL": "0.2"}),
     )
     try:
         with running:
@@ -110,8 +111,20 @@ def test_a_key_issued_in_the_page_works_at_the_gateway_until_revoked_there(
     assert "x-authenticationkeyvalue" not in headers
     assert "x-authenticationkeyid" not in headers
 
+    # The gateway reports the use (every 0.2 s here, 30 s by default): Last Used moves from
+    # Never once the page is loaded again.
+    expect(cell(row_for(page, key_id), "Last Used")).to_have_text("Never")
+    deadline = time.monotonic() + 20
+    while cell(row_for(page, key_id), "Last Used").inner_text() == "Never":
+        assert time.monotonic() < deadline, stack.logs()
+        time.sleep(0.2)
+        page.reload()
+    expect(cell(row_for(page, key_id), "Last Used")).to_have_text("just now")
+
     row_for(page, key_id).get_by_role("button", name=REVOKE).click()
-    page.get_by_role("dialog", name="Revoke").get_by_role("button", name="Confirm").click()
+    dialog = page.get_by_role("dialog", name="Revoke")
+    expect(dialog.locator("#revoke-recent")).to_have_text("This key was used just now.")
+    dialog.get_by_role("button", name="Confirm").click()
     expect(cell(row_for(page, key_id), "Revoked On")).not_to_have_text("Active")
 
     # The revocation reaches the gateway by event (or the feed poll): a bound, not a timing test.

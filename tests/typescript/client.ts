@@ -35,6 +35,11 @@ export async function tour(baseUrl: string, csrf: string): Promise<string[]> {
   const one = await api.GET("/api/v1/keys/{key_id}", { params: { path: { key_id: id } } });
   if (one.data) seen.push(describe(one.data));
 
+  const usage = await api.GET("/api/v1/keys/{key_id}/usage", { params: { path: { key_id: id } } });
+  for (const day of usage.data?.days ?? []) seen.push(`${day.day} ${day.requests}`);
+  const kept: number | undefined = usage.data?.retention_days;
+  seen.push(String(kept));
+
   const revoked = await api.POST("/api/v1/keys/{key_id}/revoke", {
     params: { path: { key_id: id } },
     headers: { "X-CSRF-Token": csrf },
@@ -84,5 +89,6 @@ export async function tour(baseUrl: string, csrf: string): Promise<string[]> {
 
 function describe(key: Key): string {
   const revoked: string = key.revoked_at === null ? "Active" : new Date(key.revoked_at).toISOString();
-  return `${key.name} ${key.status} ${revoked}`;
+  const used: string = key.last_used_at === null ? "Never" : new Date(key.last_used_at).toISOString();
+  return `${key.name} ${key.status} ${revoked} ${used}`;
 }

@@ -29,7 +29,7 @@ async def test_issue_returns_the_secret_once(admin: Client) -> None:
     assert resp.headers["Cache-Control"] == "no-store"
     body = await resp.json()
     assert set(body) == {"key_id", "name", "status", "issued_at", "revoked_at", "revokes_at",
-                         "replaces", "replaced_by", "secret"}
+                         "replaces", "replaced_by", "last_used_at", "secret"}
     assert (body["revokes_at"], body["replaces"], body["replaced_by"]) == (None, None, None)
     assert body["name"] == "billing app"
     assert body["status"] == "active"

@@ -49,7 +49,7 @@ async def test_a_roll_issues_the_replacement_and_schedules_the_old_key(admin: Cl
     new = await resp.json()
     assert resp.headers["Location"] == f"/api/v1/keys/{new['key_id']}"
     assert set(new) == {"key_id", "name", "status", "issued_at", "revoked_at", "revokes_at",
-                        "replaces", "replaced_by", "secret", "replaced_key"}
+                        "replaces", "replaced_by", "last_used_at", "secret", "replaced_key"}
     assert (new["name"], new["status"], new["replaces"]) == (
         "billing export", "active", old["key_id"])
     assert (new["revoked_at"], new["revokes_at"], new["replaced_by"]) == (None, None, None)

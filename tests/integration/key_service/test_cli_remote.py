@@ -146,6 +146,8 @@ def test_issue_show_list_revoke_for_people_and_scripts(served: Served) -> None:
     assert shown.returncode == 0
     assert "billing export" in shown.stdout
     assert "active" in shown.stdout
+    assert [line.split(None, 2)[2] for line in shown.stdout.splitlines()
+            if line.startswith("Last used")] == ["never"]
     shown_json = json.loads(served.run("keys", "show", key_id, "--json").stdout)
     assert shown_json["key_id"] == key_id
     assert "secret" not in shown_json

@@ -42,8 +42,8 @@ async def test_migrations_match_the_models_and_are_idempotent(database_url: str)
     finally:
         await engine.dispose()
     assert {"api_keys", "users", "sessions", "audit_log", "outbox", "login_throttle",
-            "management_tokens"} <= tables
-    assert version == "0002"
+            "management_tokens", "key_usage_days", "usage_batches"} <= tables
+    assert version == "0003"
 
 
 def _to(revision: str, direction: str) -> Callable[[Connection], None]:
@@ -84,6 +84,33 @@ async def test_0002_keeps_the_rows_of_0001_and_goes_back(database_url: str) -> N
             assert (await conn.execute(text("SELECT actor FROM audit_log"))).scalar() == "ada"
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         assert "management_tokens" not in tables
+    finally:
+        await engine.dispose()
+
+
+async def test_0003_keeps_the_keys_and_goes_back(database_url: str) -> None:
+    engine = create_engine(database_url)
+    issued = datetime(2026, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("0002", "upgrade"))
+            await conn.execute(text(
+                "INSERT INTO api_keys (key_id, name, secret_hash, hash_version, status, "
+                "issued_at) VALUES (:k, 'old key', :h, 'p1', 'active', :t)"
+            ), {"k": "00000000-0000-7000-8000-000000000001", "h": "0" * 64, "t": issued})
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("head", "upgrade"))
+            key = (await conn.execute(text("SELECT name, last_used_at FROM api_keys"))).one()
+        assert tuple(key) == ("old key", None)
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("0002", "downgrade"))
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("api_keys")})
+            name = (await conn.execute(text("SELECT name FROM api_keys"))).scalar()
+        assert not {"key_usage_days", "usage_batches"} & tables
+        assert "last_used_at" not in columns
+        assert name == "old key"
     finally:
         await engine.dispose()
 
