@@ -101,9 +101,11 @@ def _run_stateful(schema: schemathesis.BaseSchema, base: str, http: requests.Ses
                 LINKED.append((case.operation.path, response.status_code))
             case.validate_response(response, checks=CHECKS)
 
+    # Derandomised: whether a random walk happens to issue a token and then revoke it must not
+    # depend on the run (it did, about one run in three); every link is still walked.
     Scenarios.run(settings=settings(
-        max_examples=EXAMPLES, stateful_step_count=5, deadline=None, database=None,
-        suppress_health_check=list(HealthCheck)))
+        max_examples=2 * EXAMPLES, stateful_step_count=6, deadline=None, database=None,
+        derandomize=True, suppress_health_check=list(HealthCheck)))
 
 
 def test_the_api_keeps_to_its_openapi_document(
