@@ -6,14 +6,18 @@ management token holding the scope.
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from .access import require_scope
 from .appkeys import CONFIG, METRICS, OUTBOX_WAKEUP, SCHEDULER_WAKEUP, SESSIONMAKER
 from .audit import audit_json, list_audit
 from .bodies import read_json_object
-from .errors import BadRequest
+from .errors import BadRequest, Conflict
 from .keys import MAX_OVERLAP_SECONDS, KeyService, key_json, parse_limit
+from .problems import problem
+from .receipts import parse_wait, revocation_receipt
 from .scopes import AUDIT_READ, KEYS_READ, KEYS_WRITE
 
 __all__ = ["NO_STORE", "add_api_routes", "cursor_of", "key_service"]
@@ -86,12 +90,26 @@ async def roll_key(request: web.Request) -> web.Response:
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    """``POST /api/v1/keys/{key_id}/revoke``: revoke for ever."""
+    """``POST /api/v1/keys/{key_id}/revoke[?wait=N]``: revoke for ever, with its receipt.
+
+    With ``wait``, an already revoked key is still 409, and its body carries the receipt of
+    the revocation that was made before.
+    """
     principal = await require_scope(request, KEYS_WRITE)
-    key = await key_service(request).revoke(
-        request.match_info["key_id"], principal.actor(request)
+    wait = parse_wait(request.query.get("wait"))
+    key_id = request.match_info["key_id"]
+    started = time.monotonic()
+    try:
+        key = await key_service(request).revoke(key_id, principal.actor(request))
+    except Conflict as exc:
+        if wait is None:
+            raise
+        receipt = await revocation_receipt(request, key_id, wait=wait, started=started)
+        return problem(409, exc.detail, extensions={"propagation": receipt.to_json()})
+    receipt = await revocation_receipt(request, key_id, wait=wait, started=started)
+    return web.json_response(
+        {**key_json(key), "propagation": receipt.to_json()}, headers=NO_STORE,
     )
-    return web.json_response(key_json(key), headers=NO_STORE)
 
 
 async def audit(request: web.Request) -> web.Response:

@@ -7,6 +7,8 @@ signed by key_service, so a gateway trusts the content by its signature, not by 
   "last_sequence": N}``: the events with a sequence above ``after``, in order, and the highest
   sequence assigned so far (0 when there is none).
 * ``GET /internal/v1/keys/{key_id}`` → the key's newest signed event, or 404.
+* ``POST /internal/v1/gateways/heartbeat`` ← one gateway process's identity and watermark
+  (see heartbeats.py) → ``{"last_sequence": N}``, so the gateway knows how current it is.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from aiohttp import web
 from apikeys_shared.events import MAX_SEQUENCE, SEQUENCE_DIGITS
 from apikeys_shared.keys import is_valid_key_id
 
-from .appkeys import CONFIG, ENGINE, OUTBOX_WAKEUP
+from .appkeys import CONFIG, ENGINE, HEARTBEATS, OUTBOX_WAKEUP
+from .heartbeats import HeartbeatError, last_sequence, parse_heartbeat
 from .outbox import (
     FeedPage,
     OutboxError,
@@ -139,7 +142,27 @@ async def key_record(request: web.Request) -> web.Response:
     return web.json_response(signed.to_json(), headers={"Cache-Control": "no-store"})
 
 
+async def heartbeat(request: web.Request) -> web.Response:
+    """Record one gateway process's heartbeat; answer the highest sequence assigned so far."""
+    if not _authorized(request):
+        return _unauthorized()
+    try:
+        beat = parse_heartbeat(await request.json())
+    except HeartbeatError as exc:
+        return problem(400, str(exc), field=exc.field)
+    except ValueError:
+        return problem(400, "the body must be a JSON object", field="body")
+    engine = request.config_dict[ENGINE]
+    try:
+        await request.config_dict[HEARTBEATS].record(engine, beat)
+        last = await last_sequence(engine)
+    except OutboxError as exc:
+        return _unavailable(exc)
+    return web.json_response({"last_sequence": last}, headers={"Cache-Control": "no-store"})
+
+
 def add_internal_routes(app: web.Application) -> None:
     """Register ``/internal/v1/*`` on ``app``."""
     app.router.add_get("/internal/v1/events", events, name="internal_events")
     app.router.add_get("/internal/v1/keys/{key_id}", key_record, name="internal_key")
+    app.router.add_post("/internal/v1/gateways/heartbeat", heartbeat, name="internal_heartbeat")

@@ -42,8 +42,8 @@ async def test_migrations_match_the_models_and_are_idempotent(database_url: str)
     finally:
         await engine.dispose()
     assert {"api_keys", "users", "sessions", "audit_log", "outbox", "login_throttle",
-            "management_tokens"} <= tables
-    assert version == "0002"
+            "management_tokens", "gateway_processes"} <= tables
+    assert version == "0003"
 
 
 def _to(revision: str, direction: str) -> Callable[[Connection], None]:
