@@ -1,4 +1,5 @@
-"""Client of key_service's internal API: one key's latest signed record, and the event feed.
+"""Client of key_service's internal API: one key's latest signed record, the event feed, and
+the process's heartbeat.
 
 Both routes need the internal bearer token. Transport failures, timeouts, 5xx answers and bodies
 that are not the documented shape all become ``KeyServiceUnavailable``; a 404 for a key means the
@@ -86,6 +87,28 @@ class KeyServiceClient:
         if not isinstance(raw_events, list) or not isinstance(last, int) or isinstance(last, bool):
             raise KeyServiceUnavailable("key_service event feed needs events[] and last_sequence")
         return FeedPage(events=tuple(map(_feed_entry, raw_events)), last_sequence=last)
+
+
+    async def post_heartbeat(self, beat: dict[str, object]) -> int:
+        """Post this process's heartbeat; key_service's newest sequence (its answer)."""
+        path = "/internal/v1/gateways/heartbeat"
+        try:
+            async with self._session.post(
+                f"{self._base}{path}", json=beat, headers=self._headers, timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status != 200:
+                    raise KeyServiceUnavailable(f"key_service answered {resp.status} for {path}")
+                raw = await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise KeyServiceUnavailable(f"key_service unreachable: {type(exc).__name__}") from exc
+        try:
+            last: object = json.loads(raw).get("last_sequence")
+        except (ValueError, AttributeError):
+            last = None
+        if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+            raise KeyServiceUnavailable("key_service's heartbeat answer needs last_sequence")
+        return last
 
 
 # Stands for a feed entry that is not even shaped like a signed event: it fails verification

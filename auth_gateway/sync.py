@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from apikeys_shared.errors import EnvelopeError
 from apikeys_shared.events import Event, SignedEvent
 
 from .errors import KeyServiceUnavailable, RecordRejected, StoreUnavailable
+from .freshness import Freshness
 from .metrics import Metrics
 
 __all__ = [
@@ -203,6 +205,26 @@ class Synchronizer:
         self._checking_delivery = False
         self._awaited: dict[int, float] = {}
         self.on_missed_delivery: Callable[[], None] | None = None
+        # How current the process knows itself to be (gateway_revocation_lag_seconds), and
+        # who wants to hear when the watermark moves (the heartbeat, set by whoever runs both).
+        self.freshness = Freshness(time.monotonic())
+        self.on_progress: Callable[[], None] | None = None
+
+    @property
+    def watermark(self) -> int:
+        """The highest sequence such that it and every event before it are applied here.
+
+        Applied in this process (L1 and the key store's record of revocations), whether or not
+        Redis took the record: what a heartbeat reports, and what a revocation's receipt
+        counts on. Never the highest sequence merely seen: a gap below it may hold a
+        revocation not applied yet.
+        """
+        return max(self.tracker.applied, self._in_process)
+
+    def _progressed(self) -> None:
+        self.freshness.reached(self.watermark)
+        if self.on_progress is not None:
+            self.on_progress()
 
     # -- state the AMQP consumer reports ----------------------------------------------------
     @property
@@ -283,6 +305,10 @@ class Synchronizer:
         arrival = self.tracker.mark_applied(event.sequence)
         self._metrics.events.labels(source, "applied").inc()
         self._metrics.last_sequence.set(self.tracker.applied)
+        if arrival is not Arrival.STALE:
+            self._metrics.last_event_applied.set(time.time())
+        if arrival is Arrival.NEXT:
+            self._progressed()
         if source == "amqp":
             self._awaited.pop(event.sequence, None)
         elif (self._checking_delivery and arrival is not Arrival.STALE
@@ -317,7 +343,9 @@ class Synchronizer:
             limit = self._settings.feed_page_size
             deferred = False
             while True:
+                asked_at = time.monotonic()
                 page = await self._feed.fetch_events(after=fetch_after, limit=limit)
+                self.freshness.learn(page.last_sequence, asked_at, self.watermark)
                 start = fetch_after
                 fetch_after, page_deferred = await self._apply_page(
                     page.events, fetch_after, in_order=not deferred,
@@ -331,6 +359,7 @@ class Synchronizer:
                     # What this process already took would only be passed over: not fetched.
                     fetch_after = max(fetch_after, self._in_process)
             self._in_process = max(self._in_process, fetch_after)
+        self._progressed()
         self._feed_read.set()
         if deferred:
             self.request_catch_up()
@@ -377,6 +406,7 @@ class Synchronizer:
                 if not deferred:
                     self.tracker.caught_up(cursor)
             self._metrics.last_sequence.set(self.tracker.applied)
+            self._progressed()
         return cursor, deferred
 
     async def run_feed_loop(self) -> None:
@@ -450,6 +480,7 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
     """
     from .appkeys import CONFIG, KEY_SERVICE, KEYSTORE, METRICS
     from .consumer import EventConsumer
+    from .heartbeat import HeartbeatPublisher, identity
 
     config = app[CONFIG]
     settings = SyncSettings(
@@ -469,9 +500,16 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
         dead_letter_exchange=config.dead_letter_exchange,
     )
     sync.on_missed_delivery = consumer.resubscribe
+    heartbeat = HeartbeatPublisher(
+        sink=app[KEY_SERVICE], who=identity(config.name), watermark=lambda: sync.watermark,
+        freshness=sync.freshness, metrics=app[METRICS], interval=config.heartbeat_interval,
+    )
+    sync.on_progress = heartbeat.progressed
+    app[METRICS].revocation_lag.set_function(lambda: sync.freshness.lag(time.monotonic()))
     tasks = [
         asyncio.create_task(sync.run_feed_loop(), name="gateway-feed"),
         asyncio.create_task(consumer.run(), name="gateway-consumer"),
+        asyncio.create_task(heartbeat.run(), name="gateway-heartbeat"),
     ]
     try:
         yield
