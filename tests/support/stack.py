@@ -247,22 +247,23 @@ class Stack:
         for proc, url in started:
             self._wait(proc, f"{url}/readyz")
 
-    def _spawn_gateway(self) -> tuple[ServiceProcess, str]:
+    def _spawn_gateway(self, env: Mapping[str, str] | None = None) -> tuple[ServiceProcess, str]:
         port = free_port()
         proc = self._spawn(
             f"gateway{len(self.gateway_procs)}",
             ["-m", "auth_gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--workers", str(self.options.workers)],
-            {**self.gateway_env(), "GATEWAY_PORT": str(port)},
+            {**self.gateway_env(), "GATEWAY_PORT": str(port), **(env or {})},
         )
         self.gateway_procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         self.gateway_urls.append(url)
         return proc, url
 
-    def add_gateway(self) -> str:
-        """Start one more gateway process and wait until it is ready; its URL."""
-        proc, url = self._spawn_gateway()
+    def add_gateway(self, env: Mapping[str, str] | None = None) -> str:
+        """Start one more gateway process (``env`` added to the common one) and wait until it
+        is ready; its URL."""
+        proc, url = self._spawn_gateway(env)
         self._wait(proc, f"{url}/readyz")
         return url
 
@@ -347,9 +348,12 @@ class Admin:
         """Ask to issue a key; the status, JSON body and headers, whatever they are."""
         return await self._post("/api/v1/keys", {"name": name})
 
-    async def try_revoke(self, key_id: str) -> tuple[int, dict[str, Any], Mapping[str, str]]:
-        """Ask to revoke a key; the status, JSON body and headers, whatever they are."""
-        return await self._post(f"/api/v1/keys/{key_id}/revoke", None)
+    async def try_revoke(
+        self, key_id: str, wait: float | None = None,
+    ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+        """Ask to revoke a key (with ``?wait=``); the status, JSON body and headers."""
+        query = "" if wait is None else f"?wait={wait}"
+        return await self._post(f"/api/v1/keys/{key_id}/revoke{query}", None)
 
     async def try_get(self, key_id: str) -> tuple[int, dict[str, Any]]:
         """Ask for one key; the status and JSON body, whatever they are."""
