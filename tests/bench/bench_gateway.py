@@ -36,7 +36,12 @@ from .nginx import (
 from .observer import EventObserver
 from .probe import HALF_RIGHT, UNKNOWN_ID, UNKNOWN_SEEN, WRONG_SECRET, ProbeResult, run_probe
 from .report import ProbeRow, Report, render
-from .revocation import RevocationResult, measure_revocations
+from .revocation import (
+    RevocationResult,
+    WaitedResult,
+    measure_revocations,
+    measure_waited_revocations,
+)
 from .stack import BenchStack, StackError
 from .stats import Aim, Summary, percentile, ratio, summarize
 from .throughput import LoadSettings, Measurement, Scenario, measure_all
@@ -206,7 +211,7 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_po
 
 
 def _revocations(stack: BenchStack, admin: AdminClient, options: Options,
-                 upstream_port: int) -> RevocationResult:
+                 upstream_port: int) -> tuple[RevocationResult, WaitedResult]:
     routes = stack.write_routes(upstream_port)
     port_a, _ = stack.start_gateway(routes, workers=1, name="a")
     port_b, _ = stack.start_gateway(routes, workers=1, name="b")
@@ -221,7 +226,10 @@ def _revocations(stack: BenchStack, admin: AdminClient, options: Options,
         observer.close()
     for port in (port_a, port_b):
         result.event_sources[port] = event_sources(port)
-    return result
+    print("  revoking with ?wait= ...", file=sys.stderr, flush=True)
+    waited_keys = [admin.issue(f"bench waited revocation {i}") for i in range(options.revocations)]
+    waited = measure_waited_revocations(admin, waited_keys, [port_a, port_b])
+    return result, waited
 
 
 def _aims(results: dict[str, Measurement], revocation: Summary | None,
@@ -335,6 +343,7 @@ def run(options: Options) -> tuple[str, bool]:
     results: dict[str, Measurement] = {}
     probe: ProbeResult | None = None
     revocation: RevocationResult | None = None
+    waited: WaitedResult | None = None
     instructions: InstructionResult | None = None
     load_before = _load()
     with BenchStack() as stack:
@@ -375,7 +384,7 @@ def run(options: Options) -> tuple[str, bool]:
                     failures["instructions per request"] = f"{type(exc).__name__}: {exc}"
                     traceback.print_exc()
             try:
-                revocation = _revocations(stack, admin, options, upstream_port)
+                revocation, waited = _revocations(stack, admin, options, upstream_port)
             except Exception as exc:
                 failures["revocation propagation"] = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
@@ -414,6 +423,17 @@ def run(options: Options) -> tuple[str, bool]:
         if revocation.stopped_early:
             rev_note += (f" Stopped after {len(revocation.revoke_call_ms)} of "
                          f"{options.revocations} revocations: the phase's 90 s bound ran out.")
+    wait_summary = summarize(waited.call_ms) if waited and waited.call_ms else None
+    wait_note = ""
+    if waited is not None:
+        wait_note = (
+            f"The same revocation with `?wait=10`: the call returns once every live gateway "
+            f"process confirmed it in a heartbeat ({len(waited.call_ms)} calls, "
+            f"{waited.processes} processes; {waited.incomplete} ran out of time). Right after "
+            f"each complete receipt every process was asked once: {waited.passed_after} "
+            f"requests got a 2xx (the receipt promises 0). Heartbeats every 2 s "
+            f"(GATEWAY_HEARTBEAT_INTERVAL) and at once after an applied event."
+        )
     load = options.load
     notes = [
         f"Load: wrk {load.threads} threads, {load.connections} connections; each setup warmed "
@@ -448,6 +468,8 @@ def run(options: Options) -> tuple[str, bool]:
         aims=_aims(results, rev_summary, probe),
         revocation=rev_summary,
         revocation_note=rev_note,
+        revocation_wait=wait_summary,
+        revocation_wait_note=wait_note,
         probe_rows=_probe_rows(probe),
         secret_test=probe.secret_test if probe else None,
         info_tests=probe.info_tests if probe else {},
