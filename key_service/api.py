@@ -17,7 +17,7 @@ from .bodies import read_json_object
 from .errors import BadRequest, Conflict
 from .keys import MAX_OVERLAP_SECONDS, KeyService, key_json, parse_limit
 from .problems import problem
-from .receipts import parse_wait, revocation_receipt
+from .receipts import parse_wait, revocation_receipt, revoke_at_once
 from .scopes import AUDIT_READ, KEYS_READ, KEYS_WRITE
 
 __all__ = ["NO_STORE", "add_api_routes", "cursor_of", "key_service"]
@@ -99,14 +99,16 @@ async def revoke_key(request: web.Request) -> web.Response:
     wait = parse_wait(request.query.get("wait"))
     key_id = request.match_info["key_id"]
     started = time.monotonic()
-    try:
-        key = await key_service(request).revoke(key_id, principal.actor(request))
-    except Conflict as exc:
-        if wait is None:
-            raise
+    revoking = key_service(request).revoke(key_id, principal.actor(request))
+    if wait is None:
+        key, receipt = await revoke_at_once(request, revoking, started=started)
+    else:
+        try:
+            key = await revoking
+        except Conflict as exc:
+            receipt = await revocation_receipt(request, key_id, wait=wait, started=started)
+            return problem(409, exc.detail, extensions={"propagation": receipt.to_json()})
         receipt = await revocation_receipt(request, key_id, wait=wait, started=started)
-        return problem(409, exc.detail, extensions={"propagation": receipt.to_json()})
-    receipt = await revocation_receipt(request, key_id, wait=wait, started=started)
     return web.json_response(
         {**key_json(key), "propagation": receipt.to_json()}, headers=NO_STORE,
     )

@@ -36,6 +36,7 @@ from .propagation import ProcessView, Propagation, propagation
 __all__ = [
     "FORGET_AFTER",
     "POLL_INTERVAL",
+    "RECENT",
     "Heartbeat",
     "HeartbeatError",
     "Heartbeats",
@@ -47,6 +48,9 @@ __all__ = [
 POLL_INTERVAL = 0.1
 # A process not heard of for this long is dropped (it is listed as gone until then).
 FORGET_AFTER = 3600.0
+# A revocation without ``wait`` reuses the processes read this recently: reading them costs
+# the call a measurable share of its time, and its receipt confirms nobody anyway.
+RECENT = 1.0
 _PRUNE_EVERY = 60.0
 _INSTANCE_ID = re.compile(r"[0-9a-f]{16,32}")
 _MAX_NAME = 200
@@ -122,6 +126,7 @@ class Heartbeats:
         self._clock = clock
         self._arrived = asyncio.Event()
         self._pruned_at = 0.0
+        self._known: tuple[float, list[ProcessView]] | None = None
 
     async def record(self, engine: AsyncEngine, beat: Heartbeat) -> None:
         """Keep ``beat`` as its process's latest (a watermark never goes back), wake waiters."""
@@ -164,13 +169,30 @@ class Heartbeats:
                        _table.c.seen_at)
                 .where(_table.c.seen_at >= since)
             )).all()
-        return [
+        found = [
             ProcessView(
                 instance_id=row.instance_id, name=row.name,
                 applied_sequence=row.applied_sequence, seen_at=row.seen_at,
             )
             for row in rows
         ]
+        self._known = (time.monotonic(), found)
+        return found
+
+    async def recent(self, engine: AsyncEngine) -> list[ProcessView]:
+        """The processes as read within ``RECENT`` seconds, or read now."""
+        known = self._known
+        if known is not None and time.monotonic() - known[0] < RECENT:
+            return known[1]
+        return await self.processes(engine)
+
+    def receipt_of(self, processes: list[ProcessView], sequence: int | None, *,
+                   started: float) -> Propagation:
+        """The receipt that ``processes`` (as read) give the event at ``sequence``, now."""
+        return propagation(
+            processes, sequence, now=self._clock(), gone_after=self.gone_after,
+            ms=round((time.monotonic() - started) * 1000),
+        )
 
     async def receipt(
         self, engine: AsyncEngine, sequence: int | None, *, started: float,
@@ -183,10 +205,7 @@ class Heartbeats:
         deadline = None if wait is None else started + wait
         while True:
             arrived = self._arrived
-            found = propagation(
-                await self.processes(engine), sequence, now=self._clock(),
-                gone_after=self.gone_after, ms=round((time.monotonic() - started) * 1000),
-            )
+            found = self.receipt_of(await self.processes(engine), sequence, started=started)
             left = 0.0 if deadline is None else deadline - time.monotonic()
             if found.complete or left <= 0:
                 return found

@@ -9,7 +9,11 @@ wait for the relay's next round.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -20,7 +24,9 @@ from .errors import BadRequest, DatabaseUnavailable
 from .outbox import OutboxError, latest_for_key
 from .propagation import Propagation
 
-__all__ = ["MAX_WAIT_SECONDS", "parse_wait", "revocation_receipt"]
+__all__ = ["MAX_WAIT_SECONDS", "parse_wait", "revocation_receipt", "revoke_at_once"]
+
+T = TypeVar("T")
 
 MAX_WAIT_SECONDS = 30
 # A JSON number's spelling, without a sign (not Python's float(): no "nan", "inf" or "1_0").
@@ -59,15 +65,31 @@ async def _revocation_sequence(request: web.Request, key_id: str) -> int | None:
     return event.sequence if not event.record.active else None
 
 
-async def revocation_receipt(
-    request: web.Request, key_id: str, *, wait: float | None, started: float,
-) -> Propagation:
-    """The receipt of ``key_id``'s revocation: at once without ``wait``, else once complete.
-
-    Without ``wait`` nothing is sequenced (the call stays as fast as it was): a revocation
-    that has just committed has no sequence yet, so no gateway process can have it, and the
-    receipt says so (``sequence`` null, nobody confirmed).
-    """
+async def revoke_at_once(
+    request: web.Request, revoking: Awaitable[T], *, started: float,
+) -> tuple[T, Propagation]:
+    """Revoke without ``wait``: the processes as this replica knows them (read within the last
+    second, or while the revocation commits), so that the receipt costs the call next to
+    nothing. The event has no sequence yet, so no gateway process can have it: the receipt
+    says so (``sequence`` null, nobody confirmed)."""
     app = request.config_dict
-    sequence = None if wait is None else await _revocation_sequence(request, key_id)
+    heartbeats = app[HEARTBEATS]
+    reading = asyncio.ensure_future(heartbeats.recent(app[ENGINE]))
+    try:
+        revoked = await revoking
+    except BaseException:
+        reading.cancel()
+        with contextlib.suppress(BaseException):
+            await reading
+        raise
+    return revoked, heartbeats.receipt_of(await reading, None, started=started)
+
+
+async def revocation_receipt(
+    request: web.Request, key_id: str, *, wait: float, started: float,
+) -> Propagation:
+    """The receipt of ``key_id``'s revocation once every live process confirmed it, or after
+    ``wait`` seconds."""
+    app = request.config_dict
+    sequence = await _revocation_sequence(request, key_id)
     return await app[HEARTBEATS].receipt(app[ENGINE], sequence, started=started, wait=wait)
