@@ -6,7 +6,8 @@ reported by the next one, right after. key_service keeps the latest of each proc
 it in revocation receipts (docs/architecture.md, "Revocation receipts"); its answer, the newest
 sequence, tells the process how current it is (``freshness.py``). The identity is stable for the
 life of the process: host, pid, and a random instance ID, so that a restart on the same pid is
-a new process that must confirm on its own.
+a new process that must confirm on its own. A process that stops cleanly (after its drain) says
+so, and is no longer listed; one that dies is listed as gone once its heartbeats stop.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class HeartbeatSink(Protocol):
     async def post_heartbeat(self, beat: dict[str, object]) -> int:
         """Post one heartbeat; the newest sequence. Raises KeyServiceUnavailable."""
 
+    async def delete_gateway(self, instance_id: str) -> None:
+        """Say this process stopped. Raises KeyServiceUnavailable."""
+
 
 class HeartbeatPublisher:
     """Reports the watermark of one process, on a timer and whenever it moves."""
@@ -91,6 +95,14 @@ class HeartbeatPublisher:
             await self.beat()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
+
+    async def leave(self) -> None:
+        """The process is stopping, done serving: key_service stops listing it (best effort:
+        if this fails it is listed as gone after the bound, as if it had been killed)."""
+        try:
+            await self._sink.delete_gateway(self._who.instance_id)
+        except KeyServiceUnavailable as exc:
+            log.warning("could not tell key_service this process is stopping: %s", exc)
 
     async def beat(self) -> None:
         """Send one heartbeat; a failure is counted and logged once, never raised."""

@@ -111,6 +111,21 @@ class KeyServiceClient:
         return last
 
 
+    async def delete_gateway(self, instance_id: str) -> None:
+        """Tell key_service this process stopped cleanly (it is then no longer listed)."""
+        path = f"/internal/v1/gateways/{instance_id}"
+        try:
+            async with self._session.delete(
+                f"{self._base}{path}", headers=self._headers, timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                await resp.release()
+                if resp.status not in (204, 404):
+                    raise KeyServiceUnavailable(f"key_service answered {resp.status} for {path}")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise KeyServiceUnavailable(f"key_service unreachable: {type(exc).__name__}") from exc
+
+
 # Stands for a feed entry that is not even shaped like a signed event: it fails verification
 # like a forged one, so it is counted and passed over by one sequence, instead of making the
 # whole page (and every later catch-up from there) unreadable.

@@ -518,3 +518,5 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await consumer.close()
+        # The server has stopped and drained before the app's contexts close.
+        await heartbeat.leave()

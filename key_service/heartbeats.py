@@ -42,6 +42,7 @@ __all__ = [
     "Heartbeats",
     "last_sequence",
     "parse_heartbeat",
+    "valid_instance_id",
 ]
 
 # Waiters read the table this often, for heartbeats another replica received.
@@ -159,6 +160,17 @@ class Heartbeats:
         arrived, self._arrived = self._arrived, asyncio.Event()
         arrived.set()
 
+    async def forget(self, engine: AsyncEngine, instance_id: str) -> bool:
+        """A process stopped cleanly: drop it (it is neither live nor gone); True if known."""
+        async with write_connection(engine) as conn:
+            result = await conn.execute(
+                delete(_table).where(_table.c.instance_id == instance_id)
+            )
+        self._known = None
+        arrived, self._arrived = self._arrived, asyncio.Event()
+        arrived.set()  # a wait may have been waiting on it alone
+        return bool(result.rowcount)
+
     async def processes(self, engine: AsyncEngine) -> list[ProcessView]:
         """Every process heard of within ``FORGET_AFTER``."""
         since = self._clock() - timedelta(seconds=FORGET_AFTER)
@@ -211,6 +223,11 @@ class Heartbeats:
                 return found
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(arrived.wait(), min(POLL_INTERVAL, left))
+
+
+def valid_instance_id(value: str) -> bool:
+    """Whether ``value`` is shaped like a gateway process's instance ID."""
+    return _INSTANCE_ID.fullmatch(value) is not None
 
 
 async def last_sequence(engine: AsyncEngine) -> int:

@@ -9,6 +9,8 @@ signed by key_service, so a gateway trusts the content by its signature, not by 
 * ``GET /internal/v1/keys/{key_id}`` → the key's newest signed event, or 404.
 * ``POST /internal/v1/gateways/heartbeat`` ← one gateway process's identity and watermark
   (see heartbeats.py) → ``{"last_sequence": N}``, so the gateway knows how current it is.
+* ``DELETE /internal/v1/gateways/{instance_id}``: the process stopped cleanly → 204 (404 for
+  one not known).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from apikeys_shared.events import MAX_SEQUENCE, SEQUENCE_DIGITS
 from apikeys_shared.keys import is_valid_key_id
 
 from .appkeys import CONFIG, ENGINE, HEARTBEATS, OUTBOX_WAKEUP
-from .heartbeats import HeartbeatError, last_sequence, parse_heartbeat
+from .heartbeats import HeartbeatError, last_sequence, parse_heartbeat, valid_instance_id
 from .outbox import (
     FeedPage,
     OutboxError,
@@ -161,8 +163,23 @@ async def heartbeat(request: web.Request) -> web.Response:
     return web.json_response({"last_sequence": last}, headers={"Cache-Control": "no-store"})
 
 
+async def gateway_left(request: web.Request) -> web.Response:
+    """A gateway process stopped cleanly: receipts no longer list it."""
+    if not _authorized(request):
+        return _unauthorized()
+    instance_id = request.match_info["instance_id"]
+    if not valid_instance_id(instance_id):
+        return problem(404, "no gateway process has this instance ID")
+    engine = request.config_dict[ENGINE]
+    if not await request.config_dict[HEARTBEATS].forget(engine, instance_id):
+        return problem(404, "no gateway process has this instance ID")
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})
+
+
 def add_internal_routes(app: web.Application) -> None:
     """Register ``/internal/v1/*`` on ``app``."""
     app.router.add_get("/internal/v1/events", events, name="internal_events")
     app.router.add_get("/internal/v1/keys/{key_id}", key_record, name="internal_key")
     app.router.add_post("/internal/v1/gateways/heartbeat", heartbeat, name="internal_heartbeat")
+    app.router.add_delete("/internal/v1/gateways/{instance_id}", gateway_left,
+                          name="internal_gateway_left")

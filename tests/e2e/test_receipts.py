@@ -145,6 +145,23 @@ async def test_freshness_is_on_metrics(stack: Stack, http: aiohttp.ClientSession
         assert applied_at > 0
 
 
+async def test_a_process_stopped_cleanly_is_no_longer_listed(
+    stack: Stack, partition: FaultProxy, admin: Admin,
+) -> None:
+    await _all_live(admin, 2)
+    url = stack.add_gateway({"GATEWAY_NAME": "gw-polite"})
+    await _all_live(admin, 3)
+    stack.gateway_urls.remove(url)
+    assert stack.gateway_procs[-1].stop(signal.SIGTERM) == 0
+    key_id, _ = await admin.issue("after a clean stop")
+    status, body, _ = await admin.try_revoke(key_id, wait=5)
+    assert status == 200, body
+    receipt = body["propagation"]
+    # At once, not after the gone bound: it said it was leaving, after its drain.
+    assert receipt["processes"] == receipt["confirmed"] == 2, receipt
+    assert "gw-polite" not in _names(receipt["gone"])
+
+
 async def test_a_killed_process_is_gone_and_one_that_comes_back_refuses_at_once(
     stack: Stack, partition: FaultProxy, admin: Admin, http: aiohttp.ClientSession,
 ) -> None:

@@ -149,6 +149,23 @@ async def test_a_process_silent_past_the_bound_is_gone_not_confirmed(admin: Clie
     assert [p["name"] for p in receipt["gone"]] == ["gw-old"]
 
 
+async def test_a_process_that_stopped_cleanly_is_no_longer_listed(admin: Client) -> None:
+    leaving = _beat("gw-leaving", 0)
+    await _post_beat(admin, leaving)
+    await _post_beat(admin, _beat("gw-staying", 10**6))
+    key_id = await _issue(admin)
+    path = f"/internal/v1/gateways/{leaving['instance_id']}"
+    resp = await admin.http.delete(path)
+    await expect_problem(resp, 401)
+    resp = await admin.http.delete(path, headers=_bearer(admin))
+    assert resp.status == 204
+    resp = await admin.http.delete(path, headers=_bearer(admin))
+    await expect_problem(resp, 404)
+    resp = await admin.http.post(f"/api/v1/keys/{key_id}/revoke?wait=5", headers=admin.headers())
+    receipt = (await resp.json())["propagation"]
+    assert (receipt["processes"], receipt["confirmed"], receipt["gone"]) == (1, 1, [])
+
+
 async def test_revoking_a_revoked_key_with_wait_gives_the_first_revocations_receipt(
     admin: Client,
 ) -> None:

@@ -22,6 +22,13 @@ class FakeSink:
     hold: bool = False
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
+    left: list[str] = field(default_factory=list)
+
+    async def delete_gateway(self, instance_id: str) -> None:
+        if self.down:
+            raise KeyServiceUnavailable("away")
+        self.left.append(instance_id)
+
     async def post_heartbeat(self, beat: dict[str, object]) -> int:
         self.sent.append(beat)
         if self.hold:
@@ -109,3 +116,13 @@ async def test_a_failed_heartbeat_is_counted_and_retried_at_the_next_move() -> N
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_leaving_names_the_instance_and_never_raises() -> None:
+    sink, who = FakeSink(), identity()
+    publisher = HeartbeatPublisher(sink=sink, who=who, watermark=lambda: 0,
+                                   freshness=Freshness(0.0), metrics=Metrics(), interval=60)
+    await publisher.leave()
+    assert sink.left == [who.instance_id]
+    sink.down = True
+    await publisher.leave()  # logged, not raised: the process is stopping anyway
