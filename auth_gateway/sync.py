@@ -11,7 +11,9 @@ takes effect within that bound even with the broker down; while subscribed, ever
 receiving without a word from the broker (the consumer then subscribes afresh). Nothing is
 applied unless its Ed25519 signature verifies; the key store keeps a record only when it is
 newer than the one it holds, and ``revoked`` is terminal, so applying the same event twice is
-harmless.
+harmless. The *watermark* (every event up to it applied here) is what the process's heartbeat
+reports to key_service for revocation receipts (``heartbeat``; docs/architecture.md,
+"Revocation receipts").
 """
 
 from __future__ import annotations
@@ -473,7 +475,7 @@ def _unverified_sequence(signed: SignedEvent) -> int | None:
 
 
 async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context that consumes key events and catches up from the feed.
+    """Cleanup context that consumes key events, catches up from the feed and sends heartbeats.
 
     Needs the app's CONFIG, METRICS, KEYSTORE and KEY_SERVICE (made by earlier contexts) and
     its SYNCED event; the first successful catch-up sets SYNCED.
