@@ -81,6 +81,8 @@ class Options:
     instructions: int
     output: Path
     command: str
+    # Only the revocation phase (propagation and revoke with wait), e.g. after changing it.
+    revocation_only: bool = False
 
 
 def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
@@ -101,6 +103,8 @@ def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
     parser.add_argument("--instructions", type=int, default=1000,
                         help="requests per class counted under callgrind (0: skip that part)")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="where to write the report")
+    parser.add_argument("--revocation-only", action="store_true",
+                        help="measure only revocation propagation and revoke with wait")
     args = parser.parse_args(argv)
     return Options(
         load=LoadSettings(connections=args.connections, threads=args.threads,
@@ -108,6 +112,7 @@ def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
                           rounds=args.rounds),
         revocations=args.revocations, probe_per_class=args.probe_samples,
         probe_unknown=args.probe_unknown, instructions=args.instructions, output=args.output,
+        revocation_only=args.revocation_only,
         command=command or " ".join(
             [".venv/bin/python -m tests.bench.bench_gateway",
              *(sys.argv[1:] if argv is None else argv)]),
@@ -360,17 +365,18 @@ def run(options: Options) -> tuple[str, bool]:
             key = admin.issue("bench throughput")
             gw_procs: list[ServiceProcess] = []
             try:
-                results, gw_port, gw_procs = _throughput(stack, options, key, upstream_port,
-                                                        verdict_socket)
-                print("  timing probe ...", file=sys.stderr, flush=True)
-                probe = run_probe(gw_port, key, per_class=options.probe_per_class,
-                                  unknown=options.probe_unknown)
+                if not options.revocation_only:
+                    results, gw_port, gw_procs = _throughput(stack, options, key, upstream_port,
+                                                            verdict_socket)
+                    print("  timing probe ...", file=sys.stderr, flush=True)
+                    probe = run_probe(gw_port, key, per_class=options.probe_per_class,
+                                      unknown=options.probe_unknown)
             except Exception as exc:  # report what ran, name what did not
                 failures["throughput / timing probe"] = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
             for proc in gw_procs:
                 stack.stop_process(proc)  # free the cores for the next phase
-            if options.instructions > 0:
+            if options.instructions > 0 and not options.revocation_only:
                 print("  counting instructions per request under callgrind ...",
                       file=sys.stderr, flush=True)
                 try:
