@@ -1,7 +1,7 @@
-"""Client of key_service's internal API: one key's latest signed record, the event feed, and
-the process's heartbeat.
+"""Client of key_service's internal API: one key's latest signed record, the event feed, the
+revocation snapshot a process starts from, and the process's heartbeat.
 
-Both routes need the internal bearer token. Transport failures, timeouts, 5xx answers and bodies
+Every route needs the internal bearer token. Transport failures, timeouts, 5xx answers and bodies
 that are not the documented shape all become ``KeyServiceUnavailable``; a 404 for a key means the
 key does not exist. Signatures are checked by the caller (the KeyStore), not here.
 """
@@ -15,6 +15,7 @@ import aiohttp
 
 from apikeys_shared.errors import EnvelopeError
 from apikeys_shared.events import SignedEvent
+from apikeys_shared.snapshot import SignedSnapshot
 
 from .errors import KeyServiceUnavailable
 
@@ -88,7 +89,6 @@ class KeyServiceClient:
             raise KeyServiceUnavailable("key_service event feed needs events[] and last_sequence")
         return FeedPage(events=tuple(map(_feed_entry, raw_events)), last_sequence=last)
 
-
     async def post_heartbeat(self, beat: dict[str, object]) -> int:
         """Post this process's heartbeat; key_service's newest sequence (its answer)."""
         path = "/internal/v1/gateways/heartbeat"
@@ -110,7 +110,6 @@ class KeyServiceClient:
             raise KeyServiceUnavailable("key_service's heartbeat answer needs last_sequence")
         return last
 
-
     async def delete_gateway(self, instance_id: str) -> None:
         """Tell key_service this process stopped cleanly (it is then no longer listed)."""
         path = f"/internal/v1/gateways/{instance_id}"
@@ -124,6 +123,28 @@ class KeyServiceClient:
                     raise KeyServiceUnavailable(f"key_service answered {resp.status} for {path}")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise KeyServiceUnavailable(f"key_service unreachable: {type(exc).__name__}") from exc
+
+    async def fetch_snapshot(self, timeout: float) -> SignedSnapshot | None:
+        """The signed revocation snapshot (unverified); None when key_service has no such route
+        (an older key_service: the caller reads the whole feed instead). ``timeout``: seconds
+        for the whole answer, which grows with the number of revoked keys."""
+        path = "/internal/v1/snapshot"
+        try:
+            async with self._session.get(
+                f"{self._base}{path}", headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False,
+            ) as resp:
+                if resp.status == 404:
+                    await resp.release()
+                    return None
+                if resp.status != 200:
+                    raise KeyServiceUnavailable(f"key_service answered {resp.status} for {path}")
+                body = await resp.read()
+                signature = resp.headers.get("X-Signature", "")
+                signing_key = resp.headers.get("X-Signing-Key", "")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise KeyServiceUnavailable(f"key_service unreachable: {type(exc).__name__}") from exc
+        return SignedSnapshot(body=body, signature=signature, signing_key=signing_key)
 
 
 # Stands for a feed entry that is not even shaped like a signed event: it fails verification

@@ -1,6 +1,7 @@
-"""Routes for gateways: the signed event feed and the lookup of one key's latest record.
+"""Routes for gateways: the signed event feed, one key's latest record, the revocation
+snapshot, and the processes' heartbeats.
 
-Both answer only to ``Authorization: Bearer <APIKEYS_INTERNAL_TOKEN>``. What they return is
+All answer only to ``Authorization: Bearer <APIKEYS_INTERNAL_TOKEN>``. What they return is
 signed by key_service, so a gateway trusts the content by its signature, not by the channel.
 
 * ``GET /internal/v1/events?after=SEQ&limit=N`` → ``{"events": [signed, ...],
@@ -11,6 +12,8 @@ signed by key_service, so a gateway trusts the content by its signature, not by 
   (see heartbeats.py) → ``{"last_sequence": N}``, so the gateway knows how current it is.
 * ``DELETE /internal/v1/gateways/{instance_id}``: the process stopped cleanly → 204 (404 for
   one not known).
+* ``GET /internal/v1/snapshot`` → the signed revocation snapshot (``snapshot``): its body as
+  the response body, its signature in ``X-Signature`` and ``X-Signing-Key``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .outbox import (
     sequence_pending,
 )
 from .problems import problem
+from .snapshot import SnapshotCache, read_snapshot
 
 __all__ = [
     "FEED_DEFAULT_LIMIT", "FEED_MAX_LIMIT", "FeedQueryError", "add_internal_routes", "read_feed",
@@ -174,10 +178,36 @@ async def gateway_left(request: web.Request) -> web.Response:
     if not await request.config_dict[HEARTBEATS].forget(engine, instance_id):
         return problem(404, "no gateway process has this instance ID")
     return web.Response(status=204, headers={"Cache-Control": "no-store"})
+_SNAPSHOTS = web.AppKey("snapshots", SnapshotCache)
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    """The signed revocation snapshot as of the feed's last sequence."""
+    if not _authorized(request):
+        return _unauthorized()
+    config = request.config_dict[CONFIG]
+    assert config.secrets.signer is not None  # load_config always reads the signing key
+    engine = request.config_dict[ENGINE]
+    try:
+        # As of the newest commit, as the feed is (see read_feed).
+        if await has_pending(engine):
+            await sequence_pending(
+                engine, source=config.event_source, signer=config.secrets.signer, notify=True,
+            )
+            request.config_dict[OUTBOX_WAKEUP].set()
+        signed = await read_snapshot(engine, config.secrets.signer, request.app[_SNAPSHOTS])
+    except OutboxError as exc:
+        return _unavailable(exc)
+    return web.Response(body=signed.body, content_type="application/json", headers={
+        "X-Signature": signed.signature, "X-Signing-Key": signed.signing_key,
+        "Cache-Control": "no-store",
+    })
 
 
 def add_internal_routes(app: web.Application) -> None:
     """Register ``/internal/v1/*`` on ``app``."""
+    app[_SNAPSHOTS] = SnapshotCache()
+    app.router.add_get("/internal/v1/snapshot", snapshot, name="internal_snapshot")
     app.router.add_get("/internal/v1/events", events, name="internal_events")
     app.router.add_get("/internal/v1/keys/{key_id}", key_record, name="internal_key")
     app.router.add_post("/internal/v1/gateways/heartbeat", heartbeat, name="internal_heartbeat")

@@ -1,8 +1,9 @@
-"""``python -m tests.bench`` (what ``make bench`` runs): the gateway benchmark, then key_service's.
+"""``python -m tests.bench`` (what ``make bench`` runs): the gateway benchmark, key_service's,
+the gateway's start-up against a long history, and a flood of made-up key IDs.
 
 Each prints its own Markdown tables; the gateway's is also written to artifacts/bench/gateway.md.
 Arguments are passed to the gateway benchmark (``--help`` lists them). The exit status is
-non-zero when either benchmark could not run to the end; missed aims are reported, not failed.
+non-zero when any benchmark could not run to the end; missed aims are reported, not failed.
 """
 
 from __future__ import annotations
@@ -16,22 +17,26 @@ from .bench_gateway import main as gateway_main
 
 
 def main(argv: list[str]) -> int:
-    """Run both benchmarks in turn; a failure of the first does not skip the second."""
+    """Run the benchmarks in turn; a failure of one does not skip the next."""
     print("# Benchmarks\n", flush=True)
     command = "make bench" if not argv else " ".join([".venv/bin/python -m tests.bench", *argv])
     gateway = gateway_main(argv, command=command)
     if gateway == 130:
         return gateway
     sys.stdout.flush()
-    try:
-        key_service = subprocess.run(
-            [sys.executable, "-m", "tests.bench.bench_key_service"], cwd=ROOT, check=False,
-        ).returncode
-    except KeyboardInterrupt:
-        return 130
-    if key_service != 0:
-        print(f"key_service benchmark exited {key_service}", file=sys.stderr)
-    return gateway or key_service
+    statuses = [gateway]
+    for module in ("tests.bench.bench_key_service", "tests.bench.bench_startup",
+                   "tests.bench.bench_flood"):
+        try:
+            status = subprocess.run([sys.executable, "-m", module], cwd=ROOT,
+                                    check=False).returncode
+        except KeyboardInterrupt:
+            return 130
+        if status != 0:
+            print(f"{module} exited {status}", file=sys.stderr)
+        statuses.append(status)
+        sys.stdout.flush()
+    return next((status for status in statuses if status), 0)
 
 
 if __name__ == "__main__":
