@@ -79,6 +79,17 @@ FEED_SAFETY_INTERVAL: Setting[float] = Setting(
     "without a trace; an event such a read brings that the broker has not delivered 5 s later "
     "makes the process subscribe afresh", 0.05, 3600,
 )
+HEARTBEAT_INTERVAL: Setting[float] = Setting(
+    "GATEWAY_HEARTBEAT_INTERVAL", 2.0,
+    "seconds between a process's heartbeats to key_service (one is also sent as soon as it "
+    "applies an event): how a revocation's receipt knows the process is alive and what it "
+    "has applied", 0.1, 60,
+)
+NAME: Setting[str | None] = Setting(
+    "GATEWAY_NAME", None,
+    "the name each process reports in its heartbeats, followed by `:pid`",
+    shown="the host name",
+)
 L1_SIZE: Setting[int] = Setting(
     "GATEWAY_L1_SIZE", 10000, "key records each process caches (LRU)", 0, 10_000_000)
 L1_TTL: Setting[float] = Setting(
@@ -182,10 +193,11 @@ SETTINGS = Catalogue.of("auth_gateway", (
     shared.PEPPERS, shared.VERIFY_KEYS, shared.INTERNAL_TOKEN, ROUTES, HOST, PORT, WORKERS,
     UNIX_SOCKET, UNIX_SOCKET_MODE, KEY_SERVICE_URL, KEY_SERVICE_TIMEOUT, shared.REDIS_URL,
     REDIS_TIMEOUT, REDIS_PREFIX, shared.RABBITMQ_URL, shared.EXCHANGE, QUEUE_PREFIX,
-    DEAD_LETTER_EXCHANGE, FEED_POLL_INTERVAL, FEED_SAFETY_INTERVAL, L1_SIZE, L1_TTL,
-    NEGATIVE_SIZE, NEGATIVE_TTL, UNKNOWN_KEY_LOOKUPS, FAILED_AUTH_THRESHOLD, FAILED_AUTH_WINDOW,
-    FAILED_AUTH_SYNC, RETRY_AFTER, USAGE_RECORDING, USAGE_REPORT_INTERVAL, USAGE_BUFFER_KEYS,
-    TRUSTED_PROXIES, METRICS_ALLOW, MAX_HEADER_BYTES, MAX_HEADERS, MAX_BODY_BYTES,
+    DEAD_LETTER_EXCHANGE, FEED_POLL_INTERVAL, FEED_SAFETY_INTERVAL, HEARTBEAT_INTERVAL, NAME,
+    L1_SIZE, L1_TTL, NEGATIVE_SIZE, NEGATIVE_TTL, UNKNOWN_KEY_LOOKUPS, FAILED_AUTH_THRESHOLD,
+    FAILED_AUTH_WINDOW, FAILED_AUTH_SYNC, RETRY_AFTER, USAGE_RECORDING, USAGE_REPORT_INTERVAL,
+    USAGE_BUFFER_KEYS, TRUSTED_PROXIES, METRICS_ALLOW, MAX_HEADER_BYTES, MAX_HEADERS,
+    MAX_BODY_BYTES,
     UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TIMEOUT, MIN_UPLOAD_RATE, UPSTREAM_MAX_CONNECTIONS,
     UPSTREAM_IDLE_TIMEOUT, SHUTDOWN_TIMEOUT, LOG_LEVEL,
 ))
@@ -229,6 +241,8 @@ class GatewayConfig:
     feed_poll_interval: float = FEED_POLL_INTERVAL.default
     # While subscribed, the feed is read this often anyway.
     feed_safety_interval: float = FEED_SAFETY_INTERVAL.default
+    heartbeat_interval: float = HEARTBEAT_INTERVAL.default
+    name: str | None = None  # None: the host name
     l1_size: int = L1_SIZE.default
     l1_ttl: float = L1_TTL.default
     negative_ttl: float = NEGATIVE_TTL.default
@@ -337,6 +351,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         queue_prefix=QUEUE_PREFIX.text(env),
         feed_poll_interval=FEED_POLL_INTERVAL.number(env),
         feed_safety_interval=FEED_SAFETY_INTERVAL.number(env),
+        heartbeat_interval=HEARTBEAT_INTERVAL.number(env),
+        name=NAME.optional(env),
         l1_size=L1_SIZE.integer(env),
         l1_ttl=L1_TTL.number(env),
         negative_ttl=NEGATIVE_TTL.number(env),

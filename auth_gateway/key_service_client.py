@@ -1,5 +1,6 @@
 """Client of key_service's internal API: one key's latest signed record, the event feed, the
-revocation snapshot a process starts from, and the usage reports (``usage.py``).
+revocation snapshot a process starts from, the usage reports (``usage.py``), and the process's
+heartbeat.
 
 Every route needs the internal bearer token. Transport failures, timeouts, 5xx answers and bodies
 that are not the documented shape all become ``KeyServiceUnavailable``; a 404 for a key means the
@@ -108,6 +109,40 @@ class KeyServiceClient:
             raise KeyServiceUnavailable("key_service event feed needs events[] and last_sequence")
         return FeedPage(events=tuple(map(_feed_entry, raw_events)), last_sequence=last)
 
+    async def post_heartbeat(self, beat: dict[str, object]) -> int:
+        """Post this process's heartbeat; key_service's newest sequence (its answer)."""
+        path = "/internal/v1/gateways/heartbeat"
+        try:
+            async with self._session.post(
+                f"{self._base}{path}", json=beat, headers=self._headers, timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status != 200:
+                    raise KeyServiceUnavailable(f"key_service answered {resp.status} for {path}")
+                raw = await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise KeyServiceUnavailable(f"key_service unreachable: {type(exc).__name__}") from exc
+        try:
+            last: object = json.loads(raw).get("last_sequence")
+        except (ValueError, AttributeError):
+            last = None
+        if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+            raise KeyServiceUnavailable("key_service's heartbeat answer needs last_sequence")
+        return last
+
+    async def delete_gateway(self, instance_id: str) -> None:
+        """Tell key_service this process stopped cleanly (it is then no longer listed)."""
+        path = f"/internal/v1/gateways/{instance_id}"
+        try:
+            async with self._session.delete(
+                f"{self._base}{path}", headers=self._headers, timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                await resp.release()
+                if resp.status not in (204, 404):
+                    raise KeyServiceUnavailable(f"key_service answered {resp.status} for {path}")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise KeyServiceUnavailable(f"key_service unreachable: {type(exc).__name__}") from exc
 
     async def fetch_snapshot(self, timeout: float) -> SignedSnapshot | None:
         """The signed revocation snapshot (unverified); None when key_service has no such route

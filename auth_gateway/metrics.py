@@ -110,6 +110,21 @@ class Metrics:
         self.last_sequence = Gauge(
             "gateway_last_sequence", "Highest event sequence applied by this process", registry=r,
         )
+        self.last_event_applied = Gauge(
+            "gateway_last_event_applied_timestamp_seconds",
+            "Unix time at which this process last applied a key event it had not applied "
+            "before (0: none yet)", registry=r,
+        )
+        self.revocation_lag = Gauge(
+            "gateway_revocation_lag_seconds",
+            "Seconds since this process last knew it had applied every key event there was "
+            "(since it started, if never): how far behind the newest revocation it may be",
+            registry=r,
+        )
+        self.heartbeats = Counter(
+            "gateway_heartbeats", "Heartbeats sent to key_service, by outcome (ok, error)",
+            ["outcome"], registry=r,
+        )
         self.events = Counter(
             "gateway_events", "Key events received, by source (amqp, feed) and outcome",
             ["source", "outcome"], registry=r,

@@ -11,7 +11,9 @@ takes effect within that bound even with the broker down; while subscribed, ever
 receiving without a word from the broker (the consumer then subscribes afresh). Nothing is
 applied unless its Ed25519 signature verifies; the key store keeps a record only when it is
 newer than the one it holds, and ``revoked`` is terminal, so applying the same event twice is
-harmless.
+harmless. The *watermark* (every event up to it applied here) is what the process's heartbeat
+reports to key_service for revocation receipts (``heartbeat``; docs/architecture.md,
+"Revocation receipts").
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +35,7 @@ from apikeys_shared.events import Event, SignedEvent
 from apikeys_shared.snapshot import Snapshot
 
 from .errors import KeyServiceUnavailable, RecordRejected, StoreUnavailable
+from .freshness import Freshness
 from .metrics import Metrics
 from .snapshots import SnapshotSource
 
@@ -214,6 +218,26 @@ class Synchronizer:
         self._checking_delivery = False
         self._awaited: dict[int, float] = {}
         self.on_missed_delivery: Callable[[], None] | None = None
+        # How current the process knows itself to be (gateway_revocation_lag_seconds), and
+        # who wants to hear when the watermark moves (the heartbeat, set by whoever runs both).
+        self.freshness = Freshness(time.monotonic())
+        self.on_progress: Callable[[], None] | None = None
+
+    @property
+    def watermark(self) -> int:
+        """The highest sequence such that it and every event before it are applied here.
+
+        Applied in this process (L1 and the key store's record of revocations), whether or not
+        Redis took the record: what a heartbeat reports, and what a revocation's receipt
+        counts on. Never the highest sequence merely seen: a gap below it may hold a
+        revocation not applied yet.
+        """
+        return max(self.tracker.applied, self._in_process)
+
+    def _progressed(self) -> None:
+        self.freshness.reached(self.watermark)
+        if self.on_progress is not None:
+            self.on_progress()
 
     # -- state the AMQP consumer reports ----------------------------------------------------
     @property
@@ -294,6 +318,10 @@ class Synchronizer:
         arrival = self.tracker.mark_applied(event.sequence)
         self._metrics.events.labels(source, "applied").inc()
         self._metrics.last_sequence.set(self.tracker.applied)
+        if arrival is not Arrival.STALE:
+            self._metrics.last_event_applied.set(time.time())
+        if arrival is Arrival.NEXT:
+            self._progressed()
         if source == "amqp":
             self._awaited.pop(event.sequence, None)
         elif (self._checking_delivery and arrival is not Arrival.STALE
@@ -331,7 +359,9 @@ class Synchronizer:
             limit = self._settings.feed_page_size
             deferred = False
             while True:
+                asked_at = time.monotonic()
                 page = await self._feed.fetch_events(after=fetch_after, limit=limit)
+                self.freshness.learn(page.last_sequence, asked_at, self.watermark)
                 start = fetch_after
                 fetch_after, page_deferred = await self._apply_page(
                     page.events, fetch_after, in_order=not deferred,
@@ -345,6 +375,7 @@ class Synchronizer:
                     # What this process already took would only be passed over: not fetched.
                     fetch_after = max(fetch_after, self._in_process)
             self._in_process = max(self._in_process, fetch_after)
+        self._progressed()
         self._feed_read.set()
         if deferred:
             self.request_catch_up()
@@ -422,6 +453,7 @@ class Synchronizer:
                 if not deferred:
                     self.tracker.caught_up(cursor)
             self._metrics.last_sequence.set(self.tracker.applied)
+            self._progressed()
         return cursor, deferred
 
     async def run_feed_loop(self) -> None:
@@ -488,13 +520,14 @@ def _unverified_sequence(signed: SignedEvent) -> int | None:
 
 
 async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context that consumes key events and catches up from the feed.
+    """Cleanup context that consumes key events, catches up from the feed and sends heartbeats.
 
     Needs the app's CONFIG, METRICS, KEYSTORE and KEY_SERVICE (made by earlier contexts) and
     its SYNCED event; the first successful catch-up sets SYNCED.
     """
     from .appkeys import CONFIG, KEY_SERVICE, KEYSTORE, METRICS, REDIS
     from .consumer import EventConsumer
+    from .heartbeat import HeartbeatPublisher, identity
 
     config = app[CONFIG]
     settings = SyncSettings(
@@ -520,9 +553,16 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
         dead_letter_exchange=config.dead_letter_exchange,
     )
     sync.on_missed_delivery = consumer.resubscribe
+    heartbeat = HeartbeatPublisher(
+        sink=app[KEY_SERVICE], who=identity(config.name), watermark=lambda: sync.watermark,
+        freshness=sync.freshness, metrics=app[METRICS], interval=config.heartbeat_interval,
+    )
+    sync.on_progress = heartbeat.progressed
+    app[METRICS].revocation_lag.set_function(lambda: sync.freshness.lag(time.monotonic()))
     tasks = [
         asyncio.create_task(sync.run_feed_loop(), name="gateway-feed"),
         asyncio.create_task(consumer.run(), name="gateway-consumer"),
+        asyncio.create_task(heartbeat.run(), name="gateway-heartbeat"),
     ]
     try:
         yield
@@ -531,3 +571,5 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await consumer.close()
+        # The server has stopped and drained before the app's contexts close.
+        await heartbeat.leave()

@@ -6,14 +6,18 @@ management token holding the scope.
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from .access import require_scope
 from .appkeys import CONFIG, METRICS, OUTBOX_WAKEUP, SCHEDULER_WAKEUP, SESSIONMAKER
 from .audit import audit_json, list_audit
 from .bodies import read_json_object
-from .errors import BadRequest
+from .errors import BadRequest, Conflict
 from .keys import MAX_OVERLAP_SECONDS, KeyService, key_json, parse_limit
+from .problems import problem
+from .receipts import parse_wait, revocation_receipt, revoke_at_once
 from .scopes import AUDIT_READ, KEYS_READ, KEYS_WRITE
 from .usage import UsageService, usage_json
 
@@ -95,12 +99,28 @@ async def roll_key(request: web.Request) -> web.Response:
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    """``POST /api/v1/keys/{key_id}/revoke``: revoke for ever."""
+    """``POST /api/v1/keys/{key_id}/revoke[?wait=N]``: revoke for ever, with its receipt.
+
+    With ``wait``, an already revoked key is still 409, and its body carries the receipt of
+    the revocation that was made before.
+    """
     principal = await require_scope(request, KEYS_WRITE)
-    key = await key_service(request).revoke(
-        request.match_info["key_id"], principal.actor(request)
+    wait = parse_wait(request.query.get("wait"))
+    key_id = request.match_info["key_id"]
+    started = time.monotonic()
+    revoking = key_service(request).revoke(key_id, principal.actor(request))
+    if wait is None:
+        key, receipt = await revoke_at_once(request, revoking, started=started)
+    else:
+        try:
+            key = await revoking
+        except Conflict as exc:
+            receipt = await revocation_receipt(request, key_id, wait=wait, started=started)
+            return problem(409, exc.detail, extensions={"propagation": receipt.to_json()})
+        receipt = await revocation_receipt(request, key_id, wait=wait, started=started)
+    return web.json_response(
+        {**key_json(key), "propagation": receipt.to_json()}, headers=NO_STORE,
     )
-    return web.json_response(key_json(key), headers=NO_STORE)
 
 
 async def audit(request: web.Request) -> web.Response:

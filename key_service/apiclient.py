@@ -16,7 +16,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.client import HTTPException
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -32,12 +32,15 @@ class ApiClientError(Exception):
 
 
 class Refused(ApiClientError):
-    """key_service refused the request (4xx); ``status`` and the problem's ``detail``."""
+    """key_service refused the request (4xx); ``status``, the problem's ``detail``, and the
+    whole problem object (empty when the body was not one)."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str,
+                 problem: Mapping[str, Any] | None = None) -> None:
         super().__init__(f"key_service refused the request ({status}): {detail}")
         self.status = status
         self.detail = detail
+        self.problem: Mapping[str, Any] = problem or {}
 
 
 class Unreachable(ApiClientError):
@@ -54,12 +57,16 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         )
 
 
-def _problem_detail(raw: bytes, fallback: str) -> str:
+def _problem(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return fallback
-    detail = body.get("detail") if isinstance(body, dict) else None
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _problem_detail(problem: Mapping[str, Any], fallback: str) -> str:
+    detail = problem.get("detail")
     return detail if isinstance(detail, str) and detail else fallback
 
 
@@ -91,12 +98,13 @@ class ApiClient:
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             exc.close()
-            detail = _problem_detail(raw, exc.reason or "no detail")
+            problem = _problem(raw)
+            detail = _problem_detail(problem, exc.reason or "no detail")
             if exc.code >= 500:
                 raise Unreachable(
                     f"key_service could not answer ({exc.code}): {detail}"
                 ) from None
-            raise Refused(exc.code, detail) from None
+            raise Refused(exc.code, detail, problem) from None
         except urllib.error.URLError as exc:
             raise Unreachable(f"cannot reach {self.base_url}: {exc.reason}") from None
         except TimeoutError:
@@ -139,10 +147,14 @@ class ApiClient:
         issued: dict[str, Any] = self.request("POST", "/api/v1/keys", {"name": name})
         return issued
 
-    def revoke_key(self, key_id: str) -> dict[str, Any]:
-        """Revoke a key."""
-        key: dict[str, Any] = self.request(
-            "POST", f"/api/v1/keys/{quote(key_id, safe='')}/revoke"
+    def revoke_key(self, key_id: str, wait: float | None = None) -> dict[str, Any]:
+        """Revoke a key; with ``wait``, once every live gateway process applied it (or after
+        ``wait`` seconds). The key, with the receipt as ``propagation``."""
+        # The answer may take the whole wait: the client's own timeout comes after it.
+        client = self if wait is None else replace(self, timeout=max(self.timeout, wait + 10))
+        key: dict[str, Any] = client.request(
+            "POST", f"/api/v1/keys/{quote(key_id, safe='')}/revoke",
+            query=None if wait is None else {"wait": f"{wait:g}"},
         )
         return key
 

@@ -9,10 +9,19 @@ from aiohttp import web
 
 from .api import add_api_routes
 from .api_tokens import add_token_routes
-from .appkeys import CONFIG, ENGINE, METRICS, OUTBOX_WAKEUP, SCHEDULER_WAKEUP, SESSIONMAKER
+from .appkeys import (
+    CONFIG,
+    ENGINE,
+    HEARTBEATS,
+    METRICS,
+    OUTBOX_WAKEUP,
+    SCHEDULER_WAKEUP,
+    SESSIONMAKER,
+)
 from .auth import PASSWORDS, THROTTLE, add_session_routes, csrf_middleware
 from .config import KeyServiceConfig
 from .db import create_engine, make_sessionmaker
+from .heartbeats import Heartbeats
 from .internal import add_internal_routes
 from .logs import quiet_third_party_loggers
 from .metrics import Metrics
@@ -60,6 +69,7 @@ def create_app(config: KeyServiceConfig) -> web.Application:
     app[METRICS] = Metrics()
     app[OUTBOX_WAKEUP] = asyncio.Event()
     app[SCHEDULER_WAKEUP] = asyncio.Event()
+    app[HEARTBEATS] = Heartbeats(gone_after=config.gateway_gone_after)
     app[PASSWORDS] = PasswordChecker(config.login_concurrency)
     app.cleanup_ctx.append(_database_ctx)
     add_ops_routes(app)

@@ -8,9 +8,13 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .config import KeyServiceConfig
+from .heartbeats import Heartbeats
 from .metrics import Metrics
 
-__all__ = ["CONFIG", "ENGINE", "METRICS", "OUTBOX_WAKEUP", "SCHEDULER_WAKEUP", "SESSIONMAKER"]
+__all__ = [
+    "CONFIG", "ENGINE", "HEARTBEATS", "METRICS", "OUTBOX_WAKEUP", "SCHEDULER_WAKEUP",
+    "SESSIONMAKER",
+]
 
 CONFIG = web.AppKey("config", KeyServiceConfig)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -20,3 +24,5 @@ METRICS = web.AppKey("metrics", Metrics)
 OUTBOX_WAKEUP = web.AppKey("outbox_wakeup", asyncio.Event)
 # Set after a roll commits, so the revocation scheduler looks at the new revokes_at at once.
 SCHEDULER_WAKEUP = web.AppKey("scheduler_wakeup", asyncio.Event)
+# Gateway heartbeats: recorded, and waited on by revocations with ``wait``.
+HEARTBEATS = web.AppKey("heartbeats", Heartbeats)

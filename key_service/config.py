@@ -83,6 +83,12 @@ PUBLISHED_VERIFY_KEYS: Setting[str | None] = Setting(
     "verify keys published at `/api/v1/verify-keys` besides the signing key's own: during a "
     "rotation of the signing key, the previous one, whose signatures older events carry",
 )
+GATEWAY_GONE_AFTER: Setting[float] = Setting(
+    "KEY_SERVICE_GATEWAY_GONE_AFTER", 10.0,
+    "seconds without a heartbeat after which a gateway process counts as gone: listed in a "
+    "revocation's receipt, never counted as confirmed (keep it a few times "
+    "`GATEWAY_HEARTBEAT_INTERVAL`)", 1, 3600,
+)
 
 SETTINGS = Catalogue.of("key_service", (
     "`python -m key_service serve` (also `migrate`, `create-admin`, `create-user`, "
@@ -92,7 +98,7 @@ SETTINGS = Catalogue.of("key_service", (
     HOST, PORT, DATA_DIR, DATABASE_URL, shared.RABBITMQ_URL, shared.EXCHANGE, EVENT_SOURCE,
     SESSION_TTL, COOKIE_SECURE, LOGIN_CONCURRENCY, LOGIN_MAX_FAILURES,
     LOGIN_MAX_FAILURES_PER_ADDRESS, LOGIN_MAX_FAILURES_PER_USER, LOGIN_THROTTLE_WINDOW,
-    TRUSTED_PROXIES, METRICS_ALLOW, LOG_LEVEL,
+    TRUSTED_PROXIES, METRICS_ALLOW, LOG_LEVEL, GATEWAY_GONE_AFTER,
 ))
 
 
@@ -125,6 +131,8 @@ class KeyServiceConfig:
     # Verify keys published besides the signing key's own (APIKEYS_VERIFY_KEYS): during a
     # rotation, the previous key, which signed the older events of the feed.
     verify_keys: Verifier | None = None
+    # Seconds without a heartbeat after which a gateway process is gone.
+    gateway_gone_after: float = GATEWAY_GONE_AFTER.default
 
 
 def _networks(env: Env, setting: Setting[str | None]) -> tuple[str, ...] | None:
@@ -198,6 +206,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> KeyServiceConfig:
         login_max_failures_per_user=LOGIN_MAX_FAILURES_PER_USER.integer(env),
         login_throttle_window_seconds=LOGIN_THROTTLE_WINDOW.integer(env),
         verify_keys=_published_verify_keys(env),
+        gateway_gone_after=GATEWAY_GONE_AFTER.number(env),
     )
 
 

@@ -1,5 +1,5 @@
 """Routes for gateways: the signed event feed, the lookup of one key's latest record, the
-revocation snapshot, and the usage reports.
+revocation snapshot, the usage reports, and the processes' heartbeats.
 
 Every route answers only to ``Authorization: Bearer <APIKEYS_INTERNAL_TOKEN>``. What the reading
 routes return is signed by key_service, so a gateway trusts the content by its signature, not by
@@ -9,6 +9,10 @@ the channel.
   "last_sequence": N}``: the events with a sequence above ``after``, in order, and the highest
   sequence assigned so far (0 when there is none).
 * ``GET /internal/v1/keys/{key_id}`` → the key's newest signed event, or 404.
+* ``POST /internal/v1/gateways/heartbeat`` ← one gateway process's identity and watermark
+  (see heartbeats.py) → ``{"last_sequence": N}``, so the gateway knows how current it is.
+* ``DELETE /internal/v1/gateways/{instance_id}``: the process stopped cleanly → 204 (404 for
+  one not known).
 * ``GET /internal/v1/snapshot`` → the signed revocation snapshot (``snapshot``): its body as
   the response body, its signature in ``X-Signature`` and ``X-Signing-Key``.
 * ``POST /internal/v1/usage`` with ``{"batch_id", "day", "keys": [{"key_id", "last_used_at",
@@ -26,8 +30,9 @@ from aiohttp import web
 from apikeys_shared.events import MAX_SEQUENCE, SEQUENCE_DIGITS
 from apikeys_shared.keys import is_valid_key_id
 
-from .appkeys import CONFIG, ENGINE, OUTBOX_WAKEUP, SESSIONMAKER
+from .appkeys import CONFIG, ENGINE, HEARTBEATS, OUTBOX_WAKEUP, SESSIONMAKER
 from .bodies import read_json_object
+from .heartbeats import HeartbeatError, last_sequence, parse_heartbeat, valid_instance_id
 from .outbox import (
     FeedPage,
     OutboxError,
@@ -160,6 +165,36 @@ async def usage(request: web.Request) -> web.Response:
         headers={"Cache-Control": "no-store"})
 
 
+async def heartbeat(request: web.Request) -> web.Response:
+    """Record one gateway process's heartbeat; answer the highest sequence assigned so far."""
+    if not _authorized(request):
+        return _unauthorized()
+    try:
+        beat = parse_heartbeat(await request.json())
+    except HeartbeatError as exc:
+        return problem(400, str(exc), field=exc.field)
+    except ValueError:
+        return problem(400, "the body must be a JSON object", field="body")
+    engine = request.config_dict[ENGINE]
+    try:
+        await request.config_dict[HEARTBEATS].record(engine, beat)
+        last = await last_sequence(engine)
+    except OutboxError as exc:
+        return _unavailable(exc)
+    return web.json_response({"last_sequence": last}, headers={"Cache-Control": "no-store"})
+
+
+async def gateway_left(request: web.Request) -> web.Response:
+    """A gateway process stopped cleanly: receipts no longer list it."""
+    if not _authorized(request):
+        return _unauthorized()
+    instance_id = request.match_info["instance_id"]
+    if not valid_instance_id(instance_id):
+        return problem(404, "no gateway process has this instance ID")
+    engine = request.config_dict[ENGINE]
+    if not await request.config_dict[HEARTBEATS].forget(engine, instance_id):
+        return problem(404, "no gateway process has this instance ID")
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})
 _SNAPSHOTS = web.AppKey("snapshots", SnapshotCache)
 
 
@@ -193,3 +228,6 @@ def add_internal_routes(app: web.Application) -> None:
     app.router.add_get("/internal/v1/events", events, name="internal_events")
     app.router.add_get("/internal/v1/keys/{key_id}", key_record, name="internal_key")
     app.router.add_post("/internal/v1/usage", usage, name="internal_usage")
+    app.router.add_post("/internal/v1/gateways/heartbeat", heartbeat, name="internal_heartbeat")
+    app.router.add_delete("/internal/v1/gateways/{instance_id}", gateway_left,
+                          name="internal_gateway_left")

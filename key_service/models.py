@@ -27,6 +27,7 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "GatewayProcess",
     "KeyUsageDay",
     "LoginThrottle",
     "ManagementToken",
@@ -226,3 +227,22 @@ class OutboxEvent(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (Index("ix_outbox_unsent", "sent_at", "sequence"),)
+
+
+class GatewayProcess(Base):
+    """A gateway process as its last heartbeat described it (see key_service/heartbeats.py).
+
+    ``applied_sequence`` is the process's watermark: every event up to it is applied there.
+    ``seen_at`` is key_service's own clock when the heartbeat arrived, so that gateways' clocks
+    do not matter to who counts as live.
+    """
+
+    __tablename__ = "gateway_processes"
+
+    instance_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    applied_sequence: Mapped[int] = mapped_column(BigInteger)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -14,6 +14,7 @@ from .auth import CSRF_HEADER, SESSION_COOKIE
 from .internal import FEED_DEFAULT_LIMIT, FEED_MAX_LIMIT
 from .keys import DEFAULT_LIMIT, MAX_LIMIT, MAX_NAME_LENGTH, MAX_OVERLAP_SECONDS
 from .middleware import API_BODY_LIMIT
+from .receipts import MAX_WAIT_SECONDS
 from .scopes import AUDIT_READ, EVENTS_READ, KEYS_READ, KEYS_WRITE, SCOPE_HELP, SCOPES
 from .tokenformat import TOKEN_PATTERN
 from .usage import RETENTION_DAYS
@@ -269,10 +270,42 @@ OPENAPI: dict[str, Any] = {
                 "operationId": "revokeKey",
                 "summary": "Revoke a key (permanent); a rolled key may be revoked before its "
                            "revokes_at",
+                "description": (
+                    "The answer carries `propagation`, the revocation's receipt: how many live "
+                    "gateway processes there are and which have applied the revocation's event "
+                    "(a process has when its heartbeat's watermark reaches the event's "
+                    "sequence). With `wait`, the call returns once every live process has "
+                    "applied it, or when `wait` seconds have passed, whichever is first; "
+                    "without it, at once (`sequence` is then null: the event has not been "
+                    "numbered yet, so no process has it). Revoking a revoked key is 409; with "
+                    "`wait`, the problem carries the receipt of the earlier revocation"
+                ),
+                "parameters": [{
+                    "name": "wait", "in": "query", "required": False,
+                    "description": (
+                        f"Seconds to wait for every live gateway process to apply the "
+                        f"revocation: above 0, at most {MAX_WAIT_SECONDS} (decimals allowed)"
+                    ),
+                    "schema": {"type": "number", "exclusiveMinimum": 0,
+                               "maximum": MAX_WAIT_SECONDS},
+                }],
                 "security": _write_or_token(KEYS_WRITE),
                 "responses": {
-                    "200": _json("Key", "Revoked"),
-                    **_errors("401", "403", "404", "409", "413", "503"),
+                    "200": _json("RevokedKey", "Revoked, with the revocation's receipt"),
+                    "400": _problem("`wait` is not a number above 0 and at most 30"),
+                    "409": {
+                        "description": (
+                            "The key is already revoked; with `wait`, `propagation` is the "
+                            "receipt of its revocation"
+                        ),
+                        "content": {"application/problem+json": {"schema": {
+                            "allOf": [_ref("Problem"), {
+                                "type": "object",
+                                "properties": {"propagation": _ref("Propagation")},
+                            }],
+                        }}},
+                    },
+                    **_errors("401", "403", "404", "413", "503"),
                 },
             },
         },
@@ -519,6 +552,73 @@ OPENAPI: dict[str, Any] = {
                         "description": "The old key as it is now: active, with revokes_at and "
                                        "replaced_by set",
                     },
+                },
+            },
+            "RevokedKey": {
+                "type": "object",
+                "required": [*_KEY_FIELDS, "propagation"],
+                "additionalProperties": False,
+                "properties": {
+                    "key_id": _KEY_ID,
+                    "name": {"type": "string"},
+                    "status": {"type": "string", "const": "revoked"},
+                    "issued_at": _TIME,
+                    "revoked_at": _TIME,
+                    **_ROLL_FIELDS,
+                    "propagation": _ref("Propagation"),
+                },
+            },
+            "Propagation": {
+                "type": "object",
+                "description": (
+                    "A revocation's receipt, from the gateway processes' heartbeats"
+                ),
+                "required": ["sequence", "processes", "confirmed", "pending", "gone", "ms"],
+                "additionalProperties": False,
+                "properties": {
+                    "sequence": {
+                        "type": ["integer", "null"], "minimum": 1,
+                        "description": "The revocation event's sequence; null when not "
+                                       "numbered yet (a call without wait)",
+                    },
+                    "processes": {
+                        "type": "integer", "minimum": 0,
+                        "description": "Live gateway processes: a heartbeat within "
+                                       "KEY_SERVICE_GATEWAY_GONE_AFTER seconds",
+                    },
+                    "confirmed": {
+                        "type": "integer", "minimum": 0,
+                        "description": "Live processes that have applied the event: from "
+                                       "then on each refuses the key",
+                    },
+                    "pending": {
+                        "type": "array", "items": _ref("GatewayProcess"),
+                        "description": "Live processes that have not confirmed yet",
+                    },
+                    "gone": {
+                        "type": "array", "items": _ref("GatewayProcess"),
+                        "description": "Processes heard of in the last hour but not within "
+                                       "the bound: neither counted nor confirmed",
+                    },
+                    "ms": {
+                        "type": "integer", "minimum": 0,
+                        "description": "Milliseconds from the call's start to this receipt",
+                    },
+                },
+            },
+            "GatewayProcess": {
+                "type": "object",
+                "required": ["instance_id", "name", "applied_sequence", "last_heartbeat"],
+                "additionalProperties": False,
+                "properties": {
+                    "instance_id": {"type": "string", "pattern": "^[0-9a-f]{16,32}$"},
+                    "name": {"type": "string", "description": "host:pid, or as configured"},
+                    "applied_sequence": {
+                        "type": "integer", "minimum": 0,
+                        "description": "Its watermark: every event up to this one is applied "
+                                       "there",
+                    },
+                    "last_heartbeat": _TIME,
                 },
             },
             "KeyList": {

@@ -15,9 +15,10 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 def problem(
     status: int, detail: str, *, field: str | None = None,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None, extensions: Mapping[str, object] | None = None,
 ) -> web.Response:
-    """A problem+json response: type, title (the reason phrase), status, detail [, field]."""
+    """A problem+json response: type, title (the reason phrase), status, detail [, field],
+    and any ``extensions`` members (RFC 9457 §3.2)."""
     try:
         title = HTTPStatus(status).phrase
     except ValueError:
@@ -27,6 +28,8 @@ def problem(
     }
     if field is not None:
         body["field"] = field
+    if extensions:
+        body.update(extensions)
     response = web.Response(
         status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers,
     )

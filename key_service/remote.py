@@ -4,7 +4,8 @@ These commands talk HTTP to a running key_service (apiclient.py) with a manageme
 they work from anywhere the API is reachable: a CI job, a laptop, a cron job. People get tables;
 scripts get ``--json`` (the API's own objects). Exit status: 0 done, 1 refused by key_service
 (with its reason), 2 a usage error (bad arguments, no URL or token), 3 key_service unreachable
-or unavailable.
+or unavailable, 4 revoked with ``--wait`` but not yet applied by every live gateway process
+when the wait ran out.
 
 A new secret is printed once, to standard output only, and never written anywhere else; the
 reminder to store it goes to standard error so that ``> file`` or ``$(...)`` captures the secret
@@ -25,13 +26,15 @@ from apikeys_shared.errors import ConfigError
 from .apiclient import ApiClient, Refused, Unreachable
 from .config import load_client_config
 
-__all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_UNREACHABLE", "EXIT_USAGE", "add_remote_commands",
-           "parse_duration", "run_remote"]
+__all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_UNCONFIRMED", "EXIT_UNREACHABLE", "EXIT_USAGE",
+           "add_remote_commands", "parse_duration", "receipt_line", "run_remote"]
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_UNCONFIRMED = 4
+MAX_WAIT = 30.0
 
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION_RE = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -56,6 +59,18 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return int(text)
+
+
+def _wait(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_WAIT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0 and at most {MAX_WAIT:g}"
+        )
+    return value
 
 
 def add_remote_commands(sub: Any) -> None:
@@ -87,9 +102,18 @@ def add_remote_commands(sub: Any) -> None:
         description="Issue a key and print its secret, this once, to standard output.",
     )
     issue.add_argument("name", metavar="NAME", help="the key's name (1-100 characters)")
-    revoke = verbs.add_parser("revoke", parents=[common], help="revoke a key (needs keys:write)",
-                              description="Revoke a key for ever.")
+    revoke = verbs.add_parser(
+        "revoke", parents=[common], help="revoke a key (needs keys:write)",
+        description="Revoke a key for ever. With --wait, return once every live gateway "
+                    "process refuses it (or after that many seconds) and print the receipt; "
+                    "exit status 4 when some process had not confirmed by then.",
+    )
     revoke.add_argument("key_id", metavar="ID", help="the key ID")
+    revoke.add_argument(
+        "--wait", type=_wait, metavar="SECONDS",
+        help=f"wait up to this long (above 0, at most {MAX_WAIT:g}) for every live gateway "
+             "process to apply the revocation",
+    )
     roll = verbs.add_parser(
         "roll", parents=[common], help="replace a key, keeping the old one for an overlap "
                                        "(needs keys:write)",
@@ -157,36 +181,91 @@ _ACTIONS = {"key.issued": "issued key", "key.rolled": "rolled key", "key.revoked
             "token.created": "created token", "token.revoked": "revoked token"}
 
 
+def receipt_line(receipt: dict[str, Any]) -> str:
+    """A revocation's receipt in one sentence, as the page says it too."""
+    processes, confirmed, ms = receipt["processes"], receipt["confirmed"], receipt["ms"]
+    if processes == 0:
+        return "No gateway process is live (none sent a heartbeat within the bound)"
+    plural = "process" if processes == 1 else "processes"
+    if confirmed == processes:
+        every = "the one" if processes == 1 else f"all {processes}"
+        return f"Refused at {every} gateway {plural} after {ms} ms"
+    waiting = ", ".join(p["name"] for p in receipt["pending"])
+    return (f"Refused at {confirmed} of {processes} gateway {plural} after {ms} ms; "
+            f"not confirmed yet: {waiting}")
+
+
+def _receipt_facts(receipt: dict[str, Any]) -> list[tuple[str, str]]:
+    facts = [("Receipt", receipt_line(receipt))]
+    if receipt["gone"]:
+        facts.append(("Gone", ", ".join(
+            f"{p['name']} (last heartbeat {_when(p['last_heartbeat'])})" for p in receipt["gone"]
+        )))
+    return facts
+
+
+def _confirmed(receipt: dict[str, Any]) -> bool:
+    return bool(receipt["confirmed"] == receipt["processes"])
+
+
 def _print(value: object, out: TextIO) -> None:
     out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
-def _run(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+def _revoke(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
+    """``keys revoke``; with ``--wait``, a revoked key's 409 still prints its receipt."""
+    try:
+        key = client.revoke_key(args.key_id, args.wait)
+    except Refused as exc:
+        receipt = exc.problem.get("propagation")
+        if args.wait is None or not isinstance(receipt, dict):
+            raise
+        if args.json:
+            _print(dict(exc.problem), out)
+        else:
+            _facts([("Key ID", args.key_id), ("Status", "already revoked"),
+                    *_receipt_facts(receipt)], out)
+        raise
+    if args.json:
+        _print(key, out)
+    else:
+        facts = _key_facts(key)
+        if args.wait is not None:
+            facts += _receipt_facts(key["propagation"])
+        _facts(facts, out)
+    if args.wait is not None and not _confirmed(key["propagation"]):
+        return EXIT_UNCONFIRMED
+    return EXIT_OK
+
+
+def _run(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "audit":
         entries = client.audit(args.limit)
         if args.json:
             _print(entries, out)
-            return
+            return EXIT_OK
         _table([(_when(e["at"]), f"{e['actor']} ({e['actor_type']})",
                  _ACTIONS.get(e["action"], e["action"]), e["key_id"] or e["token_id"] or "-")
                 for e in entries], ("AT", "WHO", "WHAT", "KEY OR TOKEN"), out)
-        return
+        return EXIT_OK
     verb = args.verb
     if verb == "list":
         keys = client.list_keys()
         if args.json:
             _print(keys, out)
-            return
+            return EXIT_OK
         _table([(k["key_id"], k["name"], _state(k), _when(k["issued_at"])) for k in keys],
                ("KEY ID", "NAME", "STATUS", "ISSUED"), out)
-        return
-    if verb in ("show", "revoke"):
-        key = client.get_key(args.key_id) if verb == "show" else client.revoke_key(args.key_id)
+        return EXIT_OK
+    if verb == "revoke":
+        return _revoke(client, args, out)
+    if verb == "show":
+        key = client.get_key(args.key_id)
         if args.json:
             _print(key, out)
         else:
             _facts(_key_facts(key), out)
-        return
+        return EXIT_OK
     if verb == "issue":
         issued = client.issue_key(args.name)
         if args.json:
@@ -194,7 +273,7 @@ def _run(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) 
         else:
             _facts([*_key_facts(issued), ("Secret", issued["secret"])], out)
         err.write(_STORE_IT_NOW + "\n")
-        return
+        return EXIT_OK
     rolled = client.roll_key(args.key_id, args.overlap)
     if args.json:
         _print(rolled, out)
@@ -203,6 +282,7 @@ def _run(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) 
         _facts([*_key_facts(rolled), ("Secret", rolled["secret"]),
                 ("Old key", f"{old['key_id']} works until {_when(old['revokes_at'])}")], out)
     err.write(_STORE_IT_NOW + "\n")
+    return EXIT_OK
 
 
 def run_remote(args: argparse.Namespace, out: TextIO = sys.stdout,
@@ -215,11 +295,10 @@ def run_remote(args: argparse.Namespace, out: TextIO = sys.stdout,
         return EXIT_USAGE
     client = ApiClient(config.url, config.token)
     try:
-        _run(client, args, out, err)
+        return _run(client, args, out, err)
     except Refused as exc:
         err.write(f"key_service: error: {exc}\n")
         return EXIT_REFUSED
     except Unreachable as exc:
         err.write(f"key_service: error: {exc}\n")
         return EXIT_UNREACHABLE
-    return EXIT_OK

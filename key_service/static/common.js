@@ -323,8 +323,9 @@
       busy = true;
       o.confirm.disabled = true;
       try {
-        await api('POST', o.path(item));
-        await done(Noun + ' “' + item.name + '” revoked.');
+        const answer = await api('POST', o.path(item));
+        const revoked = Noun + ' “' + item.name + '” revoked.';
+        await done(o.revokedMessage ? o.revokedMessage(revoked, answer) : revoked);
       } catch (err) {
         if (err instanceof SessionExpired) {
           if (o.onExpired) o.onExpired(item);

@@ -1,5 +1,6 @@
 /* Manage API Keys: the list, the Issue New Key / New API Key Created dialogs, the Roll dialog and
-   the Revoke dialog (which warns when the key was used within the last day).
+   the Revoke dialog (which warns when the key was used within the last day, and waits a few
+   seconds for the revocation's receipt: docs/api.md).
 
    The secret of a new key lives only in the text of #created-secret while that dialog is open: no
    variable, attribute, storage, URL or history entry ever holds it, and Confirm empties the element. */
@@ -106,6 +107,32 @@
     }
     tr.appendChild(action);
     return tr;
+  }
+
+  // -- the revocation's receipt ---------------------------------------------------------------
+  // Seconds the Revoke dialog waits for every live gateway process to refuse the key.
+  const RECEIPT_WAIT = 5;
+
+  /** "Refused at all 4 gateway processes after 12 ms", or which have not confirmed yet. */
+  function receiptText(receipt) {
+    const n = receipt.processes;
+    const noun = n === 1 ? 'process' : 'processes';
+    let text;
+    if (n === 0) {
+      text = 'No gateway process is live.';
+    } else if (receipt.confirmed === n) {
+      text = 'Refused at ' + (n === 1 ? 'the one' : 'all ' + n) + ' gateway ' + noun +
+        ' after ' + receipt.ms + ' ms.';
+    } else {
+      text = 'Refused at ' + receipt.confirmed + ' of ' + n + ' gateway ' + noun + ' after ' +
+        receipt.ms + ' ms; not confirmed yet: ' +
+        receipt.pending.map(function (p) { return p.name; }).join(', ') + '.';
+    }
+    if (receipt.gone.length) {
+      text += ' Not heard from lately (not counted): ' +
+        receipt.gone.map(function (p) { return p.name; }).join(', ') + '.';
+    }
+    return text;
   }
 
   // -- Issue New Key -------------------------------------------------------------------------
@@ -297,7 +324,15 @@
     });
     const openRevokeWindow = B.revokeWindow({
       noun: 'key', idField: 'key_id', list: list, announce: announce, home: el.issueOpen,
-      path: function (key) { return '/api/v1/keys/' + encodeURIComponent(key.key_id) + '/revoke'; },
+      path: function (key) {
+        return '/api/v1/keys/' + encodeURIComponent(key.key_id) + '/revoke?wait=' + RECEIPT_WAIT;
+      },
+      revokedMessage: function (revoked, answer) {
+        const receipt = answer && answer.propagation;
+        // No gateway has ever reported here (key_service on its own): nothing to say.
+        if (!receipt || (receipt.processes === 0 && receipt.gone.length === 0)) return revoked;
+        return revoked + ' ' + receiptText(receipt);
+      },
       onExpired: function (key) { B.savePending({ action: 'revoke', key_id: key.key_id }); },
       dialog: byId('revoke-dialog'), name: byId('revoke-name'), id: byId('revoke-id'),
       error: byId('revoke-error'), cancel: byId('revoke-cancel'), confirm: byId('revoke-confirm'),

@@ -88,6 +88,8 @@ class AdminClient:
         reply = self._call("POST", "/api/v1/keys", {"name": name}, 201)
         return IssuedKey(key_id=str(reply["key_id"]), secret=str(reply["secret"]))
 
-    def revoke(self, key_id: str) -> None:
-        """Revoke a key; returns when key_service has answered 200."""
-        self._call("POST", f"/api/v1/keys/{key_id}/revoke", None, 200)
+    def revoke(self, key_id: str, wait: float | None = None) -> dict[str, Any]:
+        """Revoke a key; returns key_service's answer (with ``?wait=``: once every live gateway
+        process confirmed, or the wait ran out)."""
+        query = "" if wait is None else f"?wait={wait:g}"
+        return self._call("POST", f"/api/v1/keys/{key_id}/revoke{query}", None, 200)

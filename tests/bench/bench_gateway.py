@@ -36,7 +36,12 @@ from .nginx import (
 from .observer import EventObserver
 from .probe import HALF_RIGHT, UNKNOWN_ID, UNKNOWN_SEEN, WRONG_SECRET, ProbeResult, run_probe
 from .report import ProbeRow, Report, render
-from .revocation import RevocationResult, measure_revocations
+from .revocation import (
+    RevocationResult,
+    WaitedResult,
+    measure_revocations,
+    measure_waited_revocations,
+)
 from .stack import BenchStack, StackError
 from .stats import Aim, Summary, percentile, ratio, summarize
 from .throughput import LoadSettings, Measurement, Scenario, measure_all
@@ -80,6 +85,8 @@ class Options:
     instructions: int
     output: Path
     command: str
+    # Only the revocation phase (propagation and revoke with wait), e.g. after changing it.
+    revocation_only: bool = False
 
 
 def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
@@ -100,6 +107,8 @@ def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
     parser.add_argument("--instructions", type=int, default=1000,
                         help="requests per class counted under callgrind (0: skip that part)")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="where to write the report")
+    parser.add_argument("--revocation-only", action="store_true",
+                        help="measure only revocation propagation and revoke with wait")
     args = parser.parse_args(argv)
     return Options(
         load=LoadSettings(connections=args.connections, threads=args.threads,
@@ -107,6 +116,7 @@ def _parse(argv: Sequence[str] | None, command: str | None) -> Options:
                           rounds=args.rounds),
         revocations=args.revocations, probe_per_class=args.probe_samples,
         probe_unknown=args.probe_unknown, instructions=args.instructions, output=args.output,
+        revocation_only=args.revocation_only,
         command=command or " ".join(
             [".venv/bin/python -m tests.bench.bench_gateway",
              *(sys.argv[1:] if argv is None else argv)]),
@@ -216,7 +226,7 @@ def _throughput(stack: BenchStack, options: Options, key: IssuedKey, upstream_po
 
 
 def _revocations(stack: BenchStack, admin: AdminClient, options: Options,
-                 upstream_port: int) -> RevocationResult:
+                 upstream_port: int) -> tuple[RevocationResult, WaitedResult]:
     routes = stack.write_routes(upstream_port)
     port_a, _ = stack.start_gateway(routes, workers=1, name="a")
     port_b, _ = stack.start_gateway(routes, workers=1, name="b")
@@ -231,7 +241,10 @@ def _revocations(stack: BenchStack, admin: AdminClient, options: Options,
         observer.close()
     for port in (port_a, port_b):
         result.event_sources[port] = event_sources(port)
-    return result
+    print("  revoking with ?wait= ...", file=sys.stderr, flush=True)
+    waited_keys = [admin.issue(f"bench waited revocation {i}") for i in range(options.revocations)]
+    waited = measure_waited_revocations(admin, waited_keys, [port_a, port_b])
+    return result, waited
 
 
 def _aims(results: dict[str, Measurement], revocation: Summary | None,
@@ -353,6 +366,7 @@ def run(options: Options) -> tuple[str, bool]:
     results: dict[str, Measurement] = {}
     probe: ProbeResult | None = None
     revocation: RevocationResult | None = None
+    waited: WaitedResult | None = None
     instructions: InstructionResult | None = None
     load_before = _load()
     with BenchStack() as stack:
@@ -369,17 +383,18 @@ def run(options: Options) -> tuple[str, bool]:
             key = admin.issue("bench throughput")
             gw_procs: list[ServiceProcess] = []
             try:
-                results, gw_port, gw_procs = _throughput(stack, options, key, upstream_port,
-                                                        verdict_socket)
-                print("  timing probe ...", file=sys.stderr, flush=True)
-                probe = run_probe(gw_port, key, per_class=options.probe_per_class,
-                                  unknown=options.probe_unknown)
+                if not options.revocation_only:
+                    results, gw_port, gw_procs = _throughput(stack, options, key, upstream_port,
+                                                            verdict_socket)
+                    print("  timing probe ...", file=sys.stderr, flush=True)
+                    probe = run_probe(gw_port, key, per_class=options.probe_per_class,
+                                      unknown=options.probe_unknown)
             except Exception as exc:  # report what ran, name what did not
                 failures["throughput / timing probe"] = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
             for proc in gw_procs:
                 stack.stop_process(proc)  # free the cores for the next phase
-            if options.instructions > 0:
+            if options.instructions > 0 and not options.revocation_only:
                 print("  counting instructions per request under callgrind ...",
                       file=sys.stderr, flush=True)
                 try:
@@ -397,7 +412,7 @@ def run(options: Options) -> tuple[str, bool]:
                     failures["instructions per request"] = f"{type(exc).__name__}: {exc}"
                     traceback.print_exc()
             try:
-                revocation = _revocations(stack, admin, options, upstream_port)
+                revocation, waited = _revocations(stack, admin, options, upstream_port)
             except Exception as exc:
                 failures["revocation propagation"] = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
@@ -436,6 +451,17 @@ def run(options: Options) -> tuple[str, bool]:
         if revocation.stopped_early:
             rev_note += (f" Stopped after {len(revocation.revoke_call_ms)} of "
                          f"{options.revocations} revocations: the phase's 90 s bound ran out.")
+    wait_summary = summarize(waited.call_ms) if waited and waited.call_ms else None
+    wait_note = ""
+    if waited is not None:
+        wait_note = (
+            f"The same revocation with `?wait=10`: the call returns once every live gateway "
+            f"process confirmed it in a heartbeat ({len(waited.call_ms)} calls, "
+            f"{waited.processes} processes; {waited.incomplete} ran out of time). Right after "
+            f"each complete receipt every process was asked once: {waited.passed_after} "
+            f"requests got a 2xx (the receipt promises 0). Heartbeats every 2 s "
+            f"(GATEWAY_HEARTBEAT_INTERVAL) and at once after an applied event."
+        )
     load = options.load
     notes = [
         f"Load: wrk {load.threads} threads, {load.connections} connections; each setup warmed "
@@ -470,6 +496,8 @@ def run(options: Options) -> tuple[str, bool]:
         aims=_aims(results, rev_summary, probe),
         revocation=rev_summary,
         revocation_note=rev_note,
+        revocation_wait=wait_summary,
+        revocation_wait_note=wait_note,
         probe_rows=_probe_rows(probe),
         secret_test=probe.secret_test if probe else None,
         info_tests=probe.info_tests if probe else {},

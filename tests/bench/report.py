@@ -42,6 +42,9 @@ class Report:
     # label, instructions per request (callgrind); the note says how they were counted
     instructions: Sequence[tuple[str, float]] = ()
     instructions_note: str = ""
+    # The revoke call with ``wait``: its duration, beside the propagation figures.
+    revocation_wait: Summary | None = None
+    revocation_wait_note: str = ""
 
 
 def _num(value: float, digits: int = 2) -> str:
@@ -87,6 +90,13 @@ def render(report: Report) -> str:
                 f"| {rev.count} | {_num(rev.p50)} | {_num(rev.p99)} | {_num(rev.max)} |"]
     else:
         out.append("Not measured (see failures below).")
+    if report.revocation_wait_note:
+        out += ["", report.revocation_wait_note, ""]
+    if report.revocation_wait is not None:
+        wait = report.revocation_wait
+        out += ["| revoke calls with `wait` | p50 ms | p99 ms | max ms |",
+                "| ---: | ---: | ---: | ---: |",
+                f"| {wait.count} | {_num(wait.p50)} | {_num(wait.p99)} | {_num(wait.max)} |"]
     out += ["", "### Timing probe", ""]
     if report.probe_rows:
         out += ["| request class | requests | median µs | p99 µs |",

@@ -5,6 +5,10 @@ would leave it to the kernel which process answers). For each key: the key is fi
 work at every process (so it sits in their caches, the case that matters), then revoked through
 key_service's API; the clock starts when that call has returned, and each process is polled
 over its own keep-alive connection, every few milliseconds, until it answers 401.
+
+Then the same with ``revoke?wait=``: the time the call takes to return with every process
+confirmed (its receipt), and, right after it returns, one request per process, which must be a
+401 (the receipt's promise, checked on every revocation).
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ import http.client
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .admin import IssuedKey
 from .observer import EventObserver
 
-__all__ = ["RevocationError", "RevocationResult", "measure_revocations"]
+__all__ = [
+    "RevocationError", "RevocationResult", "WaitedResult", "measure_revocations",
+    "measure_waited_revocations",
+]
 
 
 class RevocationError(RuntimeError):
@@ -41,11 +48,22 @@ class RevocationResult:
     event_sources: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
+@dataclass
+class WaitedResult:
+    """Revoke calls with ``wait``: how long each took, and whether the receipt held."""
+
+    call_ms: list[float] = field(default_factory=list)
+    incomplete: int = 0  # receipts that ran out of time with a process pending
+    passed_after: int = 0  # requests answered 2xx right after a complete receipt (must be 0)
+    processes: int = 0
+
+
 class Revoker(Protocol):
     """What revokes a key: key_service's admin API (``AdminClient``) in the benchmark."""
 
-    def revoke(self, key_id: str) -> None:
-        """Revoke ``key_id``; returns when the revocation is committed."""
+    def revoke(self, key_id: str, wait: float | None = None) -> dict[str, Any]:
+        """Revoke ``key_id``; returns key_service's answer once the revocation is committed
+        (and, with ``wait``, confirmed or out of time)."""
 
 
 class _Poller:
@@ -120,6 +138,37 @@ def measure_revocations(admin: Revoker, keys: Sequence[IssuedKey], ports: Sequen
             if observer is not None and key.key_id in observer.arrivals:
                 # May be negative: the event can beat the HTTP answer back to this client.
                 result.observer_ms.append((observer.arrivals[key.key_id] - returned) * 1000.0)
+    finally:
+        for poller in pollers:
+            poller.close()
+    return result
+
+
+def measure_waited_revocations(admin: Revoker, keys: Sequence[IssuedKey], ports: Sequence[int],
+                               *, path: str = "/auth/", wait_s: float = 10.0,
+                               phase_limit_s: float = 90.0) -> WaitedResult:
+    """Revoke each key with ``?wait=``, timing the call; then ask every process once."""
+    pollers = [_Poller(port) for port in ports]
+    result = WaitedResult()
+    try:
+        for key in keys:
+            for poller in pollers:
+                if poller.status(path, key) != 200:
+                    raise RevocationError(f"key {key.key_id} did not work before its revocation")
+        phase_end = time.perf_counter() + phase_limit_s
+        for key in keys:
+            if time.perf_counter() > phase_end:
+                break
+            called = time.perf_counter()
+            receipt = admin.revoke(key.key_id, wait=wait_s)["propagation"]
+            result.call_ms.append((time.perf_counter() - called) * 1000.0)
+            result.processes = max(result.processes, int(receipt["processes"]))
+            if receipt["confirmed"] != receipt["processes"]:
+                result.incomplete += 1
+                continue
+            result.passed_after += sum(
+                1 for poller in pollers if poller.status(path, key) < 300
+            )
     finally:
         for poller in pollers:
             poller.close()

@@ -76,7 +76,7 @@ def test_revoke_a_key(page: Page, key_service: RunningKeyService) -> None:
     expect(page.get_by_role("button", name="Revoke")).to_have_count(1)
 
     token = page.locator('meta[name="csrf-token"]').get_attribute("content")
-    revokes = [t for url, t in calls if url.endswith("/revoke")]
+    revokes = [t for url, t in calls if "/revoke" in url]
     assert revokes == [token, token]
 
 

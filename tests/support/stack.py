@@ -349,9 +349,12 @@ class Admin:
         """Ask to issue a key; the status, JSON body and headers, whatever they are."""
         return await self._post("/api/v1/keys", {"name": name})
 
-    async def try_revoke(self, key_id: str) -> tuple[int, dict[str, Any], Mapping[str, str]]:
-        """Ask to revoke a key; the status, JSON body and headers, whatever they are."""
-        return await self._post(f"/api/v1/keys/{key_id}/revoke", None)
+    async def try_revoke(
+        self, key_id: str, wait: float | None = None,
+    ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+        """Ask to revoke a key (with ``?wait=``); the status, JSON body and headers."""
+        query = "" if wait is None else f"?wait={wait}"
+        return await self._post(f"/api/v1/keys/{key_id}/revoke{query}", None)
 
     async def usage(self, key_id: str) -> dict[str, Any]:
         """A key's usage (``GET /api/v1/keys/{key_id}/usage``)."""

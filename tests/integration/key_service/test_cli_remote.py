@@ -310,3 +310,41 @@ def _server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def _heartbeat(served: Served, internal_token: str, instance_id: str, applied: int) -> None:
+    """Post a gateway process's heartbeat, as a gateway does."""
+    resp = requests.post(
+        f"{served.url}/internal/v1/gateways/heartbeat", timeout=10,
+        headers={"Authorization": f"Bearer {internal_token}"},
+        json={"instance_id": instance_id, "name": "gw-a:17", "host": "gw-a", "pid": 17,
+              "started_at": "2026-12-07T09:00:00.000000Z", "applied_sequence": applied},
+    )
+    assert resp.status_code == 200, resp.text
+
+
+def test_revoke_with_wait_prints_the_receipt(
+    served: Served, secrets_env: dict[str, str],
+) -> None:
+    token = secrets_env["APIKEYS_INTERNAL_TOKEN"]
+    _heartbeat(served, token, "ab" * 8, 0)
+    key_id = json.loads(served.run("keys", "issue", "watched", "--json").stdout)["key_id"]
+    pending = served.run("keys", "revoke", key_id, "--wait", "0.5")
+    assert pending.returncode == 4, pending.stderr
+    assert "Refused at 0 of 1 gateway process after" in pending.stdout
+    assert "not confirmed yet: gw-a:17" in pending.stdout
+
+    _heartbeat(served, token, "ab" * 8, 10**6)
+    again = served.run("keys", "revoke", key_id, "--wait", "5", "--json")
+    assert again.returncode == 1
+    assert "already revoked" in again.stderr
+    receipt = json.loads(again.stdout)["propagation"]
+    assert receipt["processes"] == receipt["confirmed"] == 1
+
+    other = json.loads(served.run("keys", "issue", "second", "--json").stdout)["key_id"]
+    done = served.run("keys", "revoke", other, "--wait", "5")
+    assert done.returncode == 0, done.stderr
+    assert "Refused at the one gateway process after" in done.stdout
+    bad = served.run("keys", "revoke", other, "--wait", "31")
+    assert bad.returncode == 2
+    assert "at most 30" in bad.stderr

@@ -42,8 +42,9 @@ async def test_migrations_match_the_models_and_are_idempotent(database_url: str)
     finally:
         await engine.dispose()
     assert {"api_keys", "users", "sessions", "audit_log", "outbox", "login_throttle",
-            "management_tokens", "key_usage_days", "usage_batches"} <= tables
-    assert version == "0003"
+            "management_tokens", "key_usage_days", "usage_batches",
+            "gateway_processes"} <= tables
+    assert version == "0004"
 
 
 def _to(revision: str, direction: str) -> Callable[[Connection], None]:

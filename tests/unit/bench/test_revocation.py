@@ -10,11 +10,16 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
 from tests.bench.admin import IssuedKey
-from tests.bench.revocation import RevocationError, measure_revocations
+from tests.bench.revocation import (
+    RevocationError,
+    measure_revocations,
+    measure_waited_revocations,
+)
 
 
 class _Gateway:
@@ -53,10 +58,15 @@ class _Admin:
     def __init__(self, gateways: list[_Gateway]) -> None:
         self.gateways = gateways
 
-    def revoke(self, key_id: str) -> None:
+    def revoke(self, key_id: str, wait: float | None = None) -> dict[str, Any]:
         now = time.perf_counter()
         for gateway in self.gateways:
             gateway.revoked_at[key_id] = now
+        if wait is not None:
+            # As key_service would: return once every process refuses the key.
+            time.sleep(max((g.delay for g in self.gateways), default=0.0))
+        n = len(self.gateways)
+        return {"propagation": {"processes": n, "confirmed": n}}
 
 
 @pytest.fixture
@@ -98,3 +108,20 @@ def test_a_key_that_does_not_work_before_revocation_stops_the_measurement() -> N
             measure_revocations(_Admin([broken]), _keys(1), [broken.port])
     finally:
         broken.close()
+
+
+def test_a_waited_revoke_is_timed_and_its_receipt_checked(gateways: list[_Gateway]) -> None:
+    result = measure_waited_revocations(_Admin(gateways), _keys(3), [g.port for g in gateways])
+    assert len(result.call_ms) == 3
+    assert min(result.call_ms) >= 60.0
+    assert (result.processes, result.incomplete, result.passed_after) == (2, 0, 0)
+
+
+def test_a_receipt_that_lies_is_counted() -> None:
+    slow = _Gateway(3600.0)
+    try:
+        admin = _Admin([])  # confirms at once, whatever the gateway does
+        result = measure_waited_revocations(admin, _keys(2), [slow.port])
+    finally:
+        slow.close()
+    assert result.passed_after == 2

@@ -247,3 +247,50 @@ async def test_feed_loop_retries_until_key_service_answers(rig: Rig) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_the_watermark_stops_below_a_gap_until_the_feed_fills_it(rig: Rig) -> None:
+    moves: list[int] = []
+    rig.sync.on_progress = lambda: moves.append(rig.sync.watermark)
+    rig.feed.add(signed_event(1))
+    await rig.sync.catch_up()
+    assert rig.sync.watermark == 1
+    rig.feed.add(signed_event(2, revoked=True), signed_event(3))
+    # 3 is applied, but 2 (a revocation) is not: the watermark must not claim it.
+    assert await rig.sync.handle(signed_event(3), "amqp") == "applied"
+    assert rig.sync.tracker.highest == 3
+    assert rig.sync.watermark == 1
+    await rig.sync.catch_up()
+    assert rig.sync.watermark == 3
+    assert moves[0] == 1
+    assert moves[-1] == 3
+
+
+async def test_the_watermark_counts_what_is_applied_in_process_while_redis_is_away(
+    rig: Rig,
+) -> None:
+    rig.feed.add(signed_event(1), signed_event(2, revoked=True))
+    rig.store.down = True
+    assert not await rig.sync.catch_up()
+    # The revocation is in L1 and the store's ledger, though Redis did not take it.
+    assert rig.sync.tracker.applied == 0
+    assert rig.sync.watermark == 2
+
+
+async def test_the_last_event_applied_timestamp_moves_only_for_new_events(rig: Rig) -> None:
+    stamp = "gateway_last_event_applied_timestamp_seconds"
+    assert rig.metrics.registry.get_sample_value(stamp) == 0
+    await rig.sync.handle(signed_event(1), "amqp")
+    first = rig.metrics.registry.get_sample_value(stamp)
+    assert first is not None
+    assert first > 0
+    rig.metrics.last_event_applied.set(1.0)
+    await rig.sync.handle(signed_event(1), "amqp")  # a duplicate
+    assert rig.metrics.registry.get_sample_value(stamp) == 1.0
+
+
+async def test_a_feed_read_makes_the_process_current_as_of_the_read(rig: Rig) -> None:
+    rig.feed.add(signed_event(1), signed_event(2))
+    assert rig.sync.freshness.current_as_of is None
+    await rig.sync.catch_up()
+    assert rig.sync.freshness.current_as_of is not None

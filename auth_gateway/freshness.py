@@ -1,0 +1,52 @@
+"""How far behind the newest key event a gateway process may be: its revocation lag.
+
+Pure bookkeeping, no I/O. A process learns what the newest event is from two answers of
+key_service: a feed page (``last_sequence``) and a heartbeat's reply (the same number). Each
+is a *report*: "at moment t, the newest sequence was n". When the process's watermark (every
+event up to it applied, see sync.py) reaches n, it knows that it was current as of t: nothing
+it had not applied existed then. The lag is the time since the latest such moment, so it grows
+while the process hears nothing (key_service away) and while it has not applied what it heard
+of (RabbitMQ and the feed both behind); docs/operations.md gives the alert rule on it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Freshness"]
+
+# Reports waiting for the watermark to reach them; past this the oldest go (a lag a little
+# larger than the truth, never smaller).
+_MAX_REPORTS = 64
+
+
+class Freshness:
+    """The latest moment this process knew itself current; times are ``time.monotonic()``."""
+
+    def __init__(self, started: float) -> None:
+        self._started = started
+        self.current_as_of: float | None = None
+        # (newest sequence, as of when): none dominates another (both grow together).
+        self._reports: list[tuple[int, float]] = []
+
+    def learn(self, newest: int, as_of: float, watermark: int) -> None:
+        """key_service said the newest sequence at ``as_of`` was ``newest``."""
+        if not any(n <= newest and t >= as_of for n, t in self._reports):
+            self._reports = sorted(
+                [(n, t) for n, t in self._reports if not (newest <= n and as_of >= t)]
+                + [(newest, as_of)]
+            )[-_MAX_REPORTS:]
+        self.reached(watermark)
+
+    def reached(self, watermark: int) -> None:
+        """Every event up to ``watermark`` is now applied in this process."""
+        done = [t for n, t in self._reports if n <= watermark]
+        if not done:
+            return
+        self._reports = [(n, t) for n, t in self._reports if n > watermark]
+        latest = max(done)
+        if self.current_as_of is None or latest > self.current_as_of:
+            self.current_as_of = latest
+
+    def lag(self, now: float) -> float:
+        """Seconds since the process last knew itself current (since it started, if never)."""
+        since = self._started if self.current_as_of is None else self.current_as_of
+        return max(0.0, now - since)
