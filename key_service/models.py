@@ -7,6 +7,7 @@ Timestamps are stored as naive UTC and always come back as aware UTC, on SQLite 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "POSTGRESQL_ONLY",
     "ApiKey",
     "AuditEntry",
     "Base",
@@ -31,6 +33,7 @@ __all__ = [
     "OutboxEvent",
     "Session",
     "User",
+    "schema_objects_for",
     "utcnow",
 ]
 
@@ -131,7 +134,31 @@ class ApiKey(Base):
         Index("ix_api_keys_revoked_list", "status", "revoked_at", "key_id"),
         # The revocation scheduler's question: which rolled keys are due, soonest first.
         Index("ix_api_keys_revokes_at", "revokes_at"),
+        # The list's search (keys.search_filter), on PostgreSQL only: a key ID prefix (a
+        # pattern_ops index serves a left-anchored match in any collation) and a name fragment
+        # (pg_trgm's trigrams serve ILIKE '%…%'; made only where the extension can be). On
+        # SQLite the primary key's index serves the prefix, and no index can serve "contains".
+        Index("ix_api_keys_key_id_prefix", "key_id",
+              postgresql_ops={"key_id": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_api_keys_name_trgm", "name", postgresql_using="gin",
+              postgresql_ops={"name": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
     )
+
+
+# Indexes made on PostgreSQL only (``ddl_if``): schema comparisons on another database leave
+# them out (``schema_objects_for``).
+POSTGRESQL_ONLY = frozenset({"ix_api_keys_key_id_prefix", "ix_api_keys_name_trgm"})
+
+
+def schema_objects_for(dialect: str) -> Callable[..., bool]:
+    """Alembic's ``include_object`` for a database of ``dialect``: every schema object but the
+    indexes another dialect alone has."""
+
+    def include(obj: object, name: str | None, type_: str, reflected: bool,
+                compare_to: object) -> bool:
+        return not (type_ == "index" and name in POSTGRESQL_ONLY and dialect != "postgresql")
+
+    return include
 
 
 class ManagementToken(Base):
