@@ -1,4 +1,4 @@
-/* Manage API Keys: the list, the Issue New Key / New API Key Created dialogs, the Roll dialog and
+/* Manage API Keys: the list (a page at a time, with a search box), the Issue New Key / New API Key Created dialogs, the Roll dialog and
    the Revoke dialog.
 
    The secret of a new key lives only in the text of #created-secret while that dialog is open: no
@@ -217,7 +217,7 @@
   }
 
   // -- after a login round trip: reopen what the user was doing --------------------------------
-  function resume() {
+  async function resume() {
     const pending = B.takePending();
     if (!pending) return;
     if (pending.action === 'issue' && typeof pending.name === 'string') {
@@ -227,7 +227,9 @@
       el.issueNotice.hidden = false;
       return;
     }
-    const key = list.find(pending.key_id);
+    // The key may be further down than the rows loaded: then it is read on its own.
+    const key = list.find(pending.key_id) || await B.api('GET',
+      '/api/v1/keys/' + encodeURIComponent(String(pending.key_id))).catch(function () { return null; });
     if (!key || key.status === 'revoked') return;
     const selector = 'tr[data-key-id="' + CSS.escape(key.key_id) + '"] ';
     if (pending.action === 'revoke') {
@@ -250,10 +252,11 @@
       rollId: byId('roll-id'), rollError: byId('roll-error'), rollCancel: byId('roll-cancel'),
       rollSubmit: byId('roll-submit'),
     };
-    list = B.listTable({
-      path: '/api/v1/keys', idField: 'key_id', issuedField: 'issued_at', noun: 'key', columns: 5,
+    list = B.pagedTable({
+      path: '/api/v1/keys', idField: 'key_id', noun: 'key', columns: 5,
       table: byId('keys'), body: el.body, summary: byId('keys-summary'),
-      listError: byId('list-error'), row: row,
+      listError: byId('list-error'), row: row, more: byId('keys-more'),
+      search: byId('key-search'),
     });
     openRevoke = B.revokeWindow({
       noun: 'key', idField: 'key_id', list: list, announce: announce, home: el.issueOpen,
@@ -283,6 +286,6 @@
     el.rollCancel.addEventListener('click', function () { el.rollDialog.close(); });
     el.rollDialog.addEventListener('close', afterRollClosed);
 
-    if (await list.refresh()) resume();
+    if (await list.refresh()) await resume();
   });
 }());
