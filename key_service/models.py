@@ -24,6 +24,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "GIN_PENDING_KB",
     "POSTGRESQL_ONLY",
     "ApiKey",
     "AuditEntry",
@@ -36,6 +37,10 @@ __all__ = [
     "schema_objects_for",
     "utcnow",
 ]
+
+# The trigram index's pending list (kB): new keys wait there for a merge into the index, and
+# every search reads all of it, so it is kept short (PostgreSQL's default is 4 MB, ~500 pages).
+GIN_PENDING_KB = 128
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -141,7 +146,9 @@ class ApiKey(Base):
         Index("ix_api_keys_key_id_prefix", "key_id",
               postgresql_ops={"key_id": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
         Index("ix_api_keys_name_trgm", "name", postgresql_using="gin",
-              postgresql_ops={"name": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+              postgresql_ops={"name": "gin_trgm_ops"},
+              postgresql_with={"gin_pending_list_limit": GIN_PENDING_KB},
+              ).ddl_if(dialect="postgresql"),
     )
 
 

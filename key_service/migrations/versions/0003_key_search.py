@@ -54,8 +54,10 @@ def upgrade() -> None:
     op.create_index("ix_api_keys_key_id_prefix", "api_keys", ["key_id"],
                     postgresql_ops={"key_id": "varchar_pattern_ops"})
     if _trigrams(bind):
+        # A short pending list: every search reads all of it (models.GIN_PENDING_KB).
         op.create_index("ix_api_keys_name_trgm", "api_keys", ["name"], postgresql_using="gin",
-                        postgresql_ops={"name": "gin_trgm_ops"})
+                        postgresql_ops={"name": "gin_trgm_ops"},
+                        postgresql_with={"gin_pending_list_limit": 128})
 
 
 def downgrade() -> None:
