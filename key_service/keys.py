@@ -193,8 +193,9 @@ def search_filter(q: str, dialect: str) -> ColumnElement[bool]:
         # Left-anchored, so ix_api_keys_key_id_prefix (varchar_pattern_ops) serves it.
         by_id = ApiKey.key_id.like(bindparam(None, f"{prefix}%", literal_execute=True))
     else:
-        # A range on the primary key's index (SQLite compares text byte by byte, and every
-        # character of a key ID sorts below DEL).
+        # A range (SQLite compares text byte by byte, and every character of a key ID sorts
+        # below DEL), tested on each key as the list's index is walked: ORed with the name
+        # test, which no SQLite index can serve, it cannot use the primary key's index.
         by_id = and_(ApiKey.key_id >= prefix, ApiKey.key_id < prefix + "\x7f")
     return or_(by_name, by_id)
 

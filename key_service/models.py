@@ -142,7 +142,8 @@ class ApiKey(Base):
         # The list's search (keys.search_filter), on PostgreSQL only: a key ID prefix (a
         # pattern_ops index serves a left-anchored match in any collation) and a name fragment
         # (pg_trgm's trigrams serve ILIKE '%…%'; made only where the extension can be). On
-        # SQLite the primary key's index serves the prefix, and no index can serve "contains".
+        # SQLite no index serves the search: none can serve "contains", and the prefix's test,
+        # ORed with the name's, makes SQLite walk the list index either way (docs/api.md).
         Index("ix_api_keys_key_id_prefix", "key_id",
               postgresql_ops={"key_id": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
         Index("ix_api_keys_name_trgm", "name", postgresql_using="gin",

@@ -3,8 +3,8 @@
 A key ID prefix is served by a ``varchar_pattern_ops`` index (left-anchored matches, whatever
 the database's collation). A name fragment is served by a trigram GIN index when the pg_trgm
 extension is there or can be made (it is a trusted extension: a database owner may create it);
-without it the search still works, walking the list index. On SQLite the primary key's index
-serves the prefix, and nothing here is made (no index serves a name fragment on SQLite).
+without it the search still works, walking the list index. On SQLite nothing is made: no index
+can serve a name fragment there, so the search walks the list index (docs/api.md).
 
 Revision ID: 0003
 Revises: 0002
