@@ -134,20 +134,18 @@
         B.timeElement(replaced.revokes_at, true),
         document.createTextNode(', then it is revoked.'));
     }
-    el.createdDialog.dataset.keyId = created.key_id;
+    el.createdDialog.dataset.name = created.name;
     el.createdDialog.dataset.replaces = replaced ? replaced.key_id : '';
     showSecret();
   }
 
   async function afterCreatedClosed() {
-    const keyId = el.createdDialog.dataset.keyId || '';
+    const name = el.createdDialog.dataset.name || '';
     const rolled = Boolean(el.createdDialog.dataset.replaces);
-    delete el.createdDialog.dataset.keyId;
+    delete el.createdDialog.dataset.name;
     delete el.createdDialog.dataset.replaces;
-    if (await list.refresh()) {
-      const created = list.find(keyId);
-      announce(created ? 'Key “' + created.name + '” ' + (rolled ? 'rolled.' : 'issued.') : '');
-    }
+    // Said even when a search leaves the new key out of the rows shown.
+    if (await list.refresh()) announce('Key “' + name + '” ' + (rolled ? 'rolled.' : 'issued.'));
     el.issueOpen.focus();
   }
 
