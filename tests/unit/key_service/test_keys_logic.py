@@ -1,4 +1,4 @@
-"""Pure logic of the service layer: names, limits and list cursors."""
+"""Pure logic of the service layer: names, limits, list cursors and the search filter."""
 
 from __future__ import annotations
 
