@@ -208,8 +208,8 @@ class Authenticator:
         as a guesser keeps working. Anything else is 429 with no lookup and counts as a
         failure: a key L1 does not hold, one held revoked, a wrong secret, malformed headers.
         A key not held costs a hash too, and every refusal the same count, so that neither
-        the answer nor its timing tells a held key ID from another (docs/gateway.md, "The
-        failed-authentication throttle").
+        the answer nor its timing tells a held key ID from another (docs/gateway.md, "What the
+        throttle protects, and what it does not").
         """
         throttled = Denial("throttled", status=429, retry_after=wait)
         found = read_credentials(request.headers)

@@ -45,7 +45,7 @@ async def _search(admin: Client, q: str, limit: int = 500) -> list[str]:
 
 async def test_search_finds_name_fragments_and_id_prefixes_in_list_order(admin: Client) -> None:
     names = ["Billing export", "shipping", "billing IMPORT", "50% off_sale", "a/b path",
-             "old billing", "Invoices"]
+             "old billing", "Invoices", "Bob's \\server\\share"]
     keys = {name: await _issue(admin, name) for name in names}
     await _revoke(admin, keys["billing IMPORT"])
     await _revoke(admin, keys["old billing"])
@@ -59,6 +59,9 @@ async def test_search_finds_name_fragments_and_id_prefixes_in_list_order(admin: 
     assert await _search(admin, "%") == ["50% off_sale"]
     assert await _search(admin, "_") == ["50% off_sale"]
     assert await _search(admin, "/") == ["a/b path"]
+    # So are quotes and backslashes, in the pattern rendered into the statement.
+    assert await _search(admin, "b's \\s") == ["Bob's \\server\\share"]
+    assert await _search(admin, "'") == ["Bob's \\server\\share"]
     assert await _search(admin, "nothing like it") == []
     # A key ID prefix, in either case, finds the keys whose IDs begin with it.
     invoices = keys["Invoices"]["key_id"]
