@@ -83,6 +83,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         redis=app[REDIS], key_service=client, verifier=secrets.verifier, metrics=metrics,
         prefix=config.redis_prefix, l1_size=config.l1_size, l1_ttl=config.l1_ttl,
         negative_size=config.negative_size, negative_ttl=config.negative_ttl,
+        unknown_lookups=config.unknown_key_lookups,
         feed_read=app[FEED_READ],
     )
     app[KEYSTORE] = store

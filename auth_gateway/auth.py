@@ -101,6 +101,7 @@ class Authenticator:
         self._failures = failures
         self._metrics = metrics
         self._retry_after = unavailable_retry_after
+        self._wall = store.wall_clock
 
     def verified_now(self, exchange: Exchange) -> Identity | None:
         """The identity of a pair verified before, when that can be settled without waiting.
@@ -124,6 +125,9 @@ class Authenticator:
         held = self._store.cached(key_id)
         if held is None:
             return None
+        ends = held.ends
+        if ends is not None and self._wall() >= ends:
+            return None  # a rolled key at its end, by the wall clock: the full path refuses it
         note = held.verified
         # (A note is only ever made on an active record, and a Held's record never changes:
         # the status test is a second line of defence, written out rather than the property.)
@@ -174,7 +178,9 @@ class Authenticator:
         if record is None:
             # Same work as a real check, so that response time does not reveal unknown IDs.
             self._peppers.dummy_verify(creds.secret)
-            denial = Denial("unknown", key_id=creds.key_id)
+            # (A key revoked here, or at its scheduled end, is not looked up any more.)
+            reason = "revoked" if self._store.due(creds.key_id) else "unknown"
+            denial = Denial(reason, key_id=creds.key_id)
         elif not (
             known is not None
             and known[0].secret_hash == record.secret_hash
@@ -218,8 +224,10 @@ class Authenticator:
             return throttled
         held = self._store.cached(found.key_id)
         digest = self._mac(found.secret)
-        now = datetime.fromtimestamp(self._store.wall_clock(), UTC)
-        if held is None or not held.record.active_at(now):
+        wall = self._wall()
+        if held is not None and held.ends is not None and wall >= held.ends:
+            held = None  # a rolled key at its end: not held, as for the key store's lookup
+        if held is None or not held.record.active_at(datetime.fromtimestamp(wall, UTC)):
             self._peppers.dummy_verify(found.secret)
         else:
             record = held.record

@@ -89,6 +89,11 @@ NEGATIVE_SIZE: Setting[int] = Setting(
 NEGATIVE_TTL: Setting[float] = Setting(
     "GATEWAY_NEGATIVE_TTL", 5.0,
     "seconds an unknown key ID is remembered (a `key.issued` event clears it)", 0, 3600)
+UNKNOWN_KEY_LOOKUPS: Setting[float] = Setting(
+    "GATEWAY_UNKNOWN_KEY_LOOKUPS", 5.0,
+    "lookups per second, per process, of key IDs the process does not know to exist (a key "
+    "issued a moment ago whose event has not arrived); past it such an ID gets 401 without "
+    "asking key_service", 0, 100_000)
 FAILED_AUTH_THRESHOLD: Setting[int] = Setting(
     "GATEWAY_FAILED_AUTH_THRESHOLD", 20,
     "failed authentications per client address (an IPv6 address counts as its /64) in one "
@@ -162,8 +167,9 @@ SETTINGS = Catalogue.of("auth_gateway", (
     UNIX_SOCKET, UNIX_SOCKET_MODE, KEY_SERVICE_URL, KEY_SERVICE_TIMEOUT, shared.REDIS_URL,
     REDIS_TIMEOUT, REDIS_PREFIX, shared.RABBITMQ_URL, shared.EXCHANGE, QUEUE_PREFIX,
     DEAD_LETTER_EXCHANGE, FEED_POLL_INTERVAL, FEED_SAFETY_INTERVAL, L1_SIZE, L1_TTL,
-    NEGATIVE_SIZE, NEGATIVE_TTL, FAILED_AUTH_THRESHOLD, FAILED_AUTH_WINDOW, FAILED_AUTH_SYNC,
-    RETRY_AFTER, TRUSTED_PROXIES, METRICS_ALLOW, MAX_HEADER_BYTES, MAX_HEADERS, MAX_BODY_BYTES,
+    NEGATIVE_SIZE, NEGATIVE_TTL, UNKNOWN_KEY_LOOKUPS, FAILED_AUTH_THRESHOLD, FAILED_AUTH_WINDOW,
+    FAILED_AUTH_SYNC, RETRY_AFTER, TRUSTED_PROXIES, METRICS_ALLOW, MAX_HEADER_BYTES, MAX_HEADERS,
+    MAX_BODY_BYTES,
     UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TIMEOUT, MIN_UPLOAD_RATE, UPSTREAM_MAX_CONNECTIONS,
     UPSTREAM_IDLE_TIMEOUT, SHUTDOWN_TIMEOUT, LOG_LEVEL,
 ))
@@ -211,6 +217,7 @@ class GatewayConfig:
     l1_ttl: float = L1_TTL.default
     negative_ttl: float = NEGATIVE_TTL.default
     negative_size: int = NEGATIVE_SIZE.default
+    unknown_key_lookups: float = UNKNOWN_KEY_LOOKUPS.default
     failed_auth_threshold: int = FAILED_AUTH_THRESHOLD.default
     failed_auth_window: int = FAILED_AUTH_WINDOW.default
     failed_auth_sync: float = FAILED_AUTH_SYNC.default
@@ -315,6 +322,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         l1_ttl=L1_TTL.number(env),
         negative_ttl=NEGATIVE_TTL.number(env),
         negative_size=NEGATIVE_SIZE.integer(env),
+        unknown_key_lookups=UNKNOWN_KEY_LOOKUPS.number(env),
         failed_auth_threshold=FAILED_AUTH_THRESHOLD.integer(env),
         failed_auth_window=FAILED_AUTH_WINDOW.integer(env),
         failed_auth_sync=FAILED_AUTH_SYNC.number(env),

@@ -1,4 +1,5 @@
-"""Client of key_service's internal API: one key's latest signed record, and the event feed.
+"""Client of key_service's internal API: one key's latest signed record, the event feed, and
+the revocation snapshot a process starts from.
 
 Both routes need the internal bearer token. Transport failures, timeouts, 5xx answers and bodies
 that are not the documented shape all become ``KeyServiceUnavailable``; a 404 for a key means the
@@ -14,6 +15,7 @@ import aiohttp
 
 from apikeys_shared.errors import EnvelopeError
 from apikeys_shared.events import SignedEvent
+from apikeys_shared.snapshot import SignedSnapshot
 
 from .errors import KeyServiceUnavailable
 
@@ -86,6 +88,29 @@ class KeyServiceClient:
         if not isinstance(raw_events, list) or not isinstance(last, int) or isinstance(last, bool):
             raise KeyServiceUnavailable("key_service event feed needs events[] and last_sequence")
         return FeedPage(events=tuple(map(_feed_entry, raw_events)), last_sequence=last)
+
+
+    async def fetch_snapshot(self, timeout: float) -> SignedSnapshot | None:
+        """The signed revocation snapshot (unverified); None when key_service has no such route
+        (an older key_service: the caller reads the whole feed instead). ``timeout``: seconds
+        for the whole answer, which grows with the number of revoked keys."""
+        path = "/internal/v1/snapshot"
+        try:
+            async with self._session.get(
+                f"{self._base}{path}", headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False,
+            ) as resp:
+                if resp.status == 404:
+                    await resp.release()
+                    return None
+                if resp.status != 200:
+                    raise KeyServiceUnavailable(f"key_service answered {resp.status} for {path}")
+                body = await resp.read()
+                signature = resp.headers.get("X-Signature", "")
+                signing_key = resp.headers.get("X-Signing-Key", "")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise KeyServiceUnavailable(f"key_service unreachable: {type(exc).__name__}") from exc
+        return SignedSnapshot(body=body, signature=signature, signing_key=signing_key)
 
 
 # Stands for a feed entry that is not even shaped like a signed event: it fails verification

@@ -37,9 +37,12 @@ from apikeys_shared.errors import EnvelopeError, SignatureError
 from apikeys_shared.events import Event, KeyRecord, SignedEvent
 from apikeys_shared.keys import is_valid_key_id
 from apikeys_shared.signing import Verifier
+from apikeys_shared.snapshot import Snapshot
 
 from . import ledger
+from .budget import Budget
 from .cache import TTLCache
+from .config import UNKNOWN_KEY_LOOKUPS
 from .errors import RecordRejected, StoreUnavailable, VerificationUnavailable
 from .key_service_client import KeyServiceClient
 from .ledger import Doubt, Held, Ledger, supersedes
@@ -87,10 +90,12 @@ class KeyStore:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         feed_read: asyncio.Event | None = None,
+        unknown_lookups: float = UNKNOWN_KEY_LOOKUPS.default,
     ) -> None:
         """``feed_read``: set once a catch-up has applied the whole feed in this process; Redis
         is read only from then on (None: from the start, for tests of the store alone).
-        ``wall_clock``: Unix time, against which rolled keys' ``revokes_at`` is compared."""
+        ``wall_clock``: Unix time, against which rolled keys' ``revokes_at`` is compared.
+        ``unknown_lookups``: lookups a second of IDs this process does not know to exist."""
         self._feed_read = feed_read
         self._redis = redis
         self._key_service = key_service
@@ -109,6 +114,7 @@ class KeyStore:
         # so that a slow read of an old record cannot undo a revocation that landed meanwhile.
         self._epoch = 0
         self._redis_paused_until = 0.0
+        self._unknown_budget = Budget(unknown_lookups, clock=clock)
         # What to believe beyond the caches (never dropped by evict()): revocations, records
         # Redis has not taken yet, keys in doubt. Consulted on every Redis read and write.
         self.ledger = Ledger(on_doubts=metrics.keys_in_doubt.set)
@@ -130,12 +136,24 @@ class KeyStore:
         nothing for the key.
         """
         held = self._l1.get(key_id)
-        if held is not None:
+        if held is not None and (held.ends is None or self.wall_clock() < held.ends):
             self._metrics.child(self._metrics.cache_lookups, "l1", "hit").inc()
             return held.record
         self._metrics.child(self._metrics.cache_lookups, "l1", "miss").inc()
+        ends = self.ledger.end(key_id)
+        if ends is not None and self.wall_clock() >= ends:
+            # A rolled key whose end has come (by this process's wall clock, whatever L1's own
+            # expiry says): refused without asking anyone, so that nothing that can or cannot
+            # be reached changes the answer.
+            self._l1.pop(key_id)
+            return None
         if self._negative.get(key_id) is not None:
             self._metrics.child(self._metrics.cache_lookups, "negative", "hit").inc()
+            return None
+        if self.ledger.exists(key_id) is False and not self._unknown_budget.take():
+            # Not a key this process knows of (from its snapshot and every verified record
+            # since), and the budget for such lookups is spent: a made-up ID, most likely.
+            self._metrics.child(self._metrics.cache_lookups, "unknown", "refused").inc()
             return None
         for _ in range(_LOAD_ATTEMPTS):
             task = self._inflight.get(key_id)
@@ -163,9 +181,14 @@ class KeyStore:
         # A load that began before a revocation was applied (this lookup may have joined it
         # later) must not hand out the record the revocation replaced.
         held = self.ledger.current(held)
-        if held is not None:
-            self._left(held.record)  # a rolled key's end, noted whichever way the record came
-        return held.record if held is not None else None
+        if held is None:
+            return None
+        if held.record.active and self._ended(held.record):
+            # The load (perhaps begun before the end, or bringing a record that carried it)
+            # ends now: a rolled key is refused from its end, whichever way its record came.
+            self._l1.pop(key_id)
+            return None
+        return held.record
 
     async def apply(self, signed: SignedEvent, origin: str = "event", *,
                     likely_stored: bool = False) -> bool:
@@ -183,6 +206,7 @@ class KeyStore:
             raise
         new = Held(event.sequence, event.record)
         key_id = new.record.key_id
+        self.ledger.note_exists(key_id)
         if self.ledger.stale(new):
             # Older than what this process applied (a revocation above all): a replay, or a
             # catch-up going over old ground. Nothing changes, not even an expired L1 entry.
@@ -203,6 +227,16 @@ class KeyStore:
         self.ledger.stored(new)
         self._metrics.records_applied.labels("written" if changed else "stale").inc()
         return changed
+
+    def start_from(self, snapshot: Snapshot) -> None:
+        """Know every revocation and rolled key's end as of ``snapshot`` (verified by the
+        caller), as if the feed up to its sequence had been applied in this process."""
+        self._epoch += 1
+        self.ledger.start_from(
+            snapshot.revoked, {key_id: at.timestamp() for key_id, at in snapshot.ends.items()},
+            snapshot.active)
+        # Whatever L1 held (nothing, at start) is judged again from Redis and the ledger.
+        self._l1.clear()
 
     def evict(self, key_id: str) -> None:
         """Drop ``key_id`` from the in-process caches; the next lookup reads Redis again."""
@@ -283,22 +317,31 @@ class KeyStore:
     def _remember(self, key_id: str, new: Held, *, vouched: bool = False) -> None:
         """Put ``new`` into L1 if the ledger admits it and L1 holds nothing that supersedes it.
 
-        ``vouched``: key_service answered with ``new`` after the key was last in doubt. A rolled
-        key's entry ends at its ``revokes_at`` (on this process's clock), so that from then on
-        no request is answered from L1 (the authenticator's fast path included): the lookup
-        that follows finds it due (``lookup``), whatever else can be reached.
+        ``vouched``: key_service answered with ``new`` after the key was last in doubt. A key
+        with a scheduled end (a rolled key's ``revokes_at``, from whichever record of it this
+        process has seen) gets it on its entry (``Held.ends``, checked against the wall clock
+        by every lookup and by the authenticator's fast path), and L1 lets the entry go then
+        too. Once the end has come, nothing of the key stays in L1.
         """
-        left = self._left(new.record)
-        if left is not None and left <= 0:
-            return
+        ends = None if not new.record.active else self.ledger.schedule(new.record)
+        if ends is not None:
+            left = ends - self.wall_clock()
+            if left <= 0:
+                self._l1.pop(key_id)
+                return
+            new.ends = ends
+            held = self._l1.get(key_id)
+            if held is not None and (held.ends is None or held.ends > ends):
+                held.ends = ends  # an entry that came without the end learns it here
         if self.ledger.admits(new, vouched=vouched) and supersedes(new, self._l1.get(key_id)):
-            self._l1.put(key_id, new, ends=None if left is None else self._clock() + left)
+            self._l1.put(key_id, new,
+                         ends=None if ends is None else self._clock() + (ends - self.wall_clock()))
 
-    def _left(self, record: KeyRecord) -> float | None:
-        """Seconds until a rolled key's scheduled revocation (noted in the ledger); None for a
-        key without one."""
-        at = self.ledger.schedule(record)
-        return None if at is None else at - self.wall_clock()
+    def _ended(self, record: KeyRecord) -> bool:
+        """``record``'s key has a scheduled end (noted in the ledger, ``record``'s own
+        ``revokes_at`` included) and it has come by the wall clock."""
+        ends = self.ledger.schedule(record)
+        return ends is not None and self.wall_clock() >= ends
 
     def due(self, key_id: str) -> bool:
         """``key_id`` is revoked here, or its scheduled revocation (``revokes_at``) has come."""
@@ -323,6 +366,7 @@ class KeyStore:
         if event.record.key_id != key_id:
             self._metrics.rejected_records.labels(origin, "wrong_key").inc()
             return None
+        self.ledger.note_exists(key_id)
         return Held(event.sequence, event.record)
 
     async def _get(self, reader: Any, key: str, *, count: bool = True) -> bytes | None:

@@ -18,6 +18,11 @@ What this process knows beyond its caches (``Ledger``):
   Unix time): from then on the key counts as revoked here (``due``), whatever can or cannot be
   asked, exactly as if its revocation had arrived: key_service promised it in a signed record,
   and no later record can take it back (a key is rolled once; revoked is terminal).
+- Which keys exist, once it has started from a snapshot that lists them (``exists``): the
+  snapshot's keys, and every key a verified record has named since. A key ID outside them is
+  one key_service never issued, or issued a moment ago (its event not applied yet): the key
+  store looks such IDs up only within a budget, so that a flood of made-up IDs does not become
+  a flood of key_service lookups.
 - The keys in doubt: named by an event that did not verify (forged, or signed with a key this
   gateway lacks). Redis's copy of such a key is not used, nor is an active record cached,
   until key_service's verified answer asked after the doubt settles it ("vouched"), or a
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +72,10 @@ class Held:
     sequence: int
     record: KeyRecord
     verified: tuple[bytes, Any] | None = None
+    # When the key stops being served (Unix time; the earliest ``revokes_at`` this process has
+    # seen for the key, whichever record carried it), None for a key that was never rolled.
+    # The authenticator's fast path compares it with the wall clock on every request.
+    ends: float | None = None
 
 
 def supersedes(new: Held, held: Held | None) -> bool:
@@ -114,6 +123,8 @@ class Ledger:
         self._revoked: set[str] = set()  # every key seen revoked (verified), for good
         self._revokes_at: dict[str, float] = {}  # rolled keys -> their revokes_at, Unix time
         self._suspect: set[str] = set()  # keys in doubt
+        # Keys known to exist (not counting those in _revoked); None: not known (no snapshot).
+        self._exists: set[str] | None = None
         self._doubt_all = False  # past SUSPECT_LIMIT doubts: every key is in doubt
 
     # -- which record wins ---------------------------------------------------------------------
@@ -149,15 +160,33 @@ class Ledger:
         return key_id in self._revoked
 
     def schedule(self, record: KeyRecord) -> float | None:
-        """Note a rolled key's ``revokes_at`` (Unix time, returned; None for a record without
-        one). The earliest one seen stands: a key is rolled once."""
-        if record.revokes_at is None:
-            return None
-        at = record.revokes_at.timestamp()
-        held = self._revokes_at.get(record.key_id)
-        if held is None or at < held:
-            self._revokes_at[record.key_id] = held = at
+        """Note ``record``'s ``revokes_at`` if it has one, and return the end noted for its key
+        (Unix time; None for a key never seen rolled). The earliest one seen stands, whichever
+        record carried it: a key is rolled once, and an older record without ``revokes_at``
+        (put back into Redis, replayed, or read by a catch-up) does not lift the end."""
+        key_id = record.key_id
+        held = self._revokes_at.get(key_id)
+        if record.revokes_at is not None and key_id not in self._revoked:
+            at = record.revokes_at.timestamp()
+            if held is None or at < held:
+                self._revokes_at[key_id] = held = at
         return held
+
+    def exists(self, key_id: str) -> bool | None:
+        """Whether ``key_id`` is known to exist; None when this process cannot tell (it did not
+        start from a snapshot listing the keys)."""
+        if self._exists is None:
+            return None
+        return key_id in self._exists or key_id in self._revoked
+
+    def note_exists(self, key_id: str) -> None:
+        """A verified record named ``key_id``: it exists."""
+        if self._exists is not None:
+            self._exists.add(key_id)
+
+    def end(self, key_id: str) -> float | None:
+        """The scheduled end noted for ``key_id`` (Unix time), None when it has none."""
+        return self._revokes_at.get(key_id)
 
     def due(self, key_id: str, now: float) -> bool:
         """``key_id`` is revoked, or its scheduled revocation has come by ``now`` (Unix time)."""
@@ -253,11 +282,31 @@ class Ledger:
             self._suspect.discard(key_id)
             self._doubts_changed()
 
+    def start_from(self, revoked: Iterable[str], ends: Mapping[str, float],
+                   active: Iterable[str] | None = None) -> None:
+        """Take a snapshot: every key in ``revoked`` is seen revoked (terminal, as by
+        ``seen_revoked``, without the records), every end in ``ends`` (key ID -> Unix time) is
+        noted as by ``schedule``, and ``active`` with ``revoked`` are the keys that exist."""
+        self._revoked.update(revoked)
+        if active is not None:
+            self._exists = set(active) if self._exists is None else self._exists.union(active)
+        for key_id in self._revoked.intersection(self._revokes_at):
+            del self._revokes_at[key_id]
+        if self._suspect and not self._suspect.isdisjoint(self._revoked):
+            self._suspect.difference_update(self._revoked)
+            self._doubts_changed()
+        for key_id, at in ends.items():
+            held = self._revokes_at.get(key_id)
+            if key_id not in self._revoked and (held is None or at < held):
+                self._revokes_at[key_id] = at
+
     def seen_revoked(self, key_id: str) -> None:
         """A verified revocation of ``key_id``: terminal, so nothing about it is in doubt (and
         no scheduled end is left to wait for)."""
         self._revoked.add(key_id)
         self._revokes_at.pop(key_id, None)
+        if self._exists is not None:
+            self._exists.discard(key_id)  # it exists all the same: _revoked says so
         self.settle(key_id)
 
     def _doubts_changed(self) -> None:

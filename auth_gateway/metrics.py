@@ -77,7 +77,9 @@ class Metrics:
         )
         self.cache_lookups = Counter(
             "gateway_cache_lookups",
-            "Key lookups by tier (l1, negative, redis, key_service) and result (hit, miss, error)",
+            "Key lookups by tier (l1, negative, redis, key_service) and result (hit, miss, error, "
+            "skipped); unknown/refused: IDs this process does not know to exist, refused "
+            "without a lookup once GATEWAY_UNKNOWN_KEY_LOOKUPS was spent",
             ["tier", "result"], registry=r,
         )
         self.rejected_records = Counter(
@@ -110,6 +112,12 @@ class Metrics:
         )
         self.events = Counter(
             "gateway_events", "Key events received, by source (amqp, feed) and outcome",
+            ["source", "outcome"], registry=r,
+        )
+        self.snapshots = Counter(
+            "gateway_snapshots",
+            "Revocation snapshots a starting process used or passed over, by source (redis, "
+            "key_service) and outcome (used, stale, rejected, absent)",
             ["source", "outcome"], registry=r,
         )
         self.keys_in_doubt = Gauge(

@@ -29,9 +29,11 @@ from aiohttp import web
 
 from apikeys_shared.errors import EnvelopeError
 from apikeys_shared.events import Event, SignedEvent
+from apikeys_shared.snapshot import Snapshot
 
 from .errors import KeyServiceUnavailable, RecordRejected, StoreUnavailable
 from .metrics import Metrics
+from .snapshots import SnapshotSource
 
 __all__ = [
     "FEED_READ",
@@ -133,6 +135,10 @@ class RecordSink(Protocol):
         """
 
 
+    def start_from(self, snapshot: Snapshot) -> None:
+        """Know every revocation (and rolled key's end) as of ``snapshot``, verified."""
+
+
 class FeedPageLike(Protocol):
     """One page of key_service's feed."""
 
@@ -178,8 +184,13 @@ class Synchronizer:
         metrics: Metrics,
         synced: asyncio.Event,
         feed_read: asyncio.Event,
+        snapshots: SnapshotSource | None = None,
     ) -> None:
+        """``snapshots``: where the first catch-up takes its revocation snapshot from, so that
+        it reads only the feed after it (None: it reads the whole feed)."""
         self._sink = sink
+        self._snapshots = snapshots
+        self._started = snapshots is None
         self._feed_read = feed_read
         self._feed = feed
         self._settings = settings
@@ -313,6 +324,9 @@ class Synchronizer:
         """
         async with self._catch_up_lock:
             self._catch_up_pending = False
+            if not self._started:
+                await self._start_from_snapshot()
+                self._started = True
             fetch_after = self.tracker.applied
             limit = self._settings.feed_page_size
             deferred = False
@@ -339,6 +353,37 @@ class Synchronizer:
             log.info("first catch-up done at sequence %d", self.tracker.applied)
             self._synced.set()
         return True
+
+    async def _start_from_snapshot(self) -> None:
+        """Start where a revocation snapshot stands instead of at the feed's beginning.
+
+        Redis's copy when the feed after it is short, else key_service's (see ``snapshots``);
+        without either (an older key_service, or one that did not verify) the whole feed is
+        read, as before. Raises KeyServiceUnavailable when key_service cannot answer.
+        """
+        source = self._snapshots
+        assert source is not None
+        snapshot = await source.cached()
+        origin = "redis"
+        if snapshot is not None:
+            page = await self._feed.fetch_events(after=snapshot.sequence, limit=1)
+            behind = page.last_sequence - snapshot.sequence
+            # Ahead of the feed (a database restored from a backup, say): not to be believed.
+            if not 0 <= behind <= source.max_behind:
+                source.stale()
+                snapshot = None
+        if snapshot is None:
+            snapshot = await source.fresh()
+            origin = "key_service"
+        if snapshot is None:
+            log.warning("no revocation snapshot to start from: reading the whole event feed")
+            return
+        self._sink.start_from(snapshot)
+        source.used(origin)
+        self.tracker.caught_up(snapshot.sequence)
+        self._in_process = max(self._in_process, snapshot.sequence)
+        log.info("started from the revocation snapshot at sequence %d (%s; %d revoked keys)",
+                 snapshot.sequence, origin, len(snapshot.revoked))
 
     async def _apply_page(self, events: Sequence[SignedEvent], cursor: int,
                           *, in_order: bool) -> tuple[int, bool]:
@@ -448,7 +493,7 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
     Needs the app's CONFIG, METRICS, KEYSTORE and KEY_SERVICE (made by earlier contexts) and
     its SYNCED event; the first successful catch-up sets SYNCED.
     """
-    from .appkeys import CONFIG, KEY_SERVICE, KEYSTORE, METRICS
+    from .appkeys import CONFIG, KEY_SERVICE, KEYSTORE, METRICS, REDIS
     from .consumer import EventConsumer
 
     config = app[CONFIG]
@@ -459,9 +504,15 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
         feed_poll_interval=config.feed_poll_interval,
         safety_poll_interval=config.feed_safety_interval,
     )
+    verifier = config.secrets.verifier
+    assert verifier is not None  # the gateway's configuration always reads the verify keys
+    snapshots = SnapshotSource(
+        redis=app[REDIS], key_service=app[KEY_SERVICE], verifier=verifier,
+        metrics=app[METRICS], prefix=config.redis_prefix,
+    )
     sync = Synchronizer(
         sink=app[KEYSTORE], feed=app[KEY_SERVICE], settings=settings, metrics=app[METRICS],
-        synced=app[SYNCED], feed_read=app[FEED_READ],
+        synced=app[SYNCED], feed_read=app[FEED_READ], snapshots=snapshots,
     )
     consumer = EventConsumer(
         sync, url=settings.rabbitmq_url, exchange=settings.exchange,

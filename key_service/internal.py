@@ -7,6 +7,8 @@ signed by key_service, so a gateway trusts the content by its signature, not by 
   "last_sequence": N}``: the events with a sequence above ``after``, in order, and the highest
   sequence assigned so far (0 when there is none).
 * ``GET /internal/v1/keys/{key_id}`` → the key's newest signed event, or 404.
+* ``GET /internal/v1/snapshot`` → the signed revocation snapshot (``snapshot``): its body as
+  the response body, its signature in ``X-Signature`` and ``X-Signing-Key``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .outbox import (
     sequence_pending,
 )
 from .problems import problem
+from .snapshot import SnapshotCache, read_snapshot
 
 __all__ = [
     "FEED_DEFAULT_LIMIT", "FEED_MAX_LIMIT", "FeedQueryError", "add_internal_routes", "read_feed",
@@ -139,7 +142,35 @@ async def key_record(request: web.Request) -> web.Response:
     return web.json_response(signed.to_json(), headers={"Cache-Control": "no-store"})
 
 
+_SNAPSHOTS = web.AppKey("snapshots", SnapshotCache)
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    """The signed revocation snapshot as of the feed's last sequence."""
+    if not _authorized(request):
+        return _unauthorized()
+    config = request.config_dict[CONFIG]
+    assert config.secrets.signer is not None  # load_config always reads the signing key
+    engine = request.config_dict[ENGINE]
+    try:
+        # As of the newest commit, as the feed is (see read_feed).
+        if await has_pending(engine):
+            await sequence_pending(
+                engine, source=config.event_source, signer=config.secrets.signer, notify=True,
+            )
+            request.config_dict[OUTBOX_WAKEUP].set()
+        signed = await read_snapshot(engine, config.secrets.signer, request.app[_SNAPSHOTS])
+    except OutboxError as exc:
+        return _unavailable(exc)
+    return web.Response(body=signed.body, content_type="application/json", headers={
+        "X-Signature": signed.signature, "X-Signing-Key": signed.signing_key,
+        "Cache-Control": "no-store",
+    })
+
+
 def add_internal_routes(app: web.Application) -> None:
     """Register ``/internal/v1/*`` on ``app``."""
+    app[_SNAPSHOTS] = SnapshotCache()
+    app.router.add_get("/internal/v1/snapshot", snapshot, name="internal_snapshot")
     app.router.add_get("/internal/v1/events", events, name="internal_events")
     app.router.add_get("/internal/v1/keys/{key_id}", key_record, name="internal_key")

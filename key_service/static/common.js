@@ -498,6 +498,7 @@
     o.cancel.addEventListener('click', function () { o.dialog.close(); });
     o.confirm.addEventListener('click', confirm);
     o.dialog.addEventListener('close', function () {
+      if (o.dialog.open) return;  // reopened before this late 'close' task ran
       target = null;
       o.name.textContent = '';
       o.id.textContent = '';

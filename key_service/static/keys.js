@@ -207,6 +207,7 @@
   }
 
   function afterRollClosed() {
+    if (el.rollDialog.open) return;  // reopened before this late 'close' task ran
     rollTarget = null;
     el.rollName.textContent = '';
     el.rollId.textContent = '';
@@ -274,6 +275,9 @@
     el.issueForm.addEventListener('submit', submitIssue);
     el.issueCancel.addEventListener('click', function () { el.issueDialog.close(); });
     el.issueDialog.addEventListener('close', function () {
+      // 'close' fires a task after close(); a user quick enough (Escape, then Enter at once) has
+      // already reopened the dialog and typed into it, and that must not be wiped.
+      if (el.issueDialog.open) return;
       el.name.value = '';
       el.issueNotice.hidden = true;
       setNameError('');

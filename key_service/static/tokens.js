@@ -186,6 +186,7 @@
     el.form.addEventListener('submit', submitIssue);
     el.cancel.addEventListener('click', function () { el.dialog.close(); });
     el.dialog.addEventListener('close', function () {
+      if (el.dialog.open) return;  // reopened before this late 'close' task ran
       el.name.value = '';
       if (!el.createdDialog.open) el.open.focus();
     });

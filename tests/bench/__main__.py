@@ -1,6 +1,6 @@
-"""``python -m tests.bench`` (what ``make bench`` runs): the gateway benchmark, then key_service's,
-then the key list's (``bench_key_list``: list and search at 1,000,000 keys, the Backoffice page's
-first rows at 100,000).
+"""``python -m tests.bench`` (what ``make bench`` runs): the gateway benchmark, key_service's,
+the gateway's start-up against a long history, a flood of made-up key IDs, and the key list
+(list and search at 1,000,000 keys, the Backoffice page's first rows at 100,000).
 
 Each prints its own Markdown tables; the gateway's is also written to artifacts/bench/gateway.md.
 Arguments are passed to the gateway benchmark (``--help`` lists them). The exit status is
@@ -24,17 +24,20 @@ def main(argv: list[str]) -> int:
     gateway = gateway_main(argv, command=command)
     if gateway == 130:
         return gateway
-    others = 0
-    for module in ("tests.bench.bench_key_service", "tests.bench.bench_key_list"):
-        sys.stdout.flush()
+    sys.stdout.flush()
+    statuses = [gateway]
+    for module in ("tests.bench.bench_key_service", "tests.bench.bench_startup",
+                   "tests.bench.bench_flood", "tests.bench.bench_key_list"):
         try:
-            code = subprocess.run([sys.executable, "-m", module], cwd=ROOT, check=False).returncode
+            status = subprocess.run([sys.executable, "-m", module], cwd=ROOT,
+                                    check=False).returncode
         except KeyboardInterrupt:
             return 130
-        if code != 0:
-            print(f"{module} exited {code}", file=sys.stderr)
-            others = others or code
-    return gateway or others
+        if status != 0:
+            print(f"{module} exited {status}", file=sys.stderr)
+        statuses.append(status)
+        sys.stdout.flush()
+    return next((status for status in statuses if status), 0)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,13 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from apikeys_shared.config import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, generate_secrets
+from key_service.config import KeyServiceConfig
+from key_service.config import load_config as load_key_service_config
 from tests.support.procs import ROOT, ServiceProcess, free_port, wait_http
 
 from .admin import AdminClient
@@ -87,8 +89,14 @@ class BenchStack:
             "KEY_SERVICE_LOG_LEVEL": "WARNING",
         }
 
-    def start_key_service(self) -> None:
-        """Create the administrator, then serve key_service; waits for ``/readyz``."""
+    def start_key_service(
+        self, before_serve: Callable[[KeyServiceConfig], None] | None = None,
+    ) -> None:
+        """Create the administrator, then serve key_service; waits for ``/readyz``.
+
+        ``before_serve`` is given key_service's configuration once its database is migrated
+        (to fill it, say), before key_service starts.
+        """
         env = {**os.environ, **self._ks_env()}
         made = subprocess.run(
             [sys.executable, "-m", "key_service", "create-admin", "--username", ADMIN_USER,
@@ -98,6 +106,8 @@ class BenchStack:
         )
         if made.returncode != 0:
             raise StackError(f"key_service create-admin failed: {made.stderr.strip()}")
+        if before_serve is not None:
+            before_serve(load_key_service_config(self._ks_env()))
         self.key_service_port = free_port()
         proc = ServiceProcess(
             ["-m", "key_service", "serve", "--host", "127.0.0.1",

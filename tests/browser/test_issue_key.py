@@ -192,6 +192,26 @@ def test_issue_with_the_keyboard_alone(page: Page, key_service: RunningKeyServic
     assert page_holds(page, secret) == []
 
 
+def test_a_dialog_reopened_at_once_keeps_what_is_typed(
+        page: Page, key_service: RunningKeyService) -> None:
+    # A dialog's 'close' event fires a task after close(): closing, reopening and typing within
+    # that task (a quick Escape, Enter, type) must not be undone by the late event.
+    log_in(page, key_service.base_url)
+    open_manage_api_keys(page, key_service.base_url)
+    page.locator("#issue-open").click()
+    page.evaluate("""() => {
+        document.getElementById('issue-dialog').close();
+        document.getElementById('issue-open').click();
+        document.getElementById('key-name').value = 'Typed at once';
+    }""")
+    issue = page.get_by_role("dialog", name="Issue New Key")
+    expect(issue).to_be_visible()
+    # One more task round, so that the late 'close' event has surely run.
+    page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 0))")
+    expect(page.locator("#key-name")).to_have_value("Typed at once")
+    assert focused(page) == "key-name"
+
+
 def test_an_expired_session_logs_in_again_and_keeps_the_dialog(
     page: Page, key_service: RunningKeyService
 ) -> None:

@@ -7,10 +7,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import cast
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from multidict import CIMultiDict
 from pytest_aiohttp import AiohttpServer
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -20,10 +23,13 @@ from apikeys_shared.errors import SignatureError
 from apikeys_shared.keys import new_key_id
 from apikeys_shared.signing import Signer, generate_signing_key
 from auth_gateway import keystore, ledger
+from auth_gateway.auth import Authenticator, Denial, Identity
 from auth_gateway.errors import RecordRejected, StoreUnavailable, VerificationUnavailable
+from auth_gateway.exchange import Exchange
 from auth_gateway.key_service_client import KeyServiceClient
 from auth_gateway.keystore import Held, KeyStore
 from auth_gateway.metrics import Metrics
+from auth_gateway.throttle import FailureCounter
 from tests.support.faultproxy import FaultProxy
 from tests.support.services import REDIS
 from tests.support.stack import eventually
@@ -55,6 +61,7 @@ class Rig:
     clock: Clock
     # Unix time as the store sees it (for rolled keys' revokes_at), moved by hand too.
     wall: Clock
+    prefix: str
 
     def sample(self, name: str, *labels: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -114,7 +121,8 @@ async def rig(
             )
             return other, checked
 
-        yield Rig(store, keyring, fake, metrics, redis_client, proxy, other_store, clock, wall)
+        yield Rig(store, keyring, fake, metrics, redis_client, proxy, other_store, clock, wall,
+                  redis_prefix)
     await redis.aclose()
 
 
@@ -719,13 +727,13 @@ async def test_the_l1_entry_ends_at_revokes_at_and_the_key_is_due_then(rig: Rig)
     assert rig.fake.calls == 0
 
 
-async def test_with_redis_up_the_record_is_found_but_no_longer_active(rig: Rig) -> None:
+async def test_after_the_end_a_lookup_asks_nobody(rig: Rig) -> None:
     key = _rolled(rig, overlap=1)
     await rig.store.apply(rig.keyring.signed(key))
     _advance(rig, 1.5)
-    record = await rig.store.lookup(key.key_id)  # from Redis: key_service is not asked
-    assert record == key.record
-    assert not record.active_at(datetime.fromtimestamp(rig.wall.now, UTC))
+    reads = rig.sample("gateway_cache_lookups", "redis", "hit")
+    assert await rig.store.lookup(key.key_id) is None
+    assert rig.sample("gateway_cache_lookups", "redis", "hit") == reads
     assert rig.store.cached(key.key_id) is None  # and L1 does not take it back
     assert rig.fake.calls == 0
 
@@ -758,3 +766,110 @@ async def test_revoked_early_it_is_terminal_as_any_revocation(rig: Rig) -> None:
     await rig.store.apply(rig.keyring.signed(revoked))
     assert rig.store.due(key.key_id)
     assert (await rig.store.lookup(key.key_id)) == revoked.record
+
+
+async def test_an_older_record_without_the_end_does_not_lift_it(rig: Rig) -> None:
+    # The key's issued record (no revokes_at) put back into Redis once L1 forgot the rolled one:
+    # it is genuinely signed, but the end this process noted stands.
+    issued = rig.keyring.issue("rolled")
+    ends = datetime.fromtimestamp(rig.wall.now + 3, UTC)
+    rolled = rig.keyring.change(issued, revokes_at=ends, replaced_by=new_key_id())
+    await rig.store.apply(rig.keyring.signed(rolled))
+    await rig.redis.set(rig.store.redis_key(issued.key_id), rig.keyring.signed(issued).to_text())
+    rig.store.evict(issued.key_id)
+    record = await rig.store.lookup(issued.key_id)
+    assert record == issued.record  # the older record, read back from Redis...
+    held = rig.store.cached(issued.key_id)
+    assert held is not None
+    assert held.ends == ends.timestamp()  # ...carries the end all the same
+    _advance(rig, 3.1)
+    assert rig.store.cached(issued.key_id) is None
+    assert await rig.store.lookup(issued.key_id) is None
+    assert rig.store.due(issued.key_id)
+
+
+async def test_a_rolled_event_arriving_after_the_end_empties_l1(rig: Rig) -> None:
+    # L1 holds the key's issued record (no end yet); the rolled record arrives late, its end
+    # already passed: nothing of the key may be answered from L1 from then on.
+    issued = rig.keyring.issue("rolled")
+    await rig.store.apply(rig.keyring.signed(issued))
+    assert rig.store.cached(issued.key_id) is not None
+    rolled = rig.keyring.change(issued, replaced_by=new_key_id(),
+                                revokes_at=datetime.fromtimestamp(rig.wall.now - 1, UTC))
+    await rig.store.apply(rig.keyring.signed(rolled))
+    assert rig.store.cached(issued.key_id) is None
+    assert await rig.store.lookup(issued.key_id) is None
+    assert rig.fake.calls == 0
+
+
+async def test_an_entry_that_came_without_the_end_learns_it(rig: Rig) -> None:
+    # A stale replay of the rolled record (an older sequence than L1's) still tells the end.
+    issued = rig.keyring.issue("rolled")
+    ends = datetime.fromtimestamp(rig.wall.now + 2, UTC)
+    rolled = rig.keyring.change(issued, replaced_by=new_key_id(), revokes_at=ends)
+    newer = rig.keyring.change(issued, name="renamed")  # a later record without the end
+    await rig.store.apply(rig.keyring.signed(newer))
+    await rig.store.apply(rig.keyring.signed(rolled))  # older: not applied, its end noted
+    held = rig.store.cached(issued.key_id)
+    assert held is not None
+    assert held.record == newer.record
+    assert held.ends == ends.timestamp()
+    _advance(rig, 2.5)
+    assert await rig.store.lookup(issued.key_id) is None
+
+
+async def test_a_lookup_under_way_at_the_end_refuses_the_key(rig: Rig) -> None:
+    key = _rolled(rig, overlap=2)
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    rig.redis_proxy.cut()  # key_service answers, slowly
+    rig.fake.hold = asyncio.Event()
+    lookup = asyncio.create_task(rig.store.lookup(key.key_id))
+    await asked(rig.fake, 1)
+    _advance(rig, 2.5)  # the end comes while key_service takes its time
+    rig.fake.hold.set()
+    assert await lookup is None
+    assert rig.store.cached(key.key_id) is None
+
+
+async def test_a_wall_clock_stepped_past_the_end_ends_the_key_at_once(rig: Rig) -> None:
+    # L1's expiry runs on the monotonic clock; the end is by the wall clock. A wall clock
+    # stepped forward (NTP) past the end ends the key though L1 still holds its entry.
+    key = _rolled(rig, overlap=3600)
+    await rig.store.apply(rig.keyring.signed(key))
+    failures = FailureCounter(rig.redis, rig.prefix, threshold=20, window=60)
+    auth = Authenticator(store=rig.store, peppers=rig.keyring.peppers, failures=failures,
+                         metrics=rig.metrics)
+    exchange = cast(Exchange, _Exchange(key))
+    assert isinstance(await auth.verdict(exchange), Identity)
+    assert isinstance(auth.verified_now(exchange), Identity)  # the fast path serves it
+    rig.wall.now += 3601  # the monotonic clock has not moved
+    assert rig.store.cached(key.key_id) is not None
+    assert auth.verified_now(exchange) is None
+    denial = await auth.verdict(exchange)
+    assert isinstance(denial, Denial)
+    assert (denial.status, denial.reason) == (401, "revoked")
+
+
+async def test_a_revocation_past_a_scheduled_end_is_held_as_revoked(rig: Rig) -> None:
+    key = _rolled(rig, overlap=3)
+    await rig.store.apply(rig.keyring.signed(key))
+    _advance(rig, 5)
+    revoked = rig.keyring.change(key, status="revoked", revoked_at=datetime.now(UTC))
+    await rig.store.apply(rig.keyring.signed(revoked))
+    held = rig.store.cached(key.key_id)
+    assert held is not None
+    assert held.record.status == "revoked"
+    assert await rig.store.lookup(key.key_id) == revoked.record
+
+
+class _Exchange:
+    """The parts of an Exchange the authenticator reads: one key's headers, one address."""
+
+    def __init__(self, key: IssuedKey) -> None:
+        self.request = SimpleNamespace(headers=CIMultiDict(key.headers))
+
+    def group(self) -> str:
+        return "192.0.2.7"
+
+    def client(self) -> str:
+        return "192.0.2.7"

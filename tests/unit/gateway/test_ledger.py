@@ -266,3 +266,77 @@ def test_a_rolled_key_is_due_from_its_end_on(
     assert book.due(KEY, now) is due
     assert not book.due(OTHER, now)
 
+
+
+@pytest.mark.parametrize(("seen", "noted"), [
+    ((active(1),), None),  # never rolled
+    ((rolled(2, ends=5_000.0),), 5_000.0),
+    ((rolled(2, ends=5_000.0), active(1)), 5_000.0),  # an older record without the end after it
+    ((active(1), rolled(2, ends=5_000.0), active(3)), 5_000.0),  # any record of the key, later
+    ((rolled(2, ends=6_000.0), rolled(3, ends=5_000.0)), 5_000.0),  # the earliest end holds
+])
+def test_schedule_gives_the_key_s_end_for_whichever_record_is_read(
+    seen: Sequence[Held], noted: float | None,
+) -> None:
+    book = Ledger()
+    answers = [book.schedule(held.record) for held in seen]
+    assert answers[-1] == noted
+    assert book.end(KEY) == noted
+    assert book.end(OTHER) is None
+
+
+# -- starting from a revocation snapshot -------------------------------------------------------
+def test_a_snapshot_counts_as_every_revocation_and_end_it_names() -> None:
+    book = Ledger()
+    book.doubt(KEY)
+    book.start_from([KEY], {OTHER: 5_000.0})
+    assert book.is_revoked(KEY)
+    assert not book.in_doubt(KEY)  # revoked is terminal: nothing left to doubt
+    assert book.current(active(1)) is None  # an active record of it is answered as absent
+    assert not book.admits(active(9))
+    assert not book.is_revoked(OTHER)
+    assert book.end(OTHER) == 5_000.0
+    assert book.due(OTHER, 5_000.0)
+    assert not book.due(OTHER, 4_999.0)
+
+
+@pytest.mark.parametrize(("noted", "ends", "expected"), [
+    (None, 5_000.0, 5_000.0),
+    (4_000.0, 5_000.0, 4_000.0),  # the earliest end holds, whichever came first
+    (6_000.0, 5_000.0, 5_000.0),
+])
+def test_a_snapshot_s_end_and_an_event_s_end_meet_at_the_earliest(
+    noted: float | None, ends: float, expected: float,
+) -> None:
+    book = Ledger()
+    if noted is not None:
+        book.schedule(rolled(2, ends=noted).record)
+    book.start_from([], {KEY: ends})
+    assert book.end(KEY) == expected
+
+
+def test_a_key_revoked_in_the_snapshot_has_no_end_left() -> None:
+    book = Ledger()
+    book.schedule(rolled(2, ends=5_000.0).record)
+    book.start_from([KEY], {KEY: 5_000.0})
+    assert book.end(KEY) is None
+    assert book.due(KEY, 0.0)  # revoked: due at any time
+
+
+def test_which_keys_exist_is_told_only_after_a_snapshot_that_lists_them() -> None:
+    book = Ledger()
+    book.note_exists(KEY)
+    assert book.exists(KEY) is None  # no snapshot: cannot tell
+    book.start_from([OTHER], {}, active=[])
+    assert book.exists(OTHER) is True  # revoked keys exist too
+    assert book.exists(KEY) is False  # noted before the snapshot: not kept
+    book.note_exists(KEY)  # a verified record named it since
+    assert book.exists(KEY) is True
+    book.seen_revoked(KEY)
+    assert book.exists(KEY) is True
+
+
+def test_a_snapshot_without_the_keys_leaves_existence_untold() -> None:
+    book = Ledger()
+    book.start_from([KEY], {})
+    assert book.exists(OTHER) is None
