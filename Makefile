@@ -41,7 +41,7 @@ lint: $(STAMP) ## ruff and mypy --strict
 docs: $(STAMP) ## Regenerate docs/configuration.md from the settings declared in code
 	$(PY) scripts/configuration_docs.py
 
-bench: $(STAMP) ## Benchmarks (gateway vs nginx, revocation propagation, key_service); prints tables
+bench: $(STAMP) ## Benchmarks (gateway vs nginx, revocation propagation, key_service, key list); prints tables
 	bash scripts/debian-packages.sh --bench
 	$(PY) -m tests.bench
 

@@ -155,7 +155,7 @@ class Authenticator:
         address = exchange.group()
         wait = await self._failures.retry_after(address)
         if wait is not None:
-            return Denial("throttled", status=429, retry_after=wait)
+            return await self._while_blocked(exchange.request, address, wait)
         request = exchange.request
         remembered = self._remembered(request)
         known: tuple[KeyRecord, bytes] | None = None
@@ -205,6 +205,44 @@ class Authenticator:
             return identity
         await self._failures.record_failure(address)
         return denial
+
+    async def _while_blocked(self, request: Request, address: str, wait: int) -> Identity | Denial:
+        """The verdict for an address blocked for failures: it keeps the keys held here.
+
+        A pair whose key L1 holds as active, and whose secret verifies (the remembered note,
+        else the peppered hash against L1's record), is served: a client behind the same NAT
+        as a guesser keeps working. Anything else is 429 with no lookup and counts as a
+        failure: a key L1 does not hold, one held revoked, a wrong secret, malformed headers.
+        A key not held costs a hash too, and every refusal the same count, so that neither
+        the answer nor its timing tells a held key ID from another (docs/gateway.md, "What the
+        throttle protects, and what it does not").
+        """
+        throttled = Denial("throttled", status=429, retry_after=wait)
+        found = read_credentials(request.headers)
+        if isinstance(found, CredentialProblem):
+            await self._failures.record_failure(address)
+            return throttled
+        held = self._store.cached(found.key_id)
+        digest = self._mac(found.secret)
+        wall = self._wall()
+        if held is not None and held.ends is not None and wall >= held.ends:
+            held = None  # a rolled key at its end: not held, as for the key store's lookup
+        if held is None or not held.record.active_at(datetime.fromtimestamp(wall, UTC)):
+            self._peppers.dummy_verify(found.secret)
+        else:
+            record = held.record
+            note = held.verified
+            if note is not None and hmac.compare_digest(note[0], digest):
+                identity: Identity = note[1]
+                return identity
+            if self._peppers.verify(
+                found.key_id, found.secret, record.secret_hash, record.hash_version
+            ):
+                identity = Identity(record.key_id, record.name)
+                held.verified = (digest, identity)
+                return identity
+        await self._failures.record_failure(address)
+        return Denial("throttled", status=429, retry_after=wait, key_id=found.key_id)
 
     def _mac(self, secret: str) -> bytes:
         # surrogatepass: any header text (even a lone surrogate) encodes, and distinct texts

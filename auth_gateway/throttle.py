@@ -7,10 +7,12 @@ itself, adds it to the sorted set ``{prefix}blocked`` (scored by when the block 
 sets ``{prefix}blocked:version`` to a fresh random value (not a counter, which a Redis that
 lost its data would start again from values already seen). Every process reads it a few times a
 second (see ``retry_after``) and, when it changed, every block still running, so that all of
-them block the address: a blocked address gets 429 with ``Retry-After`` before any lookup, and
-the happy path costs no Redis round trip but that one GET every ``sync_seconds`` (0.25 s by
-default). (Reading only the blocks that end after the latest end seen would miss a block added
-later but ending sooner: another address's, whose counting window began earlier.)
+them block the address: a blocked address gets 429 with ``Retry-After`` for every request that
+would need a lookup or fails (only keys the process holds in L1, with a secret that verifies,
+are still served: ``Authenticator``, docs/gateway.md), and the happy path costs no Redis round
+trip but that one GET every ``sync_seconds`` (0.25 s by default). (Reading only the blocks
+that end after the latest end seen would miss a block added later but ending sooner: another
+address's, whose counting window began earlier.)
 A process that missed an entry learns the count from Redis at the address's next failure.
 While Redis is away, a per-process count stands in; authentication itself stays fail-closed
 either way.
@@ -154,6 +156,12 @@ class FailureCounter:
                 count, _, ttl = await pipe.execute()
             if int(count) >= self._threshold:
                 seconds = int(ttl) if int(ttl) > 0 else self._window
+                until = self._blocked.get(address)
+                if until is not None and until >= now + seconds - 1:
+                    # Blocked here already, to the same end (a failure while blocked): the
+                    # block was announced when it began, and announcing it again would make
+                    # every process read the blocks once more for nothing.
+                    return
                 self.block(address, seconds)
                 now_unix = time.time()
                 await self._redis.zadd(self.blocked_key, {address: now_unix + seconds})

@@ -15,7 +15,7 @@ from .appkeys import CONFIG, METRICS, OUTBOX_WAKEUP, SCHEDULER_WAKEUP, SESSIONMA
 from .audit import audit_json, list_audit
 from .bodies import read_json_object
 from .errors import BadRequest, Conflict
-from .keys import MAX_OVERLAP_SECONDS, KeyService, key_json, parse_limit
+from .keys import MAX_OVERLAP_SECONDS, KeyService, key_json, parse_limit, parse_query
 from .problems import problem
 from .receipts import parse_wait, revocation_receipt, revoke_at_once
 from .scopes import AUDIT_READ, KEYS_READ, KEYS_WRITE
@@ -41,10 +41,11 @@ def cursor_of(request: web.Request) -> str | None:
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    """``GET /api/v1/keys``: one page of keys in list order."""
+    """``GET /api/v1/keys``: one page of keys in list order, those ``q`` finds when given."""
     await require_scope(request, KEYS_READ)
     limit = parse_limit(request.query.get("limit"))
-    page = await key_service(request).list(limit, cursor_of(request))
+    q = parse_query(request.query.get("q"))
+    page = await key_service(request).list(limit, cursor_of(request), q)
     return web.json_response(
         {"items": [key_json(k) for k in page.items], "next_cursor": page.next_cursor},
         headers=NO_STORE,

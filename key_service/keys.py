@@ -18,13 +18,26 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import Select, Table, func, insert, select, tuple_
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apikeys_shared.errors import EnvelopeError
@@ -43,6 +56,7 @@ __all__ = [
     "MAX_LIMIT",
     "MAX_NAME_LENGTH",
     "MAX_OVERLAP_SECONDS",
+    "MAX_QUERY_LENGTH",
     "Actor",
     "Clock",
     "IssuedKey",
@@ -52,7 +66,9 @@ __all__ = [
     "active_list_query",
     "key_json",
     "parse_limit",
+    "parse_query",
     "revoked_list_query",
+    "search_filter",
     "validate_name",
     "validate_overlap",
 ]
@@ -61,6 +77,9 @@ MAX_NAME_LENGTH = 100
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_OVERLAP_SECONDS = 30 * 86400
+MAX_QUERY_LENGTH = 100
+# What can begin a key ID: lowercase hexadecimal digits and the UUID's hyphens.
+_ID_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
 # Rolled keys revoked per transaction by revoke_due; it is called again while any are left.
 DUE_BATCH = 100
 
@@ -133,6 +152,52 @@ def parse_limit(raw: str | None) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
     return limit
+
+
+def parse_query(raw: str | None) -> str | None:
+    """The ``q`` query parameter, trimmed: None when absent or blank; BadRequest when longer
+    than 100 characters or holding control characters."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text:
+        return None
+    if len(text) > MAX_QUERY_LENGTH:
+        raise BadRequest(
+            f"q must be at most {MAX_QUERY_LENGTH} characters (got {len(text)})", field="q"
+        )
+    if not text.isprintable():
+        raise BadRequest("q must contain printable characters only", field="q")
+    return text
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
+def search_filter(q: str, dialect: str) -> ColumnElement[bool]:
+    """Keys whose name contains ``q`` (case-insensitive) or whose key ID starts with it.
+
+    The patterns are rendered into the statement (``literal_execute``) rather than sent as
+    parameters, so that PostgreSQL plans each search for its own pattern: from its trigram
+    statistics it chooses between the trigram and prefix indexes and walking the list index.
+    On PostgreSQL, ILIKE folds the case of every letter; on SQLite, of ASCII letters only.
+    """
+    pattern: BindParameter[str] = bindparam(None, f"%{_like_escaped(q)}%", literal_execute=True)
+    by_name = ApiKey.name.ilike(pattern, escape="/")
+    prefix = q.lower()
+    if not _ID_PREFIX.fullmatch(prefix):
+        return by_name
+    by_id: ColumnElement[bool]
+    if dialect == "postgresql":
+        # Left-anchored, so ix_api_keys_key_id_prefix (varchar_pattern_ops) serves it.
+        by_id = ApiKey.key_id.like(bindparam(None, f"{prefix}%", literal_execute=True))
+    else:
+        # A range (SQLite compares text byte by byte, and every character of a key ID sorts
+        # below DEL), tested on each key as the list's index is walked: ORed with the name
+        # test, which no SQLite index can serve, it cannot use the primary key's index.
+        by_id = and_(ApiKey.key_id >= prefix, ApiKey.key_id < prefix + "\x7f")
+    return or_(by_name, by_id)
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -248,17 +313,27 @@ class _Cursor:
         return cls(phase=phase, at=moment, key_id=key_id)
 
 
-def active_list_query(after: tuple[datetime, str] | None, limit: int) -> Select[ApiKey]:
-    """Active keys after ``(issued_at, key_id)``, newest first (walks ix_api_keys_active_list)."""
+def active_list_query(
+    after: tuple[datetime, str] | None, limit: int, match: ColumnElement[bool] | None = None,
+) -> Select[ApiKey]:
+    """Active keys after ``(issued_at, key_id)``, newest first (walks ix_api_keys_active_list);
+    only those ``match`` selects, when given."""
     query = select(ApiKey).where(ApiKey.status == "active")
+    if match is not None:
+        query = query.where(match)
     if after is not None:
         query = query.where(tuple_(ApiKey.issued_at, ApiKey.key_id) < after)
     return query.order_by(ApiKey.issued_at.desc(), ApiKey.key_id.desc()).limit(limit)
 
 
-def revoked_list_query(after: tuple[datetime, str] | None, limit: int) -> Select[ApiKey]:
-    """Revoked keys after ``(revoked_at, key_id)``, latest last (ix_api_keys_revoked_list)."""
+def revoked_list_query(
+    after: tuple[datetime, str] | None, limit: int, match: ColumnElement[bool] | None = None,
+) -> Select[ApiKey]:
+    """Revoked keys after ``(revoked_at, key_id)``, latest last (ix_api_keys_revoked_list);
+    only those ``match`` selects, when given."""
     query = select(ApiKey).where(ApiKey.status == "revoked")
+    if match is not None:
+        query = query.where(match)
     if after is not None:
         query = query.where(tuple_(ApiKey.revoked_at, ApiKey.key_id) > after)
     return query.order_by(ApiKey.revoked_at.asc(), ApiKey.key_id.asc()).limit(limit)
@@ -435,17 +510,23 @@ class KeyService:
             raise NotFound(f"no key with ID {key_id}")
         return key
 
-    async def list(self, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> KeyPage:
-        """Active keys newest first, then revoked keys with the latest revoked last.
+    async def list(
+        self, limit: int = DEFAULT_LIMIT, cursor: str | None = None, q: str | None = None,
+    ) -> KeyPage:
+        """Active keys newest first, then revoked keys with the latest revoked last; with
+        ``q``, only those whose name contains it or whose key ID starts with it.
 
         Keyset pagination on the two list indexes: every page costs the same, however deep.
+        A cursor is a position in the list, so it continues a search given the same ``q``.
         """
         position = None if cursor is None else _Cursor.decode(cursor)
         items: list[ApiKey] = []
         async with read_session(self._sessionmaker) as session:
+            match = None if q is None else search_filter(q, session.get_bind().dialect.name)
             if position is None or position.phase == "a":
                 after = None if position is None else position.after
-                items = list((await session.scalars(active_list_query(after, limit + 1))).all())
+                items = list((await session.scalars(
+                    active_list_query(after, limit + 1, match))).all())
                 if len(items) > limit:
                     last = items[limit - 1]
                     cursor_a = _Cursor("a", last.issued_at, last.key_id).encode()
@@ -453,7 +534,8 @@ class KeyService:
                 position = None
             remaining = limit - len(items)
             after = None if position is None else position.after
-            revoked = list((await session.scalars(revoked_list_query(after, remaining + 1))).all())
+            revoked = list((await session.scalars(
+                revoked_list_query(after, remaining + 1, match))).all())
         if len(revoked) <= remaining:
             return KeyPage(items + revoked, None)
         if remaining == 0:

@@ -7,6 +7,7 @@ Timestamps are stored as naive UTC and always come back as aware UTC, on SQLite 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 from sqlalchemy import (
@@ -24,6 +25,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "GIN_PENDING_KB",
+    "POSTGRESQL_ONLY",
     "ApiKey",
     "AuditEntry",
     "Base",
@@ -35,8 +38,13 @@ __all__ = [
     "Session",
     "UsageBatch",
     "User",
+    "schema_objects_for",
     "utcnow",
 ]
+
+# The trigram index's pending list (kB): new keys wait there for a merge into the index, and
+# every search reads all of it, so it is kept short (PostgreSQL's default is 4 MB, ~500 pages).
+GIN_PENDING_KB = 128
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -137,6 +145,17 @@ class ApiKey(Base):
         Index("ix_api_keys_revoked_list", "status", "revoked_at", "key_id"),
         # The revocation scheduler's question: which rolled keys are due, soonest first.
         Index("ix_api_keys_revokes_at", "revokes_at"),
+        # The list's search (keys.search_filter), on PostgreSQL only: a key ID prefix (a
+        # pattern_ops index serves a left-anchored match in any collation) and a name fragment
+        # (pg_trgm's trigrams serve ILIKE '%…%'; made only where the extension can be). On
+        # SQLite no index serves the search: none can serve "contains", and the prefix's test,
+        # ORed with the name's, makes SQLite walk the list index either way (docs/api.md).
+        Index("ix_api_keys_key_id_prefix", "key_id",
+              postgresql_ops={"key_id": "varchar_pattern_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_api_keys_name_trgm", "name", postgresql_using="gin",
+              postgresql_ops={"name": "gin_trgm_ops"},
+              postgresql_with={"gin_pending_list_limit": GIN_PENDING_KB},
+              ).ddl_if(dialect="postgresql"),
     )
 
 
@@ -157,6 +176,20 @@ class UsageBatch(Base):
 
     batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+# Indexes made on PostgreSQL only (``ddl_if``): schema comparisons on another database leave
+# them out (``schema_objects_for``).
+POSTGRESQL_ONLY = frozenset({"ix_api_keys_key_id_prefix", "ix_api_keys_name_trgm"})
+
+
+def schema_objects_for(dialect: str) -> Callable[..., bool]:
+    """Alembic's ``include_object`` for a database of ``dialect``: every schema object but the
+    indexes another dialect alone has."""
+
+    def include(obj: object, name: str | None, type_: str, reflected: bool,
+                compare_to: object) -> bool:
+        return not (type_ == "index" and name in POSTGRESQL_ONLY and dialect != "postgresql")
+
+    return include
 
 
 class ManagementToken(Base):

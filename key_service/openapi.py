@@ -12,7 +12,13 @@ from aiohttp import web
 from .audit import ACTIONS
 from .auth import CSRF_HEADER, SESSION_COOKIE
 from .internal import FEED_DEFAULT_LIMIT, FEED_MAX_LIMIT
-from .keys import DEFAULT_LIMIT, MAX_LIMIT, MAX_NAME_LENGTH, MAX_OVERLAP_SECONDS
+from .keys import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    MAX_NAME_LENGTH,
+    MAX_OVERLAP_SECONDS,
+    MAX_QUERY_LENGTH,
+)
 from .middleware import API_BODY_LIMIT
 from .receipts import MAX_WAIT_SECONDS
 from .scopes import AUDIT_READ, EVENTS_READ, KEYS_READ, KEYS_WRITE, SCOPE_HELP, SCOPES
@@ -202,8 +208,20 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "listKeys",
                 "summary": "List keys: active newest first, then revoked, latest revoked last",
+                "description": (
+                    "With q, only the keys whose name contains q (case-insensitive) or whose "
+                    "key ID starts with it, in the same order. A next_cursor continues the "
+                    "search it came from when given the same q."
+                ),
                 "security": _read_or_token(KEYS_READ),
-                "parameters": _PAGING,
+                "parameters": [*_PAGING, {
+                    "name": "q", "in": "query", "required": False,
+                    "description": (
+                        "Search: a fragment of the name, or the start of the key ID; trimmed, "
+                        f"blank means no search, at most {MAX_QUERY_LENGTH} characters"
+                    ),
+                    "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH},
+                }],
                 "responses": {"200": _json("KeyList", "One page of keys"),
                               **_errors("400", "401", "403", "503")},
             },

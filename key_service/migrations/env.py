@@ -12,7 +12,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from key_service.db import create_engine
-from key_service.models import Base
+from key_service.models import Base, schema_objects_for
 
 target_metadata = Base.metadata
 
@@ -24,6 +24,7 @@ def _run(connection: Connection) -> None:
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=schema_objects_for(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

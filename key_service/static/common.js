@@ -286,6 +286,158 @@
     return list;
   }
 
+  /**
+   * A long list shown a page at a time: the first page of ``o.path`` at once, then the next one
+   * when ``o.more`` (a Load more button after the table) is selected or scrolls into view, and
+   * only the items the search box ``o.search`` finds (``?q=``, debounced). The server keeps the
+   * order (active newest first, then revoked). Same interface as ``listTable``: ``refresh()``
+   * shows the first page again, ``find(id)`` looks among the rows loaded.
+   */
+  function pagedTable(o) {
+    const list = { items: [] };
+    const plural = o.noun + 's';
+    let cursor = null;
+    let query = '';
+    // Bumped by every refresh and search: the answer to an older one is dropped.
+    let generation = 0;
+    let loading = null;
+    let focusNext = false;
+    let typing = null;
+
+    function pageUrl(after) {
+      const params = new URLSearchParams({ limit: String(LIST_PAGE_SIZE) });
+      if (query) params.set('q', query);
+      if (after) params.set('cursor', after);
+      return o.path + '?' + params.toString();
+    }
+
+    function summarize() {
+      const shown = list.items.length;
+      const active = list.items.filter(function (i) { return i.status !== 'revoked'; }).length;
+      const counts = active + ' active, ' + (shown - active) + ' revoked';
+      let text = '';
+      if (shown && cursor) {
+        text = (query ? 'Matching ' + plural + ': ' : '') + 'the first ' + shown + ' shown ('
+          + counts + '); more below.';
+      } else if (shown) {
+        text = (query ? shown + ' matching: ' : '') + counts + '.';
+      }
+      o.summary.textContent = text;
+      o.more.hidden = !cursor;
+    }
+
+    function failed(err) {
+      if (err instanceof SessionExpired) {
+        toLogin('expired');
+      } else {
+        o.listError.textContent = 'Could not load the ' + plural + ': ' + err.message;
+        o.listError.hidden = false;
+      }
+      return false;
+    }
+
+    async function fetchPage(after) {
+      const mine = generation;
+      o.table.setAttribute('aria-busy', 'true');
+      try {
+        const page = await api('GET', pageUrl(after));
+        return mine === generation ? page : null;
+      } finally {
+        if (mine === generation) o.table.setAttribute('aria-busy', 'false');
+      }
+    }
+
+    list.refresh = async function () {
+      generation += 1;
+      loading = null;
+      focusNext = false;
+      let page;
+      try {
+        page = await fetchPage(null);
+      } catch (err) {
+        return failed(err);
+      }
+      if (page === null) return false;  // a newer refresh or search took over
+      o.listError.hidden = true;
+      list.items = page.items.slice();
+      cursor = page.next_cursor;
+      const rows = list.items.length ? list.items.map(o.row) : [placeholderRow(query
+        ? 'No ' + plural + ' match “' + query + '”.'
+        : 'No ' + plural + ' yet. Select Issue New ' + capitalized(o.noun) + ' to issue the first one.',
+      o.columns)];
+      o.body.replaceChildren.apply(o.body, rows);
+      summarize();
+      return true;
+    };
+
+    function moreInView() {
+      return !o.more.hidden && o.more.getBoundingClientRect().top < window.innerHeight + 200;
+    }
+
+    /** The next page, appended; ``byHand``: the user asked, so focus goes to its first row. */
+    list.more = function (byHand) {
+      if (byHand) focusNext = true;
+      if (loading) return loading;
+      if (!cursor) return Promise.resolve(false);
+      const after = cursor;
+      const mine = generation;
+      loading = (async function () {
+        let page;
+        try {
+          page = await fetchPage(after);
+        } catch (err) {
+          if (mine === generation) loading = null;
+          return failed(err);
+        }
+        if (page === null) return false;  // a refresh or search began meanwhile
+        loading = null;
+        const rows = page.items.map(o.row);
+        Array.prototype.push.apply(list.items, page.items);
+        cursor = page.next_cursor;
+        o.body.append.apply(o.body, rows);
+        summarize();
+        if (focusNext && rows.length) {
+          rows[0].tabIndex = -1;
+          rows[0].focus();
+        }
+        focusNext = false;
+        // Still in view after a short page: keep going.
+        if (moreInView()) list.more(false);
+        return true;
+      }());
+      return loading;
+    };
+
+    list.find = function (id) {
+      return list.items.filter(function (i) { return i[o.idField] === id; })[0];
+    };
+
+    function search(now) {
+      clearTimeout(typing);
+      const run = function () {
+        const next = o.search.value.trim();
+        if (next === query) return;
+        query = next;
+        list.refresh();
+      };
+      if (now) run(); else typing = setTimeout(run, 250);
+    }
+
+    o.search.addEventListener('input', function () { search(false); });
+    o.search.form.addEventListener('submit', function (event) {
+      event.preventDefault();
+      search(true);
+    });
+    o.more.addEventListener('click', function () { list.more(true); });
+    if ('IntersectionObserver' in window) {
+      new IntersectionObserver(function (entries) {
+        if (entries[entries.length - 1].isIntersecting) list.more(false);
+      }, { rootMargin: '200px' }).observe(o.more);
+    }
+    o.table.setAttribute('aria-busy', 'true');
+    return list;
+  }
+
   // -- the Revoke window of a list ----------------------------------------------------------------
   /**
    * Shows an item's name and ID; Confirm revokes it (``o.path(item)``), refreshes ``o.list`` and
@@ -459,6 +611,7 @@
     currentUser: function () { return meta('backoffice-user'); },
     dateCell: dateCell,
     listTable: listTable,
+    pagedTable: pagedTable,
     placeholderRow: placeholderRow,
     revokeWindow: revokeWindow,
     rowButton: rowButton,

@@ -1,6 +1,6 @@
-/* Manage API Keys: the list, the Issue New Key / New API Key Created dialogs, the Roll dialog and
-   the Revoke dialog (which warns when the key was used within the last day, and waits a few
-   seconds for the revocation's receipt: docs/api.md).
+/* Manage API Keys: the list (a page at a time, with a search box), the Issue New Key / New API
+   Key Created dialogs, the Roll dialog and the Revoke dialog (which warns when the key was used
+   within the last day, and waits a few seconds for the revocation's receipt: docs/api.md).
 
    The secret of a new key lives only in the text of #created-secret while that dialog is open: no
    variable, attribute, storage, URL or history entry ever holds it, and Confirm empties the element. */
@@ -200,20 +200,18 @@
         B.timeElement(replaced.revokes_at, true),
         document.createTextNode(', then it is revoked.'));
     }
-    el.createdDialog.dataset.keyId = created.key_id;
+    el.createdDialog.dataset.name = created.name;
     el.createdDialog.dataset.replaces = replaced ? replaced.key_id : '';
     showSecret();
   }
 
   async function afterCreatedClosed() {
-    const keyId = el.createdDialog.dataset.keyId || '';
+    const name = el.createdDialog.dataset.name || '';
     const rolled = Boolean(el.createdDialog.dataset.replaces);
-    delete el.createdDialog.dataset.keyId;
+    delete el.createdDialog.dataset.name;
     delete el.createdDialog.dataset.replaces;
-    if (await list.refresh()) {
-      const created = list.find(keyId);
-      announce(created ? 'Key “' + created.name + '” ' + (rolled ? 'rolled.' : 'issued.') : '');
-    }
+    // Said even when a search leaves the new key out of the rows shown.
+    if (await list.refresh()) announce('Key “' + name + '” ' + (rolled ? 'rolled.' : 'issued.'));
     el.issueOpen.focus();
   }
 
@@ -284,7 +282,7 @@
   }
 
   // -- after a login round trip: reopen what the user was doing --------------------------------
-  function resume() {
+  async function resume() {
     const pending = B.takePending();
     if (!pending) return;
     if (pending.action === 'issue' && typeof pending.name === 'string') {
@@ -294,7 +292,9 @@
       el.issueNotice.hidden = false;
       return;
     }
-    const key = list.find(pending.key_id);
+    // The key may be further down than the rows loaded: then it is read on its own.
+    const key = list.find(pending.key_id) || await B.api('GET',
+      '/api/v1/keys/' + encodeURIComponent(String(pending.key_id))).catch(function () { return null; });
     if (!key || key.status === 'revoked') return;
     const selector = 'tr[data-key-id="' + CSS.escape(key.key_id) + '"] ';
     if (pending.action === 'revoke') {
@@ -317,10 +317,11 @@
       rollId: byId('roll-id'), rollError: byId('roll-error'), rollCancel: byId('roll-cancel'),
       rollSubmit: byId('roll-submit'), revokeRecent: byId('revoke-recent'),
     };
-    list = B.listTable({
-      path: '/api/v1/keys', idField: 'key_id', issuedField: 'issued_at', noun: 'key', columns: 6,
+    list = B.pagedTable({
+      path: '/api/v1/keys', idField: 'key_id', noun: 'key', columns: 6,
       table: byId('keys'), body: el.body, summary: byId('keys-summary'),
-      listError: byId('list-error'), row: row,
+      listError: byId('list-error'), row: row, more: byId('keys-more'),
+      search: byId('key-search'),
     });
     const openRevokeWindow = B.revokeWindow({
       noun: 'key', idField: 'key_id', list: list, announce: announce, home: el.issueOpen,
@@ -375,6 +376,6 @@
     el.rollCancel.addEventListener('click', function () { el.rollDialog.close(); });
     el.rollDialog.addEventListener('close', afterRollClosed);
 
-    if (await list.refresh()) resume();
+    if (await list.refresh()) await resume();
   });
 }());

@@ -1,5 +1,6 @@
 """``python -m tests.bench`` (what ``make bench`` runs): the gateway benchmark, key_service's,
-the gateway's start-up against a long history, and a flood of made-up key IDs.
+the gateway's start-up against a long history, a flood of made-up key IDs, and the key list
+(list and search at 1,000,000 keys, the Backoffice page's first rows at 100,000).
 
 Each prints its own Markdown tables; the gateway's is also written to artifacts/bench/gateway.md.
 Arguments are passed to the gateway benchmark (``--help`` lists them). The exit status is
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> int:
     sys.stdout.flush()
     statuses = [gateway]
     for module in ("tests.bench.bench_key_service", "tests.bench.bench_startup",
-                   "tests.bench.bench_flood"):
+                   "tests.bench.bench_flood", "tests.bench.bench_key_list"):
         try:
             status = subprocess.run([sys.executable, "-m", module], cwd=ROOT,
                                     check=False).returncode

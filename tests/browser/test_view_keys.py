@@ -67,14 +67,50 @@ def test_view_list_of_keys(page: Page, key_service: RunningKeyService) -> None:
     screenshot(page, "keys-list")
 
 
-def test_the_list_loads_every_page_of_the_api(page: Page, key_service: RunningKeyService) -> None:
+def test_the_first_page_shows_at_once_and_the_rest_loads_as_the_user_scrolls(
+    page: Page, key_service: RunningKeyService,
+) -> None:
     api = key_service.admin_api()
-    issued = [api.issue(f"service {i:03d}")["key_id"] for i in range(105)]
+    issued = [api.issue(f"service {i:03d}")["key_id"] for i in range(205)]
+    api.revoke(issued[100])
     log_in(page, key_service.base_url)
     open_manage_api_keys(page, key_service.base_url)
-    expect(rows(page)).to_have_count(105)
-    shown = [rows(page).nth(i).get_attribute("data-key-id") for i in (0, 104)]
-    assert shown == [issued[-1], issued[0]]
+    # The first page only, newest first; the button to load more under the table.
+    expect(rows(page)).to_have_count(100)
+    assert rows(page).first.get_attribute("data-key-id") == issued[-1]
+    more = page.get_by_role("button", name="Load more keys")
+    expect(more).to_be_visible()
+    expect(page.locator("#keys-summary")).to_contain_text("more below")
+    # Scrolling to the end of the table loads the next page, and the next.
+    more.scroll_into_view_if_needed()
+    expect(rows(page)).to_have_count(200)
+    more.scroll_into_view_if_needed()
+    expect(rows(page)).to_have_count(205)
+    expect(more).to_be_hidden()
+    # In the list's order: active keys newest first, then the revoked one, each once.
+    shown = page.locator("#keys-body tr[data-key-id]").evaluate_all(
+        "rows => rows.map(r => r.dataset.keyId)")
+    assert shown == [k for k in reversed(issued) if k != issued[100]] + [issued[100]]
+    expect(page.locator("#keys-summary")).to_have_text("204 active, 1 revoked.")
+
+
+def test_load_more_by_keyboard_moves_focus_to_the_first_new_row(
+    page: Page, key_service: RunningKeyService,
+) -> None:
+    api = key_service.admin_api()
+    issued = [api.issue(f"service {i:03d}")["key_id"] for i in range(120)]
+    log_in(page, key_service.base_url)
+    open_manage_api_keys(page, key_service.base_url)
+    expect(rows(page)).to_have_count(100)
+    more = page.get_by_role("button", name="Load more keys")
+    more.focus()
+    page.keyboard.press("Enter")
+    expect(rows(page)).to_have_count(120)
+    # Focus is on the first row loaded (the 101st newest key), not left below the table.
+    first_new = row_for(page, issued[19])
+    expect(first_new).to_be_focused()
+    page.keyboard.press("Tab")  # on to that row's first button
+    expect(first_new.get_by_role("button", name="Roll service 019")).to_be_focused()
 
 
 def test_dates_follow_the_browser_locale(page: Page, key_service: RunningKeyService) -> None:

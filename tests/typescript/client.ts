@@ -31,6 +31,10 @@ export async function tour(baseUrl: string, csrf: string): Promise<string[]> {
   }
   const next: string | null | undefined = page.data?.next_cursor;
   if (next) await api.GET("/api/v1/keys", { params: { query: { cursor: next } } });
+  const found = await api.GET("/api/v1/keys", { params: { query: { q: "billing", limit: 20 } } });
+  for (const key of found.data?.items ?? []) {
+    seen.push(describe(key));
+  }
 
   const one = await api.GET("/api/v1/keys/{key_id}", { params: { path: { key_id: id } } });
   if (one.data) seen.push(describe(one.data));

@@ -245,14 +245,77 @@ async def test_failed_auths_throttle_the_address_across_processes(
             break
         await asyncio.sleep(0.02)
     calls = one.key_service.calls
+    cold = known(one, "cold")  # a key neither process holds: it would need a lookup
     for gw in (one, two):
-        resp = await gw.client.get("/api/x", headers=key.headers)
+        resp = await gw.client.get("/api/x", headers=cold.headers)
         assert resp.status == 429
         assert 0 < int(resp.headers["Retry-After"]) <= 30
         assert resp.content_type == "application/problem+json"
     assert one.key_service.calls == calls  # refused before any lookup
     assert one.backend_requests == 0
     assert await one.redis.ttl(f"{one.prefix}fail:127.0.0.1") > 0
+
+
+async def _blocked(gw: Gateway, address: str, threshold: int) -> None:
+    """Fail ``threshold`` times from ``address`` (behind the trusted proxy), until blocked."""
+    bad = {"X-AuthenticationKeyId": new_key_id(), "X-AuthenticationKeyValue": generate_secret(),
+           "X-Forwarded-For": address}
+    for _ in range(threshold):
+        assert (await gw.client.get("/api/x", headers=bad)).status == 401
+    assert await gw.app[FAILURES].retry_after(address) is not None
+
+
+async def _answer(gw: Gateway, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    resp = await gw.client.get(path, headers=headers)
+    return resp.status, await resp.read()
+
+
+@pytest.mark.parametrize("path", ["/api/x", "/_auth/verify"])
+async def test_a_blocked_address_keeps_the_keys_held_in_l1_and_nothing_else(
+    make_gateway: GatewayFactory, path: str,
+) -> None:
+    gw = await make_gateway(GATEWAY_FAILED_AUTH_THRESHOLD="3", GATEWAY_TRUSTED_PROXIES="127.0.0.1")
+    nat = {"X-Forwarded-For": "203.0.113.7"}
+    used = known(gw, "used")  # verified once: L1 holds it with the remembered pair
+    assert (await gw.client.get(path, headers={**used.headers, **nat})).status in (200, 204)
+    pushed = gw.keyring.issue("pushed")  # put into L1 by its event, never verified here
+    await gw.store.apply(gw.keyring.signed(pushed))
+    cold = known(gw, "cold")  # valid, known to key_service, but held nowhere in the gateway
+    revoked = known(gw, "revoked")
+    assert (await gw.client.get(path, headers=revoked.headers)).status in (200, 204)
+    await gw.store.apply(gw.keyring.signed(gw.keyring.revoke(revoked)))
+    await _blocked(gw, nat["X-Forwarded-For"], 3)
+    calls, forwarded = gw.key_service.calls, gw.backend_requests
+    counter = gw.app[FAILURES].key(nat["X-Forwarded-For"])
+    failures = int(await gw.redis.get(counter))
+
+    ok = 200 if path == "/api/x" else 204
+    for key in (used, pushed, used):
+        status, _ = await _answer(gw, path, {**key.headers, **nat})
+        assert status == ok, key.name
+    refused = {
+        "held, wrong secret": {"X-AuthenticationKeyId": used.key_id,
+                               "X-AuthenticationKeyValue": generate_secret()},
+        "held by event, wrong secret": {"X-AuthenticationKeyId": pushed.key_id,
+                                        "X-AuthenticationKeyValue": generate_secret()},
+        "not held": cold.headers,
+        "unknown": {"X-AuthenticationKeyId": new_key_id(),
+                    "X-AuthenticationKeyValue": generate_secret()},
+        "held revoked": revoked.headers,
+        "missing": {},
+    }
+    answers = {name: await _answer(gw, path, {**headers, **nat})
+               for name, headers in refused.items()}
+    for name, (status, body) in answers.items():
+        assert status == 429, name
+        assert body == answers["unknown"][1], name  # one answer, whatever the reason
+    assert gw.key_service.calls == calls  # no lookup for a blocked address
+    assert gw.backend_requests == forwarded + (3 if path == "/api/x" else 0)
+    # Every refusal counted as a failure, the held key's wrong secret like the rest.
+    assert int(await gw.redis.get(counter)) == failures + len(refused)
+    # The right secret after the wrong ones still works; another address is not touched.
+    assert (await _answer(gw, path, {**used.headers, **nat}))[0] == ok
+    assert (await _answer(gw, path, cold.headers))[0] == ok
 
 
 async def test_an_ipv6_client_walking_its_slash_64_is_throttled_as_one(
@@ -264,7 +327,8 @@ async def test_an_ipv6_client_walking_its_slash_64_is_throttled_as_one(
     for host in ("1", "2", "3"):  # three addresses of one /64, behind a trusted proxy
         headers = {**bad, "X-Forwarded-For": f"2001:db8:1:2::{host}"}
         assert (await gw.client.get("/api/x", headers=headers)).status == 401
-    fourth = {**key.headers, "X-Forwarded-For": "2001:db8:1:2:ffff::9"}
+    cold = known(gw, "cold")  # not held yet: from a blocked address it would need a lookup
+    fourth = {**cold.headers, "X-Forwarded-For": "2001:db8:1:2:ffff::9"}
     assert (await gw.client.get("/api/x", headers=fourth)).status == 429
     other = {**key.headers, "X-Forwarded-For": "2001:db8:1:3::1"}  # the next /64
     assert (await gw.client.get("/api/x", headers=other)).status == 200

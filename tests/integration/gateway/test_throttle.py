@@ -123,3 +123,23 @@ async def test_blocks_added_after_redis_lost_its_data_are_adopted(
     await two.record_failure("198.51.100.2")
     one._next_sync = 0.0  # the next read of other processes' blocks is due
     assert await one.retry_after("198.51.100.2") is not None
+
+
+async def test_failures_while_blocked_count_without_announcing_the_block_again(
+    redis_client: aioredis.Redis, redis_prefix: str,
+) -> None:
+    # A blocked address's refusals count as failures; announcing its block anew each time
+    # would make every process read the blocks again for nothing.
+    counter = FailureCounter(redis_client, redis_prefix, threshold=2, window=60)
+    for _ in range(2):
+        await counter.record_failure("192.0.2.5")
+    assert await counter.retry_after("192.0.2.5") is not None
+    version = await redis_client.get(counter.version_key)
+    assert version is not None
+    for _ in range(3):
+        await counter.record_failure("192.0.2.5")
+    assert int(await redis_client.get(counter.key("192.0.2.5"))) == 5
+    assert await redis_client.get(counter.version_key) == version
+    await counter.record_failure("192.0.2.6")
+    await counter.record_failure("192.0.2.6")  # a new block is announced
+    assert await redis_client.get(counter.version_key) != version

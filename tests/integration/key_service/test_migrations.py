@@ -20,13 +20,15 @@ from sqlalchemy.sql.expression import ClauseElement, Executable
 import key_service
 from key_service.db import create_engine, migrate_async
 from key_service.keys import active_list_query, revoked_list_query
-from key_service.models import ApiKey, Base
+from key_service.models import ApiKey, Base, schema_objects_for
 
 MIGRATIONS = Path(key_service.__file__).resolve().parent / "migrations"
 
 
 def _diff(conn: Connection) -> list[object]:
-    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    context = MigrationContext.configure(conn, opts={
+        "compare_type": True, "include_object": schema_objects_for(conn.dialect.name),
+    })
     return list(compare_metadata(context, Base.metadata))
 
 
@@ -44,7 +46,7 @@ async def test_migrations_match_the_models_and_are_idempotent(database_url: str)
     assert {"api_keys", "users", "sessions", "audit_log", "outbox", "login_throttle",
             "management_tokens", "key_usage_days", "usage_batches",
             "gateway_processes"} <= tables
-    assert version == "0004"
+    assert version == "0005"
 
 
 def _to(revision: str, direction: str) -> Callable[[Connection], None]:

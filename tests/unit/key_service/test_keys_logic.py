@@ -1,4 +1,4 @@
-"""Pure logic of the service layer: names, limits and list cursors."""
+"""Pure logic of the service layer: names, limits, list cursors and the search filter."""
 
 from __future__ import annotations
 
@@ -7,9 +7,18 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.dialects.postgresql import asyncpg
+from sqlalchemy.dialects.sqlite import aiosqlite
 
 from key_service.errors import BadRequest
-from key_service.keys import MAX_LIMIT, _Cursor, parse_limit, validate_name
+from key_service.keys import (
+    MAX_LIMIT,
+    _Cursor,
+    parse_limit,
+    parse_query,
+    search_filter,
+    validate_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -80,3 +89,41 @@ def test_any_text_as_cursor_is_a_cursor_or_a_400(raw: str) -> None:
     except BadRequest as exc:
         field = exc.field or ""
     assert field == "cursor"
+
+
+@pytest.mark.parametrize(
+    ("raw", "query"),
+    [(None, None), ("", None), ("   ", None), (" billing ", "billing"), ("x" * 100, "x" * 100),
+     ("50% off_", "50% off_")],
+)
+def test_q_is_trimmed_and_blank_is_no_search(raw: str | None, query: str | None) -> None:
+    assert parse_query(raw) == query
+
+
+@pytest.mark.parametrize("raw", ["x" * 101, "tab\there", "nul\x00", "line\nbreak"])
+def test_bad_q_names_the_parameter(raw: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        parse_query(raw)
+    assert info.value.field == "q"
+
+
+@pytest.mark.parametrize(
+    ("q", "dialect", "sql"),
+    [
+        # Wildcards and the escape character are plain characters of the fragment.
+        ("50%_/x", "sqlite", "lower(api_keys.name) LIKE lower('%50/%/_//x%') ESCAPE '/'"),
+        # Something that can begin a key ID is also tried as one, in lower case.
+        ("01A2-", "postgresql",
+         "api_keys.name ILIKE '%01A2-%' ESCAPE '/' OR api_keys.key_id LIKE '01a2-%'"),
+        ("01A2-", "sqlite", "lower(api_keys.name) LIKE lower('%01A2-%') ESCAPE '/' OR "
+         "api_keys.key_id >= '01a2-' AND api_keys.key_id < '01a2-\x7f'"),
+        ("billing", "postgresql", "api_keys.name ILIKE '%billing%' ESCAPE '/'"),
+    ],
+)
+def test_search_filter_sql(q: str, dialect: str, sql: str) -> None:
+    # The drivers key_service uses (asyncpg does not double a literal's %).
+    compiled = search_filter(q, dialect).compile(
+        dialect=asyncpg.dialect() if dialect == "postgresql" else aiosqlite.dialect(),
+        compile_kwargs={"literal_binds": True},
+    )
+    assert str(compiled) == sql
