@@ -136,7 +136,8 @@ def _fresh_session() -> aiohttp.ClientSession:
 
 async def assert_forward_auth(gw: Gateway, proxy: FrontProxy, name: str) -> dict[str, str]:
     """A known key through ``proxy``, then wrong, missing and half credentials until the
-    gateway's 429 (``gw`` must block after 4 failures); the headers the backend saw first."""
+    gateway's 429 (``gw`` must block after 4 failures), and the held key still served from the
+    blocked client; the headers the backend saw first."""
     key = known(gw, name)
     url = f"http://127.0.0.1:{proxy.port}"
     served = gw.backend_requests
@@ -167,11 +168,14 @@ async def assert_forward_auth(gw: Gateway, proxy: FrontProxy, name: str) -> dict
         # Failures are counted against the client the proxy names, so a fourth one blocks it.
         async with http.get(f"{url}/orders", headers=wrong) as resp:
             assert resp.status == 401
-        async with http.get(f"{url}/orders", headers=key.headers) as resp:
+        async with http.get(f"{url}/orders", headers=wrong) as resp:
             assert resp.status == 429
             assert int(resp.headers["Retry-After"]) > 0
             assert resp.content_type == "application/problem+json"
-    assert gw.backend_requests == served + 1
+        # A key the gateway holds, with its secret, is still served from the blocked address.
+        async with http.get(f"{url}/orders", headers=key.headers) as resp:
+            assert resp.status == 200
+    assert gw.backend_requests == served + 2
     assert await gw.redis.exists(f"{gw.prefix}fail:127.0.0.1") == 1
     return seen
 
