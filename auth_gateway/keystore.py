@@ -150,9 +150,11 @@ class KeyStore:
         if self._negative.get(key_id) is not None:
             self._metrics.child(self._metrics.cache_lookups, "negative", "hit").inc()
             return None
-        if self.ledger.exists(key_id) is False and not self._unknown_budget.take():
+        if (key_id not in self._inflight and self.ledger.exists(key_id) is False
+                and not self._unknown_budget.take()):
             # Not a key this process knows of (from its snapshot and every verified record
             # since), and the budget for such lookups is spent: a made-up ID, most likely.
+            # (Joining a load already under way for the ID costs nothing: one unit per load.)
             self._metrics.child(self._metrics.cache_lookups, "unknown", "refused").inc()
             return None
         for _ in range(_LOAD_ATTEMPTS):
@@ -330,18 +332,26 @@ class KeyStore:
                 self._l1.pop(key_id)
                 return
             new.ends = ends
-            held = self._l1.get(key_id)
-            if held is not None and (held.ends is None or held.ends > ends):
-                held.ends = ends  # an entry that came without the end learns it here
+            self._end_entry(key_id, ends)
         if self.ledger.admits(new, vouched=vouched) and supersedes(new, self._l1.get(key_id)):
             self._l1.put(key_id, new,
                          ends=None if ends is None else self._clock() + (ends - self.wall_clock()))
 
+    def _end_entry(self, key_id: str, ends: float) -> None:
+        """Put the key's end on its L1 entry, if that came without it (an older record)."""
+        held = self._l1.get(key_id)
+        if held is not None and (held.ends is None or held.ends > ends):
+            held.ends = ends
+
     def _ended(self, record: KeyRecord) -> bool:
         """``record``'s key has a scheduled end (noted in the ledger, ``record``'s own
-        ``revokes_at`` included) and it has come by the wall clock."""
+        ``revokes_at`` included) and it has come by the wall clock. The end also goes on the
+        key's L1 entry, whichever record that holds."""
         ends = self.ledger.schedule(record)
-        return ends is not None and self.wall_clock() >= ends
+        if ends is None:
+            return False
+        self._end_entry(record.key_id, ends)
+        return self.wall_clock() >= ends
 
     def due(self, key_id: str) -> bool:
         """``key_id`` is revoked here, or its scheduled revocation (``revokes_at``) has come."""

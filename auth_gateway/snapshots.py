@@ -11,7 +11,9 @@ trusted for it any more than for key records: the copy is used only when its sig
 and only when the feed after it is short (at most ``max_behind`` events); otherwise a fresh one
 is fetched from key_service (and put in Redis for the next process). An old snapshot put back
 into Redis costs a longer feed read, never a revocation: the feed after it brings every later
-one.
+one. Either copy is used only when the feed still holds, at the snapshot's sequence, the event
+the snapshot names (``sync``): after a database restore or a promoted asynchronous standby, the
+same sequence numbers name other events, and the old history's snapshot is not started from.
 """
 
 from __future__ import annotations
@@ -116,9 +118,9 @@ class SnapshotSource:
         """Count the snapshot a process started from."""
         self._metrics.snapshots.labels(source, "used").inc()
 
-    def stale(self) -> None:
-        """Count a Redis copy passed over as too far behind the feed (or ahead of it)."""
-        self._metrics.snapshots.labels("redis", "stale").inc()
+    def stale(self, source: str = "redis") -> None:
+        """Count a snapshot passed over: too far behind the feed, or of another history."""
+        self._metrics.snapshots.labels(source, "stale").inc()
 
 
 def _bytes(value: bytes | str) -> bytes:

@@ -397,15 +397,20 @@ class Synchronizer:
         snapshot = await source.cached()
         origin = "redis"
         if snapshot is not None:
-            page = await self._feed.fetch_events(after=snapshot.sequence, limit=1)
-            behind = page.last_sequence - snapshot.sequence
-            # Ahead of the feed (a database restored from a backup, say): not to be believed.
-            if not 0 <= behind <= source.max_behind:
+            behind = await self._behind(snapshot)
+            # Too far behind, or not of the history the feed holds now (a database restored
+            # from a backup, an asynchronous standby promoted): not to be started from.
+            if behind is None or behind > source.max_behind:
                 source.stale()
                 snapshot = None
         if snapshot is None:
             snapshot = await source.fresh()
             origin = "key_service"
+            if snapshot is not None and await self._behind(snapshot) is None:
+                # key_service checks its own copy against the feed; a failover between its
+                # answer and this read could still part them. The whole feed is always right.
+                source.stale("key_service")
+                snapshot = None
         if snapshot is None:
             log.warning("no revocation snapshot to start from: reading the whole event feed")
             return
@@ -415,6 +420,22 @@ class Synchronizer:
         self._in_process = max(self._in_process, snapshot.sequence)
         log.info("started from the revocation snapshot at sequence %d (%s; %d revoked keys)",
                  snapshot.sequence, origin, len(snapshot.revoked))
+
+    async def _behind(self, snapshot: Snapshot) -> int | None:
+        """How many events the feed holds after ``snapshot``; None when the feed does not hold
+        the snapshot's event at its sequence (another history), or ends before it."""
+        if snapshot.sequence == 0:
+            return (await self._feed.fetch_events(after=0, limit=1)).last_sequence
+        page = await self._feed.fetch_events(after=snapshot.sequence - 1, limit=1)
+        if not page.events or page.last_sequence < snapshot.sequence:
+            return None
+        try:
+            at = Event.from_bytes(page.events[0].body)
+        except EnvelopeError:
+            return None
+        if at.sequence != snapshot.sequence or at.id != snapshot.event_id:
+            return None
+        return page.last_sequence - snapshot.sequence
 
     async def _apply_page(self, events: Sequence[SignedEvent], cursor: int,
                           *, in_order: bool) -> tuple[int, bool]:

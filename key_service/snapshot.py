@@ -7,21 +7,27 @@ event up to that sequence was committed before it was given its sequence (``outb
 keys table read afterwards shows each of those revocations and rolls; anything it shows beyond
 them is true as well, and comes again from the feed after the snapshot's sequence.
 
-The last snapshot made is kept in memory with its sets. Asked again once the feed has moved on by
-at most ``INCREMENTAL_LIMIT`` events, it is brought up to date from those events (the feed's own
-signed bodies, read in order) instead of the whole table: a key_service that has been running a
-while answers every gateway start with a read of the few events since the last one. Redis keeps
-a copy too (the gateway's side), so most starts do not reach key_service at all.
+The last snapshot made is kept in memory with its sets, and with the ID of the event at its
+sequence. It is used again only while the feed still holds that very event there: a database
+restored from a backup, or an asynchronous standby promoted, gives sequence numbers out again to
+other events, and a snapshot of the old history would then miss what the new one holds. While it
+holds, the cached snapshot is served as it is when the feed has not moved (or when a newer one
+was made meanwhile), and brought up to date from the new events when the feed has moved by at
+most ``INCREMENTAL_LIMIT`` of them: a key_service that has been running a while answers every
+gateway start with a read of the few events since the last one. Otherwise the keys table is read
+again, and the sets are built off the event loop. Redis keeps a copy too (the gateway's side),
+so most starts do not reach key_service at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Row, Table, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -48,15 +54,34 @@ INCREMENTAL_LIMIT = 10_000
 
 @dataclass
 class SnapshotCache:
-    """The last snapshot made by this process, its sets, and a lock so that concurrent asks
-    make one."""
+    """The last snapshot made by this process, its sets, the ID of the event at its sequence,
+    and a lock so that concurrent asks make one."""
 
     signed: SignedSnapshot | None = None
     sequence: int = -1
+    event_id: str | None = None
     active: set[str] = field(default_factory=set)
     revoked: set[str] = field(default_factory=set)
     ends: dict[str, datetime] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+async def _event_id_at(engine: AsyncEngine, sequence: int) -> str | None:
+    """The ID of the event the feed holds at ``sequence`` (None at 0, or when it holds none)."""
+    if sequence <= 0:
+        return None
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**{READ_ONLY: True})
+        found: str | None = (await conn.execute(
+            select(_outbox.c.event_id).where(_outbox.c.sequence == sequence)
+        )).scalar_one_or_none()
+        return found
+
+
+async def _still_current(engine: AsyncEngine, cache: SnapshotCache) -> bool:
+    """The cache was made from the history the feed holds now (see the module docstring)."""
+    return cache.signed is not None and (
+        await _event_id_at(engine, cache.sequence)) == cache.event_id
 
 
 async def _last_sequence(engine: AsyncEngine) -> int:
@@ -67,6 +92,14 @@ async def _last_sequence(engine: AsyncEngine) -> int:
         )).scalar_one())
 
 
+def _sets(rows: Sequence[Row[Any, Any, Any]]) -> tuple[set[str], set[str], dict[str, datetime]]:
+    active = {row.key_id for row in rows if row.status == "active"}
+    revoked = {row.key_id for row in rows if row.status != "active"}
+    ends = {row.key_id: row.revokes_at for row in rows
+            if row.status == "active" and row.revokes_at is not None}
+    return active, revoked, ends
+
+
 async def _read_table(engine: AsyncEngine, cache: SnapshotCache) -> None:
     """Every key's status (and a rolled key's end), in one statement: one consistent view."""
     async with engine.connect() as conn:
@@ -74,10 +107,8 @@ async def _read_table(engine: AsyncEngine, cache: SnapshotCache) -> None:
         rows = (await conn.execute(
             select(_keys.c.key_id, _keys.c.status, _keys.c.revokes_at)
         )).all()
-    cache.active = {row.key_id for row in rows if row.status == "active"}
-    cache.revoked = {row.key_id for row in rows if row.status != "active"}
-    cache.ends = {row.key_id: row.revokes_at for row in rows
-                  if row.status == "active" and row.revokes_at is not None}
+    # A million rows take a while to sort into sets: off the event loop.
+    cache.active, cache.revoked, cache.ends = await asyncio.to_thread(_sets, rows)
 
 
 async def _read_events(engine: AsyncEngine, cache: SnapshotCache, sequence: int) -> None:
@@ -101,28 +132,38 @@ async def _read_events(engine: AsyncEngine, cache: SnapshotCache, sequence: int)
             after = event.sequence
 
 
+def _sign(cache: SnapshotCache, sequence: int, event_id: str | None,
+          signer: Signer) -> SignedSnapshot:
+    snapshot = Snapshot(sequence=sequence, time=datetime.now(UTC), event_id=event_id,
+                        active=tuple(cache.active), revoked=tuple(cache.revoked),
+                        ends=dict(cache.ends))
+    return SignedSnapshot.sign(snapshot, signer)
+
+
 async def read_snapshot(
     engine: AsyncEngine, signer: Signer, cache: SnapshotCache,
 ) -> SignedSnapshot:
-    """The snapshot as of the feed's last sequence; OutboxError when the database is away."""
+    """The snapshot as of the feed's last sequence (or a newer one made meanwhile); OutboxError
+    when the database is away."""
     try:
         sequence = await _last_sequence(engine)
-        if cache.signed is not None and cache.sequence == sequence:
+        if cache.sequence >= sequence and await _still_current(engine, cache):
+            assert cache.signed is not None
             return cache.signed
         async with cache.lock:
-            if cache.signed is None or cache.sequence != sequence:
-                behind = sequence - cache.sequence
-                if cache.signed is not None and 0 < behind <= INCREMENTAL_LIMIT:
-                    await _read_events(engine, cache, sequence)
-                else:
-                    # (Also when the feed went backwards: a database restored from a backup.)
-                    await _read_table(engine, cache)
-                snapshot = Snapshot(sequence=sequence, time=datetime.now(UTC),
-                                    active=tuple(cache.active), revoked=tuple(cache.revoked),
-                                    ends=dict(cache.ends))
-                # Serialising and signing a large set takes a while: off the event loop.
-                cache.signed = await asyncio.to_thread(SignedSnapshot.sign, snapshot, signer)
-                cache.sequence = sequence
+            current = await _still_current(engine, cache)
+            if current and cache.sequence >= sequence:
+                assert cache.signed is not None
+                return cache.signed  # made while this ask waited for the lock
+            if current and sequence - cache.sequence <= INCREMENTAL_LIMIT:
+                await _read_events(engine, cache, sequence)
+            else:
+                await _read_table(engine, cache)
+            event_id = await _event_id_at(engine, sequence)
+            # Serialising and signing a large set takes a while: off the event loop.
+            cache.signed = await asyncio.to_thread(_sign, cache, sequence, event_id, signer)
+            cache.sequence, cache.event_id = sequence, event_id
             return cache.signed
     except (SQLAlchemyError, EnvelopeError) as exc:
+        cache.signed = None  # a read that failed half-way leaves nothing to build on
         raise OutboxError(f"reading the revoked keys failed: {exc.__class__.__name__}") from exc

@@ -6,6 +6,7 @@ whole event feed for that grows with history (every issue and revoke ever made).
 serves instead one signed document (docs/architecture.md, "Starting from a snapshot"):
 
     {"type": "apikeys.revocation-snapshot", "version": 1, "sequence": 1234, "time": "...",
+     "event_id": "<the ID of the event at 1234>",
      "active": ["<key ID>", ...], "revoked": ["<key ID>", ...],
      "ends": {"<key ID>": "<revokes_at>", ...}}
 
@@ -16,7 +17,10 @@ then is in ``active`` or ``revoked``; and every key rolled by then and not yet r
 ``revokes_at`` in ``ends``. It may say more (a key issued or revoked while the snapshot was read,
 with a later sequence): the lists only ever name keys that really exist, are revoked or are
 rolled, so a superset is as true as the exact set (a key in both lists is revoked). A gateway
-applies it, then the feed after ``sequence``.
+applies it, then the feed after ``sequence``, once it has checked that the feed still holds the
+event ``event_id`` at ``sequence`` (null at 0): a database restored from a backup, or an
+asynchronous standby promoted, gives sequence numbers out again, and a snapshot of the history
+before that must not be taken for one of the history after it.
 
 Its ``type`` keeps it apart from events: an event body is not a snapshot, and a snapshot body
 is not an event, so neither signature can be passed off as the other.
@@ -48,6 +52,7 @@ class Snapshot:
 
     sequence: int
     time: datetime
+    event_id: str | None
     active: tuple[str, ...]
     revoked: tuple[str, ...]
     ends: dict[str, datetime]
@@ -59,6 +64,7 @@ class Snapshot:
             "version": SNAPSHOT_VERSION,
             "sequence": self.sequence,
             "time": format_time(self.time),
+            "event_id": self.event_id,
             "active": sorted(self.active),
             "revoked": sorted(self.revoked),
             "ends": {key_id: format_time(at) for key_id, at in sorted(self.ends.items())},
@@ -79,6 +85,10 @@ class Snapshot:
         if (not isinstance(sequence, int) or isinstance(sequence, bool)
                 or not 0 <= sequence <= MAX_SEQUENCE):
             raise EnvelopeError("snapshot sequence must be an integer from 0")
+        event_id = obj.get("event_id")
+        if not (event_id is None and sequence == 0) and not (
+                isinstance(event_id, str) and 0 < len(event_id) <= 64 and sequence > 0):
+            raise EnvelopeError("snapshot event_id must name the event at its sequence (null at 0)")
         active = obj.get("active")
         revoked = obj.get("revoked")
         ends = obj.get("ends")
@@ -97,7 +107,8 @@ class Snapshot:
                 raise EnvelopeError("snapshot ends{} names something that is not a key ID")
             parsed_ends[key_id] = parse_time(at, "snapshot ends{}")
         return cls(sequence=sequence, time=parse_time(obj.get("time"), "snapshot time"),
-                   active=tuple(active), revoked=tuple(revoked), ends=parsed_ends)
+                   event_id=event_id, active=tuple(active), revoked=tuple(revoked),
+                   ends=parsed_ends)
 
 
 @dataclass(frozen=True, slots=True)

@@ -862,6 +862,29 @@ async def test_a_revocation_past_a_scheduled_end_is_held_as_revoked(rig: Rig) ->
     assert await rig.store.lookup(key.key_id) == revoked.record
 
 
+
+async def test_an_end_a_lookup_learns_reaches_the_entry_an_older_record_got(rig: Rig) -> None:
+    # The lookup's load brings the rolled record, but an apply of the key's older issued record
+    # overtakes it (so the load does not fill L1): the end the lookup learns still goes on the
+    # L1 entry the older record got.
+    issued = rig.keyring.issue("rolled")
+    ends = datetime.fromtimestamp(rig.wall.now + 2, UTC)
+    rolled = rig.keyring.change(issued, revokes_at=ends, replaced_by=new_key_id())
+    rig.fake.put(rig.keyring.signed(rolled), issued.key_id)
+    rig.fake.hold = asyncio.Event()
+    lookup = asyncio.create_task(rig.store.lookup(issued.key_id))
+    await asked(rig.fake, 1)
+    await rig.store.apply(rig.keyring.signed(issued))
+    rig.fake.hold.set()
+    assert await lookup == rolled.record
+    held = rig.store.cached(issued.key_id)
+    assert held is not None
+    assert held.record == issued.record
+    assert held.ends == ends.timestamp()
+    _advance(rig, 2.5)
+    assert await rig.store.lookup(issued.key_id) is None
+
+
 class _Exchange:
     """The parts of an Exchange the authenticator reads: one key's headers, one address."""
 

@@ -11,12 +11,15 @@ The real key_service app (SQLite) and the real Redis; the synchronizer is driven
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
 
 import pytest
 from aiohttp.test_utils import TestServer
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apikeys_shared.config import Env, load_secrets
 from apikeys_shared.keys import new_key_id
@@ -24,6 +27,8 @@ from auth_gateway.appkeys import KEY_SERVICE, METRICS, REDIS
 from auth_gateway.errors import KeyServiceUnavailable
 from auth_gateway.snapshots import SnapshotSource
 from auth_gateway.sync import FEED_READ, SYNCED, Synchronizer, SyncSettings
+from key_service.appkeys import ENGINE
+from key_service.models import ApiKey, OutboxEvent
 from tests.support.procs import free_port
 
 from .conftest import Gateway, GatewayFactory
@@ -206,6 +211,8 @@ async def test_a_key_service_without_snapshots_means_reading_the_whole_feed(
     assert started.feed_events == 2
     assert started.gateway.store.ledger.is_revoked(key.key_id)
     assert not started.gateway.store.ledger.is_revoked(new_key_id())
+    # Without a snapshot listing the keys, no ID counts as made up: none is budgeted.
+    assert started.gateway.store.ledger.exists(new_key_id()) is None
 
 
 async def test_made_up_key_ids_cost_key_service_at_most_the_budget(
@@ -246,3 +253,54 @@ async def test_made_up_key_ids_cost_key_service_at_most_the_budget(
     # ...and works once it has.
     assert await started.sync.catch_up()
     assert await store.lookup(unknown_yet) is not None
+
+
+async def test_a_new_key_s_first_requests_at_once_spend_one_lookup(
+    make_gateway: GatewayFactory, real_key_service: RealKeyService, secrets_env: dict[str, str],
+) -> None:
+    await real_key_service.issue("before")
+    started = await _start(make_gateway, secrets_env, real_key_service.url,
+                           GATEWAY_UNKNOWN_KEY_LOOKUPS="1")
+    new = await real_key_service.issue("issued a moment ago")  # its event not applied
+    statuses = await asyncio.gather(*(_status(started.gateway, new) for _ in range(10)))
+    assert statuses == [200] * 10
+
+
+async def _last(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(
+            select(func.coalesce(func.max(OutboxEvent.sequence), 0)))).scalar_one())
+
+
+async def test_a_snapshot_of_a_history_the_database_no_longer_holds_is_not_used(
+    make_gateway: GatewayFactory, real_key_service: RealKeyService, secrets_env: dict[str, str],
+) -> None:
+    # A database restored from a backup (or an asynchronous standby promoted) gives sequence
+    # numbers out again: neither key_service's cached snapshot nor Redis's copy of the old
+    # history may be started from, or a revocation made on the new history would be missed.
+    ks = real_key_service
+    engine = ks.server.app[ENGINE]
+    k1 = await ks.issue("k1")
+    k1_id = k1["X-AuthenticationKeyId"]
+    first = await _start(make_gateway, secrets_env, ks.url)
+    assert await _status(first.gateway, k1) == 200  # Redis holds K1's active record
+    active = await first.gateway.redis.get(first.gateway.store.redis_key(k1_id))
+    restored_at = await _last(engine)
+    lost = [await ks.issue(f"lost {n}") for n in range(2)]
+    await _start(make_gateway, secrets_env, ks.url, max_behind=0)  # snapshots of the old history
+
+    async with engine.begin() as conn:  # the restore: back to restored_at
+        await conn.execute(delete(OutboxEvent).where(OutboxEvent.sequence > restored_at))
+        await conn.execute(delete(ApiKey).where(
+            ApiKey.key_id.in_([h["X-AuthenticationKeyId"] for h in lost])))
+    # The new history: K1 revoked while no gateway ran, two keys issued.
+    await ks.revoke(k1_id)
+    new = [(await ks.issue(f"new {n}"))["X-AuthenticationKeyId"] for n in range(2)]
+    await first.gateway.redis.set(first.gateway.store.redis_key(k1_id), active)  # a replay
+
+    later = await _start(make_gateway, secrets_env, ks.url)
+    assert later.count("gateway_snapshots", source="redis", outcome="stale") == 1
+    assert later.count("gateway_snapshots", source="key_service", outcome="used") == 1
+    assert later.gateway.store.ledger.is_revoked(k1_id)
+    assert all(later.gateway.store.ledger.exists(key_id) for key_id in new)
+    assert await _status(later.gateway, k1) == 401

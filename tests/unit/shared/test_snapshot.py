@@ -15,6 +15,7 @@ from apikeys_shared.snapshot import SignedSnapshot, Snapshot
 A = "0190f0a0-0000-7000-8000-000000000001"
 B = "0190f0a0-0000-7000-8000-000000000002"
 AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+EVENT = "6f1c1f3e-5b0e-4a53-9d3c-2b8f1a0e7c11"
 
 
 @pytest.fixture
@@ -24,20 +25,21 @@ def keys() -> tuple[Signer, Verifier]:
 
 
 def _snapshot() -> Snapshot:
-    return Snapshot(sequence=42, time=AT, active=(A,), revoked=(B,), ends={A: AT})
+    return Snapshot(sequence=42, time=AT, event_id=EVENT, active=(A,), revoked=(B,),
+                    ends={A: AT})
 
 
 def test_a_signed_snapshot_verifies_and_reads_back(keys: tuple[Signer, Verifier]) -> None:
     signer, verifier = keys
     signed = SignedSnapshot.sign(_snapshot(), signer)
     read = signed.verify(verifier)
-    assert (read.sequence, read.time, read.active, read.revoked, read.ends) == (
-        42, AT, (A,), (B,), {A: AT})
+    assert (read.sequence, read.time, read.event_id, read.active, read.revoked, read.ends) == (
+        42, AT, EVENT, (A,), (B,), {A: AT})
     assert signed.signing_key == signer.key_id
     # Canonical: the same content gives the same bytes, the IDs in order.
     assert signed.body == SignedSnapshot.sign(_snapshot(), signer).body
-    both = SignedSnapshot.sign(Snapshot(sequence=1, time=AT, active=(B, A), revoked=(),
-                                        ends={}), signer)
+    both = SignedSnapshot.sign(Snapshot(sequence=1, time=AT, event_id=EVENT, active=(B, A),
+                                        revoked=(), ends={}), signer)
     assert json.loads(both.body)["active"] == [A, B]
 
 
@@ -77,6 +79,10 @@ def test_an_event_body_is_not_a_snapshot(keys: tuple[Signer, Verifier]) -> None:
     ({"ends": {"x": "2026-12-01T09:00:00Z"}}, "ends"),
     ({"ends": {A: "tomorrow"}}, "ends"),
     ({"time": None}, "time"),
+    ({"event_id": None}, "event_id"),  # at a sequence above 0 it names the event there
+    ({"event_id": 7}, "event_id"),
+    ({"event_id": ""}, "event_id"),
+    ({"sequence": 0}, "event_id"),  # and at 0 there is none
 ])
 def test_parsing_is_strict(change: dict[str, object], message: str) -> None:
     body = json.loads(_snapshot().to_bytes())
