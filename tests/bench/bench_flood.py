@@ -7,10 +7,10 @@ Our own key_service (SQLite) and a 1-worker gateway with the default settings bu
 believes ``X-Forwarded-For`` from loopback, so that one client on this machine can speak for
 ``--addresses`` client addresses (10.0.x.y), as a load balancer in front of it would. Every
 request carries a distinct, well-formed key ID that was never issued. Counted: the lookups
-key_service answered (its own ``/metrics``, route ``/internal/v1/keys/{key_id}``), against the
-requests sent. Meanwhile, one key is issued after another through the API and sent through the
-gateway at once, then again until it is let through: the time from the issue call's answer to
-the first 2xx.
+key_service answered (its own ``/metrics``, route ``/internal/v1/keys/{key_id}``; the keys issued
+meanwhile included, so an upper bound), against the requests sent. Meanwhile, one key is issued
+after another through the API and sent through the gateway at once, then again until it is let
+through: the time from the issue call's answer to the first 2xx.
 
 Aims (issue 17): key_service lookups ≤ 1 % of the requests; a key issued a moment ago usable
 through the gateway within 100 ms (p99).
@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> list[str]:
             started = time.perf_counter()
             statuses = asyncio.run(both())
             seconds = time.perf_counter() - started
-            lookups = _lookups(stack.key_service_port) - before - len(samples)
+            # (Including any lookup of the keys issued meanwhile: an upper bound for the flood.)
+            lookups = _lookups(stack.key_service_port) - before
     share = lookups / args.requests
     p50, p99 = percentile(samples, 50), percentile(samples, 99)
     answered = ", ".join(f"{status}: {count:,}" for status, count in sorted(statuses.items()))
