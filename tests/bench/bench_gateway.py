@@ -482,9 +482,11 @@ def run(options: Options) -> tuple[str, bool]:
         "Timing probe: requests of all classes shuffled into one random order, latency measured "
         "client-side per request over 4 keep-alive connections to the 2-worker gateway; "
         "GATEWAY_FAILED_AUTH_THRESHOLD raised so that the probe's failures from one address are "
-        "not answered 429. New unknown IDs cost a key_service lookup each; repeated ones are "
-        "answered from the gateway's negative cache (its TTL, GATEWAY_NEGATIVE_TTL, is 5 s by "
-        "default, so each is looked up again now and then).",
+        "not answered 429. New unknown IDs are IDs no key has: each costs a key_service lookup "
+        "only within the budget for IDs a process does not know to exist "
+        "(GATEWAY_UNKNOWN_KEY_LOOKUPS, 5 a second), and is refused without one past it; "
+        "repeated ones are answered from the gateway's negative cache (its TTL, "
+        "GATEWAY_NEGATIVE_TTL, is 5 s by default) when they were looked up.",
     ]
     if probe is not None and probe.reconnects:
         notes.append(f"The probe had to reconnect {probe.reconnects} times (outside the timing).")
