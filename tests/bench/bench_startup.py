@@ -158,8 +158,8 @@ def run(args: argparse.Namespace) -> list[str]:
             f"{start.rss_mib:.0f} | {start.feed_events:,.0f} | {start.snapshot} |")
     lines += [
         "",
-        f"Snapshot: {size:,} bytes for {built.revoked:,} revoked keys "
-        f"({size / max(built.revoked, 1):.1f} bytes each).",
+        f"Snapshot: {size:,} bytes for {args.keys:,} keys, {built.revoked:,} of them revoked "
+        f"({size / max(args.keys, 1):.1f} bytes a key).",
         "",
         "| aim | measured | target | verdict |",
         "| --- | ---: | ---: | --- |",
