@@ -22,8 +22,12 @@ the channel.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import logging
 import re
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -48,6 +52,8 @@ from .usage import UsageService, parse_report
 __all__ = [
     "FEED_DEFAULT_LIMIT", "FEED_MAX_LIMIT", "FeedQueryError", "add_internal_routes", "read_feed",
 ]
+
+log = logging.getLogger("key_service")
 
 FEED_DEFAULT_LIMIT = 500
 FEED_MAX_LIMIT = 1000
@@ -221,9 +227,32 @@ async def snapshot(request: web.Request) -> web.Response:
     })
 
 
+async def _prepare_snapshot(app: web.Application) -> AsyncIterator[None]:
+    """Make the snapshot as key_service starts, in the background, so that the first gateway
+    process to start does not wait for a read of the whole keys table (later asks bring it up
+    to date from the events since)."""
+    signer = app[CONFIG].secrets.signer
+    assert signer is not None  # load_config always reads the signing key
+
+    async def prepare() -> None:
+        try:
+            await read_snapshot(app[ENGINE], signer, app[_SNAPSHOTS])
+        except OutboxError as exc:
+            log.warning("could not prepare the gateways' snapshot yet: %s", exc)
+
+    task = asyncio.create_task(prepare(), name="key_service-snapshot")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def add_internal_routes(app: web.Application) -> None:
-    """Register ``/internal/v1/*`` on ``app``."""
+    """Register ``/internal/v1/*`` on ``app`` (and the snapshot's preparation at start)."""
     app[_SNAPSHOTS] = SnapshotCache()
+    app.cleanup_ctx.append(_prepare_snapshot)
     app.router.add_get("/internal/v1/snapshot", snapshot, name="internal_snapshot")
     app.router.add_get("/internal/v1/events", events, name="internal_events")
     app.router.add_get("/internal/v1/keys/{key_id}", key_record, name="internal_key")

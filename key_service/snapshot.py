@@ -15,7 +15,8 @@ holds, the cached snapshot is served as it is when the feed has not moved (or wh
 was made meanwhile), and brought up to date from the new events when the feed has moved by at
 most ``INCREMENTAL_LIMIT`` of them: a key_service that has been running a while answers every
 gateway start with a read of the few events since the last one. Otherwise the keys table is read
-again, and the sets are built off the event loop. Redis keeps a copy too (the gateway's side),
+again, and the sets are built off the event loop. key_service makes the first one as it starts
+(``internal``), so that the first gateway to start after it rarely waits for the table. Redis keeps a copy too (the gateway's side),
 so most starts do not reach key_service at all.
 """
 
@@ -92,23 +93,26 @@ async def _last_sequence(engine: AsyncEngine) -> int:
         )).scalar_one())
 
 
-def _sets(rows: Sequence[Row[Any, Any, Any]]) -> tuple[set[str], set[str], dict[str, datetime]]:
-    active = {row.key_id for row in rows if row.status == "active"}
-    revoked = {row.key_id for row in rows if row.status != "active"}
-    ends = {row.key_id: row.revokes_at for row in rows
-            if row.status == "active" and row.revokes_at is not None}
+def _sets(statuses: Sequence[Row[Any, Any]], rolled: Sequence[Row[Any, Any]],
+          ) -> tuple[set[str], set[str], dict[str, datetime]]:
+    active = {row.key_id for row in statuses if row.status == "active"}
+    revoked = {row.key_id for row in statuses if row.status != "active"}
+    ends = {row.key_id: row.revokes_at for row in rolled if row.key_id in active}
     return active, revoked, ends
 
 
 async def _read_table(engine: AsyncEngine, cache: SnapshotCache) -> None:
-    """Every key's status (and a rolled key's end), in one statement: one consistent view."""
+    """Every key's status in one statement (one consistent view: no key can fall between the
+    active and the revoked), then the rolled keys' ends (few, by their index). Both are read
+    after the feed's last sequence, so each shows everything up to it (module docstring)."""
     async with engine.connect() as conn:
         conn = await conn.execution_options(**{READ_ONLY: True})
-        rows = (await conn.execute(
-            select(_keys.c.key_id, _keys.c.status, _keys.c.revokes_at)
+        statuses = (await conn.execute(select(_keys.c.key_id, _keys.c.status))).all()
+        rolled = (await conn.execute(
+            select(_keys.c.key_id, _keys.c.revokes_at).where(_keys.c.revokes_at.is_not(None))
         )).all()
     # A million rows take a while to sort into sets: off the event loop.
-    cache.active, cache.revoked, cache.ends = await asyncio.to_thread(_sets, rows)
+    cache.active, cache.revoked, cache.ends = await asyncio.to_thread(_sets, statuses, rolled)
 
 
 async def _read_events(engine: AsyncEngine, cache: SnapshotCache, sequence: int) -> None:

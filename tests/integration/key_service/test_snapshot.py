@@ -11,8 +11,10 @@ from apikeys_shared.signing import Verifier
 from apikeys_shared.snapshot import SignedSnapshot, Snapshot
 from key_service.appkeys import ENGINE
 from key_service.config import KeyServiceConfig
+from key_service.internal import _SNAPSHOTS
 from key_service.snapshot import SnapshotCache, read_snapshot
 from tests.integration.key_service.conftest import Client
+from tests.support.stack import eventually
 
 PATH = "/internal/v1/snapshot"
 
@@ -121,3 +123,17 @@ async def test_brought_up_to_date_from_the_feed_it_equals_a_read_of_the_table(
         [keys[0]["key_id"], keys[2]["key_id"]])
     assert updated.ends == fresh.ends
     assert list(updated.ends) == [keys[1]["key_id"]]
+
+
+async def test_key_service_prepares_it_as_it_starts(
+    admin: Client, ks_config: KeyServiceConfig,
+) -> None:
+    cache = admin.http.server.app[_SNAPSHOTS]
+
+    async def made() -> bool:
+        return cache.signed is not None
+
+    await eventually(made, "the snapshot made at start")
+    prepared = cache.signed
+    signed, _ = await _snapshot(admin, ks_config)
+    assert signed == prepared  # the first gateway to ask is served what was prepared
