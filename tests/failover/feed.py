@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import aiohttp
 
 from apikeys_shared.events import Event, SignedEvent
 from apikeys_shared.signing import Verifier
 from tests.support.stack import Stack
 
-__all__ = ["read_feed", "sequence_faults"]
+__all__ = ["out_of_order", "read_feed", "sequence_faults"]
 
 
 async def read_feed(http: aiohttp.ClientSession, stack: Stack, verifier: Verifier) -> list[Event]:
@@ -31,14 +33,22 @@ async def read_feed(http: aiohttp.ClientSession, stack: Stack, verifier: Verifie
         after = events[-1].sequence
 
 
-def sequence_faults(events: list[Event]) -> list[str]:
-    """What is wrong with a list of events that should be the sequences 1..N, each once, in
-    order, one event per sequence: empty when nothing is."""
+def out_of_order(events: list[Event]) -> list[tuple[int, int]]:
+    """Each pair of neighbours (earlier, later) whose sequences go backwards."""
+    return [(a.sequence, b.sequence) for a, b in itertools.pairwise(events)
+            if b.sequence < a.sequence]
+
+
+def sequence_faults(events: list[Event], *, in_order: bool = True) -> list[str]:
+    """What is wrong with a list of events that should be the sequences 1..N, each once, one
+    event per sequence (and ``in_order``, in that order): empty when nothing is."""
     faults = []
     sequences = [e.sequence for e in events]
-    if sequences != list(range(1, len(events) + 1)):
+    expected = list(range(1, len(events) + 1))
+    if (sequences if in_order else sorted(sequences)) != expected:
         missing = sorted(set(range(1, max(sequences, default=0) + 1)) - set(sequences))
-        faults.append(f"not 1..N in order: missing {missing[:10]}, got {sequences[:5]}...")
+        faults.append(f"not 1..N{' in order' if in_order else ''}: missing {missing[:10]}, "
+                      f"backwards {out_of_order(events)[:5]}, got {sequences[:5]}...")
     ids = [e.id for e in events]
     if len(set(ids)) != len(ids):
         faults.append("an event ID appears twice")
