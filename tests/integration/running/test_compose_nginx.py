@@ -44,7 +44,7 @@ def _localize(conf: str, listen: int, gateway: int, backend: int) -> str:
 
 
 @contextlib.contextmanager
-def _nginx(tmp_path: Path, servers: list[str]) -> Iterator[None]:
+def _nginx(tmp_path: Path, servers: list[str]) -> Iterator[subprocess.Popen[bytes]]:
     assert os.access(NGINX, os.X_OK), "nginx is not installed (scripts/debian-packages.sh)"
     for index, server in enumerate(servers):
         (tmp_path / f"server{index}.conf").write_text(server)
@@ -60,9 +60,10 @@ def _nginx(tmp_path: Path, servers: list[str]) -> Iterator[None]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        yield
+        yield proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
 
@@ -89,21 +90,32 @@ async def test_forward_auth_and_load_balancer_fronts(
            "GATEWAY_QUEUE_PREFIX": f"{amqp_names.prefix}.gateway",
            "GATEWAY_REDIS_PREFIX": redis_prefix,
            "ADMIN_USERNAME": "nginx-admin", "ADMIN_PASSWORD": PASSWORD}
-    servers = [
-        _localize((CONFIGS / name).read_text(), port, gateway, backend)
-        for name, port in (("forward-auth.conf", forward_auth), ("lb.conf", lb))
-    ]
-    # The forward-auth front once more, asking a gateway address where nothing listens.
-    servers.append(_localize((CONFIGS / "forward-auth.conf").read_text(), unreachable,
-                             free_port(), backend))
     log = tmp_path / "run_local.log"
     proc = start_run_local(env, log)
     try:
         wait_banner(proc, log)
-        with _nginx(tmp_path, servers):
-            for port in (forward_auth, lb, unreachable):
-                _wait_port(port)
-            await _exercise(key_service, forward_auth, lb, unreachable)
+        for attempt in range(3):
+            servers = [
+                _localize((CONFIGS / name).read_text(), port, gateway, backend)
+                for name, port in (("forward-auth.conf", forward_auth), ("lb.conf", lb))
+            ]
+            # The forward-auth front once more, asking a gateway address where nothing listens.
+            servers.append(_localize((CONFIGS / "forward-auth.conf").read_text(), unreachable,
+                                     free_port(), backend))
+            with _nginx(tmp_path, servers) as nginx:
+                for port in (forward_auth, lb, unreachable):
+                    _wait_port(port)
+                if nginx.poll() is not None:
+                    # A port taken since it was picked (another process's outgoing connection
+                    # can land on it): nginx could not listen. Pick the fronts' ports afresh.
+                    errors = (tmp_path / "error.log").read_text(errors="replace")
+                    assert "Address already in use" in errors, errors
+                    assert attempt < 2, errors
+                    forward_auth, lb, unreachable = free_port(), free_port(), free_port()
+                    continue
+                await _exercise(key_service, forward_auth, lb, unreachable)
+                assert nginx.poll() is None
+                break
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
     finally:
