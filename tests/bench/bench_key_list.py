@@ -23,12 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import platform
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -43,6 +40,7 @@ from key_service.db import create_engine, make_sessionmaker, migrate, migrate_as
 from key_service.keys import KeyService
 from key_service.models import ApiKey
 from tests.bench.stats import percentile
+from tests.bench.table import Row, latencies, print_rows
 from tests.support.procs import ServiceProcess, free_port, wait_http
 from tests.support.services import temporary_database
 
@@ -54,17 +52,6 @@ _SERVICES = [
 _ENVIRONMENTS = ["production", "staging", "development", "sandbox"]
 _BATCH = 10_000
 _ADMIN = ("bench.admin", "a long benchmark password")
-
-
-@dataclass
-class Row:
-    """One line of the report."""
-
-    backend: str
-    what: str
-    value: str
-    baseline: str
-    ratio: str
 
 
 def _name(n: int) -> str:
@@ -91,17 +78,6 @@ async def build_keys(engine: AsyncEngine, count: int) -> None:
             async with engine.begin() as conn:
                 await conn.execute(insert(table), batch)
             batch = []
-
-
-async def _latencies(samples: int, call: Callable[[], Awaitable[object]]) -> list[float]:
-    for _ in range(5):
-        await call()
-    out: list[float] = []
-    for _ in range(samples):
-        began = time.perf_counter()
-        await call()
-        out.append((time.perf_counter() - began) * 1000)
-    return out
 
 
 async def _bench_list(backend: str, url: str, args: argparse.Namespace) -> list[Row]:
@@ -132,7 +108,7 @@ async def _bench_list(backend: str, url: str, args: argparse.Namespace) -> list[
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
 
-        ping50 = percentile(await _latencies(args.samples, select_one), 50)
+        ping50 = percentile(await latencies(args.samples, select_one), 50)
         searches = {
             "no q (first page)": None,
             "q = a common word ('billing', 1 key in 21)": "billing",
@@ -142,13 +118,13 @@ async def _bench_list(backend: str, url: str, args: argparse.Namespace) -> list[
         }
         mixed: list[float] = []
         for label, q in searches.items():
-            samples = await _latencies(args.samples, lambda q=q: service.list(50, None, q))
+            samples = await latencies(args.samples, lambda q=q: service.list(50, None, q))
             if q is not None:
                 mixed += samples
             rows.append(_latency_row(backend, f"list, {label}", samples, ping50))
         rows.append(_latency_row(backend, "list with q, the four searches together", mixed,
                                  ping50))
-        worst = await _latencies(max(5, args.samples // 10),
+        worst = await latencies(max(5, args.samples // 10),
                                  lambda: service.list(50, None, "zq"))
         rows.append(_latency_row(
             backend, "list, q = two letters found nowhere ('zq': no trigram, reads every key)",
@@ -245,19 +221,11 @@ def _bench_page(args: argparse.Namespace) -> list[Row]:
 
 
 def _print(rows: list[Row], args: argparse.Namespace, seconds: float) -> None:
-    headers = ("backend", "measure", "result", "baseline (same run)", "ratio")
-    table = [headers, *((r.backend, r.what, r.value, r.baseline, r.ratio) for r in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\nkey list benchmark: Python {platform.python_version()}, {os.cpu_count()} cores, "
-          f"{args.keys:,} keys listed, {args.samples} samples, {seconds:.0f} s; load average at "
-          f"the end {load} (other work on the machine skews every figure)")
-    for n, line in enumerate(table):
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-    print("aims: list p95 <= 20 ms at 1,000,000 keys on PostgreSQL (with and without q); "
-          "first rows <= 1 s at 100,000 keys")
+    print()
+    print_rows("key list benchmark",
+               f"{args.keys:,} keys listed, {args.samples} samples, {seconds:.0f} s", rows,
+               "list p95 <= 20 ms at 1,000,000 keys on PostgreSQL (with and without q); "
+               "first rows <= 1 s at 100,000 keys")
 
 
 async def _lists(args: argparse.Namespace) -> list[Row]:

@@ -20,13 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import platform
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -44,20 +42,10 @@ from key_service.metrics import Metrics
 from key_service.models import ApiKey, AuditEntry
 from key_service.relay import Relay
 from tests.bench.stats import percentile
+from tests.bench.table import Row, latencies, print_rows
 from tests.support.services import RABBITMQ_URL, temporary_database
 
 _ACTOR = Actor(user_id=None, username="bench", client_address="127.0.0.1", request_id="bench")
-
-
-@dataclass
-class Row:
-    """One line of the report."""
-
-    backend: str
-    what: str
-    value: str
-    baseline: str
-    ratio: str
 
 
 def _secrets() -> dict[str, str]:
@@ -79,18 +67,6 @@ async def _rate(total: int, concurrency: int, call: Callable[[int], Awaitable[ob
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return total / (time.perf_counter() - start)
-
-
-async def _latencies(samples: int, call: Callable[[], Awaitable[object]]) -> list[float]:
-    """Milliseconds of ``samples`` sequential calls (after a few warm-up calls)."""
-    for _ in range(5):
-        await call()
-    out: list[float] = []
-    for _ in range(samples):
-        start = time.perf_counter()
-        await call()
-        out.append((time.perf_counter() - start) * 1000)
-    return out
 
 
 async def _bulk_keys(engine: AsyncEngine, count: int) -> None:
@@ -150,16 +126,16 @@ async def _bench_database(
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
 
-        ping = await _latencies(args.samples, select_one)
+        ping = await latencies(args.samples, select_one)
         ping50 = percentile(ping, 50)
-        first = await _latencies(args.samples, lambda: service.list(50))
+        first = await latencies(args.samples, lambda: service.list(50))
         # A cursor deep in the list: past half of all keys (well inside the active ones).
         cursor: str | None = None
         for _ in range(args.keys // 2 // 500):
             page = await service.list(500, cursor)
             cursor = page.next_cursor
         deep_cursor = cursor
-        deep = await _latencies(args.samples, lambda: service.list(50, deep_cursor))
+        deep = await latencies(args.samples, lambda: service.list(50, deep_cursor))
         total = args.keys + args.issues * len({1, args.concurrency})
         for label, samples in ((f"list first page of {total:,}", first),
                                (f"list page past key {args.keys // 2:,}", deep)):
@@ -219,19 +195,10 @@ async def _bench_relay(
 
 
 def _print(rows: list[Row], args: argparse.Namespace, seconds: float) -> None:
-    headers = ("backend", "measure", "result", "baseline (same run)", "ratio")
-    table = [headers, *((r.backend, r.what, r.value, r.baseline, r.ratio) for r in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"key_service benchmark: Python {platform.python_version()}, {os.cpu_count()} cores, "
-          f"{args.issues:,} issues per concurrency, {args.keys:,} keys, {args.samples} samples, "
-          f"{seconds:.0f} s; load average at the end {load} (other work on the machine skews "
-          f"every figure)")
-    for n, line in enumerate(table):
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-    print("aims: >= 500 issues/s on PostgreSQL; list p95 < 20 ms")
+    print_rows("key_service benchmark",
+               f"{args.issues:,} issues per concurrency, {args.keys:,} keys, "
+               f"{args.samples} samples, {seconds:.0f} s",
+               rows, ">= 500 issues/s on PostgreSQL; list p95 < 20 ms")
 
 
 async def _main(args: argparse.Namespace) -> None:
