@@ -91,10 +91,18 @@ NAME: Setting[str | None] = Setting(
     shown="the host name",
 )
 L1_SIZE: Setting[int] = Setting(
-    "GATEWAY_L1_SIZE", 10000, "key records each process caches (LRU)", 0, 10_000_000)
+    "GATEWAY_L1_SIZE", 200_000,
+    "key records each process caches (LRU; about 1.6 KiB of memory each)", 0, 10_000_000)
 L1_TTL: Setting[float] = Setting(
-    "GATEWAY_L1_TTL", 30.0, "seconds a cached record is kept at most (a safety net: events "
-    "update the cache at once)", 0, 86400)
+    "GATEWAY_L1_TTL", 30.0, "seconds a cached record is used past the later of when it was cached "
+    "and the last moment the process knew it had every key event (a safety net: events update "
+    "the cache at once)", 0, 86400)
+L1_KEEP_WHILE_CURRENT: Setting[bool] = Setting(
+    "GATEWAY_L1_KEEP_WHILE_CURRENT", True,
+    "keep a cached record for as long as it is used while the process knows it has applied "
+    "every key event (off: every record is read from Redis again `GATEWAY_L1_TTL` seconds after "
+    "it was cached)",
+)
 NEGATIVE_SIZE: Setting[int] = Setting(
     "GATEWAY_NEGATIVE_SIZE", 10000, "unknown key IDs each process remembers", 0, 10_000_000)
 NEGATIVE_TTL: Setting[float] = Setting(
@@ -194,10 +202,10 @@ SETTINGS = Catalogue.of("auth_gateway", (
     UNIX_SOCKET, UNIX_SOCKET_MODE, KEY_SERVICE_URL, KEY_SERVICE_TIMEOUT, shared.REDIS_URL,
     REDIS_TIMEOUT, REDIS_PREFIX, shared.RABBITMQ_URL, shared.EXCHANGE, QUEUE_PREFIX,
     DEAD_LETTER_EXCHANGE, FEED_POLL_INTERVAL, FEED_SAFETY_INTERVAL, HEARTBEAT_INTERVAL, NAME,
-    L1_SIZE, L1_TTL, NEGATIVE_SIZE, NEGATIVE_TTL, UNKNOWN_KEY_LOOKUPS, FAILED_AUTH_THRESHOLD,
-    FAILED_AUTH_WINDOW, FAILED_AUTH_SYNC, RETRY_AFTER, USAGE_RECORDING, USAGE_REPORT_INTERVAL,
-    USAGE_BUFFER_KEYS, TRUSTED_PROXIES, METRICS_ALLOW, MAX_HEADER_BYTES, MAX_HEADERS,
-    MAX_BODY_BYTES,
+    L1_SIZE, L1_TTL, L1_KEEP_WHILE_CURRENT, NEGATIVE_SIZE, NEGATIVE_TTL, UNKNOWN_KEY_LOOKUPS,
+    FAILED_AUTH_THRESHOLD, FAILED_AUTH_WINDOW, FAILED_AUTH_SYNC, RETRY_AFTER, USAGE_RECORDING,
+    USAGE_REPORT_INTERVAL, USAGE_BUFFER_KEYS, TRUSTED_PROXIES, METRICS_ALLOW, MAX_HEADER_BYTES,
+    MAX_HEADERS, MAX_BODY_BYTES,
     UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TIMEOUT, MIN_UPLOAD_RATE, UPSTREAM_MAX_CONNECTIONS,
     UPSTREAM_IDLE_TIMEOUT, SHUTDOWN_TIMEOUT, LOG_LEVEL,
 ))
@@ -245,6 +253,7 @@ class GatewayConfig:
     name: str | None = None  # None: the host name
     l1_size: int = L1_SIZE.default
     l1_ttl: float = L1_TTL.default
+    l1_keep_while_current: bool = L1_KEEP_WHILE_CURRENT.default
     negative_ttl: float = NEGATIVE_TTL.default
     negative_size: int = NEGATIVE_SIZE.default
     unknown_key_lookups: float = UNKNOWN_KEY_LOOKUPS.default
@@ -355,6 +364,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         name=NAME.optional(env),
         l1_size=L1_SIZE.integer(env),
         l1_ttl=L1_TTL.number(env),
+        l1_keep_while_current=L1_KEEP_WHILE_CURRENT.flag(env),
         negative_ttl=NEGATIVE_TTL.number(env),
         negative_size=NEGATIVE_SIZE.integer(env),
         unknown_key_lookups=UNKNOWN_KEY_LOOKUPS.number(env),

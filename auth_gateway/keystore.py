@@ -49,7 +49,7 @@ from .ledger import Doubt, Held, Ledger, supersedes
 from .metrics import Metrics
 from .redisclient import RedisClient
 
-__all__ = ["Held", "KeyStore"]
+__all__ = ["Held", "KeyStore", "redis_key"]
 
 log = logging.getLogger("auth_gateway")
 
@@ -60,6 +60,11 @@ _WATCH_RETRIES = 8
 # How many loads a lookup may wait for: the first, and restarts when its key turned suspect
 # while it waited.
 _LOAD_ATTEMPTS = 3
+
+
+def redis_key(prefix: str, key_id: str) -> str:
+    """Where Redis holds the signed record of ``key_id`` for the gateways of ``prefix``."""
+    return f"{prefix}key:{key_id}"
 
 
 class _Waiter:
@@ -125,9 +130,16 @@ class KeyStore:
         self._waiting: dict[str, set[_Waiter]] = {}
 
     # -- public API ---------------------------------------------------------------------------
+    def vouch_with(self, current_as_of: Callable[[], float | None]) -> None:
+        """Keep L1's entries ``l1_ttl`` seconds past the last moment this process knew it had
+        applied every key event (``current_as_of``, on the store's clock; None: never), not
+        only past when each was stored: while the process stays current, an entry lasts as
+        long as it is used (events change it the moment its key changes)."""
+        self._l1.vouched = current_as_of
+
     def redis_key(self, key_id: str) -> str:
         """Where Redis holds the signed record of ``key_id``."""
-        return f"{self._prefix}key:{key_id}"
+        return redis_key(self._prefix, key_id)
 
     async def lookup(self, key_id: str) -> KeyRecord | None:
         """The verified record of ``key_id``; None when it does not exist.

@@ -579,6 +579,8 @@ async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
         freshness=sync.freshness, metrics=app[METRICS], interval=config.heartbeat_interval,
     )
     sync.on_progress = heartbeat.progressed
+    if config.l1_keep_while_current:
+        app[KEYSTORE].vouch_with(lambda: sync.freshness.current_as_of)
     app[METRICS].revocation_lag.set_function(lambda: sync.freshness.lag(time.monotonic()))
     tasks = [
         asyncio.create_task(sync.run_feed_loop(), name="gateway-feed"),

@@ -16,8 +16,8 @@ was made meanwhile), and brought up to date from the new events when the feed ha
 most ``INCREMENTAL_LIMIT`` of them: a key_service that has been running a while answers every
 gateway start with a read of the few events since the last one. Otherwise the keys table is read
 again, and the sets are built off the event loop. key_service makes the first one as it starts
-(``internal``), so that the first gateway to start after it rarely waits for the table. Redis keeps a copy too (the gateway's side),
-so most starts do not reach key_service at all.
+(``internal``), so that the first gateway to start after it rarely waits for the table. Redis
+keeps a copy too (the gateway's side), so most starts do not reach key_service at all.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def parse_time(value: object, what: str = "time") -> datetime:
         raise EnvelopeError(f"{what} is out of range in UTC") from exc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyRecord:
     """What every consumer knows of a key: never the secret, only its keyed hash.
 

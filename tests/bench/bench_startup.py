@@ -35,7 +35,9 @@ import redis
 from key_service.config import KeyServiceConfig
 from tests.support.procs import free_port
 
+from .cpu import rss_mib
 from .history import History, build_history
+from .metrics import metric
 from .stack import BenchStack
 
 __all__ = ["main"]
@@ -54,46 +56,14 @@ class Start:
     snapshot: str
 
 
-def _rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` and its children (the supervisor and its worker), MiB."""
-    total = 0
-    pids = [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                pids.extend(int(child) for child in children)
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
-
-
-def _metric(port: int, name: str, **labels: str) -> float:
-    """A sample from the gateway's /metrics (summed over the workers' lines)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        metric, _, rest = head.partition("{")
-        if metric == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            total += float(value)
-    return total
-
-
 def _start(stack: BenchStack, routes: Path, label: str) -> Start:
     started = time.perf_counter()
     port, proc = stack.start_gateway(routes, workers=1, name=label, ready_timeout=900)
     seconds = time.perf_counter() - started
-    rss = _rss_mib(proc.proc.pid)
-    feed = _metric(port, "gateway_events_total", source="feed", outcome="applied")
+    rss = sum(rss_mib([proc.proc.pid]).values())  # the supervisor and its worker
+    feed = metric(port, "gateway_events_total", source="feed", outcome="applied")
     used = [source for source in ("redis", "key_service")
-            if _metric(port, "gateway_snapshots_total", source=source, outcome="used")]
+            if metric(port, "gateway_snapshots_total", source=source, outcome="used")]
     stack.stop_process(proc)
     return Start(label, seconds, rss, feed, used[0] if used else "none (whole feed)")
 

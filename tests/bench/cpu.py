@@ -1,4 +1,4 @@
-"""CPU time used by process trees, read from /proc (Linux).
+"""CPU time and resident memory of process trees, read from /proc (Linux).
 
 On a machine shared with other work, requests per second move with the background load; the
 CPU time a proxy spends per request moves much less, so the report shows both.
@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "parse_stat", "tree_pids"]
+__all__ = ["cpu_seconds", "parse_stat", "rss_mib", "tree_pids"]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -54,3 +54,17 @@ def cpu_seconds(roots: Iterable[int]) -> float:
     """User plus system CPU seconds used so far by the living processes of the trees."""
     stats = _all_stats()
     return sum(stats[pid][1] for pid in tree_pids(roots, stats))
+
+
+def rss_mib(roots: Iterable[int]) -> dict[int, float]:
+    """Resident memory (VmRSS, MiB) of each living process of the trees, by pid."""
+    sizes: dict[int, float] = {}
+    for pid in tree_pids(roots):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                sizes[pid] = int(line.split()[1]) / 1024
+    return sizes

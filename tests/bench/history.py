@@ -17,14 +17,14 @@ from typing import Any, cast
 
 from sqlalchemy import Table, insert, update
 
-from apikeys_shared.keys import new_key_id
+from apikeys_shared.keys import generate_secret, new_key_id
 from key_service.config import KeyServiceConfig
 from key_service.db import create_engine, write_connection
 from key_service.keys import _outbox_row
 from key_service.models import ApiKey, OutboxEvent
 from key_service.outbox import sequence_pending
 
-__all__ = ["History", "build_history"]
+__all__ = ["History", "build_history", "build_keys"]
 
 _BATCH = 5000
 _keys = cast(Table, ApiKey.__table__)
@@ -54,36 +54,74 @@ async def build_history(
 
     Every issue comes before every revocation (the outbox's order is the sequence order).
     """
-    assert config.secrets.signer is not None
     started = time.perf_counter()
-    engine = create_engine(config.database_url)
     start = datetime.now(UTC) - timedelta(seconds=2 * keys + 10)
     digest, version = config.secrets.peppers.hash(new_key_id(), "x" * 64)
+    issues: list[dict[str, object]] = []
+    revocations: list[dict[str, object]] = []
+    key_rows: list[dict[str, object]] = []
+    for n in range(keys):
+        issued = start + timedelta(seconds=n)
+        key = _key(new_key_id(), f"history key {n}", digest, version, issued)
+        issues.append(_row(_outbox, _outbox_row(key, issued), _OUTBOX_COLUMNS))
+        if n < revoked:
+            key.status = "revoked"
+            key.revoked_at = start + timedelta(seconds=keys + n)
+            revocations.append(_row(_outbox, _outbox_row(key, key.revoked_at),
+                                    _OUTBOX_COLUMNS))
+        key_rows.append(_row(_keys, key))
+    sequenced = await _write(config, key_rows, [issues, revocations],
+                             lambda: progress(f"rows written after "
+                                              f"{time.perf_counter() - started:.0f} s; sequencing"))
+    return History(events=sequenced, revoked=revoked, seconds=time.perf_counter() - started)
+
+
+async def build_keys(config: KeyServiceConfig, *, keys: int) -> list[tuple[str, str]]:
+    """``keys`` active keys, each with a secret of its own: their ``(key ID, secret)`` pairs.
+
+    As ``build_history`` writes them: the keys' rows and their ``issued`` events, sequenced,
+    signed and marked sent.
+    """
+    start = datetime.now(UTC) - timedelta(seconds=keys + 10)
+    pairs: list[tuple[str, str]] = []
+    issues: list[dict[str, object]] = []
+    key_rows: list[dict[str, object]] = []
+    for n in range(keys):
+        key_id, secret = new_key_id(), generate_secret()
+        digest, version = config.secrets.peppers.hash(key_id, secret)
+        issued = start + timedelta(seconds=n)
+        key = _key(key_id, f"bench key {n}", digest, version, issued)
+        issues.append(_row(_outbox, _outbox_row(key, issued), _OUTBOX_COLUMNS))
+        key_rows.append(_row(_keys, key))
+        pairs.append((key_id, secret))
+    await _write(config, key_rows, [issues])
+    return pairs
+
+
+def _key(key_id: str, name: str, digest: str, version: str, issued: datetime) -> ApiKey:
+    return ApiKey(key_id=key_id, name=name, secret_hash=digest, hash_version=version,
+                  status="active", issued_at=issued, revoked_at=None, issued_by=None,
+                  revoked_by=None, revokes_at=None, replaces=None, replaced_by=None)
+
+
+async def _write(config: KeyServiceConfig, key_rows: list[dict[str, object]],
+                 events: list[list[dict[str, object]]],
+                 written: Callable[[], None] = lambda: None) -> int:
+    """Insert the keys' rows, then the outbox rows in order; sequence, sign and mark them sent.
+
+    Returns the events sequenced.
+    """
+    assert config.secrets.signer is not None
+    engine = create_engine(config.database_url)
     try:
-        issues: list[dict[str, object]] = []
-        revocations: list[dict[str, object]] = []
-        key_rows: list[dict[str, object]] = []
-        for n in range(keys):
-            issued = start + timedelta(seconds=n)
-            key = ApiKey(key_id=new_key_id(), name=f"history key {n}", secret_hash=digest,
-                         hash_version=version, status="active", issued_at=issued,
-                         revoked_at=None, issued_by=None, revoked_by=None, revokes_at=None,
-                         replaces=None, replaced_by=None)
-            issues.append(_row(_outbox, _outbox_row(key, issued), _OUTBOX_COLUMNS))
-            if n < revoked:
-                key.status = "revoked"
-                key.revoked_at = start + timedelta(seconds=keys + n)
-                revocations.append(_row(_outbox, _outbox_row(key, key.revoked_at),
-                                        _OUTBOX_COLUMNS))
-            key_rows.append(_row(_keys, key))
         for first in range(0, len(key_rows), _BATCH):
             async with write_connection(engine) as conn:
                 await conn.execute(insert(_keys), key_rows[first:first + _BATCH])
-        for rows in (issues, revocations):
+        for rows in events:
             for first in range(0, len(rows), _BATCH):
                 async with write_connection(engine) as conn:
                     await conn.execute(insert(_outbox), rows[first:first + _BATCH])
-        progress(f"rows written after {time.perf_counter() - started:.0f} s; sequencing")
+        written()
         sequenced = await sequence_pending(
             engine, source=config.event_source, signer=config.secrets.signer)
         async with write_connection(engine) as conn:
@@ -91,4 +129,4 @@ async def build_history(
                                .values(sent_at=datetime.now(UTC)))
     finally:
         await engine.dispose()
-    return History(events=sequenced, revoked=revoked, seconds=time.perf_counter() - started)
+    return sequenced

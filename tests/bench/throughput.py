@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from auth_gateway.credentials import ID_HEADER, SECRET_HEADER
+
 from .cpu import cpu_seconds
 from .stats import histogram_percentile, merge_histograms
 from .wrk import WrkResult, run_wrk
@@ -45,6 +47,8 @@ class Scenario:
     label: str
     url: str
     headers: Mapping[str, str]
+    # ``ID SECRET`` lines: every request sends the next pair (wrk.rotating_lua), after headers.
+    keys_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -87,9 +91,14 @@ def combine(runs: Sequence[WrkResult], cpu_s: float = 0.0) -> Measurement:
 def _check(scenario: Scenario) -> None:
     # A benchmark of 401s would be fast and worthless: make sure the request really passes.
     parts = urlsplit(scenario.url)
+    headers = dict(scenario.headers)
+    if scenario.keys_file is not None:
+        with scenario.keys_file.open() as pairs:
+            key_id, secret = pairs.readline().split()
+        headers.update({ID_HEADER: key_id, SECRET_HEADER: secret})
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
     try:
-        conn.request("GET", parts.path or "/", headers=dict(scenario.headers))
+        conn.request("GET", parts.path or "/", headers=headers)
         resp = conn.getresponse()
         body = resp.read()
     finally:
@@ -117,7 +126,7 @@ def measure_all(scenarios: Sequence[Scenario], settings: LoadSettings, script_di
     def wrk(scenario: Scenario, seconds: int) -> WrkResult:
         return run_wrk(scenario.url, script_dir=script_dir, headers=scenario.headers,
                        connections=settings.connections, threads=settings.threads,
-                       duration_s=seconds)
+                       duration_s=seconds, keys_file=scenario.keys_file)
 
     for scenario in scenarios:
         _check(scenario)

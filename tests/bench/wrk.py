@@ -3,6 +3,10 @@
 wrk's own text output rounds latencies and changes units; its ``done()`` hook gets the exact
 histogram, so the script prints the figures as one ``WRK_JSON {...}`` line that this module
 parses. Latencies come back in microseconds, as wrk measures them.
+
+With a file of key pairs, the script sends a different key with every request, going round the
+file (``rotating_lua``); a scenario compared with it should send through the same script, so
+that wrk's own per-request Lua cost is in both.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from auth_gateway.credentials import ID_HEADER, SECRET_HEADER
+
 __all__ = [
-    "WrkError", "WrkResult", "lua_script", "parse_histogram", "parse_output", "run_wrk",
+    "WrkError", "WrkResult", "lua_script", "parse_histogram", "parse_output", "rotating_lua",
+    "run_wrk",
 ]
 
 MARKER = "WRK_JSON "
@@ -91,6 +98,43 @@ def lua_script(headers: Mapping[str, str], histogram_path: Path) -> str:
     return "\n".join(lines) + "\n" + _DONE
 
 
+# Each thread reads the pairs and walks them in order from its own starting point (thread n of
+# t starts n/t of the way round), so that the threads do not send the same key at once.
+_ROTATING = """
+local pairs_ = {}
+for line in io.lines(KEYS_PATH) do
+  local id, secret = line:match("^(%S+) (%S+)$")
+  if id then pairs_[#pairs_ + 1] = {id, secret} end
+end
+local started = 0
+setup = function(thread)
+  thread:set("thread_number", started)
+  started = started + 1
+end
+local index = 0
+init = function(args)
+  index = math.floor((thread_number or 0) * #pairs_ / THREADS)
+end
+request = function()
+  index = index % #pairs_ + 1
+  local pair = pairs_[index]
+  wrk.headers[ID_HEADER] = pair[1]
+  wrk.headers[SECRET_HEADER] = pair[2]
+  return wrk.format()
+end
+"""
+
+
+def rotating_lua(keys_path: Path, threads: int) -> str:
+    """The part of a script that sends the pairs of ``keys_path`` (``ID SECRET`` lines) in turn."""
+    return "\n".join([
+        f"KEYS_PATH = {_lua_string(str(keys_path))}",
+        f"THREADS = {threads}",
+        f"ID_HEADER = {_lua_string(ID_HEADER)}",
+        f"SECRET_HEADER = {_lua_string(SECRET_HEADER)}",
+    ]) + _ROTATING
+
+
 def parse_histogram(text: str) -> dict[int, int]:
     """``value count`` lines (as the script writes them) as a mapping."""
     histogram: dict[int, int] = {}
@@ -132,8 +176,12 @@ def run_wrk(
     threads: int = 2,
     duration_s: int = 10,
     timeout_s: int = 5,
+    keys_file: Path | None = None,
 ) -> WrkResult:
-    """Run wrk against ``url`` once (``--latency``) and return its parsed result."""
+    """Run wrk against ``url`` once (``--latency``) and return its parsed result.
+
+    ``keys_file``: send its key pairs in turn (``rotating_lua``), beside ``headers``.
+    """
     binary = shutil.which("wrk")
     if binary is None:
         raise WrkError("wrk is not installed (Debian: apt-get install wrk; `make bench` does it)")
@@ -142,7 +190,10 @@ def run_wrk(
     os.close(fd)
     script = Path(name)
     histogram_path = script.with_suffix(".hist")
-    script.write_text(lua_script(headers or {}, histogram_path))
+    body = lua_script(headers or {}, histogram_path)
+    if keys_file is not None:
+        body += rotating_lua(keys_file, threads)
+    script.write_text(body)
     args = [
         binary, "--latency", "-t", str(threads), "-c", str(connections),
         "-d", f"{duration_s}s", "--timeout", f"{timeout_s}s", "-s", str(script), url,

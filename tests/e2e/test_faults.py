@@ -26,7 +26,8 @@ from tests.support.stack import Admin, Stack, StackOptions, eventually, metric
 # poll so that a revocation during a broker cut lands well within the generous bounds below.
 STACK_OPTIONS = StackOptions(
     feed_poll_interval=0.5,
-    extra_gateway_env={"GATEWAY_L1_TTL": "0.5", "GATEWAY_NEGATIVE_TTL": "0.5"},
+    extra_gateway_env={"GATEWAY_L1_TTL": "0.5", "GATEWAY_L1_KEEP_WHILE_CURRENT": "false",
+                       "GATEWAY_NEGATIVE_TTL": "0.5"},
 )
 
 BOUND = 20.0  # generous: revocations and recovery are expected in well under this

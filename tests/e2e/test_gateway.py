@@ -27,7 +27,9 @@ from tests.support.stack import Admin, Stack, StackOptions, credentials, eventua
 
 # A short L1 lifetime makes every gateway read Redis again within a second, so that what Redis
 # holds (tampered or not) is exercised rather than hidden behind the in-process cache.
-STACK_OPTIONS = StackOptions(extra_gateway_env={"GATEWAY_L1_TTL": "0.5"})
+STACK_OPTIONS = StackOptions(extra_gateway_env={
+    "GATEWAY_L1_TTL": "0.5", "GATEWAY_L1_KEEP_WHILE_CURRENT": "false",
+})
 
 ID_HEADER = "X-AuthenticationKeyId"
 SECRET_HEADER = "X-AuthenticationKeyValue"

@@ -10,9 +10,13 @@ from tests.support.event_log import QuorumSubscriber
 from tests.support.load import Key, Probe
 from tests.support.stack import Admin, Stack, eventually
 
-__all__ = ["Keys", "issue_keys", "subscribe", "verifier_of"]
+__all__ = ["SHORT_CACHES", "Keys", "issue_keys", "subscribe", "verifier_of"]
 
 STEADY_BOUND = 60.0
+# The gateways' caches let go within half a second, current or not, so that Redis and key_service
+# are really asked while an engine fails over.
+SHORT_CACHES = {"GATEWAY_L1_TTL": "0.5", "GATEWAY_L1_KEEP_WHILE_CURRENT": "false",
+                "GATEWAY_NEGATIVE_TTL": "0.5"}
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,14 @@ from tests.support.services import RABBITMQ_URL, delete_redis_prefix
 from tests.support.stack import Stack, StackOptions, eventually
 
 from .feed import read_feed, sequence_faults
-from .keys import issue_keys, subscribe
+from .keys import SHORT_CACHES, issue_keys, subscribe
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.rabbitmq]
 
 FEED_POLL = 1.0
 OPTIONS = StackOptions(
     feed_poll_interval=FEED_POLL,
-    extra_gateway_env={"GATEWAY_L1_TTL": "0.5", "GATEWAY_NEGATIVE_TTL": "0.5"},
+    extra_gateway_env=SHORT_CACHES,
 )
 # How long the primary is gone before the standby is promoted: a failover manager's detection
 # time (Patroni's default TTL is 30 s; this test does not wait that long).

@@ -25,7 +25,7 @@ from tests.support.private_rabbitmq import RabbitCluster
 from tests.support.stack import Stack, StackOptions, eventually, metric
 
 from .feed import out_of_order, read_feed, sequence_faults
-from .keys import issue_keys, subscribe
+from .keys import SHORT_CACHES, issue_keys, subscribe
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -45,7 +45,7 @@ async def test_rabbitmq_failover_of_the_clients_node_loses_no_event(
     cluster = rabbit_cluster
     stack = make_stack(StackOptions(
         feed_poll_interval=FEED_POLL, rabbitmq_url=cluster.url,
-        extra_gateway_env={"GATEWAY_L1_TTL": "0.5", "GATEWAY_NEGATIVE_TTL": "0.5"},
+        extra_gateway_env=SHORT_CACHES,
     ))
     subscriber = await subscribe(stack, cluster.url)
     try:

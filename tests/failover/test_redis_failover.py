@@ -29,7 +29,7 @@ from tests.support.load import Load, Probe
 from tests.support.private_redis import SentinelGroup
 from tests.support.stack import Stack, StackOptions, eventually
 
-from .keys import issue_keys
+from .keys import SHORT_CACHES, issue_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq]
 
@@ -57,7 +57,7 @@ async def test_redis_sentinel_failover_forwards_no_revoked_or_unknown_key(
     group = sentinel_group
     stack = make_stack(StackOptions(
         feed_poll_interval=FEED_POLL, redis_url=group.url,
-        extra_gateway_env={"GATEWAY_L1_TTL": "0.5", "GATEWAY_NEGATIVE_TTL": "0.5"},
+        extra_gateway_env=SHORT_CACHES,
     ))
     admin = await admin_session(stack)
     probe = Probe(http, stack)
