@@ -1,5 +1,5 @@
-"""``python -m tests.bench`` (what ``make bench`` runs): the gateway benchmark, key_service's,
-the gateway's start-up against a long history, 100,000 keys in rotation, a flood of made-up
+"""``python -m tests.bench`` (what ``make bench`` runs): the gateway benchmark, key_service's
+(also at 1,000,000 keys), the gateway's start-up against a long history, 100,000 keys in rotation, a flood of made-up
 key IDs, and the key list (list and search at 1,000,000 keys, the Backoffice page's first rows
 at 100,000).
 
@@ -27,7 +27,8 @@ def main(argv: list[str]) -> int:
         return gateway
     sys.stdout.flush()
     statuses = [gateway]
-    for module in ("tests.bench.bench_key_service", "tests.bench.bench_startup",
+    for module in ("tests.bench.bench_key_service", "tests.bench.bench_key_service_scale",
+                   "tests.bench.bench_startup",
                    "tests.bench.bench_many_keys", "tests.bench.bench_flood",
                    "tests.bench.bench_key_list"):
         try:

@@ -56,7 +56,7 @@ def _postgres() -> contextlib.AbstractAsyncContextManager[str]:
     return temporary_database("apikeys_bench_")
 
 
-async def _rate(total: int, concurrency: int, call: Callable[[int], Awaitable[object]]) -> float:
+async def rate(total: int, concurrency: int, call: Callable[[int], Awaitable[object]]) -> float:
     """Calls per second of ``total`` calls made by ``concurrency`` workers."""
     counter = iter(range(total))
 
@@ -112,8 +112,8 @@ async def _bench_database(
 
 
         for concurrency in sorted({1, args.concurrency}):
-            baseline = await _rate(args.issues, concurrency, raw_insert)
-            issued = await _rate(args.issues, concurrency, issue)
+            baseline = await rate(args.issues, concurrency, raw_insert)
+            issued = await rate(args.issues, concurrency, issue)
             rows.append(Row(
                 backend, f"issue, service layer, concurrency {concurrency}",
                 f"{issued:,.0f} issues/s", f"{baseline:,.0f} raw INSERT tx/s",
