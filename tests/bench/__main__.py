@@ -1,7 +1,7 @@
 """``python -m tests.bench`` (what ``make bench`` runs): the gateway benchmark, key_service's
-(also at 1,000,000 keys), the gateway's start-up against a long history, 100,000 keys in rotation, a flood of made-up
-key IDs, and the key list (list and search at 1,000,000 keys, the Backoffice page's first rows
-at 100,000).
+(also at 1,000,000 keys), the gateway's start-up against a long history, 100,000 keys in
+rotation, a flood of made-up key IDs, and the key list (list and search at 1,000,000 keys, the
+Backoffice page's first rows at 100,000).
 
 Each prints its own Markdown tables; the gateway's is also written to artifacts/bench/gateway.md.
 Arguments are passed to the gateway benchmark (``--help`` lists them). The exit status is
