@@ -13,7 +13,7 @@ from .metrics import Metrics
 
 __all__ = [
     "CONFIG", "ENGINE", "HEARTBEATS", "METRICS", "OUTBOX_WAKEUP", "SCHEDULER_WAKEUP",
-    "SESSIONMAKER",
+    "SESSIONMAKER", "SNAPSHOT_PREPARED",
 ]
 
 CONFIG = web.AppKey("config", KeyServiceConfig)
@@ -26,3 +26,6 @@ OUTBOX_WAKEUP = web.AppKey("outbox_wakeup", asyncio.Event)
 SCHEDULER_WAKEUP = web.AppKey("scheduler_wakeup", asyncio.Event)
 # Gateway heartbeats: recorded, and waited on by revocations with ``wait``.
 HEARTBEATS = web.AppKey("heartbeats", Heartbeats)
+# Set once the first try at the gateways' snapshot is over (made or failed): /readyz waits for
+# it, so that a gateway started once key_service is ready does not wait for the keys table.
+SNAPSHOT_PREPARED = web.AppKey("snapshot_prepared", asyncio.Event)

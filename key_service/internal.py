@@ -34,7 +34,7 @@ from aiohttp import web
 from apikeys_shared.events import MAX_SEQUENCE, SEQUENCE_DIGITS
 from apikeys_shared.keys import is_valid_key_id
 
-from .appkeys import CONFIG, ENGINE, HEARTBEATS, OUTBOX_WAKEUP, SESSIONMAKER
+from .appkeys import CONFIG, ENGINE, HEARTBEATS, OUTBOX_WAKEUP, SESSIONMAKER, SNAPSHOT_PREPARED
 from .bodies import read_json_object
 from .heartbeats import HeartbeatError, last_sequence, parse_heartbeat, valid_instance_id
 from .outbox import (
@@ -228,9 +228,9 @@ async def snapshot(request: web.Request) -> web.Response:
 
 
 async def _prepare_snapshot(app: web.Application) -> AsyncIterator[None]:
-    """Make the snapshot as key_service starts, in the background, so that the first gateway
-    process to start does not wait for a read of the whole keys table (later asks bring it up
-    to date from the events since)."""
+    """Make the snapshot as key_service starts, in the background (``/readyz`` waits for the
+    first try), so that a gateway process started once key_service is ready does not wait for
+    a read of the whole keys table (later asks bring it up to date from the events since)."""
     signer = app[CONFIG].secrets.signer
     assert signer is not None  # load_config always reads the signing key
 
@@ -239,6 +239,8 @@ async def _prepare_snapshot(app: web.Application) -> AsyncIterator[None]:
             await read_snapshot(app[ENGINE], signer, app[_SNAPSHOTS])
         except OutboxError as exc:
             log.warning("could not prepare the gateways' snapshot yet: %s", exc)
+        finally:
+            app[SNAPSHOT_PREPARED].set()
 
     task = asyncio.create_task(prepare(), name="key_service-snapshot")
     try:
@@ -252,6 +254,7 @@ async def _prepare_snapshot(app: web.Application) -> AsyncIterator[None]:
 def add_internal_routes(app: web.Application) -> None:
     """Register ``/internal/v1/*`` on ``app`` (and the snapshot's preparation at start)."""
     app[_SNAPSHOTS] = SnapshotCache()
+    app[SNAPSHOT_PREPARED] = asyncio.Event()
     app.cleanup_ctx.append(_prepare_snapshot)
     app.router.add_get("/internal/v1/snapshot", snapshot, name="internal_snapshot")
     app.router.add_get("/internal/v1/events", events, name="internal_events")

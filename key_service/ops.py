@@ -1,4 +1,5 @@
-"""Operations routes: liveness, readiness (the database answers) and Prometheus metrics."""
+"""Operations routes: liveness, readiness (the database answers, the gateways' snapshot is made)
+and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .appkeys import CONFIG, ENGINE, METRICS
+from .appkeys import CONFIG, ENGINE, METRICS, SNAPSHOT_PREPARED
 from .db import READ_ONLY
 from .middleware import is_in
 from .problems import problem
@@ -27,7 +28,17 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """``GET /readyz``: 200 when the database answers within two seconds, else 503."""
+    """``GET /readyz``: 200 when the database answers within two seconds, else 503; and, while
+    key_service starts, not before its first try at the gateways' snapshot is over (waited for
+    up to two seconds a call)."""
+    prepared = request.config_dict.get(SNAPSHOT_PREPARED)
+    if prepared is not None and not prepared.is_set():
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await prepared.wait()
+        except TimeoutError:
+            return problem(503, "still preparing the gateways' revocation snapshot",
+                           headers={"Retry-After": "1"})
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             async with request.config_dict[ENGINE].connect() as conn:

@@ -4,16 +4,21 @@ sequence, signed, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from apikeys_shared.events import Event, SignedEvent
 from apikeys_shared.signing import Verifier
 from apikeys_shared.snapshot import SignedSnapshot, Snapshot
+from key_service.app import create_app
 from key_service.appkeys import ENGINE
-from key_service.config import KeyServiceConfig
+from key_service.config import KeyServiceConfig, load_config
+from key_service.db import migrate_async
 from key_service.internal import _SNAPSHOTS
 from key_service.snapshot import SnapshotCache, read_snapshot
-from tests.integration.key_service.conftest import Client
+from tests.integration.key_service.conftest import AiohttpClient, Client
 from tests.support.stack import eventually
 
 PATH = "/internal/v1/snapshot"
@@ -137,3 +142,30 @@ async def test_key_service_prepares_it_as_it_starts(
     prepared = cache.signed
     signed, _ = await _snapshot(admin, ks_config)
     assert signed == prepared  # the first gateway to ask is served what was prepared
+
+
+async def test_key_service_is_ready_only_once_it_tried_to_make_it(
+    postgres_url: str, secrets_env: dict[str, str], tmp_path: Path,
+    aiohttp_client: AiohttpClient,
+) -> None:
+    # The keys table locked against reads (as a long migration or a dump might): key_service's
+    # database answers, but the snapshot cannot be made until the lock goes.
+    config = load_config({**secrets_env, "KEY_SERVICE_DATABASE_URL": postgres_url,
+                          "KEY_SERVICE_DATA_DIR": str(tmp_path / "data")})
+    await migrate_async(postgres_url)
+    locker = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        locking = locker.transaction()
+        await locking.start()
+        await locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        client = Client(await aiohttp_client(create_app(config)))
+        resp = await client.http.get("/readyz")
+        assert resp.status == 503
+        assert "snapshot" in (await resp.json(content_type=None))["detail"]
+        assert resp.headers["Retry-After"] == "1"
+        await locking.rollback()
+    finally:
+        await locker.close()
+    resp = await client.http.get("/readyz")
+    assert resp.status == 200, await resp.text()
+    assert client.http.server.app[_SNAPSHOTS].signed is not None
