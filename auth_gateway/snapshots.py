@@ -100,18 +100,20 @@ class SnapshotSource:
         if snapshot is None:
             return None
         with contextlib.suppress(TimeoutError, RedisError, OSError):
-            await self._keep(signed, snapshot.sequence)
+            await self._keep(signed)
         return snapshot
 
-    async def _keep(self, signed: SignedSnapshot, sequence: int) -> None:
-        """Put ``signed`` in Redis unless Redis holds a newer one (checked, then written: two
-        processes racing leave one of theirs, and either serves)."""
-        held = await self._redis.hget(self.redis_key, "sequence")
-        if held is not None and held.isdigit() and int(held) >= sequence:
-            return
+    async def _keep(self, signed: SignedSnapshot) -> None:
+        """Put ``signed`` in Redis in place of whatever copy is there.
+
+        A process fetches a fresh snapshot only when Redis's copy is missing, does not verify,
+        is too far behind, or is of another history (a restore: it may even claim a later
+        sequence than the feed's), so the fresh one is always the better copy; two processes
+        racing leave one of theirs, and either serves.
+        """
         await self._redis.hset(self.redis_key, mapping={
             "body": signed.body, "signature": signed.signature,
-            "signing_key": signed.signing_key, "sequence": str(sequence),
+            "signing_key": signed.signing_key,
         })
 
     def used(self, source: str) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apikeys_shared.config import Env, load_secrets
 from apikeys_shared.keys import new_key_id
+from apikeys_shared.snapshot import SignedSnapshot, Snapshot
 from auth_gateway.appkeys import KEY_SERVICE, METRICS, REDIS
 from auth_gateway.errors import KeyServiceUnavailable
 from auth_gateway.snapshots import SnapshotSource
@@ -70,6 +71,16 @@ async def _start(make_gateway: GatewayFactory, secrets_env: dict[str, str], url:
     if catch_up:
         assert await sync.catch_up()
     return Started(gateway, sync, source)
+
+
+async def _redis_copy(started: Started, secrets_env: dict[str, str]) -> Snapshot:
+    """The snapshot Redis holds for the gateways of ``started``'s prefix, verified."""
+    body, signature, signing_key = await started.gateway.redis.hmget(
+        started.source.redis_key, ["body", "signature", "signing_key"])
+    verifier = load_secrets(Env(secrets_env), signer=False, verifier=True).verifier
+    assert verifier is not None
+    return SignedSnapshot(body=body, signature=signature.decode(),
+                          signing_key=signing_key.decode()).verify(verifier)
 
 
 async def _status(gateway: Gateway, headers: dict[str, str]) -> int:
@@ -131,8 +142,7 @@ async def test_the_next_process_takes_redis_s_copy_and_the_feed_after_it(
     await real_key_service.revoke(keys[0]["X-AuthenticationKeyId"])
     first = await _start(make_gateway, secrets_env, real_key_service.url)
     assert first.count("gateway_snapshots", source="key_service", outcome="used") == 1
-    stored = await first.gateway.redis.hget(first.source.redis_key, "sequence")
-    assert stored == b"4"
+    assert (await _redis_copy(first, secrets_env)).sequence == 4
 
     await real_key_service.revoke(keys[1]["X-AuthenticationKeyId"])  # after Redis's copy
     second = await _start(make_gateway, secrets_env, real_key_service.url)
@@ -153,7 +163,7 @@ async def test_a_copy_far_behind_the_feed_is_replaced_by_a_fresh_one(
     assert second.count("gateway_snapshots", source="redis", outcome="stale") == 1
     assert second.count("gateway_snapshots", source="key_service", outcome="used") == 1
     assert second.feed_events == 0
-    assert await first.gateway.redis.hget(first.source.redis_key, "sequence") == b"7"
+    assert (await _redis_copy(first, secrets_env)).sequence == 7
     assert [await _status(second.gateway, h) for h in keys] == [401, 401, 401, 200]
 
 
@@ -304,3 +314,33 @@ async def test_a_snapshot_of_a_history_the_database_no_longer_holds_is_not_used(
     assert later.gateway.store.ledger.is_revoked(k1_id)
     assert all(later.gateway.store.ledger.exists(key_id) for key_id in new)
     assert await _status(later.gateway, k1) == 401
+
+
+async def test_after_a_restore_redis_s_copy_is_replaced_though_it_claims_a_later_sequence(
+    make_gateway: GatewayFactory, real_key_service: RealKeyService, secrets_env: dict[str, str],
+) -> None:
+    # The old history went further than the restored one will: its copy in Redis is genuinely
+    # signed at a sequence the new feed has not reached. Every start passes it over, so the
+    # fresh snapshot must take its place, or every later start would fetch one again.
+    ks = real_key_service
+    engine = ks.server.app[ENGINE]
+    k1 = await ks.issue("k1")
+    await _start(make_gateway, secrets_env, ks.url)
+    restored_at = await _last(engine)
+    lost = [await ks.issue(f"lost {n}") for n in range(3)]
+    old = await _start(make_gateway, secrets_env, ks.url, max_behind=0)
+    assert (await _redis_copy(old, secrets_env)).sequence == restored_at + 3
+
+    async with engine.begin() as conn:  # the restore: back to restored_at
+        await conn.execute(delete(OutboxEvent).where(OutboxEvent.sequence > restored_at))
+        await conn.execute(delete(ApiKey).where(
+            ApiKey.key_id.in_([h["X-AuthenticationKeyId"] for h in lost])))
+    await ks.revoke(k1["X-AuthenticationKeyId"])  # the new history: one event
+
+    later = await _start(make_gateway, secrets_env, ks.url)
+    assert later.count("gateway_snapshots", source="redis", outcome="stale") == 1
+    assert later.count("gateway_snapshots", source="key_service", outcome="used") == 1
+    assert (await _redis_copy(later, secrets_env)).sequence == restored_at + 1
+    next_one = await _start(make_gateway, secrets_env, ks.url)
+    assert next_one.count("gateway_snapshots", source="redis", outcome="used") == 1
+    assert await _status(next_one.gateway, k1) == 401
