@@ -126,4 +126,4 @@ class HeartbeatPublisher:
             log.info("heartbeats reach key_service again")
         self._healthy = True
         self._reported = watermark
-        self._freshness.learn(newest, asked_at, self._watermark())
+        self._freshness.learn(newest, asked_at, self._watermark(), watermark)

@@ -115,6 +115,9 @@ class SnapshotSource:
             "body": signed.body, "signature": signed.signature,
             "signing_key": signed.signing_key,
         })
+        # Older gateways kept an unsigned "sequence" beside the copy and wrote only over a
+        # lower one: gone, so that during a rolling upgrade they too replace this copy.
+        await self._redis.hdel(self.redis_key, "sequence")
 
     def used(self, source: str) -> None:
         """Count the snapshot a process started from."""

@@ -305,6 +305,9 @@ class Synchronizer:
                 log.warning("cannot store key events (%s); catching up later", exc)
             if not isinstance(exc, StoreUnavailable):
                 log.exception("unexpected error applying a key event")
+                # Unlike Redis refusing a write (L1 and the ledger have the record), this may
+                # have left L1 as it was: the process is not current until the event is in.
+                self.freshness.suspend()
             self._store_healthy = False
             self._catch_up_pending = True
             self._wake.set()
@@ -359,9 +362,10 @@ class Synchronizer:
             limit = self._settings.feed_page_size
             deferred = False
             while True:
-                asked_at = time.monotonic()
+                asked_at, asked_watermark = time.monotonic(), self.watermark
                 page = await self._feed.fetch_events(after=fetch_after, limit=limit)
-                self.freshness.learn(page.last_sequence, asked_at, self.watermark)
+                self.freshness.learn(page.last_sequence, asked_at, self.watermark,
+                                     asked_watermark)
                 start = fetch_after
                 fetch_after, page_deferred = await self._apply_page(
                     page.events, fetch_after, in_order=not deferred,
@@ -375,6 +379,8 @@ class Synchronizer:
                     # What this process already took would only be passed over: not fetched.
                     fetch_after = max(fetch_after, self._in_process)
             self._in_process = max(self._in_process, fetch_after)
+            if not deferred:
+                self.freshness.resume()  # whatever failed before is applied now
         self._progressed()
         self._feed_read.set()
         if deferred:

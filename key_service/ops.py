@@ -30,25 +30,30 @@ async def healthz(_request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """``GET /readyz``: 200 when the database answers within two seconds, else 503; and, while
     key_service starts, not before its first try at the gateways' snapshot is over (waited for
-    up to two seconds a call)."""
+    within the same two seconds)."""
     prepared = request.config_dict.get(SNAPSHOT_PREPARED)
-    if prepared is not None and not prepared.is_set():
-        try:
-            async with asyncio.timeout(READY_TIMEOUT):
-                await prepared.wait()
-        except TimeoutError:
-            return problem(503, "still preparing the gateways' revocation snapshot",
-                           headers={"Retry-After": "1"})
     try:
         async with asyncio.timeout(READY_TIMEOUT):
+            if prepared is not None:
+                await prepared.wait()
             async with request.config_dict[ENGINE].connect() as conn:
                 # Read-only: on SQLite a probe must not take the write lock.
                 conn = await conn.execution_options(**{READ_ONLY: True})
                 await conn.execute(text("SELECT 1"))
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+    except TimeoutError:
+        if prepared is not None and not prepared.is_set():
+            return problem(503, "still preparing the gateways' revocation snapshot",
+                           headers={"Retry-After": "1"})
+        log.warning("not ready: database unavailable (TimeoutError)")
+        return _unavailable()
+    except (SQLAlchemyError, OSError) as exc:
         log.warning("not ready: database unavailable (%s)", type(exc).__name__)
-        return problem(503, "the database is not reachable", headers={"Retry-After": "5"})
+        return _unavailable()
     return web.json_response({"status": "ready"})
+
+
+def _unavailable() -> web.Response:
+    return problem(503, "the database is not reachable", headers={"Retry-After": "5"})
 
 
 async def metrics(request: web.Request) -> web.Response:

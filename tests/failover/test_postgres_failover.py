@@ -202,7 +202,13 @@ async def test_postgres_failover_with_asynchronous_replication_loses_acknowledge
     # receiving (its link cut), an issue and a revocation are answered 201 and 200 and
     # published, then the primary dies and the standby takes over without them.
     pair = postgres_pair(False)
-    stack = make_stack(replace(OPTIONS, database_url=pair.url))
+    # L1 as it ships (kept while the process knows itself current), with a short TTL and
+    # heartbeats well within it (so that a current process keeps its entries): the remedy
+    # below counts on each gateway process seeing that key_service's history is not the one it
+    # applied, and no longer counting itself current.
+    stack = make_stack(replace(OPTIONS, database_url=pair.url, extra_gateway_env={
+        "GATEWAY_L1_TTL": "0.5", "GATEWAY_NEGATIVE_TTL": "0.5",
+        "GATEWAY_HEARTBEAT_INTERVAL": "0.1"}))
     subscriber = await subscribe(stack, RABBITMQ_URL)
     try:
         admin = await admin_session(stack)
@@ -238,7 +244,9 @@ async def test_postgres_failover_with_asynchronous_replication_loses_acknowledge
                     "new key": await probe.statuses(after)}
 
         # The operator's remedy (docs/scaling.md): empty the gateways' Redis keys; once their
-        # in-process caches expire they ask key_service, which does not know the lost key.
+        # in-process caches expire (each process saw its watermark above key_service's newest
+        # sequence, so it no longer counts itself current) they ask key_service, which does not
+        # know the lost key.
         await asyncio.to_thread(delete_redis_prefix, stack.redis_prefix)
 
         async def lost_key_refused() -> bool:

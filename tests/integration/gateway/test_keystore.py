@@ -212,6 +212,33 @@ async def test_revocation_replaces_active_in_redis_and_l1(rig: Rig) -> None:
     assert found.status == "revoked"
 
 
+async def test_an_entry_kept_past_its_ttl_while_current_still_gives_way_to_a_revocation(
+    rig: Rig,
+) -> None:
+    current_as_of: list[float] = [rig.clock.now]
+    rig.store.vouch_with(lambda: current_as_of[0])
+    key = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(key), key.key_id)
+    assert await rig.store.lookup(key.key_id) == key.record
+    for _ in range(5):  # five lifetimes, the process current all along
+        rig.clock.now += 25.0
+        current_as_of[0] = rig.clock.now - 1.0
+        assert await rig.store.lookup(key.key_id) == key.record
+    assert rig.fake.calls == 1
+    assert rig.sample("gateway_cache_lookups", "redis", "hit") == 0
+    assert await rig.store.apply(rig.keyring.signed(rig.keyring.revoke(key))) is True
+    found = await rig.store.lookup(key.key_id)
+    assert found is not None
+    assert found.status == "revoked"
+    # And once the process stops knowing itself current, the entry goes within the TTL.
+    other = rig.keyring.issue()
+    rig.fake.put(rig.keyring.signed(other), other.key_id)
+    assert await rig.store.lookup(other.key_id) == other.record
+    rig.clock.now += 30.0  # the last moment vouched for is now 31 s ago
+    assert await rig.store.lookup(other.key_id) == other.record
+    assert rig.sample("gateway_cache_lookups", "redis", "hit") == 1
+
+
 async def test_forged_event_is_rejected_counted_and_not_stored(rig: Rig) -> None:
     key = rig.keyring.issue()
     forger = Signer.from_base64(generate_signing_key()[0])
