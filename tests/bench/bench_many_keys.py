@@ -11,7 +11,7 @@ process: read from Redis and verified), then three setups are measured in interl
 all through one wrk script that sends the next pair of a file of keys with every request
 (``wrk.rotating_lua``), so that wrk's per-request Lua cost is in every row: the open route (no
 key needed, the same headers sent), one key, and every key in turn. Reported beside them: the
-gateway's CPU time per request, its L1 misses while measured, and the resident memory of each
+gateway's CPU time per request, its L1 misses from the warm-ups on, and the resident memory of each
 of its processes at the end.
 
 Aims (issue 17): every key in turn at ≥ 0.8 times the one-key rate, each gateway process ≤ 256 MiB.
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> list[str]:
             f"{result.errors:,} |")
     lines += [
         "",
-        f"L1 misses while measured: {misses:,.0f}. Resident memory of the gateway's "
+        f"L1 misses in the warm-ups and measured rounds: {misses:,.0f}. Resident memory of the gateway's "
         f"process{'es' if len(rss) > 1 else ''} at the end: "
         + ", ".join(f"{mib:.0f} MiB" for _, mib in sorted(rss.items())) + ".",
         "",
@@ -186,6 +186,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30, help="measured seconds per row")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
     args = parser.parse_args()
+    if args.keys < 1:
+        parser.error("--keys must be at least 1")
     print(f"`python -m tests.bench.bench_many_keys --keys {args.keys}` on {platform.node()} "
           f"({os.cpu_count()} cores), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
     print("\n".join(run(args)), flush=True)
