@@ -164,8 +164,8 @@ def run(args: argparse.Namespace) -> list[str]:
             f"{result.errors:,} |")
     lines += [
         "",
-        f"L1 misses in the warm-ups and measured rounds: {misses:,.0f}. Resident memory of the gateway's "
-        f"process{'es' if len(rss) > 1 else ''} at the end: "
+        f"L1 misses in the warm-ups and measured rounds: {misses:,.0f}. Resident memory of "
+        f"the gateway's process{'es' if len(rss) > 1 else ''} at the end: "
         + ", ".join(f"{mib:.0f} MiB" for _, mib in sorted(rss.items())) + ".",
         "",
         "| aim | measured | target | verdict |",
