@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -59,6 +60,8 @@ class BenchStack:
         self._procs: list[ServiceProcess] = []
         self._nginx: list[Nginx] = []
         self.key_service_port = 0
+        # From spawning key_service to its /readyz answering 200.
+        self.key_service_start_seconds = 0.0
         self._admin_password = uuid.uuid4().hex + uuid.uuid4().hex
 
     # -- context manager ------------------------------------------------------------------
@@ -109,6 +112,7 @@ class BenchStack:
         if before_serve is not None:
             before_serve(load_key_service_config(self._ks_env()))
         self.key_service_port = free_port()
+        started = time.perf_counter()
         proc = ServiceProcess(
             ["-m", "key_service", "serve", "--host", "127.0.0.1",
              "--port", str(self.key_service_port)],
@@ -116,6 +120,7 @@ class BenchStack:
         )
         self._procs.append(proc)
         self._wait(proc, f"http://127.0.0.1:{self.key_service_port}/readyz", "key_service")
+        self.key_service_start_seconds = time.perf_counter() - started
 
     def admin(self) -> AdminClient:
         """A logged-in administrator client of this stack's key_service."""
