@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, update
+from sqlalchemy import Table, func, insert, select, update
 
 from apikeys_shared.keys import generate_secret, new_key_id
 from key_service.config import KeyServiceConfig
@@ -124,9 +124,18 @@ async def _write(config: KeyServiceConfig, key_rows: list[dict[str, object]],
         written()
         sequenced = await sequence_pending(
             engine, source=config.event_source, signer=config.secrets.signer)
+        # In ranges of IDs: one statement over a million rows outlasts key_service's statement
+        # timeout on PostgreSQL.
         async with write_connection(engine) as conn:
-            await conn.execute(update(_outbox).where(_outbox.c.sent_at.is_(None))
-                               .values(sent_at=datetime.now(UTC)))
+            low, high = (await conn.execute(
+                select(func.min(_outbox.c.id), func.max(_outbox.c.id))
+                .where(_outbox.c.sent_at.is_(None)))).one()
+        sent_at = datetime.now(UTC)
+        for first in range(low or 0, (high or -1) + 1, _BATCH):
+            async with write_connection(engine) as conn:
+                await conn.execute(update(_outbox).where(
+                    _outbox.c.sent_at.is_(None), _outbox.c.id >= first,
+                    _outbox.c.id < first + _BATCH).values(sent_at=sent_at))
     finally:
         await engine.dispose()
     return sequenced
