@@ -83,6 +83,15 @@ async def _redis_copy(started: Started, secrets_env: dict[str, str]) -> Snapshot
                           signing_key=signing_key.decode()).verify(verifier)
 
 
+async def _restore(engine: AsyncEngine, restored_at: int, lost: list[dict[str, str]]) -> None:
+    """A database restored from a backup taken at ``restored_at``: the events after it and the
+    keys issued since (``lost``, their headers) are gone."""
+    async with engine.begin() as conn:
+        await conn.execute(delete(OutboxEvent).where(OutboxEvent.sequence > restored_at))
+        await conn.execute(delete(ApiKey).where(
+            ApiKey.key_id.in_([h["X-AuthenticationKeyId"] for h in lost])))
+
+
 async def _status(gateway: Gateway, headers: dict[str, str]) -> int:
     resp = await gateway.client.get("/api/x", headers=headers)
     await resp.release()
@@ -299,10 +308,7 @@ async def test_a_snapshot_of_a_history_the_database_no_longer_holds_is_not_used(
     lost = [await ks.issue(f"lost {n}") for n in range(2)]
     await _start(make_gateway, secrets_env, ks.url, max_behind=0)  # snapshots of the old history
 
-    async with engine.begin() as conn:  # the restore: back to restored_at
-        await conn.execute(delete(OutboxEvent).where(OutboxEvent.sequence > restored_at))
-        await conn.execute(delete(ApiKey).where(
-            ApiKey.key_id.in_([h["X-AuthenticationKeyId"] for h in lost])))
+    await _restore(engine, restored_at, lost)
     # The new history: K1 revoked while no gateway ran, two keys issued.
     await ks.revoke(k1_id)
     new = [(await ks.issue(f"new {n}"))["X-AuthenticationKeyId"] for n in range(2)]
@@ -331,10 +337,7 @@ async def test_after_a_restore_redis_s_copy_is_replaced_though_it_claims_a_later
     old = await _start(make_gateway, secrets_env, ks.url, max_behind=0)
     assert (await _redis_copy(old, secrets_env)).sequence == restored_at + 3
 
-    async with engine.begin() as conn:  # the restore: back to restored_at
-        await conn.execute(delete(OutboxEvent).where(OutboxEvent.sequence > restored_at))
-        await conn.execute(delete(ApiKey).where(
-            ApiKey.key_id.in_([h["X-AuthenticationKeyId"] for h in lost])))
+    await _restore(engine, restored_at, lost)
     await ks.revoke(k1["X-AuthenticationKeyId"])  # the new history: one event
 
     later = await _start(make_gateway, secrets_env, ks.url)
